@@ -1,0 +1,359 @@
+//! Length-prefixed frames: the only unit that crosses a Partisan connection.
+//!
+//! ```text
+//! +----------------+---------+------------------------+
+//! | length: u32 BE | type u8 | body (length - 1 bytes) |
+//! +----------------+---------+------------------------+
+//! ```
+//!
+//! The decoder checks the length against a configured maximum *before* buffering the body, so an
+//! oversized or hostile length prefix costs the peer its connection, not our memory. Message
+//! bodies are split off the read buffer without copying (`Bytes`), so a delivered payload is the
+//! same allocation the socket read into.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use partisan_core::frame::{Decoder, Dest, Frame};
+//!
+//! let mut buf = BytesMut::new();
+//! Frame::Message { dest: Dest::Name("logger".into()), payload: b"\x83j"[..].into() }.encode(&mut buf);
+//! let mut decoder = Decoder::new(1 << 20);
+//! let frame = decoder.decode(&mut buf).unwrap().unwrap();
+//! assert!(matches!(frame, Frame::Message { dest: Dest::Name(n), .. } if n == "logger"));
+//! ```
+
+use crate::wire::{Reader, WireError, WriteExt};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Protocol version sent in every handshake; peers with another version are refused.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Bytes of the length prefix.
+pub const LENGTH_PREFIX: usize = 4;
+/// Length of handshake nonces and proofs.
+pub const NONCE_LEN: usize = 32;
+
+const T_HELLO: u8 = 1;
+const T_CHALLENGE: u8 = 2;
+const T_PROOF: u8 = 3;
+const T_REFUSED: u8 = 4;
+const T_MESSAGE: u8 = 16;
+const T_CONTROL: u8 = 17;
+const T_PING: u8 = 18;
+const T_PONG: u8 = 19;
+
+const D_PID: u8 = 0;
+const D_NAME: u8 = 1;
+const D_PID_ID: u8 = 2;
+
+/// Where a message frame goes on the receiving node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// A pid in the external term format, as the sender's VM encoded it. The receiver decodes it
+    /// and delivers only if it is a live local pid: a pid of an older incarnation of the receiving
+    /// node decodes as non-local and is dropped.
+    Pid(Bytes),
+    /// A registered name on the receiving node. Looked up as an existing atom only.
+    Name(String),
+    /// A local pid given by its id and serial (`<0.Id.Serial>`), from a Partisan remote reference.
+    PidId { id: u32, serial: u32 },
+}
+
+/// One frame on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Client → server: who I am and which connection of which channel this is.
+    Hello { version: u16, node: String, channel: String, conn_index: u16, nonce: [u8; NONCE_LEN] },
+    /// Server → client: the server's identity, its nonce, and its proof of the shared secret.
+    Challenge { version: u16, node: String, nonce: [u8; NONCE_LEN], proof: [u8; NONCE_LEN] },
+    /// Client → server: the client's proof of the shared secret.
+    Proof { proof: [u8; NONCE_LEN] },
+    /// Either side: the handshake failed for a reason the other side can act on.
+    Refused { reason: String },
+    /// A user message for a process on the receiving node; the payload is ETF.
+    Message { dest: Dest, payload: Bytes },
+    /// An overlay protocol message in the core's own encoding (see `membership::Control`).
+    Control { body: Bytes },
+    Ping { seq: u64 },
+    Pong { seq: u64 },
+}
+
+/// Why the byte stream of a connection cannot be read further. Every variant closes the
+/// connection; none is a panic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the maximum frame size of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("empty frame (length 0)")]
+    Empty,
+    #[error("unknown frame type {0}")]
+    UnknownType(u8),
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] WireError),
+}
+
+impl Frame {
+    /// Appends the encoded frame, length prefix included.
+    pub fn encode(&self, out: &mut BytesMut) {
+        if let Frame::Message { dest, payload } = self {
+            encode_message_header(dest, payload.len(), out);
+            out.put_slice(payload);
+            return;
+        }
+        let start = out.len();
+        out.put_u32(0); // patched below
+        match self {
+            Frame::Hello { version, node, channel, conn_index, nonce } => {
+                out.put_u8(T_HELLO);
+                out.put_u16(*version);
+                out.put_str16(node);
+                out.put_str16(channel);
+                out.put_u16(*conn_index);
+                out.put_slice(nonce);
+            }
+            Frame::Challenge { version, node, nonce, proof } => {
+                out.put_u8(T_CHALLENGE);
+                out.put_u16(*version);
+                out.put_str16(node);
+                out.put_slice(nonce);
+                out.put_slice(proof);
+            }
+            Frame::Proof { proof } => {
+                out.put_u8(T_PROOF);
+                out.put_slice(proof);
+            }
+            Frame::Refused { reason } => {
+                out.put_u8(T_REFUSED);
+                out.put_str16(reason);
+            }
+            Frame::Control { body } => {
+                out.put_u8(T_CONTROL);
+                out.put_slice(body);
+            }
+            Frame::Ping { seq } => {
+                out.put_u8(T_PING);
+                out.put_u64(*seq);
+            }
+            Frame::Pong { seq } => {
+                out.put_u8(T_PONG);
+                out.put_u64(*seq);
+            }
+            Frame::Message { .. } => unreachable!("handled above"),
+        }
+        let len = (out.len() - start - LENGTH_PREFIX) as u32;
+        out[start..start + LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// The frame as one buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        self.encode(&mut out);
+        out.freeze()
+    }
+
+    /// Parses one frame body (type byte first, length prefix already removed).
+    pub fn parse(mut body: Bytes) -> Result<Frame, FrameError> {
+        if body.is_empty() {
+            return Err(FrameError::Empty);
+        }
+        let ty = body.get_u8();
+        if ty == T_MESSAGE {
+            return parse_message(body);
+        }
+        if ty == T_CONTROL {
+            return Ok(Frame::Control { body });
+        }
+        let mut r = Reader::new(&body);
+        let frame = match ty {
+            T_HELLO => Frame::Hello {
+                version: r.u16("version")?,
+                node: r.str("node name")?,
+                channel: r.str("channel")?,
+                conn_index: r.u16("connection index")?,
+                nonce: r.array("nonce")?,
+            },
+            T_CHALLENGE => Frame::Challenge {
+                version: r.u16("version")?,
+                node: r.str("node name")?,
+                nonce: r.array("nonce")?,
+                proof: r.array("proof")?,
+            },
+            T_PROOF => Frame::Proof { proof: r.array("proof")? },
+            T_REFUSED => Frame::Refused { reason: r.str("reason")? },
+            T_PING => Frame::Ping { seq: r.u64("ping")? },
+            T_PONG => Frame::Pong { seq: r.u64("pong")? },
+            other => return Err(FrameError::UnknownType(other)),
+        };
+        r.finish("frame")?;
+        Ok(frame)
+    }
+}
+
+/// Writes the length prefix, type and destination of a message frame whose payload of
+/// `payload_len` bytes follows. Lets a writer send a large payload without copying it.
+pub fn encode_message_header(dest: &Dest, payload_len: usize, out: &mut BytesMut) {
+    let dest_len = match dest {
+        Dest::Pid(etf) => 1 + 2 + etf.len(),
+        Dest::Name(name) => 1 + 2 + name.len(),
+        Dest::PidId { .. } => 1 + 8,
+    };
+    let len = 1 + dest_len + payload_len;
+    out.reserve(LENGTH_PREFIX + 1 + dest_len);
+    out.put_u32(u32::try_from(len).expect("message larger than 4 GiB"));
+    out.put_u8(T_MESSAGE);
+    match dest {
+        Dest::Pid(etf) => {
+            out.put_u8(D_PID);
+            out.put_u16(u16::try_from(etf.len()).expect("pid ETF larger than 64 KiB"));
+            out.put_slice(etf);
+        }
+        Dest::Name(name) => {
+            out.put_u8(D_NAME);
+            out.put_str16(name);
+        }
+        Dest::PidId { id, serial } => {
+            out.put_u8(D_PID_ID);
+            out.put_u32(*id);
+            out.put_u32(*serial);
+        }
+    }
+}
+
+fn parse_message(body: Bytes) -> Result<Frame, FrameError> {
+    let mut r = Reader::new(&body);
+    let dest = match r.u8("destination kind")? {
+        D_PID => {
+            let len = r.u16("destination pid")? as usize;
+            let start = 3;
+            r.take(len, "destination pid")?;
+            Dest::Pid(body.slice(start..start + len))
+        }
+        D_NAME => Dest::Name(r.str("destination name")?),
+        D_PID_ID => Dest::PidId { id: r.u32("pid id")?, serial: r.u32("pid serial")? },
+        other => return Err(WireError::BadValue { what: "destination kind", value: other as u64 }.into()),
+    };
+    let consumed = body.len() - r.remaining();
+    Ok(Frame::Message { dest, payload: body.slice(consumed..) })
+}
+
+/// Splits a byte stream into frames, enforcing the maximum frame size.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    max_frame: usize,
+}
+
+impl Decoder {
+    pub fn new(max_frame: usize) -> Self {
+        Decoder { max_frame }
+    }
+
+    /// Takes one complete frame off the front of `buf`, or returns `Ok(None)` if more bytes are
+    /// needed. After an error the stream is unusable and the connection must be closed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if buf.len() < LENGTH_PREFIX {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes(buf[..LENGTH_PREFIX].try_into().expect("4 bytes")) as usize;
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
+        if len > self.max_frame {
+            return Err(FrameError::TooLarge { len, max: self.max_frame });
+        }
+        if buf.len() < LENGTH_PREFIX + len {
+            buf.reserve(LENGTH_PREFIX + len - buf.len());
+            return Ok(None);
+        }
+        buf.advance(LENGTH_PREFIX);
+        Frame::parse(buf.split_to(len).freeze()).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn roundtrip(frame: Frame) {
+        let mut buf = BytesMut::new();
+        frame.encode(&mut buf);
+        let mut dec = Decoder::new(1 << 20);
+        assert_eq!(dec.decode(&mut buf).unwrap(), Some(frame));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn every_frame_type_roundtrips() {
+        roundtrip(Frame::Hello { version: 1, node: "a@h".into(), channel: "undefined".into(), conn_index: 3, nonce: [7; 32] });
+        roundtrip(Frame::Challenge { version: 1, node: "b@h".into(), nonce: [1; 32], proof: [2; 32] });
+        roundtrip(Frame::Proof { proof: [9; 32] });
+        roundtrip(Frame::Refused { reason: "bad cookie".into() });
+        roundtrip(Frame::Message { dest: Dest::Pid(Bytes::from_static(b"\x83X")), payload: Bytes::from_static(b"abc") });
+        roundtrip(Frame::Message { dest: Dest::Name("srv".into()), payload: Bytes::new() });
+        roundtrip(Frame::Message { dest: Dest::PidId { id: 123, serial: 4 }, payload: Bytes::from_static(b"x") });
+        roundtrip(Frame::Control { body: Bytes::from_static(b"\x01\x02") });
+        roundtrip(Frame::Ping { seq: 42 });
+        roundtrip(Frame::Pong { seq: 43 });
+    }
+
+    #[test]
+    fn oversized_length_is_rejected_before_buffering() {
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, T_PING][..]);
+        let err = Decoder::new(1024).decode(&mut buf).unwrap_err();
+        assert_eq!(err, FrameError::TooLarge { len: 0xffff_ffff, max: 1024 });
+    }
+
+    #[test]
+    fn partial_input_waits_for_more() {
+        let full = Frame::Ping { seq: 1 }.to_bytes();
+        let mut dec = Decoder::new(1024);
+        let mut buf = BytesMut::new();
+        for (i, b) in full.iter().enumerate() {
+            buf.put_u8(*b);
+            let got = dec.decode(&mut buf).unwrap();
+            assert_eq!(got.is_some(), i == full.len() - 1);
+        }
+    }
+
+    #[test]
+    fn unknown_type_and_trailing_bytes_are_errors() {
+        let mut buf = BytesMut::from(&[0, 0, 0, 1, 99][..]);
+        assert_eq!(Decoder::new(64).decode(&mut buf).unwrap_err(), FrameError::UnknownType(99));
+        let mut buf = BytesMut::from(&[0, 0, 0, 10, T_PING, 0, 0, 0, 0, 0, 0, 0, 1, 0][..]);
+        assert!(matches!(Decoder::new(64).decode(&mut buf), Err(FrameError::Malformed(WireError::Trailing { .. }))));
+        let mut buf = BytesMut::from(&[0, 0, 0, 0][..]);
+        assert_eq!(Decoder::new(64).decode(&mut buf).unwrap_err(), FrameError::Empty);
+    }
+
+    proptest! {
+        /// Random bytes never panic the decoder: each call yields a frame, a need for more bytes,
+        /// or an error.
+        #[test]
+        fn random_input_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut buf = BytesMut::from(&data[..]);
+            let mut dec = Decoder::new(256);
+            for _ in 0..64 {
+                match dec.decode(&mut buf) {
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+
+        /// Any valid frame cut short decodes to "need more", never to a wrong frame or a panic;
+        /// a random corruption of one byte gives a frame or an error, never a panic.
+        #[test]
+        fn truncated_and_corrupted_frames(node in "[a-z]{1,20}@[a-z]{1,10}", idx in any::<u16>(),
+                                          cut in 0usize..80, flip in 0usize..80, bit in 0u8..8) {
+            let frame = Frame::Hello { version: 1, node, channel: "c".into(), conn_index: idx, nonce: [5; 32] };
+            let full = frame.to_bytes();
+            let cut = cut.min(full.len() - 1);
+            let mut buf = BytesMut::from(&full[..cut]);
+            prop_assert_eq!(Decoder::new(1024).decode(&mut buf), Ok(None));
+            let mut bytes = full.to_vec();
+            let flip = flip.min(bytes.len() - 1);
+            bytes[flip] ^= 1 << bit;
+            let mut buf = BytesMut::from(&bytes[..]);
+            let _ = Decoder::new(1024).decode(&mut buf);
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The sans-IO core of Partisan on a Rust data plane.
+//!
+//! Everything here is a pure state machine or codec: no sockets, no clock, no threads, no
+//! randomness except a seeded RNG. The tokio shell (`partisan_net`) and the simulator drive the
+//! same code, so what the tests prove about the protocol holds for the live runtime.
+//!
+//! - [`frame`]: length-prefixed frames with a maximum size, and zero-copy message payloads.
+//! - [`handshake`]: mutual challenge-response over the cluster cookie.
+//! - [`channel`]: named channels, parallel connections, affinity, monotonic coalescing.
+//! - [`membership`]: the full-mesh overlay and its gossip.
+
+pub mod channel;
+pub mod frame;
+pub mod handshake;
+pub mod membership;
+pub mod wire;
