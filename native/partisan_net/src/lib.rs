@@ -1,1 +1,372 @@
+//! The tokio shell of Partisan on a Rust data plane.
+//!
+//! `partisan_core` decides; this crate does the I/O it asks for. A [`Node`] owns a tokio runtime
+//! with a listener, one writer and one reader task per connection, and a *driver* task that owns
+//! the core's membership state machine and executes its actions (dial, send gossip, report a
+//! node up or down).
+//!
+//! The data path bypasses the driver: [`Node::send`] looks the connection up in a shared routing
+//! table and appends to its queue from the caller's thread, and a reader task hands each message
+//! to the [`Sink`] on the thread that read it. Nothing here knows about the BEAM; the NIF crate
+//! implements [`Sink`] with `OwnedEnv`, and the tests implement it with channels.
+//!
+//! ```no_run
+//! use partisan_net::{Config, Node, Sink, Event, DeliverError};
+//! use partisan_core::frame::Dest;
+//! struct Print;
+//! impl Sink for Print {
+//!     fn deliver(&self, from: &str, _dest: &Dest, payload: bytes::Bytes) -> Result<(), DeliverError> {
+//!         println!("{} bytes from {from}", payload.len());
+//!         Ok(())
+//!     }
+//!     fn event(&self, event: Event) { println!("{event:?}") }
+//! }
+//! let node = Node::start(Config::new("a@127.0.0.1", b"cookie"), std::sync::Arc::new(Print)).unwrap();
+//! println!("listening on {:?}", node.spec().listen_addrs);
+//! ```
 
+mod conn;
+mod driver;
+pub mod queue;
+
+use bytes::Bytes;
+use partisan_core::channel::{ChannelError, ChannelSpec, ChannelTable, MonotonicKey};
+use partisan_core::frame::Dest;
+use partisan_core::membership::{MeshConfig, NodeSpec};
+use queue::{LinkQueue, Outgoing};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Runtime configuration (validated by the Erlang side, checked again here).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub listen_addrs: Vec<SocketAddr>,
+    pub channels: Vec<ChannelSpec>,
+    pub cookie: Vec<u8>,
+    pub mesh: MeshConfig,
+    /// Largest frame accepted from an authenticated peer, in bytes.
+    pub max_frame_size: usize,
+    /// Bytes that may wait in one connection's send queue.
+    pub max_queue_bytes: usize,
+    /// Grows across restarts of the same node name (start time in microseconds).
+    pub incarnation: u64,
+    pub worker_threads: usize,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+}
+
+impl Config {
+    pub fn new(name: &str, cookie: &[u8]) -> Self {
+        Config {
+            name: name.to_owned(),
+            listen_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            channels: vec![],
+            cookie: cookie.to_vec(),
+            mesh: MeshConfig::default(),
+            max_frame_size: 64 << 20,
+            max_queue_bytes: 64 << 20,
+            incarnation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(1),
+            worker_threads: 2,
+            connect_timeout: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("bad channel configuration: {0}")]
+    Channels(#[from] ChannelError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("no listen address configured")]
+    NoListenAddr,
+    #[error("node name {0:?} must be non-empty and at most 255 bytes")]
+    BadName(String),
+    #[error("cannot start the I/O runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Why a message was not queued. Each maps to `{error, Reason}` in Erlang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("not connected to the destination node on this channel")]
+    NotConnected,
+    #[error("the connection's send queue is full")]
+    QueueFull,
+    #[error("unknown channel")]
+    UnknownChannel,
+}
+
+/// Why a received message could not be delivered (counted by the shell).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliverError {
+    #[error("payload is not a valid term")]
+    Undecodable,
+    #[error("no such process")]
+    NoProcess,
+}
+
+/// A membership change, for the Erlang events process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    NodeUp(String),
+    NodeDown(String),
+    ChannelUp(String, String),
+    ChannelDown(String, String),
+    Members(Vec<String>),
+    Removed { by: String },
+}
+
+/// Where received messages and membership events go.
+pub trait Sink: Send + Sync + 'static {
+    /// Called on the reader's thread for every message frame.
+    fn deliver(&self, from: &str, dest: &Dest, payload: Bytes) -> Result<(), DeliverError>;
+    /// Called on the driver's thread, in order.
+    fn event(&self, event: Event);
+}
+
+/// Counters, readable at any time (`partisan:stats/0`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub messages_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub dropped_not_connected: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
+    pub replaced_monotonic: Arc<AtomicU64>,
+    pub undeliverable: AtomicU64,
+    pub undecodable: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub bad_frames: AtomicU64,
+    pub bad_control: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_dialed: AtomicU64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("messages_sent", g(&self.messages_sent)),
+            ("bytes_sent", g(&self.bytes_sent)),
+            ("messages_received", g(&self.messages_received)),
+            ("dropped_not_connected", g(&self.dropped_not_connected)),
+            ("dropped_queue_full", g(&self.dropped_queue_full)),
+            ("replaced_monotonic", g(&self.replaced_monotonic)),
+            ("undeliverable", g(&self.undeliverable)),
+            ("undecodable", g(&self.undecodable)),
+            ("auth_failures", g(&self.auth_failures)),
+            ("bad_frames", g(&self.bad_frames)),
+            ("bad_control", g(&self.bad_control)),
+            ("connections_accepted", g(&self.connections_accepted)),
+            ("connections_dialed", g(&self.connections_dialed)),
+        ]
+    }
+}
+
+/// A registered outgoing connection.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkTx {
+    pub conn_id: u64,
+    pub queue: Arc<LinkQueue>,
+}
+
+/// Per peer: `links[channel][conn]`, `Some` while that connection is up.
+#[derive(Debug)]
+pub(crate) struct PeerRoutes {
+    pub links: Vec<Vec<Option<LinkTx>>>,
+}
+
+impl PeerRoutes {
+    fn up(&self, channel: usize) -> bool {
+        self.links[channel].iter().any(Option::is_some)
+    }
+}
+
+/// State shared between the driver, the connection tasks and API callers.
+pub(crate) struct Shared {
+    pub name: String,
+    pub channels: ChannelTable,
+    pub routes: RwLock<HashMap<String, PeerRoutes>>,
+    pub members: RwLock<Vec<String>>,
+    pub stats: Stats,
+    pub sink: Arc<dyn Sink>,
+    pub cfg: Config,
+}
+
+pub(crate) enum Cmd {
+    Join(NodeSpec),
+    Leave(String),
+    LinkUp { link: partisan_core::membership::LinkId, tx: LinkTx },
+    LinkDown { link: partisan_core::membership::LinkId, conn_id: u64 },
+    Control { from: String, body: Bytes },
+}
+
+/// A running Partisan node. Dropping it (or [`Node::stop`]) closes every socket and thread.
+pub struct Node {
+    shared: Arc<Shared>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    runtime: Option<tokio::runtime::Runtime>,
+    spec: NodeSpec,
+}
+
+impl Node {
+    /// Binds the listeners and starts the runtime threads.
+    pub fn start(cfg: Config, sink: Arc<dyn Sink>) -> Result<Node, StartError> {
+        if cfg.name.is_empty() || cfg.name.len() > 255 {
+            return Err(StartError::BadName(cfg.name));
+        }
+        if cfg.listen_addrs.is_empty() {
+            return Err(StartError::NoListenAddr);
+        }
+        let channels = ChannelTable::new(cfg.channels.clone())?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.worker_threads.max(1))
+            .thread_name("partisan-io")
+            .enable_all()
+            .build()
+            .map_err(StartError::Runtime)?;
+        let listeners = {
+            let _guard = runtime.enter();
+            cfg.listen_addrs.iter().map(|a| conn::bind(*a)).collect::<Result<Vec<_>, _>>()?
+        };
+        let bound = listeners.iter().map(|l| l.local_addr().expect("bound listener")).collect();
+        let spec = NodeSpec { name: cfg.name.clone(), listen_addrs: bound, channels: channels.specs().to_vec() };
+        let shared = Arc::new(Shared {
+            name: cfg.name.clone(),
+            channels,
+            routes: RwLock::new(HashMap::new()),
+            members: RwLock::new(vec![cfg.name.clone()]),
+            stats: Stats::default(),
+            sink,
+            cfg,
+        });
+        let (cmds, rx) = mpsc::unbounded_channel();
+        for listener in listeners {
+            runtime.spawn(conn::accept_loop(listener, shared.clone(), cmds.clone()));
+        }
+        runtime.spawn(driver::run(shared.clone(), spec.clone(), cmds.clone(), rx));
+        Ok(Node { shared, cmds, runtime: Some(runtime), spec })
+    }
+
+    /// This node's spec, with the addresses actually bound (port 0 resolved).
+    pub fn spec(&self) -> &NodeSpec {
+        &self.spec
+    }
+
+    pub fn channels(&self) -> &ChannelTable {
+        &self.shared.channels
+    }
+
+    pub fn join(&self, spec: NodeSpec) {
+        let _ = self.cmds.send(Cmd::Join(spec));
+    }
+
+    pub fn leave(&self, node: &str) {
+        let _ = self.cmds.send(Cmd::Leave(node.to_owned()));
+    }
+
+    /// Live members, this node included, sorted.
+    pub fn members(&self) -> Vec<String> {
+        self.shared.members.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Peers with at least one connection up, sorted.
+    pub fn connected(&self) -> Vec<String> {
+        let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
+        let mut nodes: Vec<String> =
+            routes.iter().filter(|(_, r)| (0..r.links.len()).any(|c| r.up(c))).map(|(n, _)| n.clone()).collect();
+        nodes.sort();
+        nodes
+    }
+
+    pub fn is_connected(&self, node: &str, channel: Option<usize>) -> bool {
+        let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
+        routes.get(node).is_some_and(|r| match channel {
+            Some(c) => c < r.links.len() && r.up(c),
+            None => (0..r.links.len()).any(|c| r.up(c)),
+        })
+    }
+
+    pub fn is_fully_connected(&self, node: &str) -> bool {
+        let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
+        routes.get(node).is_some_and(|r| r.links.iter().flatten().all(Option::is_some))
+    }
+
+    /// Queues a message for `node` on connection `key`-affine of `channel`. Returns at once.
+    pub fn send(&self, node: &str, channel: usize, key: u64, dest: Dest, payload: Bytes) -> Result<(), SendError> {
+        let stats = &self.shared.stats;
+        if channel >= self.shared.channels.specs().len() {
+            return Err(SendError::UnknownChannel);
+        }
+        let spec = self.shared.channels.get(channel);
+        let monotonic = spec.monotonic.then(|| MonotonicKey {
+            dest: match &dest {
+                Dest::Pid(b) => b.to_vec(),
+                Dest::Name(n) => n.as_bytes().to_vec(),
+                Dest::PidId { id, serial } => [id.to_be_bytes(), serial.to_be_bytes()].concat(),
+            },
+            affinity: key,
+        });
+        let len = payload.len() as u64;
+        let result = {
+            let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
+            match routes.get(node).map(|r| &r.links[channel]) {
+                None => Err(SendError::NotConnected),
+                Some(conns) => {
+                    let preferred = self.shared.channels.connection_for(channel, key);
+                    // The affine connection keeps per-key order; while it is down, the next one
+                    // up takes over (order then holds again from the switch on).
+                    let tx = (0..conns.len()).map(|i| (preferred + i) % conns.len()).find_map(|i| conns[i].as_ref());
+                    match tx {
+                        Some(tx) => tx.queue.push(Outgoing::Message { dest, payload }, monotonic),
+                        None => Err(SendError::NotConnected),
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+                stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+            }
+            Err(SendError::QueueFull) => {
+                stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                stats.dropped_not_connected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        self.shared.stats.snapshot()
+    }
+
+    /// Closes every connection and stops the runtime threads.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

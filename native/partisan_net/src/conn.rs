@@ -1,0 +1,334 @@
+//! Sockets: listening, dialing, the handshake, and the reader and writer of a connection.
+//!
+//! Until the handshake accepts a peer, its bytes go through a decoder capped at
+//! [`HANDSHAKE_MAX_FRAME`] and reach only the handshake parser; a timeout bounds how long a silent
+//! peer may hold a socket. A peer that fails is counted and disconnected; the listener goes on.
+
+use crate::queue::{LinkQueue, Outgoing};
+use crate::{Cmd, DeliverError, LinkTx, Shared, StartError};
+use bytes::{Bytes, BytesMut};
+use partisan_core::frame::{encode_message_header, Decoder, Frame, FrameError, NONCE_LEN};
+use partisan_core::handshake::{ClientHandshake, HandshakeError, ServerHandshake, ServerStep};
+use partisan_core::membership::LinkId;
+use rand::RngCore;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, info, warn};
+
+/// Handshake frames are small; anything larger before authentication is hostile.
+const HANDSHAKE_MAX_FRAME: usize = 4096;
+/// Payloads at least this large are written from their own buffer instead of being copied into
+/// the batch buffer.
+const COPY_LIMIT: usize = 16 * 1024;
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let err = |source| StartError::Listen { addr, source };
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    TcpListener::from_std(socket.into()).map_err(err)
+}
+
+fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(stream);
+    let _ = sock.set_keepalive(true);
+}
+
+fn nonce() -> [u8; NONCE_LEN] {
+    let mut n = [0u8; NONCE_LEN];
+    rand::thread_rng().fill_bytes(&mut n);
+    n
+}
+
+enum ReadError {
+    Closed,
+    Io(std::io::Error),
+    Frame(FrameError),
+}
+
+/// Reads until one whole frame is buffered.
+async fn read_frame(r: &mut OwnedReadHalf, buf: &mut BytesMut, dec: &mut Decoder) -> Result<Frame, ReadError> {
+    loop {
+        if let Some(frame) = dec.decode(buf).map_err(ReadError::Frame)? {
+            return Ok(frame);
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        match r.read_buf(buf).await {
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
+    }
+}
+
+async fn write_frame(w: &mut OwnedWriteHalf, frame: &Frame) -> std::io::Result<()> {
+    w.write_all(&frame.to_bytes()).await
+}
+
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cmds: UnboundedSender<Cmd>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                shared.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(serve_inbound(stream, peer, shared.clone(), cmds.clone()));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning; the listener stays up.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_inbound(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, cmds: UnboundedSender<Cmd>) {
+    tune(&stream);
+    let (mut r, mut w) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(8192);
+    let mut dec = Decoder::new(HANDSHAKE_MAX_FRAME);
+    let mut hs = ServerHandshake::new(&shared.name, &shared.cfg.cookie, nonce());
+    let handshake = async {
+        loop {
+            let frame = read_frame(&mut r, &mut buf, &mut dec).await?;
+            match hs.on_frame(frame, |c, i| shared.channels.serves(c, i)) {
+                Ok(ServerStep::Reply(f)) => write_frame(&mut w, &f).await.map_err(ReadError::Io)?,
+                Ok(ServerStep::Accepted(hello)) => return Ok(Ok(hello)),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+    };
+    let hello = match tokio::time::timeout(shared.cfg.handshake_timeout, handshake).await {
+        Ok(Ok(Ok(hello))) => hello,
+        Ok(Ok(Err(e))) => {
+            refuse(&shared, &mut w, peer, e).await;
+            return;
+        }
+        Ok(Err(ReadError::Frame(e))) => {
+            shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+            shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, error = %e, "garbage before authentication; connection closed");
+            return;
+        }
+        Ok(Err(_)) => return, // closed or reset during the handshake
+        Err(_) => {
+            shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            warn!(%peer, "handshake timed out; connection closed");
+            return;
+        }
+    };
+    debug!(%peer, node = %hello.node, channel = %hello.channel, conn = hello.conn_index, "inbound connection accepted");
+    dec = Decoder::new(shared.cfg.max_frame_size);
+    // Keep the write half open: dropping it would half-close the socket and the dialer would
+    // take that for a dead link.
+    let _w = w;
+    read_loop(&mut r, &mut buf, &mut dec, &hello.node, &shared, &cmds).await;
+}
+
+async fn refuse(shared: &Shared, w: &mut OwnedWriteHalf, peer: SocketAddr, e: HandshakeError) {
+    shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+    warn!(%peer, error = %e, "handshake refused; connection closed");
+    if let Some(f) = e.refusal() {
+        let _ = write_frame(w, &f).await;
+    }
+    let _ = w.shutdown().await;
+}
+
+/// Dispatches frames from an authenticated peer until the connection ends.
+async fn read_loop(
+    r: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    dec: &mut Decoder,
+    from: &str,
+    shared: &Shared,
+    cmds: &UnboundedSender<Cmd>,
+) -> Option<std::io::Error> {
+    loop {
+        match read_frame(r, buf, dec).await {
+            Ok(Frame::Message { dest, payload }) => {
+                shared.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                match shared.sink.deliver(from, &dest, payload) {
+                    Ok(()) => {}
+                    Err(DeliverError::Undecodable) => {
+                        shared.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                        warn!(from, "undecodable message dropped");
+                    }
+                    Err(DeliverError::NoProcess) => {
+                        shared.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+                        debug!(from, ?dest, "no such process; message dropped");
+                    }
+                }
+            }
+            Ok(Frame::Control { body }) => {
+                let _ = cmds.send(Cmd::Control { from: from.to_owned(), body });
+            }
+            Ok(Frame::Ping { .. } | Frame::Pong { .. }) => {}
+            Ok(other) => {
+                shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                warn!(from, ?other, "handshake frame after authentication; connection closed");
+                return None;
+            }
+            Err(ReadError::Closed) => return None,
+            Err(ReadError::Io(e)) => return Some(e),
+            Err(ReadError::Frame(e)) => {
+                shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+                warn!(from, error = %e, "bad frame; connection closed");
+                return None;
+            }
+        }
+    }
+}
+
+/// Dials one link. Reports `LinkUp` with the registered queue, or `LinkDown`.
+pub(crate) async fn dial(link: LinkId, addrs: Vec<SocketAddr>, conn_id: u64, shared: Arc<Shared>, cmds: UnboundedSender<Cmd>) {
+    for addr in addrs {
+        match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => match client_handshake(stream, &link, &shared).await {
+                Ok((r, w, buf)) => {
+                    shared.stats.connections_dialed.fetch_add(1, Ordering::Relaxed);
+                    start_link(link, conn_id, r, w, buf, shared, cmds);
+                    return;
+                }
+                Err(e) => warn!(node = %link.node, %addr, error = %e, "handshake failed"),
+            },
+            Ok(Err(e)) => debug!(node = %link.node, %addr, error = %e, "connect failed"),
+            Err(_) => debug!(node = %link.node, %addr, "connect timed out"),
+        }
+    }
+    let _ = cmds.send(Cmd::LinkDown { link, conn_id });
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    #[error("expected node {expected} but {found} answered")]
+    WrongNode { expected: String, found: String },
+    #[error("connection closed, reset or timed out during the handshake")]
+    Io,
+    #[error("bad frame during the handshake: {0}")]
+    Frame(FrameError),
+}
+
+async fn client_handshake(stream: TcpStream, link: &LinkId, shared: &Shared) -> Result<(OwnedReadHalf, OwnedWriteHalf, BytesMut), DialError> {
+    tune(&stream);
+    let (mut r, mut w) = stream.into_split();
+    let channel = &shared.channels.get(link.channel).name;
+    let (hs, hello) = ClientHandshake::start(&shared.name, channel, link.conn, &shared.cfg.cookie, nonce());
+    let mut buf = BytesMut::with_capacity(8192);
+    let exchange = async {
+        write_frame(&mut w, &hello).await.map_err(|_| DialError::Io)?;
+        let mut dec = Decoder::new(HANDSHAKE_MAX_FRAME);
+        let frame = read_frame(&mut r, &mut buf, &mut dec).await.map_err(|e| match e {
+            ReadError::Frame(f) => DialError::Frame(f),
+            _ => DialError::Io,
+        })?;
+        let (proof, server) = match hs.on_frame(frame) {
+            Ok(ok) => ok,
+            Err(e) => {
+                shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                if let Some(f) = e.refusal() {
+                    let _ = write_frame(&mut w, &f).await;
+                }
+                return Err(e.into());
+            }
+        };
+        if server != link.node {
+            return Err(DialError::WrongNode { expected: link.node.clone(), found: server });
+        }
+        write_frame(&mut w, &proof).await.map_err(|_| DialError::Io)
+    };
+    match tokio::time::timeout(shared.cfg.handshake_timeout, exchange).await {
+        Ok(Ok(())) => Ok((r, w, buf)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(DialError::Io),
+    }
+}
+
+fn start_link(link: LinkId, conn_id: u64, mut r: OwnedReadHalf, w: OwnedWriteHalf, mut buf: BytesMut, shared: Arc<Shared>, cmds: UnboundedSender<Cmd>) {
+    let queue = Arc::new(LinkQueue::new(shared.cfg.max_queue_bytes, shared.stats.replaced_monotonic.clone()));
+    let reader = {
+        let (link, shared, cmds) = (link.clone(), shared.clone(), cmds.clone());
+        tokio::spawn(async move {
+            // The peer sends nothing on a link it accepted but may (pings); EOF means it is gone.
+            let mut dec = Decoder::new(shared.cfg.max_frame_size);
+            let err = read_loop(&mut r, &mut buf, &mut dec, &link.node, &shared, &cmds).await;
+            if let Some(e) = err {
+                debug!(node = %link.node, error = %e, "link read failed");
+            }
+            let _ = cmds.send(Cmd::LinkDown { link, conn_id });
+        })
+    };
+    tokio::spawn(write_loop(link.clone(), conn_id, w, queue.clone(), reader.abort_handle(), cmds.clone()));
+    let _ = cmds.send(Cmd::LinkUp { link, tx: LinkTx { conn_id, queue } });
+}
+
+/// Writes batches until the queue is closed (then flushes and closes the socket) or a write fails.
+async fn write_loop(link: LinkId, conn_id: u64, mut w: OwnedWriteHalf, queue: Arc<LinkQueue>, reader: tokio::task::AbortHandle, cmds: UnboundedSender<Cmd>) {
+    let mut items = Vec::with_capacity(256);
+    let mut batch = BytesMut::with_capacity(256 * 1024);
+    while queue.take_all(&mut items).await.is_some() {
+        let mut released = 0;
+        let mut ok = true;
+        for item in items.drain(..) {
+            released += LinkQueue::wire_len(&item);
+            if !ok {
+                continue;
+            }
+            match item {
+                Outgoing::Frame(bytes) => batch.extend_from_slice(&bytes),
+                Outgoing::Message { dest, payload } => {
+                    encode_message_header(&dest, payload.len(), &mut batch);
+                    if payload.len() < COPY_LIMIT {
+                        batch.extend_from_slice(&payload);
+                    } else {
+                        ok = write_all(&mut w, &mut batch).await && w.write_all(&payload).await.is_ok();
+                    }
+                }
+            }
+            if batch.len() >= 256 * 1024 {
+                ok = ok && write_all(&mut w, &mut batch).await;
+            }
+        }
+        ok = ok && write_all(&mut w, &mut batch).await;
+        queue.release(released);
+        if !ok {
+            info!(node = %link.node, channel = link.channel, conn = link.conn, "link write failed");
+            reader.abort();
+            let _ = cmds.send(Cmd::LinkDown { link, conn_id });
+            return;
+        }
+    }
+    // Closed by the driver (leave, removal): everything queued before the close went out.
+    let _ = w.shutdown().await;
+    reader.abort();
+}
+
+async fn write_all(w: &mut OwnedWriteHalf, batch: &mut BytesMut) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    let ok = w.write_all(batch).await.is_ok();
+    batch.clear();
+    ok
+}
+
+pub(crate) fn next_conn_id() -> u64 {
+    NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A control frame ready for a queue.
+pub(crate) fn control_frame(body: Bytes) -> Outgoing {
+    Outgoing::Frame(Frame::Control { body }.to_bytes())
+}

@@ -1,0 +1,140 @@
+//! Two or three real nodes over loopback TCP in one process, with a channel-backed sink.
+
+use bytes::Bytes;
+use partisan_core::channel::ChannelSpec;
+use partisan_core::frame::Dest;
+use partisan_net::{Config, DeliverError, Event, Node, Sink};
+use std::io::{Read, Write};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Collect {
+    msgs: Mutex<Sender<(String, Dest, Bytes)>>,
+    events: Mutex<Sender<Event>>,
+}
+
+impl Sink for Collect {
+    fn deliver(&self, from: &str, dest: &Dest, payload: Bytes) -> Result<(), DeliverError> {
+        if matches!(dest, Dest::Name(n) if n == "nobody") {
+            return Err(DeliverError::NoProcess);
+        }
+        self.msgs.lock().unwrap().send((from.into(), dest.clone(), payload)).unwrap();
+        Ok(())
+    }
+    fn event(&self, e: Event) {
+        let _ = self.events.lock().unwrap().send(e);
+    }
+}
+
+fn node(name: &str, cookie: &[u8]) -> (Node, Receiver<(String, Dest, Bytes)>, Receiver<Event>) {
+    let (mt, mr) = channel();
+    let (et, er) = channel();
+    let mut cfg = Config::new(name, cookie);
+    cfg.channels = vec![ChannelSpec::new("data", 4, false), ChannelSpec::new("state", 1, true)];
+    cfg.mesh.connection_interval = 100;
+    cfg.mesh.connection_jitter = 20;
+    let n = Node::start(cfg, Arc::new(Collect { msgs: Mutex::new(mt), events: Mutex::new(et) })).unwrap();
+    (n, mr, er)
+}
+
+fn wait(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn stat(n: &Node, key: &str) -> u64 {
+    n.stats().into_iter().find(|(k, _)| *k == key).unwrap().1
+}
+
+#[test]
+fn join_gossip_send_and_failure() {
+    let (a, a_msgs, a_events) = node("a@127.0.0.1", b"c");
+    let (b, _b_msgs, _) = node("b@127.0.0.1", b"c");
+    let (c, c_msgs, _) = node("c@127.0.0.1", b"c");
+    b.join(a.spec().clone());
+    c.join(b.spec().clone()); // c learns a through b's gossip
+    wait("full mesh", || {
+        [(&a, "b"), (&a, "c"), (&b, "a"), (&b, "c"), (&c, "a"), (&c, "b")]
+            .iter()
+            .all(|(n, p)| n.is_fully_connected(&format!("{p}@127.0.0.1")))
+    });
+    assert_eq!(a.members(), vec!["a@127.0.0.1", "b@127.0.0.1", "c@127.0.0.1"]);
+    assert_eq!(a.connected(), vec!["b@127.0.0.1", "c@127.0.0.1"]);
+
+    // ordering per key over a parallel channel
+    let data = a.channels().index_of("data").unwrap();
+    for i in 0..1000u32 {
+        let key = (i % 4) as u64;
+        a.send("c@127.0.0.1", data, key, Dest::Name(format!("k{key}")), Bytes::from(i.to_be_bytes().to_vec())).unwrap();
+    }
+    let mut last = [None::<u32>; 4];
+    for _ in 0..1000 {
+        let (from, dest, payload) = c_msgs.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(from, "a@127.0.0.1");
+        let Dest::Name(n) = dest else { panic!() };
+        let k: usize = n[1..].parse().unwrap();
+        let v = u32::from_be_bytes(payload[..].try_into().unwrap());
+        assert!(last[k].is_none_or(|p| p < v), "reordered on key {k}");
+        last[k] = Some(v);
+    }
+    // undeliverable is counted, not fatal
+    a.send("c@127.0.0.1", data, 0, Dest::Name("nobody".into()), Bytes::new()).unwrap();
+    wait("undeliverable counted", || stat(&c, "undeliverable") == 1);
+    // errors for unknown node and channel
+    assert_eq!(a.send("zz@h", data, 0, Dest::Name("x".into()), Bytes::new()), Err(partisan_net::SendError::NotConnected));
+    assert_eq!(a.send("b@127.0.0.1", 99, 0, Dest::Name("x".into()), Bytes::new()), Err(partisan_net::SendError::UnknownChannel));
+
+    // c stops: a sees it down quickly
+    while a_events.try_recv().is_ok() {}
+    let t = Instant::now();
+    c.stop();
+    wait("c down at a", || !a.is_connected("c@127.0.0.1", None));
+    assert!(t.elapsed() < Duration::from_secs(1));
+    let downs: Vec<Event> = a_events.try_iter().collect();
+    assert!(downs.contains(&Event::NodeDown("c@127.0.0.1".into())), "{downs:?}");
+    drop(a_msgs);
+}
+
+#[test]
+fn bad_cookie_and_garbage_are_refused_and_counted() {
+    let (a, _am, _) = node("a@127.0.0.1", b"right");
+    let (b, _bm, _) = node("b@127.0.0.1", b"wrong");
+    b.join(a.spec().clone());
+    wait("auth failure counted on both sides", || stat(&a, "auth_failures") >= 1 && stat(&b, "auth_failures") >= 1);
+    assert!(!b.is_connected("a@127.0.0.1", None));
+    // garbage on the listening port
+    let addr = a.spec().listen_addrs[0];
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(&[0xff; 64]).unwrap();
+    let mut buf = [0u8; 16];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(s.read(&mut buf).unwrap_or(0), 0, "connection closed on garbage");
+    wait("bad frame counted", || stat(&a, "bad_frames") >= 1);
+    // the listener still serves a good peer
+    let (c, _cm, _) = node("c@127.0.0.1", b"right");
+    c.join(a.spec().clone());
+    wait("good peer connects", || c.is_fully_connected("a@127.0.0.1"));
+}
+
+#[test]
+fn restart_on_same_port_is_a_new_incarnation() {
+    let (a, _am, _) = node("a@127.0.0.1", b"c");
+    let (b, _bm, _) = node("b@127.0.0.1", b"c");
+    let port = b.spec().listen_addrs[0];
+    b.join(a.spec().clone());
+    wait("connected", || a.is_fully_connected("b@127.0.0.1"));
+    b.stop();
+    wait("down", || !a.is_connected("b@127.0.0.1", None));
+    let (mt, _mr) = channel();
+    let (et, _er) = channel();
+    let mut cfg = Config::new("b@127.0.0.1", b"c");
+    cfg.channels = vec![ChannelSpec::new("data", 4, false), ChannelSpec::new("state", 1, true)];
+    cfg.listen_addrs = vec![port];
+    let b2 = Node::start(cfg, Arc::new(Collect { msgs: Mutex::new(mt), events: Mutex::new(et) })).unwrap();
+    // a's reconnect attempts reach the new incarnation, whose gossip-learned view includes a
+    wait("a reconnects to restarted b", || a.is_fully_connected("b@127.0.0.1") && b2.is_fully_connected("a@127.0.0.1"));
+}
