@@ -1,1 +1,216 @@
+//! The rustler bridge between the `partisan` Erlang application and the Rust data plane.
+//!
+//! No protocol logic lives here: this crate converts terms, owns the one running
+//! [`partisan_net::Node`] of the VM, and implements [`partisan_net::Sink`] so that reader threads
+//! deliver messages straight into BEAM processes with a thread-local `OwnedEnv`.
+//!
+//! Every NIF returns in microseconds: `send` encodes the message in the caller with the VM's own
+//! `term_to_binary` and appends it to a connection queue; `start`, `stop` bind sockets and join
+//! threads, so they run on dirty I/O schedulers. Panics are caught by rustler and surface as an
+//! Erlang exception, never as a VM crash.
 
+mod config;
+mod deliver;
+mod log;
+
+use bytes::Bytes;
+use partisan_core::frame::Dest;
+use partisan_net::{Node, SendError};
+use rustler::{Atom, Encoder, Env, NifResult, OwnedBinary, Term};
+use std::sync::{Arc, RwLock};
+
+mod atoms {
+    rustler::atoms! {
+        ok, error, undefined, true_ = "true",
+        not_started, already_started, not_connected, queue_full, unknown_channel, bad_destination,
+        pid_id,
+    }
+}
+
+/// The running node and what the hot path needs from it.
+struct Running {
+    node: Node,
+    creation: u32,
+}
+
+static RUNNING: RwLock<Option<Arc<Running>>> = RwLock::new(None);
+
+fn running() -> Option<Arc<Running>> {
+    RUNNING.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn err<'a>(env: Env<'a>, reason: impl Encoder) -> Term<'a> {
+    (atoms::error(), reason).encode(env)
+}
+
+/// Starts the data plane with a validated config map; returns the node spec with bound ports.
+#[rustler::nif(schedule = "DirtyIo")]
+fn start<'a>(env: Env<'a>, cfg: Term<'a>) -> NifResult<Term<'a>> {
+    let mut slot = RUNNING.write().unwrap_or_else(|e| e.into_inner());
+    if slot.is_some() {
+        return Ok(err(env, atoms::already_started()));
+    }
+    let parsed = match config::parse(cfg) {
+        Ok(p) => p,
+        Err(reason) => return Ok(err(env, reason)),
+    };
+    log::set_target(parsed.events);
+    let sink = Arc::new(deliver::BeamSink::new(parsed.events, parsed.safe_decode, &parsed.vm_node, parsed.creation));
+    match Node::start(parsed.net, sink) {
+        Ok(node) => {
+            let spec = config::encode_spec(env, node.spec());
+            *slot = Some(Arc::new(Running { node, creation: parsed.creation }));
+            Ok((atoms::ok(), spec).encode(env))
+        }
+        Err(e) => Ok(err(env, e.to_string())),
+    }
+}
+
+/// Closes every socket and stops the runtime threads.
+#[rustler::nif(schedule = "DirtyIo")]
+fn stop() -> Atom {
+    let taken = RUNNING.write().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(running) = taken {
+        // Senders may still hold a clone for a moment; wait for the last one.
+        let mut running = running;
+        let running = loop {
+            match Arc::try_unwrap(running) {
+                Ok(r) => break r,
+                Err(shared) => {
+                    running = shared;
+                    std::thread::yield_now();
+                }
+            }
+        };
+        running.node.stop();
+    }
+    atoms::ok()
+}
+
+#[rustler::nif]
+fn join<'a>(env: Env<'a>, spec: Term<'a>) -> NifResult<Term<'a>> {
+    let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
+    match config::parse_spec(spec) {
+        Ok(spec) => {
+            r.node.join(spec);
+            Ok(atoms::ok().encode(env))
+        }
+        Err(reason) => Ok(err(env, reason)),
+    }
+}
+
+#[rustler::nif]
+fn leave<'a>(env: Env<'a>, node: Atom) -> NifResult<Term<'a>> {
+    let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
+    r.node.leave(&node.to_term(env).atom_to_string()?);
+    Ok(atoms::ok().encode(env))
+}
+
+fn to_atoms<'a>(env: Env<'a>, names: Vec<String>) -> NifResult<Vec<Atom>> {
+    names.iter().map(|n| Atom::from_str(env, n)).collect()
+}
+
+#[rustler::nif]
+fn members(env: Env) -> NifResult<Vec<Atom>> {
+    to_atoms(env, running().map(|r| r.node.members()).unwrap_or_default())
+}
+
+#[rustler::nif]
+fn connected(env: Env) -> NifResult<Vec<Atom>> {
+    to_atoms(env, running().map(|r| r.node.connected()).unwrap_or_default())
+}
+
+/// `Channel` is a channel atom, or `'$any'` for any channel.
+#[rustler::nif]
+fn is_connected(env: Env, node: Atom, channel: Atom) -> NifResult<bool> {
+    let Some(r) = running() else { return Ok(false) };
+    let channel_name = channel.to_term(env).atom_to_string()?;
+    let channel = match channel_name.as_str() {
+        "$any" => None,
+        name => match r.node.channels().index_of(name) {
+            Some(i) => Some(i),
+            None => return Ok(false),
+        },
+    };
+    Ok(r.node.is_connected(&node.to_term(env).atom_to_string()?, channel))
+}
+
+#[rustler::nif]
+fn is_fully_connected(env: Env, node: Atom) -> NifResult<bool> {
+    Ok(running().is_some_and(|r| node.to_term(env).atom_to_string().is_ok_and(|n| r.node.is_fully_connected(&n))))
+}
+
+/// Encodes `Msg` in the caller and queues it for `Dest` on `Node`. `Key` is a partition key
+/// (non-negative integer) or `undefined` for the caller's pid.
+#[rustler::nif]
+fn send<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
+    send_impl(env, node, channel, key, dest, msg)
+}
+
+/// `send/5` for messages large enough that encoding them may take more than a millisecond.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn send_dirty<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
+    send_impl(env, node, channel, key, dest, msg)
+}
+
+struct Etf(OwnedBinary);
+
+impl AsRef<[u8]> for Etf {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
+    let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
+    let channel_name = channel.to_term(env).atom_to_string()?;
+    let Some(channel) = r.node.channels().index_of(&channel_name) else {
+        return Ok(err(env, (atoms::unknown_channel(), channel)));
+    };
+    let key = if key.is_atom() { env.pid().encode(env).hash_internal(0) } else { key.decode::<u64>()? };
+    let dest = if dest.is_pid() {
+        Dest::Pid(Bytes::copy_from_slice(dest.to_binary().as_slice()))
+    } else if dest.is_atom() {
+        Dest::Name(dest.atom_to_string()?)
+    } else if let Ok(name) = dest.decode::<rustler::Binary>() {
+        match std::str::from_utf8(name.as_slice()) {
+            Ok(n) if !n.is_empty() && n.len() < 256 => Dest::Name(n.to_owned()),
+            _ => return Ok(err(env, atoms::bad_destination())),
+        }
+    } else if let Ok((tag, id, serial)) = dest.decode::<(Atom, u32, u32)>() {
+        if tag != atoms::pid_id() {
+            return Ok(err(env, atoms::bad_destination()));
+        }
+        Dest::PidId { id, serial }
+    } else {
+        return Ok(err(env, atoms::bad_destination()));
+    };
+    let payload = Bytes::from_owner(Etf(msg.to_binary()));
+    let node_name = node.to_term(env).atom_to_string()?;
+    match r.node.send(&node_name, channel, key, dest, payload) {
+        Ok(()) => Ok(atoms::ok().encode(env)),
+        Err(SendError::NotConnected) => Ok(err(env, atoms::not_connected())),
+        Err(SendError::QueueFull) => Ok(err(env, atoms::queue_full())),
+        Err(SendError::UnknownChannel) => Ok(err(env, atoms::unknown_channel())),
+    }
+}
+
+/// Counters of the running node as a map (empty when stopped).
+#[rustler::nif]
+fn stats(env: Env) -> NifResult<Term> {
+    let mut map = Term::map_new(env);
+    if let Some(r) = running() {
+        for (k, v) in r.node.stats() {
+            map = map.map_put(Atom::from_str(env, k)?, v)?;
+        }
+        map = map.map_put(Atom::from_str(env, "creation")?, r.creation)?;
+    }
+    Ok(map)
+}
+
+fn load(_env: Env, _info: Term) -> bool {
+    log::init();
+    true
+}
+
+rustler::init!("partisan_nif", load = load);

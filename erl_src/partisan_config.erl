@@ -1,0 +1,229 @@
+%% @doc Configuration of the `partisan' application: one accessor over the application env.
+%%
+%% `init/0' validates the env once at start, normalises it (channel lists become the channels
+%% map, old key names are mapped to new ones) and caches the result in `persistent_term', so
+%% `get/1,2' on the hot path is a constant-time read. A bad value stops the start with
+%% `{error, {invalid_config, Key, Why}}', where `Why' says what to fix.
+-module(partisan_config).
+
+-export([init/0, get/1, get/2, set/2, channels/0, parallelism/0, default_channel/0,
+         normalise/1, nif_config/1]).
+
+-compile({no_auto_import, [get/1]}).
+
+-define(KEY(K), {?MODULE, K}).
+-define(MEMBERSHIP_CHANNEL, partisan_membership).
+-define(SUPPORTED_MANAGERS, [partisan_pluggable_peer_service_manager]).
+
+-type channel() :: atom().
+-type channel_opts() :: #{parallelism := pos_integer(), monotonic := boolean(),
+                          compression => boolean() | 0..9}.
+-export_type([channel/0, channel_opts/0]).
+
+%% @doc Validates and caches the application env. Called by the application at start.
+-spec init() -> ok | {error, {invalid_config, atom(), string()}}.
+init() ->
+    Env = maps:from_list(application:get_all_env(partisan)),
+    case normalise(Env) of
+        {ok, Config} ->
+            maps:foreach(fun(K, V) -> persistent_term:put(?KEY(K), V) end, Config);
+        {error, _} = Error ->
+            Error
+    end.
+
+%% @doc The value of `Key'; errors with `{unknown_config, Key}' when unset and without default.
+-spec get(atom()) -> term().
+get(Key) ->
+    case get(Key, '$undefined') of
+        '$undefined' -> error({unknown_config, Key});
+        Value -> Value
+    end.
+
+%% @doc The value of `Key', or `Default'.
+-spec get(atom(), term()) -> term().
+get(Key, Default) ->
+    case persistent_term:get(?KEY(Key), '$undefined') of
+        '$undefined' -> application:get_env(partisan, Key, Default);
+        Value -> Value
+    end.
+
+%% @doc Sets `Key' (in the env and the cache). Takes effect for the data plane at next start.
+-spec set(atom(), term()) -> ok.
+set(Key, Value) ->
+    application:set_env(partisan, Key, Value),
+    persistent_term:put(?KEY(Key), Value),
+    ok.
+
+%% @doc The normalised channels map, default and membership channels included.
+-spec channels() -> #{channel() => channel_opts()}.
+channels() -> get(channels).
+
+%% @doc The default number of connections per channel.
+-spec parallelism() -> pos_integer().
+parallelism() -> get(parallelism, 1).
+
+%% @doc The default channel's name, `undefined' as in Partisan.
+-spec default_channel() -> undefined.
+default_channel() -> undefined.
+
+%% @doc Validates an env map and returns it with defaults filled in and values normalised.
+-spec normalise(map()) -> {ok, map()} | {error, {invalid_config, atom(), string()}}.
+normalise(Env) ->
+    Steps = [fun name/2, fun parallelism/2, fun channels/2, fun listen_addrs/2,
+             fun manager/2, fun intervals/2, fun limits/2, fun decode/2, fun cookie/2],
+    try
+        {ok, lists:foldl(fun(Step, Acc) -> Step(Env, Acc) end, Env, Steps)}
+    catch
+        throw:{invalid, Key, Why} -> {error, {invalid_config, Key, Why}}
+    end.
+
+invalid(Key, Fmt, Args) ->
+    throw({invalid, Key, lists:flatten(io_lib:format(Fmt, Args))}).
+
+name(Env, Acc) ->
+    case maps:get(name, Env, erlang:node()) of
+        nonode@nohost ->
+            invalid(name, "the VM is not alive: start it with -name (add -dist_listen false to "
+                    "open no disterl port) or set the partisan `name' key", []);
+        Name when is_atom(Name) ->
+            case string:split(atom_to_list(Name), "@") of
+                [[_ | _], [_ | _]] -> Acc#{name => Name};
+                _ -> invalid(name, "~p is not of the form name@host", [Name])
+            end;
+        Other ->
+            invalid(name, "~p must be an atom name@host", [Other])
+    end.
+
+parallelism(Env, Acc) ->
+    case maps:get(parallelism, Env, 1) of
+        P when is_integer(P), P >= 1, P =< 256 -> Acc#{parallelism => P};
+        P -> invalid(parallelism, "~p must be an integer from 1 to 256", [P])
+    end.
+
+channels(Env, Acc = #{parallelism := P}) ->
+    Given = maps:get(channels, Env, #{}),
+    Map = channel_map(Given, P),
+    Defaults = #{undefined => #{parallelism => P, monotonic => false},
+                 ?MEMBERSHIP_CHANNEL => #{parallelism => 1, monotonic => false}},
+    Acc#{channels => maps:merge(Defaults, Map)}.
+
+channel_map(Map, P) when is_map(Map) ->
+    maps:map(fun(Name, Opts) -> channel_opts(Name, Opts, P) end, Map);
+channel_map(List, P) when is_list(List) ->
+    maps:from_list([channel_entry(E, P) || E <- List]);
+channel_map(Other, _) ->
+    invalid(channels, "~p must be a map #{Name => Opts} or a list of Name, {monotonic, Name} "
+            "and {Name, Opts}", [Other]).
+
+channel_entry({monotonic, Name}, P) when is_atom(Name) ->
+    {Name, channel_opts(Name, #{monotonic => true}, P)};
+channel_entry({Name, Opts}, P) when is_atom(Name) ->
+    {Name, channel_opts(Name, Opts, P)};
+channel_entry(Name, P) when is_atom(Name) ->
+    {Name, channel_opts(Name, #{}, P)};
+channel_entry(Other, _) ->
+    invalid(channels, "channel entry ~p is not Name, {monotonic, Name} or {Name, Opts}", [Other]).
+
+channel_opts(Name, Opts, P) when is_list(Opts) ->
+    channel_opts(Name, maps:from_list(Opts), P);
+channel_opts(Name, Opts, P) when is_atom(Name), is_map(Opts) ->
+    Par = maps:get(parallelism, Opts, P),
+    Mono = maps:get(monotonic, Opts, false),
+    is_integer(Par) andalso Par >= 1 andalso Par =< 256 orelse
+        invalid(channels, "channel ~p: parallelism ~p must be an integer from 1 to 256", [Name, Par]),
+    is_boolean(Mono) orelse
+        invalid(channels, "channel ~p: monotonic ~p must be a boolean", [Name, Mono]),
+    Opts#{parallelism => Par, monotonic => Mono};
+channel_opts(Name, Opts, _) ->
+    invalid(channels, "channel ~p: options ~p must be a map or proplist", [Name, Opts]).
+
+listen_addrs(Env, Acc) ->
+    Addrs = case maps:find(listen_addrs, Env) of
+        {ok, L} when is_list(L), L =/= [] -> L;
+        {ok, Other} -> invalid(listen_addrs, "~p must be a non-empty list of #{ip, port}", [Other]);
+        error ->
+            IP = maps:get(listen_ip, Env, maps:get(peer_ip, Env, {127, 0, 0, 1})),
+            Port = maps:get(listen_port, Env, maps:get(peer_port, Env, 0)),
+            [#{ip => IP, port => Port}]
+    end,
+    Acc#{listen_addrs => [listen_addr(A) || A <- Addrs]}.
+
+listen_addr(#{ip := IP, port := Port}) -> listen_addr({IP, Port});
+listen_addr({IP, Port}) when is_integer(Port), Port >= 0, Port =< 65535 ->
+    case IP of
+        {_, _, _, _} -> #{ip => IP, port => Port};
+        {_, _, _, _, _, _, _, _} -> #{ip => IP, port => Port};
+        _ when is_list(IP) ->
+            case inet:parse_address(IP) of
+                {ok, Parsed} -> #{ip => Parsed, port => Port};
+                _ -> invalid(listen_addrs, "~p is not an IP address", [IP])
+            end;
+        _ -> invalid(listen_addrs, "~p is not an IP address tuple", [IP])
+    end;
+listen_addr(Other) ->
+    invalid(listen_addrs, "~p must be #{ip => IP, port => 0..65535}", [Other]).
+
+manager(Env, Acc) ->
+    M = maps:get(peer_service_manager, Env, partisan_pluggable_peer_service_manager),
+    lists:member(M, ?SUPPORTED_MANAGERS) orelse
+        invalid(peer_service_manager, "~p is not available in this release; supported: ~p",
+                [M, ?SUPPORTED_MANAGERS]),
+    Acc#{peer_service_manager => M}.
+
+intervals(Env, Acc) ->
+    Periodic = case maps:get(periodic_enabled, Env, true) of
+        false -> 0;
+        true -> non_neg(periodic_interval, maps:get(periodic_interval, Env, 10000))
+    end,
+    Acc#{connection_interval => non_neg(connection_interval, maps:get(connection_interval, Env, 1000)),
+         connection_jitter => non_neg(connection_jitter, maps:get(connection_jitter, Env, 1000)),
+         periodic_interval => Periodic,
+         connect_timeout => non_neg(connect_timeout, maps:get(connect_timeout, Env, 2000))}.
+
+limits(Env, Acc) ->
+    Frame = maps:get(max_frame_size, Env, 64 bsl 20),
+    Queue = maps:get(max_queue_bytes, Env, 64 bsl 20),
+    (is_integer(Frame) andalso Frame >= 1024 andalso Frame < 1 bsl 32) orelse
+        invalid(max_frame_size, "~p must be an integer from 1024 to 4294967295", [Frame]),
+    (is_integer(Queue) andalso Queue >= 1024) orelse
+        invalid(max_queue_bytes, "~p must be an integer of at least 1024", [Queue]),
+    Acc#{max_frame_size => Frame, max_queue_bytes => Queue}.
+
+decode(Env, Acc) ->
+    case maps:get(decode, Env, trusted) of
+        D when D =:= safe; D =:= trusted -> Acc#{decode => D};
+        D -> invalid(decode, "~p must be safe or trusted", [D])
+    end.
+
+cookie(Env, Acc) ->
+    case maps:get(cookie, Env, erlang:get_cookie()) of
+        nocookie -> invalid(cookie, "no cookie: set the partisan `cookie' key or start the VM alive", []);
+        C when is_atom(C) -> Acc#{cookie => atom_to_binary(C)};
+        C when is_binary(C), C =/= <<>> -> Acc#{cookie => C};
+        C when is_list(C), C =/= [] -> Acc#{cookie => unicode:characters_to_binary(C)};
+        C -> invalid(cookie, "~p must be a non-empty atom, string or binary", [C])
+    end.
+
+non_neg(_, V) when is_integer(V), V >= 0 -> V;
+non_neg(Key, V) -> invalid(Key, "~p must be a non-negative integer (milliseconds)", [V]).
+
+%% @doc The map `partisan_nif:start/1' takes, from a normalised config.
+-spec nif_config(map()) -> map().
+nif_config(C) ->
+    Keys = [name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
+            periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout],
+    (maps:with(Keys, C))#{
+        channels => maps:map(fun(_, O) -> maps:with([parallelism, monotonic], O) end,
+                             maps:get(channels, C)),
+        vm_node => erlang:node(),
+        creation => creation(),
+        incarnation => erlang:system_time(microsecond)
+    }.
+
+%% The VM's creation as stored in its pids (0 when not alive).
+creation() ->
+    case term_to_binary(self()) of
+        <<131, 88, 119, Len, _:Len/binary, _Id:32, _Serial:32, Creation:32>> -> Creation;
+        <<131, 88, 100, Len:16, _:Len/binary, _Id:32, _Serial:32, Creation:32>> -> Creation;
+        _ -> 0
+    end.

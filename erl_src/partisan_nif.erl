@@ -1,0 +1,78 @@
+%% @doc Loader and stubs of the Rust data plane NIF (`native/partisan_nif`).
+%%
+%% Every function here is replaced by the NIF when `priv/libpartisan_nif.so' loads. If it cannot
+%% load, `partisan' fails to start with `{error, {nif_not_loaded, Path, Why}}' naming the path
+%% tried, so a missing build step is obvious.
+-module(partisan_nif).
+
+-export([load/0]).
+-export([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
+         is_fully_connected/1, send/5, send_dirty/5, stats/0]).
+
+-nifs([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
+       is_fully_connected/1, send/5, send_dirty/5, stats/0]).
+
+%% @doc Loads the NIF once per VM; later calls are no-ops.
+-spec load() -> ok | {error, {nif_not_loaded, file:filename(), term()}}.
+load() ->
+    case erlang:function_exported(?MODULE, start, 1) andalso is_loaded() of
+        true -> ok;
+        false -> do_load()
+    end.
+
+is_loaded() ->
+    try stats() of _ -> true catch error:{nif_not_loaded, _} -> false end.
+
+do_load() ->
+    Path = filename:join(priv_dir(), "libpartisan_nif"),
+    case erlang:load_nif(Path, 0) of
+        ok -> ok;
+        {error, {reload, _}} -> ok;
+        {error, {upgrade, _}} -> ok;
+        {error, Why} -> {error, {nif_not_loaded, Path ++ ".so", Why}}
+    end.
+
+priv_dir() ->
+    case code:priv_dir(partisan) of
+        {error, bad_name} ->
+            filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+        Dir ->
+            Dir
+    end.
+
+-define(NIF, erlang:nif_error({nif_not_loaded, ?MODULE})).
+
+%% @doc Starts the data plane with a config map built by `partisan_config:nif_config/1'.
+-spec start(map()) -> {ok, map()} | {error, term()}.
+start(_Config) -> ?NIF.
+%% @doc Closes every connection and stops the data plane threads.
+-spec stop() -> ok.
+stop() -> ?NIF.
+%% @doc Adds a node spec to the membership and connects to it.
+-spec join(map()) -> ok | {error, term()}.
+join(_Spec) -> ?NIF.
+%% @doc Removes a node (this one included) from the cluster.
+-spec leave(node()) -> ok | {error, term()}.
+leave(_Node) -> ?NIF.
+%% @doc Live members, this node included, sorted.
+-spec members() -> [node()].
+members() -> ?NIF.
+%% @doc Nodes with at least one connection up, sorted.
+-spec connected() -> [node()].
+connected() -> ?NIF.
+%% @doc Whether a connection of `Channel' (or any channel for `'$any'') to `Node' is up.
+-spec is_connected(node(), atom()) -> boolean().
+is_connected(_Node, _Channel) -> ?NIF.
+%% @doc Whether every connection of every channel to `Node' is up.
+-spec is_fully_connected(node()) -> boolean().
+is_fully_connected(_Node) -> ?NIF.
+%% @doc Encodes `Msg' and queues it for `Dest' on `Node'; never waits for the socket.
+-spec send(node(), atom(), non_neg_integer() | undefined, pid() | atom() | binary() | {pid_id, non_neg_integer(), non_neg_integer()}, term()) ->
+    ok | {error, not_connected | queue_full | unknown_channel | bad_destination | not_started | {unknown_channel, atom()}}.
+send(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
+%% @doc `send/5' on a dirty CPU scheduler, for messages whose encoding may take over 1 ms.
+-spec send_dirty(node(), atom(), non_neg_integer() | undefined, term(), term()) -> ok | {error, term()}.
+send_dirty(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
+%% @doc Data plane counters.
+-spec stats() -> #{atom() => non_neg_integer()}.
+stats() -> ?NIF.

@@ -1,0 +1,106 @@
+%% @doc Membership API (Partisan v5's `partisan_peer_service').
+%%
+%% Joining any one member of a cluster is enough: membership gossip tells every member about
+%% the newcomer, and each one connects to it on every channel.
+-module(partisan_peer_service).
+
+-export([join/1, sync_join/1, sync_join/2, leave/0, leave/1, members/0, member/1,
+         connections/0, manager/0, on_up/2, on_up/3, on_down/2, on_down/3, stop/0, stop/1]).
+
+-define(SYNC_JOIN_TIMEOUT, 10000).
+
+%% @doc Joins the node a spec describes (or several). Returns at once; connections follow.
+-spec join(partisan:node_spec() | [partisan:node_spec()]) -> ok | {error, term()}.
+join(Specs) when is_list(Specs) ->
+    lists:foldl(fun(S, ok) -> join(S); (_, Err) -> Err end, ok, Specs);
+join(#{name := Name} = Spec) ->
+    case Name =:= partisan:node() of
+        true -> {error, self_join};
+        false -> partisan_nif:join(Spec)
+    end;
+join(Other) ->
+    {error, {bad_node_spec, Other}}.
+
+%% @doc Joins and waits until every connection to the node is up (10 s at most).
+-spec sync_join(partisan:node_spec() | [partisan:node_spec()]) -> ok | {error, term()}.
+sync_join(Spec) -> sync_join(Spec, ?SYNC_JOIN_TIMEOUT).
+
+%% @doc `sync_join/1' with a timeout in milliseconds.
+-spec sync_join(partisan:node_spec() | [partisan:node_spec()], timeout()) -> ok | {error, term()}.
+sync_join(Specs, Timeout) ->
+    case join(Specs) of
+        ok ->
+            Names = [N || #{name := N} <- lists:flatten([Specs])],
+            Deadline = erlang:monotonic_time(millisecond) + Timeout,
+            wait_connected(Names, Deadline);
+        Error ->
+            Error
+    end.
+
+wait_connected(Names, Deadline) ->
+    case lists:all(fun partisan_nif:is_fully_connected/1, Names) of
+        true -> ok;
+        false ->
+            case erlang:monotonic_time(millisecond) >= Deadline of
+                true -> {error, timeout};
+                false -> receive after 5 -> wait_connected(Names, Deadline) end
+            end
+    end.
+
+%% @doc This node leaves the cluster: the others are told, then its connections close.
+-spec leave() -> ok | {error, term()}.
+leave() -> partisan_nif:leave(partisan:node()).
+
+%% @doc Removes a node (name or spec) from the cluster.
+-spec leave(node() | partisan:node_spec()) -> ok | {error, term()}.
+leave(#{name := Name}) -> partisan_nif:leave(Name);
+leave(Node) when is_atom(Node) -> partisan_nif:leave(Node).
+
+%% @doc The members of the cluster, this node included.
+-spec members() -> {ok, [node()]}.
+members() -> {ok, partisan_nif:members()}.
+
+%% @doc Whether `Node' is a member.
+-spec member(node() | partisan:node_spec()) -> boolean().
+member(#{name := Name}) -> member(Name);
+member(Node) -> lists:member(Node, partisan_nif:members()).
+
+%% @doc The connected peers.
+-spec connections() -> {ok, [node()]}.
+connections() -> {ok, partisan_nif:connected()}.
+
+%% @doc The peer service manager module in use.
+-spec manager() -> module().
+manager() -> partisan_config:get(peer_service_manager, partisan_pluggable_peer_service_manager).
+
+%% @doc Runs `Fun' when `Node' (or `any' node) comes up.
+-spec on_up(node() | any, function()) -> ok | {error, term()}.
+on_up(Node, Fun) -> on_up(Node, Fun, #{}).
+
+%% @doc `on_up/2' with options: `#{channel => C}' fires when the first connection of channel C
+%% to the node is up, instead of the node's first connection.
+-spec on_up(node() | any, function(), map() | list()) -> ok | {error, term()}.
+on_up(Node, Fun, Opts) -> add(up, Node, Fun, Opts).
+
+%% @doc Runs `Fun' when `Node' (or `any' node) goes down (its last connection closed).
+-spec on_down(node() | any, function()) -> ok | {error, term()}.
+on_down(Node, Fun) -> on_down(Node, Fun, #{}).
+
+%% @doc `on_down/2' with options (`#{channel => C}').
+-spec on_down(node() | any, function(), map() | list()) -> ok | {error, term()}.
+on_down(Node, Fun, Opts) -> add(down, Node, Fun, Opts).
+
+add(Which, Node, Fun, Opts) when is_list(Opts) -> add(Which, Node, Fun, maps:from_list(Opts));
+add(Which, #{name := Node}, Fun, Opts) -> add(Which, Node, Fun, Opts);
+add(Which, Node, Fun, Opts) ->
+    partisan_peer_service_events:add_callback(Which, Node, maps:get(channel, Opts, any), Fun).
+
+%% @doc Stops the `partisan' application.
+-spec stop() -> ok | {error, term()}.
+stop() -> application:stop(partisan).
+
+%% @doc Stops the `partisan' application (the reason is logged).
+-spec stop(term()) -> ok | {error, term()}.
+stop(Reason) ->
+    logger:notice("partisan stopping: ~p", [Reason]),
+    stop().

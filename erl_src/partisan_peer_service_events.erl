@@ -1,0 +1,111 @@
+%% @doc The one process that receives membership events from the data plane.
+%%
+%% The Rust driver sends `{partisan_event, ...}' here in order. This process runs `on_up' and
+%% `on_down' callbacks (each in its own process, so a slow or crashing callback delays nothing),
+%% sends `{nodeup, Node}' / `{nodedown, Node}' to `partisan:monitor_nodes/1,2' subscribers, and
+%% hands data plane log lines to `logger'.
+-module(partisan_peer_service_events).
+-behaviour(gen_server).
+
+-export([start_link/0, add_callback/4, monitor_nodes/3]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+
+-include_lib("kernel/include/logger.hrl").
+
+-type which() :: up | down.
+-type callback() :: fun(() -> any()) | fun((node()) -> any()) | fun((node(), atom()) -> any()).
+
+-record(state, {callbacks = [] :: [{which(), node() | any, atom() | any, callback()}],
+                subscribers = #{} :: #{pid() => {reference(), [term()]}}}).
+
+%% @doc Starts the registered events process.
+-spec start_link() -> {ok, pid()} | {error, term()}.
+start_link() ->
+    gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
+
+%% @doc Registers `Fun' to run when `Node' (or `any' node) goes up or down, on `Channel' or on
+%% the node as a whole (`any').
+-spec add_callback(which(), node() | any, atom() | any, callback()) -> ok | {error, badarg}.
+add_callback(Which, Node, Channel, Fun) when is_function(Fun, 0); is_function(Fun, 1);
+                                             is_function(Fun, 2) ->
+    gen_server:call(?MODULE, {add_callback, Which, Node, Channel, Fun});
+add_callback(_, _, _, _) ->
+    {error, badarg}.
+
+%% @doc Subscribes or unsubscribes `Pid' to node up/down messages.
+-spec monitor_nodes(pid(), boolean(), [term()]) -> ok.
+monitor_nodes(Pid, Flag, Opts) ->
+    gen_server:call(?MODULE, {monitor_nodes, Pid, Flag, Opts}).
+
+%% @private
+init([]) ->
+    {ok, #state{}}.
+
+%% @private
+handle_call({add_callback, Which, Node, Channel, Fun}, _From, S) ->
+    {reply, ok, S#state{callbacks = S#state.callbacks ++ [{Which, Node, Channel, Fun}]}};
+handle_call({monitor_nodes, Pid, true, Opts}, _From, S = #state{subscribers = Subs}) ->
+    Subs1 = case Subs of
+        #{Pid := _} -> Subs;
+        _ -> Subs#{Pid => {erlang:monitor(process, Pid), Opts}}
+    end,
+    {reply, ok, S#state{subscribers = Subs1}};
+handle_call({monitor_nodes, Pid, false, _}, _From, S = #state{subscribers = Subs}) ->
+    case maps:take(Pid, Subs) of
+        {{Ref, _}, Subs1} -> erlang:demonitor(Ref, [flush]), {reply, ok, S#state{subscribers = Subs1}};
+        error -> {reply, ok, S}
+    end;
+handle_call(_, _From, S) ->
+    {reply, {error, unknown_call}, S}.
+
+%% @private
+handle_cast(_, S) ->
+    {noreply, S}.
+
+%% @private
+handle_info({partisan_event, node_up, Node}, S) ->
+    run(up, Node, any, S),
+    notify(nodeup, Node, S),
+    {noreply, S};
+handle_info({partisan_event, node_down, Node}, S) ->
+    run(down, Node, any, S),
+    notify(nodedown, Node, S),
+    {noreply, S};
+handle_info({partisan_event, channel_up, Node, Channel}, S) ->
+    run(up, Node, Channel, S),
+    {noreply, S};
+handle_info({partisan_event, channel_down, Node, Channel}, S) ->
+    run(down, Node, Channel, S),
+    {noreply, S};
+handle_info({partisan_event, members, Members}, S) ->
+    ?LOG_DEBUG("partisan members: ~p", [Members]),
+    {noreply, S};
+handle_info({partisan_event, removed, By}, S) ->
+    ?LOG_NOTICE("partisan: removed from the cluster by ~p", [By]),
+    {noreply, S};
+handle_info({partisan_log, Line}, S) ->
+    ?LOG_WARNING("partisan data plane: ~ts", [Line]),
+    {noreply, S};
+handle_info({'DOWN', _, process, Pid, _}, S = #state{subscribers = Subs}) ->
+    {noreply, S#state{subscribers = maps:remove(Pid, Subs)}};
+handle_info(_, S) ->
+    {noreply, S}.
+
+run(Which, Node, Channel, #state{callbacks = Cbs}) ->
+    [spawn(fun() -> call(Fun, Node, Channel) end)
+     || {W, N, C, Fun} <- Cbs, W =:= Which, N =:= any orelse N =:= Node, C =:= Channel],
+    ok.
+
+call(Fun, _, _) when is_function(Fun, 0) -> Fun();
+call(Fun, Node, _) when is_function(Fun, 1) -> Fun(Node);
+call(Fun, Node, Channel) when is_function(Fun, 2) -> Fun(Node, Channel).
+
+notify(Tag, Node, #state{subscribers = Subs}) ->
+    maps:foreach(fun(Pid, {_, Opts}) -> Pid ! message(Tag, Node, Opts) end, Subs).
+
+message(Tag, Node, Opts) ->
+    case lists:member(nodedown_reason, Opts) orelse proplists:is_defined(node_type, Opts) of
+        true -> {Tag, Node, [{node_type, visible} || Tag =:= nodeup] ++
+                             [{nodedown_reason, connection_closed} || Tag =:= nodedown]};
+        false -> {Tag, Node}
+    end.

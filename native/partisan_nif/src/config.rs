@@ -1,0 +1,159 @@
+//! Term ⇄ Rust conversion of the runtime config and node specs.
+//!
+//! The Erlang side (`partisan_config`) validates user configuration and names the offending key;
+//! this module only converts the already-normalised map, and reports `{bad_config, Key}` if a
+//! value still has the wrong shape.
+
+use partisan_core::channel::ChannelSpec;
+use partisan_core::membership::{MeshConfig, NodeSpec};
+use partisan_net::Config;
+use rustler::types::map::MapIterator;
+use rustler::{Atom, Encoder, Env, LocalPid, Term};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+mod atoms {
+    rustler::atoms! {
+        bad_config, name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
+        periodic_interval, max_frame_size, max_queue_bytes, decode, safe, events, vm_node,
+        creation, ip, port, parallelism, monotonic, incarnation, connect_timeout,
+    }
+}
+
+pub struct Parsed {
+    pub net: Config,
+    pub events: LocalPid,
+    pub safe_decode: bool,
+    pub vm_node: String,
+    pub creation: u32,
+}
+
+type Bad = (Atom, Atom);
+
+fn get<'a>(map: Term<'a>, key: Atom) -> Result<Term<'a>, Bad> {
+    map.map_get(key.encode(map.get_env())).map_err(|_| (atoms::bad_config(), key))
+}
+
+fn get_as<'a, T: rustler::Decoder<'a>>(map: Term<'a>, key: Atom) -> Result<T, Bad> {
+    get(map, key)?.decode().map_err(|_| (atoms::bad_config(), key))
+}
+
+fn atom_string(t: Term, key: Atom) -> Result<String, Bad> {
+    t.atom_to_string().map_err(|_| (atoms::bad_config(), key))
+}
+
+fn ip(t: Term) -> Option<IpAddr> {
+    if let Ok((a, b, c, d)) = t.decode::<(u8, u8, u8, u8)>() {
+        return Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
+    }
+    let parts = rustler::types::tuple::get_tuple(t).ok()?;
+    let v: Vec<u16> = parts.into_iter().map(|p| p.decode()).collect::<Result<_, _>>().ok()?;
+    let v: [u16; 8] = v.try_into().ok()?;
+    Some(IpAddr::V6(Ipv6Addr::from(v)))
+}
+
+fn addrs(t: Term) -> Result<Vec<SocketAddr>, Bad> {
+    let bad = (atoms::bad_config(), atoms::listen_addrs());
+    let list: Vec<Term> = t.decode().map_err(|_| bad)?;
+    list.into_iter()
+        .map(|a| {
+            let ip = ip(get(a, atoms::ip())?).ok_or(bad)?;
+            let port: u16 = get_as(a, atoms::port())?;
+            Ok(SocketAddr::new(ip, port))
+        })
+        .collect()
+}
+
+/// Channels as the normalised map `#{Name => #{parallelism := N, monotonic := B}}`.
+fn channels(t: Term) -> Result<Vec<ChannelSpec>, Bad> {
+    let bad = (atoms::bad_config(), atoms::channels());
+    let iter = MapIterator::new(t).ok_or(bad)?;
+    let mut out = Vec::new();
+    for (name, opts) in iter {
+        out.push(ChannelSpec {
+            name: atom_string(name, atoms::channels())?,
+            parallelism: get_as(opts, atoms::parallelism())?,
+            monotonic: get_as(opts, atoms::monotonic())?,
+        });
+    }
+    Ok(out)
+}
+
+pub fn parse(cfg: Term) -> Result<Parsed, Bad> {
+    let name = atom_string(get(cfg, atoms::name())?, atoms::name())?;
+    let cookie: rustler::Binary = get_as(cfg, atoms::cookie())?;
+    let mut net = Config::new(&name, cookie.as_slice());
+    net.listen_addrs = addrs(get(cfg, atoms::listen_addrs())?)?;
+    net.channels = channels(get(cfg, atoms::channels())?)?;
+    net.mesh = MeshConfig {
+        connection_interval: get_as(cfg, atoms::connection_interval())?,
+        connection_jitter: get_as(cfg, atoms::connection_jitter())?,
+        periodic_interval: get_as(cfg, atoms::periodic_interval())?,
+    };
+    net.max_frame_size = get_as(cfg, atoms::max_frame_size())?;
+    net.max_queue_bytes = get_as(cfg, atoms::max_queue_bytes())?;
+    net.incarnation = get_as(cfg, atoms::incarnation())?;
+    net.connect_timeout = Duration::from_millis(get_as(cfg, atoms::connect_timeout())?);
+    Ok(Parsed {
+        net,
+        events: get_as(cfg, atoms::events())?,
+        safe_decode: get_as::<Atom>(cfg, atoms::decode())? == atoms::safe(),
+        vm_node: atom_string(get(cfg, atoms::vm_node())?, atoms::vm_node())?,
+        creation: get_as(cfg, atoms::creation())?,
+    })
+}
+
+/// A Partisan node spec map: `#{name, listen_addrs => [#{ip, port}], channels => #{...}}`.
+pub fn parse_spec(spec: Term) -> Result<NodeSpec, Bad> {
+    let name = atom_string(get(spec, atoms::name())?, atoms::name())?;
+    let listen_addrs = addrs(get(spec, atoms::listen_addrs())?)?;
+    let channels = match get(spec, atoms::channels()) {
+        Ok(c) => channels(c)?,
+        Err(_) => vec![],
+    };
+    Ok(NodeSpec { name, listen_addrs, channels })
+}
+
+fn encode_ip<'a>(env: Env<'a>, ip: IpAddr) -> Term<'a> {
+    match ip {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            (o[0], o[1], o[2], o[3]).encode(env)
+        }
+        IpAddr::V6(v) => {
+            let parts: Vec<Term> = v.segments().iter().map(|s| s.encode(env)).collect();
+            rustler::types::tuple::make_tuple(env, &parts)
+        }
+    }
+}
+
+pub fn encode_spec<'a>(env: Env<'a>, spec: &NodeSpec) -> Term<'a> {
+    let addrs: Vec<Term> = spec
+        .listen_addrs
+        .iter()
+        .map(|a| {
+            Term::map_from_pairs(env, &[(atoms::ip().encode(env), encode_ip(env, a.ip())), (atoms::port().encode(env), a.port().encode(env))])
+                .expect("distinct keys")
+        })
+        .collect();
+    let mut chans = Term::map_new(env);
+    for c in &spec.channels {
+        let opts = Term::map_from_pairs(
+            env,
+            &[(atoms::parallelism().encode(env), c.parallelism.encode(env)), (atoms::monotonic().encode(env), c.monotonic.encode(env))],
+        )
+        .expect("distinct keys");
+        let name = Atom::from_str(env, &c.name).expect("channel names are short").encode(env);
+        chans = chans.map_put(name, opts).expect("map");
+    }
+    let name = Atom::from_str(env, &spec.name).expect("node names are short");
+    Term::map_from_pairs(
+        env,
+        &[
+            (atoms::name().encode(env), name.encode(env)),
+            (atoms::listen_addrs().encode(env), addrs.encode(env)),
+            (atoms::channels().encode(env), chans),
+        ],
+    )
+    .expect("distinct keys")
+}

@@ -1,0 +1,119 @@
+//! Delivery of received messages and membership events into BEAM processes.
+//!
+//! Reader threads belong to the tokio runtime, not to the VM, so each keeps a thread-local
+//! `OwnedEnv`: a payload is decoded into it and handed to the destination with `enif_send`, which
+//! moves the term without a copy. No Erlang process sits between the socket and the receiver.
+//!
+//! Destinations resolve to *local* pids only. A pid in the external format decodes as local only
+//! if its node name and creation are this VM's, so a message addressed to a pid of an earlier
+//! incarnation of this node is dropped (and counted), never delivered to a new process.
+
+use bytes::Bytes;
+use partisan_core::frame::Dest;
+use partisan_net::{DeliverError, Event, Sink};
+use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
+use std::cell::RefCell;
+
+mod atoms {
+    rustler::atoms! { partisan_event, node_up, node_down, channel_up, channel_down, members, removed }
+}
+
+thread_local! {
+    static ENV: RefCell<OwnedEnv> = RefCell::new(OwnedEnv::new());
+}
+
+pub struct BeamSink {
+    events: LocalPid,
+    safe: bool,
+    /// `NEW_PID_EXT` of this VM up to the id field: version, tag, node atom.
+    pid_prefix: Vec<u8>,
+    creation: u32,
+}
+
+impl BeamSink {
+    pub fn new(events: LocalPid, safe: bool, vm_node: &str, creation: u32) -> Self {
+        let mut pid_prefix = vec![131, 88, 119, vm_node.len() as u8];
+        pid_prefix.extend_from_slice(vm_node.as_bytes());
+        BeamSink { events, safe, pid_prefix, creation }
+    }
+
+    fn resolve<'a>(&self, env: Env<'a>, dest: &Dest) -> Result<LocalPid, DeliverError> {
+        let pid_term = |etf: &[u8]| -> Result<LocalPid, DeliverError> {
+            // Always the safe decoder: a destination never needs a new atom.
+            let (term, _) = env.binary_to_term(etf).ok_or(DeliverError::NoProcess)?;
+            term.decode::<LocalPid>().map_err(|_| DeliverError::NoProcess)
+        };
+        match dest {
+            Dest::Pid(etf) => pid_term(etf),
+            Dest::Name(name) => {
+                let atom = Atom::existing_from_bytes(env, name.as_bytes()).map_err(|_| DeliverError::NoProcess)?;
+                env.whereis_pid(atom).ok_or(DeliverError::NoProcess)
+            }
+            Dest::PidId { id, serial } => {
+                let mut etf = self.pid_prefix.clone();
+                etf.extend_from_slice(&id.to_be_bytes());
+                etf.extend_from_slice(&serial.to_be_bytes());
+                etf.extend_from_slice(&self.creation.to_be_bytes());
+                pid_term(&etf)
+            }
+        }
+    }
+
+    fn decode<'a>(&self, env: Env<'a>, payload: &[u8]) -> Result<Term<'a>, DeliverError> {
+        let decoded = if self.safe {
+            env.binary_to_term(payload)
+        } else {
+            // SAFETY: enif_binary_to_term validates its input whatever the flags; "trusted" only
+            // allows it to create atoms, as Distributed Erlang does for authenticated peers.
+            unsafe { env.binary_to_term_trusted(payload) }
+        };
+        match decoded {
+            Some((term, used)) if used == payload.len() => Ok(term),
+            _ => Err(DeliverError::Undecodable),
+        }
+    }
+}
+
+impl Sink for BeamSink {
+    fn deliver(&self, _from: &str, dest: &Dest, payload: Bytes) -> Result<(), DeliverError> {
+        ENV.with(|cell| {
+            let mut owned = cell.borrow_mut();
+            let result = owned.run(|env| {
+                let pid = self.resolve(env, dest)?;
+                let term = self.decode(env, &payload)?;
+                // SAFETY: called from a runtime thread (not a scheduler), so the caller env is
+                // NULL; the message env is the owned env, which is cleared right after.
+                let sent = unsafe { rustler::sys::enif_send(std::ptr::null_mut(), pid.as_c_arg(), env.as_c_arg(), term.as_c_arg()) };
+                if sent == 1 { Ok(()) } else { Err(DeliverError::NoProcess) }
+            });
+            owned.clear();
+            result
+        })
+    }
+
+    fn event(&self, event: Event) {
+        ENV.with(|cell| {
+            let mut owned = cell.borrow_mut();
+            let _ = owned.send_and_clear(&self.events, |env| encode_event(env, &event));
+        });
+    }
+}
+
+fn node_atom(env: Env, name: &str) -> Atom {
+    Atom::from_str(env, name).unwrap_or_else(|_| Atom::from_str(env, "invalid_node_name").expect("short atom"))
+}
+
+fn encode_event<'a>(env: Env<'a>, event: &Event) -> Term<'a> {
+    let tag = atoms::partisan_event();
+    match event {
+        Event::NodeUp(n) => (tag, atoms::node_up(), node_atom(env, n)).encode(env),
+        Event::NodeDown(n) => (tag, atoms::node_down(), node_atom(env, n)).encode(env),
+        Event::ChannelUp(n, c) => (tag, atoms::channel_up(), node_atom(env, n), node_atom(env, c)).encode(env),
+        Event::ChannelDown(n, c) => (tag, atoms::channel_down(), node_atom(env, n), node_atom(env, c)).encode(env),
+        Event::Members(ms) => {
+            let nodes: Vec<Atom> = ms.iter().map(|m| node_atom(env, m)).collect();
+            (tag, atoms::members(), nodes).encode(env)
+        }
+        Event::Removed { by } => (tag, atoms::removed(), node_atom(env, by)).encode(env),
+    }
+}
