@@ -1,0 +1,43 @@
+# Partisan on a Rust data plane. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+REBAR ?= rebar3
+EBIN := _build/default/lib/partisan/ebin
+# The CT and demo controller nodes are alive on loopback; peers never meet over disterl.
+CT_NAME ?= ct@127.0.0.1
+
+.PHONY: all deps build test rust-test eunit ct mix-test demo bench clean
+
+all: build
+
+deps:
+	@sh scripts/ensure_deps.sh
+
+build: deps
+	$(REBAR) compile
+
+rust-test: deps
+	cargo test --locked -p partisan_core -p partisan_net
+
+eunit: build
+	$(REBAR) eunit
+
+ct: build
+	$(REBAR) ct --name $(CT_NAME)
+
+mix-test: build
+	MIX_ENV=test mix test
+
+test: rust-test eunit ct mix-test
+
+demo: build
+	@mkdir -p _build/demo
+	erlc +debug_info -o _build/demo demo/partisan_demo.erl
+	erl -noshell -name demo@127.0.0.1 -pa $(EBIN) -pa _build/demo -s partisan_demo main
+
+bench: build
+	sh bench/run_throughput.sh
+
+clean:
+	$(REBAR) clean
+	cargo clean
+	rm -rf _build priv/*.so
