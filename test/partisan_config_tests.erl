@@ -1,0 +1,57 @@
+-module(partisan_config_tests).
+-include_lib("eunit/include/eunit.hrl").
+
+base() -> #{name => 'n@127.0.0.1', cookie => <<"c">>}.
+
+norm(Extra) -> partisan_config:normalise(maps:merge(base(), Extra)).
+
+defaults_test() ->
+    {ok, C} = norm(#{}),
+    ?assertEqual(#{undefined => #{parallelism => 1, monotonic => false},
+                   partisan_membership => #{parallelism => 1, monotonic => false}},
+                 maps:get(channels, C)),
+    ?assertEqual([#{ip => {127, 0, 0, 1}, port => 0}], maps:get(listen_addrs, C)),
+    ?assertEqual(1000, maps:get(connection_interval, C)),
+    ?assertEqual(partisan_pluggable_peer_service_manager, maps:get(peer_service_manager, C)),
+    ?assertEqual(trusted, maps:get(decode, C)).
+
+channel_list_forms_coerce_to_map_test() ->
+    {ok, C} = norm(#{parallelism => 3, channels => [gossip, {monotonic, state}, {rpc, [{parallelism, 2}]}]}),
+    Ch = maps:get(channels, C),
+    ?assertEqual(#{parallelism => 3, monotonic => false}, maps:get(gossip, Ch)),
+    ?assertEqual(#{parallelism => 3, monotonic => true}, maps:get(state, Ch)),
+    ?assertEqual(#{parallelism => 2, monotonic => false}, maps:get(rpc, Ch)),
+    ?assertEqual(#{parallelism => 3, monotonic => false}, maps:get(undefined, Ch)).
+
+old_key_names_test() ->
+    {ok, C} = norm(#{peer_ip => {127, 0, 0, 2}, peer_port => 9090}),
+    ?assertEqual([#{ip => {127, 0, 0, 2}, port => 9090}], maps:get(listen_addrs, C)),
+    {ok, C2} = norm(#{listen_addrs => [{"::1", 7000}]}),
+    ?assertEqual([#{ip => {0, 0, 0, 0, 0, 0, 0, 1}, port => 7000}], maps:get(listen_addrs, C2)).
+
+periodic_disabled_test() ->
+    {ok, C} = norm(#{periodic_enabled => false}),
+    ?assertEqual(0, maps:get(periodic_interval, C)).
+
+bad_values_name_the_key_test_() ->
+    Bad = [{channels, #{x => #{parallelism => 0}}},
+           {channels, [{1, 2, 3}]},
+           {channels, #{x => #{monotonic => maybe}}},
+           {channels, not_a_channel_spec},
+           {parallelism, 0},
+           {listen_addrs, [#{ip => nope, port => 1}]},
+           {listen_addrs, [#{ip => {127, 0, 0, 1}, port => 70000}]},
+           {connection_interval, -1},
+           {max_frame_size, 10},
+           {decode, sometimes},
+           {cookie, <<>>},
+           {name, 'no_host'},
+           {peer_service_manager, partisan_hyparview_peer_service_manager}],
+    [?_assertMatch({error, {invalid_config, Key, [_ | _]}}, norm(#{Key => V})) || {Key, V} <- Bad].
+
+nif_config_has_what_the_nif_reads_test() ->
+    {ok, C} = norm(#{channels => #{data => #{parallelism => 2, compression => true}}}),
+    N = partisan_config:nif_config(C),
+    ?assertEqual(#{parallelism => 2, monotonic => false}, maps:get(data, maps:get(channels, N))),
+    [?assert(maps:is_key(K, N)) || K <- [name, listen_addrs, cookie, vm_node, creation, incarnation,
+                                         max_frame_size, max_queue_bytes, decode, connect_timeout]].
