@@ -29,7 +29,7 @@
 -type forward_opts() :: #{channel => atom(), partition_key => non_neg_integer(), atom() => term()}
                       | [{atom(), term()}].
 -type send_error() :: {error, not_connected | queue_full | not_started | bad_destination
-                              | {unknown_channel, atom()}}.
+                              | {unknown_channel, atom()} | {unsupported_option, atom()}}.
 -export_type([node_spec/0, server_ref/0, forward_opts/0]).
 
 %% Binaries at least this large are encoded on a dirty scheduler (over ~1 ms of copying).
@@ -214,6 +214,18 @@ send_local(Ref, Msg) ->
     end.
 
 send_remote(Node, ServerRef, Msg, Opts) ->
+    case unsupported(Opts) of
+        [] -> send_remote_checked(Node, ServerRef, Msg, Opts);
+        [Opt | _] -> {error, {unsupported_option, Opt}}
+    end.
+
+%% Options whose guarantees this release cannot give yet are refused rather than ignored: a
+%% caller asking for `ack' must not believe its message is retransmitted.
+unsupported(Opts) ->
+    [K || K <- [ack, retransmission, transitive, causal_label],
+          maps:get(K, Opts, false) =/= false, maps:get(K, Opts, undefined) =/= undefined].
+
+send_remote_checked(Node, ServerRef, Msg, Opts) ->
     Channel = maps:get(channel, Opts, undefined),
     Key = maps:get(partition_key, Opts, undefined),
     case destination(ServerRef) of
