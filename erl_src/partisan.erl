@@ -29,7 +29,8 @@
 -type forward_opts() :: #{channel => atom(), partition_key => non_neg_integer(), atom() => term()}
                       | [{atom(), term()}].
 -type send_error() :: {error, not_connected | queue_full | not_started | bad_destination
-                              | {unknown_channel, atom()} | {unsupported_option, atom()}}.
+                              | {unknown_channel, atom()} | {unsupported_option, atom()}
+                              | {bad_partition_key, term()}}.
 -export_type([node_spec/0, server_ref/0, forward_opts/0]).
 
 %% Binaries at least this large are encoded on a dirty scheduler (over ~1 ms of copying).
@@ -140,7 +141,10 @@ forward_message(ServerRef, Msg, Opts) ->
 forward_message(Node, ServerRef, Msg, Opts) when is_list(Opts) ->
     forward_message(Node, ServerRef, Msg, maps:from_list(Opts));
 forward_message(Node, ServerRef, Msg, Opts) ->
+    Channel = maps:get(channel, Opts, undefined),
+    Known = is_map_key(Channel, partisan_config:get(channels, #{})),
     case Node =:= ?MODULE:node() of
+        _ when not Known -> {error, {unknown_channel, Channel}};
         true -> send_local(ServerRef, Msg);
         false -> send_remote(Node, ServerRef, Msg, Opts)
     end.

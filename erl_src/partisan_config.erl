@@ -144,9 +144,17 @@ listen_addrs(Env, Acc) ->
         error ->
             IP = maps:get(listen_ip, Env, maps:get(peer_ip, Env, {127, 0, 0, 1})),
             Port = maps:get(listen_port, Env, maps:get(peer_port, Env, 0)),
-            [#{ip => IP, port => Port}]
+            %% Name the key the user set, not the one it is translated to.
+            try [listen_addr({IP, Port})]
+            catch throw:{invalid, listen_addrs, Why} ->
+                Key = case listen_addr_ok(IP) of true -> listen_port; false -> listen_ip end,
+                throw({invalid, Key, Why})
+            end
     end,
     Acc#{listen_addrs => [listen_addr(A) || A <- Addrs]}.
+
+listen_addr_ok(IP) ->
+    try listen_addr({IP, 0}) of _ -> true catch throw:_ -> false end.
 
 listen_addr(#{ip := IP, port := Port}) -> listen_addr({IP, Port});
 listen_addr({IP, Port}) when is_integer(Port), Port >= 0, Port =< 65535 ->

@@ -46,7 +46,9 @@ bad_values_name_the_key_test_() ->
            {decode, sometimes},
            {cookie, <<>>},
            {name, 'no_host'},
-           {peer_service_manager, partisan_hyparview_peer_service_manager}],
+           {peer_service_manager, partisan_hyparview_peer_service_manager},
+           {listen_port, 70000},
+           {listen_ip, not_an_ip}],
     [?_assertMatch({error, {invalid_config, Key, [_ | _]}}, norm(#{Key => V})) || {Key, V} <- Bad].
 
 nif_config_has_what_the_nif_reads_test() ->

@@ -155,6 +155,9 @@ pub struct FullMesh {
     rng: SmallRng,
     actions: VecDeque<Action>,
     next_gossip: Option<u64>,
+    /// Set when this node left or was removed, until it joins again or is re-added: gossip
+    /// from peers that have not yet seen the departure must not pull it back in.
+    departed: bool,
 }
 
 impl FullMesh {
@@ -173,6 +176,7 @@ impl FullMesh {
             rng: SmallRng::seed_from_u64(seed),
             actions: VecDeque::new(),
             next_gossip: None,
+            departed: false,
         }
     }
 
@@ -228,6 +232,7 @@ impl FullMesh {
         if spec.name == self.me.spec.name {
             return;
         }
+        self.departed = false;
         self.arm_gossip(now);
         let entry = match self.members.get(&spec.name) {
             Some(m) if !m.left => {
@@ -309,6 +314,15 @@ impl FullMesh {
     /// A control frame from an authenticated peer.
     pub fn control(&mut self, now: u64, from: &str, body: &[u8]) -> Result<(), ControlError> {
         let entries = decode_control(body)?;
+        if self.departed {
+            // Accept only gossip that knows our entry as it is now (someone re-added us with
+            // `join`); older gossip predates our departure.
+            let current = entries.iter().any(|e| e.spec.name == self.me.spec.name && !e.left && e.rank() >= self.me.rank());
+            if !current {
+                return Ok(());
+            }
+            self.departed = false;
+        }
         let mut changed = false;
         for entry in entries {
             if entry.spec.name == self.me.spec.name {
@@ -416,6 +430,7 @@ impl FullMesh {
         self.members.clear();
         self.members.insert(self.me.spec.name.clone(), self.me.clone());
         self.next_gossip = None;
+        self.departed = true;
         self.members_changed();
     }
 

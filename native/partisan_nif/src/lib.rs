@@ -23,6 +23,7 @@ mod atoms {
     rustler::atoms! {
         ok, error, undefined, true_ = "true",
         not_started, already_started, not_connected, queue_full, unknown_channel, bad_destination,
+        bad_partition_key,
         pid_id,
     }
 }
@@ -167,7 +168,14 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
     let Some(channel) = r.node.channels().index_of(&channel_name) else {
         return Ok(err(env, (atoms::unknown_channel(), channel)));
     };
-    let key = if key.is_atom() { env.pid().encode(env).hash_internal(0) } else { key.decode::<u64>()? };
+    let key = if key.is_atom() {
+        env.pid().encode(env).hash_internal(0)
+    } else {
+        match key.decode::<u64>() {
+            Ok(k) => k,
+            Err(_) => return Ok(err(env, (atoms::bad_partition_key(), key))),
+        }
+    };
     let dest = if dest.is_pid() {
         Dest::Pid(Bytes::copy_from_slice(dest.to_binary().as_slice()))
     } else if dest.is_atom() {

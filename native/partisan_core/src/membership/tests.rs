@@ -189,6 +189,33 @@ fn leaving_oneself_tells_the_others() {
     net.assert_full_mesh();
 }
 
+/// Regression: a peer that has not yet processed a departure still has links to the departed
+/// node; its stale gossip must not re-add the cluster there (and so the node everywhere).
+#[test]
+fn stale_gossip_does_not_undo_a_departure() {
+    for removed_by_other in [false, true] {
+        let mut net = Net::new(&["a", "b", "c"]);
+        net.with("b", |m, now| m.join(now, spec("a", 9000)));
+        net.with("c", |m, now| m.join(now, spec("a", 9000)));
+        let stale = encode_gossip(net.nodes["b"].member_table());
+        if removed_by_other {
+            net.with("a", |m, now| m.leave(now, "c"));
+        } else {
+            net.with("c", |m, now| m.leave(now, "c"));
+        }
+        net.nodes.get_mut("c").unwrap().control(net.now, "b", &stale).unwrap();
+        net.run();
+        assert_eq!(net.nodes["c"].members(), vec!["c"]);
+        assert_eq!(net.nodes["a"].members(), vec!["a", "b"]);
+        assert_eq!(net.nodes["b"].members(), vec!["a", "b"]);
+        net.advance(3000); // periodic gossip changes nothing
+        assert_eq!(net.nodes["c"].members(), vec!["c"]);
+        // re-adding from the cluster side works: a's gossip knows c's current entry
+        net.with("a", |m, now| m.join(now, spec("c", 9002)));
+        net.assert_full_mesh();
+    }
+}
+
 #[test]
 fn periodic_gossip_repairs_a_lost_update() {
     let mut net = Net::new(&["a", "b"]);

@@ -1,0 +1,158 @@
+%% Messaging over a three-node cluster: every kind of destination on every channel, every pair
+%% of nodes, ordering under parallelism, monotonic channels, large messages and send errors.
+-module(partisan_messaging_SUITE).
+
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1]).
+-export([every_destination_on_every_channel/1, every_pair_of_nodes/1,
+         order_per_sender_under_parallelism/1, order_per_partition_key/1,
+         monotonic_channel_delivers_latest/1, large_messages/1, unknown_node/1,
+         unknown_channel/1]).
+%% Run on peers.
+-export([remote_refs/2, send_streams/5]).
+
+-define(CHANNELS, [undefined, data, state]).
+-define(ENV, #{channels => #{data => #{parallelism => 4}, state => #{monotonic => true}},
+               connection_interval => 100, connection_jitter => 100}).
+-define(TIMEOUT, 10000).
+
+all() ->
+    [every_destination_on_every_channel, every_pair_of_nodes, order_per_sender_under_parallelism,
+     order_per_partition_key, monotonic_channel_delivers_latest, large_messages, unknown_node,
+     unknown_channel].
+
+init_per_suite(Config) ->
+    {ok, Peers} = partisan_ct:start_cluster([msg_a, msg_b, msg_c], ?ENV),
+    [{peers, Peers} | Config].
+
+end_per_suite(Config) ->
+    partisan_ct:stop_cluster(proplists:get_value(peers, Config)).
+
+%% -- tests --------------------------------------------------------------------
+
+every_destination_on_every_channel(Config) ->
+    [A, B, _] = cluster(Config),
+    Fwd = rpc(B, partisan_ct, forwarder, [self()]),
+    true = rpc(B, erlang, register, [msg_dest, Fwd]),
+    %% Default format, then every format.
+    Refs = [rpc(B, partisan_remote_ref, from_term, [Fwd]),
+            rpc(B, partisan_remote_ref, from_term, [msg_dest])
+            | rpc(B, ?MODULE, remote_refs, [Fwd, msg_dest])],
+    Sends = [{forward_message, [Dest, {C, Dest}, #{channel => C}], {C, Dest}}
+             || C <- ?CHANNELS, Dest <- [Fwd, {msg_dest, B} | Refs]]
+        ++ [{forward_message, [B, msg_dest, {C, by_node}, #{channel => C}], {C, by_node}}
+            || C <- ?CHANNELS]
+        ++ [{send, [Fwd, sent], sent},
+            {cast_message, [Fwd, cast], {'$gen_cast', cast}},
+            {cast_message, [B, msg_dest, cast, #{channel => data}], {'$gen_cast', cast}}],
+    lists:foreach(fun({F, Args, Expected}) ->
+                          ?assertEqual(ok, rpc(A, partisan, F, Args)),
+                          ?assertEqual(Expected, recv(Fwd))
+                  end, Sends).
+
+every_pair_of_nodes(Config) ->
+    Nodes = cluster(Config),
+    [?assertEqual({ok, Nodes}, rpc(N, partisan_peer_service, members, [])) || N <- Nodes],
+    [?assertEqual(Nodes -- [N], rpc(N, partisan, nodes, [])) || N <- Nodes],
+    [begin
+         Fwd = rpc(To, partisan_ct, forwarder, [self()]),
+         ?assertEqual(ok, rpc(From, partisan, forward_message, [Fwd, {From, To}, #{channel => data}])),
+         ?assertEqual({From, To}, recv(Fwd))
+     end || From <- Nodes, To <- Nodes, From =/= To].
+
+%% Eight processes on A each send 5000 numbered messages to one process on B over a channel of
+%% four connections: each sender's messages arrive in order, none lost or duplicated.
+order_per_sender_under_parallelism(Config) ->
+    check_streams(Config, [[S] || S <- lists:seq(1, 8)], false).
+
+%% Four processes on A each interleave four partition keys: per key, order holds.
+order_per_partition_key(Config) ->
+    check_streams(Config, [lists:seq(K, K + 3) || K <- [1, 5, 9, 13]], true).
+
+%% Superseded messages on a monotonic channel may be dropped, but what arrives is in order and
+%% the latest always arrives.
+monotonic_channel_delivers_latest(Config) ->
+    [A, B, _] = cluster(Config),
+    Fwd = rpc(B, partisan_ct, forwarder, [self()]),
+    [ok] = rpc(A, ?MODULE, send_streams, [Fwd, state, [[mono]], 2000, false]),
+    Got = recv_until(Fwd, {mono, 2000}),
+    ?assertEqual(lists:usort(Got), Got),
+    ct:pal("monotonic: ~p of 2000 messages delivered", [length(Got)]).
+
+large_messages(Config) ->
+    [A, B, _] = cluster(Config),
+    Fwd = rpc(B, partisan_ct, forwarder, [self()]),
+    lists:foreach(fun(Size) ->
+                          Msg = {large, crypto:strong_rand_bytes(Size)},
+                          ?assertEqual(ok, rpc(A, partisan, send, [Fwd, Msg, #{channel => data}])),
+                          ?assertEqual(Msg, recv(Fwd))
+                  end, [100 * 1024, 1024 * 1024, 8 * 1024 * 1024]).
+
+unknown_node(Config) ->
+    [A, B, _] = cluster(Config),
+    Fwd = rpc(B, partisan_ct, forwarder, [self()]),
+    ?assertEqual({error, not_connected},
+                 rpc(A, partisan, forward_message, ['nobody@127.0.0.1', some_name, hi, #{}])),
+    Ref = ['nobody@127.0.0.1' | <<"Pid#<0.80.0>">>],
+    ?assertEqual({error, not_connected}, rpc(A, partisan, forward_message, [Ref, hi, #{}])),
+    %% The node is still fine for known destinations.
+    ?assertEqual(ok, rpc(A, partisan, forward_message, [Fwd, hi, #{}])),
+    ?assertEqual(hi, recv(Fwd)).
+
+unknown_channel(Config) ->
+    [A, B, _] = cluster(Config),
+    Fwd = rpc(B, partisan_ct, forwarder, [self()]),
+    ?assertEqual({error, {unknown_channel, nope}},
+                 rpc(A, partisan, forward_message, [Fwd, hi, #{channel => nope}])),
+    ?assertEqual({error, {unknown_channel, nope}},
+                 rpc(A, partisan, forward_message, [B, msg_nope, hi, [{channel, nope}]])).
+
+%% -- run on peers ---------------------------------------------------------------
+
+%% Remote references to `Pid' and `Name' in every format, made on the node they live on.
+remote_refs(Pid, Name) ->
+    Refs = [begin
+                ok = application:set_env(partisan, remote_ref_format, F),
+                [partisan_remote_ref:from_term(Pid), partisan_remote_ref:from_term(Name)]
+            end || F <- [improper_list, tuple, uri]],
+    ok = application:unset_env(partisan, remote_ref_format),
+    lists:append(Refs).
+
+%% One process per element of `SenderStreams' sends `{Stream, N}' for N in 1..Count, for each
+%% of its streams in turn, on `Channel' (with `partition_key => Stream' when `Keyed').
+%% Returns the distinct results of all sends.
+send_streams(Dest, Channel, SenderStreams, Count, Keyed) ->
+    Parent = self(),
+    Opts = fun(S) -> [{channel, Channel} | [{partition_key, S} || Keyed]] end,
+    Send = fun(Streams) ->
+                   [partisan:forward_message(Dest, {S, N}, Opts(S)) || N <- lists:seq(1, Count), S <- Streams]
+           end,
+    Pids = [spawn_link(fun() -> Parent ! {self(), Send(Streams)} end) || Streams <- SenderStreams],
+    lists:usort(lists:append([receive {P, Results} -> Results end || P <- Pids])).
+
+%% -- helpers ------------------------------------------------------------------
+
+cluster(Config) ->
+    [N || {_, N} <- proplists:get_value(peers, Config)].
+
+rpc(Node, M, F, A) ->
+    partisan_ct:rpc(Node, M, F, A).
+
+recv(From) ->
+    receive {partisan_ct, From, Msg} -> Msg after ?TIMEOUT -> ct:fail({no_message_from, From}) end.
+
+recv_until(From, Last) ->
+    case recv(From) of
+        Last -> [Last];
+        Msg -> [Msg | recv_until(From, Last)]
+    end.
+
+check_streams(Config, SenderStreams, Keyed) ->
+    [A, B, _] = cluster(Config),
+    Count = 5000,
+    Fwd = rpc(B, partisan_ct, forwarder, [self()]),
+    ?assertEqual([ok], rpc(A, ?MODULE, send_streams, [Fwd, data, SenderStreams, Count, Keyed])),
+    Streams = lists:append(SenderStreams),
+    Got = [recv(Fwd) || _ <- lists:seq(1, Count * length(Streams))],
+    [?assertEqual({S, lists:seq(1, Count)}, {S, [N || {S1, N} <- Got, S1 =:= S]}) || S <- Streams].
