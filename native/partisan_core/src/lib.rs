@@ -8,9 +8,11 @@
 //! - [`handshake`]: mutual challenge-response over the cluster cookie.
 //! - [`channel`]: named channels, parallel connections, affinity, monotonic coalescing.
 //! - [`membership`]: the full-mesh overlay and its gossip.
+//! - [`overlay`]: the trait every overlay implements (bring your own).
 
 pub mod channel;
 pub mod frame;
 pub mod handshake;
 pub mod membership;
+pub mod overlay;
 pub mod wire;

@@ -9,6 +9,7 @@
 use crate::conn::{control_frame, dial, next_conn_id};
 use crate::{Cmd, Event, LinkTx, PeerRoutes, Shared};
 use partisan_core::membership::{Action, FullMesh, LinkId, NodeSpec};
+use partisan_core::overlay::Overlay;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use tracing::{info, warn};
 
 struct Driver {
     shared: Arc<Shared>,
-    mesh: FullMesh,
+    mesh: Box<dyn Overlay>,
     cmds: UnboundedSender<Cmd>,
     /// Connection id of the dial in flight or the connection up, per link.
     current: HashMap<LinkId, u64>,
@@ -26,7 +27,8 @@ struct Driver {
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, spec: NodeSpec, cmds: UnboundedSender<Cmd>, mut rx: UnboundedReceiver<Cmd>) {
-    let mesh = FullMesh::new(spec, shared.cfg.incarnation, shared.channels.clone(), shared.cfg.mesh, shared.cfg.incarnation);
+    let mesh: Box<dyn Overlay> =
+        Box::new(FullMesh::new(spec, shared.cfg.incarnation, shared.channels.clone(), shared.cfg.mesh, shared.cfg.incarnation));
     let mut d = Driver { shared, mesh, cmds, current: HashMap::new(), epoch: Instant::now() };
     loop {
         let deadline = d.mesh.poll_timeout().map(|ms| d.epoch + std::time::Duration::from_millis(ms));
