@@ -75,8 +75,13 @@ node_events(Config) ->
 restart_application(Config) ->
     [A, B] = Nodes = cluster(Config),
     ok = partisan_ct:join_all(Nodes),
+    #{listen_addrs := [#{port := Port}]} = rpc(B, partisan, node_spec, []),
+    ?assert(io_threads(B) > 0),
     ok = rpc(B, application, stop, [partisan]),
     ?assertEqual(#{}, rpc(B, partisan, stats, [])),
+    %% Stopping closed every socket and thread of the data plane.
+    ?assertEqual({error, econnrefused}, gen_tcp:connect({127, 0, 0, 1}, Port, [])),
+    ?assertEqual(0, io_threads(B)),
     wait(fun() -> rpc(A, partisan, nodes, []) =:= [] end),
     {ok, _} = rpc(B, application, ensure_all_started, [partisan]),
     ?assertEqual({ok, [B]}, rpc(B, partisan_peer_service, members, [])),
@@ -84,6 +89,12 @@ restart_application(Config) ->
     wait_members(Nodes, Nodes),
     assert_delivers(A, B),
     assert_delivers(B, A).
+
+%% Threads of the data plane's tokio runtime in the node's OS process.
+io_threads(Node) ->
+    OsPid = rpc(Node, os, getpid, []),
+    Comms = filelib:wildcard("/proc/" ++ OsPid ++ "/task/*/comm"),
+    length([C || C <- Comms, {ok, <<"partisan-io", _/binary>>} <- [file:read_file(C)]]).
 
 %% A bad value stops the start with an error naming the key; the node then starts with a good
 %% configuration.
