@@ -189,13 +189,16 @@ intervals(Env, Acc) ->
          connect_timeout => non_neg(connect_timeout, maps:get(connect_timeout, Env, 2000))}.
 
 limits(Env, Acc) ->
+    IoThreads = maps:get(io_threads, Env, min(erlang:system_info(schedulers_online), 4)),
+    (is_integer(IoThreads) andalso IoThreads >= 1 andalso IoThreads =< 64) orelse
+        invalid(io_threads, "~p must be an integer from 1 to 64", [IoThreads]),
     Frame = maps:get(max_frame_size, Env, 64 bsl 20),
     Queue = maps:get(max_queue_bytes, Env, 64 bsl 20),
     (is_integer(Frame) andalso Frame >= 1024 andalso Frame < 1 bsl 32) orelse
         invalid(max_frame_size, "~p must be an integer from 1024 to 4294967295", [Frame]),
     (is_integer(Queue) andalso Queue >= 1024) orelse
         invalid(max_queue_bytes, "~p must be an integer of at least 1024", [Queue]),
-    Acc#{max_frame_size => Frame, max_queue_bytes => Queue}.
+    Acc#{max_frame_size => Frame, max_queue_bytes => Queue, io_threads => IoThreads}.
 
 decode(Env, Acc) ->
     case maps:get(decode, Env, trusted) of
@@ -219,7 +222,7 @@ non_neg(Key, V) -> invalid(Key, "~p must be a non-negative integer (milliseconds
 -spec nif_config(map()) -> map().
 nif_config(C) ->
     Keys = [name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
-            periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout],
+            periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads],
     (maps:with(Keys, C))#{
         channels => maps:map(fun(_, O) -> maps:with([parallelism, monotonic], O) end,
                              maps:get(channels, C)),

@@ -32,12 +32,17 @@ do_load() ->
         {error, Why} -> {error, {nif_not_loaded, Path ++ ".so", Why}}
     end.
 
+%% The priv directory beside the ebin this module was loaded from (so a copy of the app in an
+%% unrelated code path directory is never picked up), else the application's.
 priv_dir() ->
-    case code:priv_dir(partisan) of
-        {error, bad_name} ->
-            filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
-        Dir ->
-            Dir
+    Beside = filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv"),
+    case filelib:is_regular(filename:join(Beside, "libpartisan_nif.so")) of
+        true -> Beside;
+        false ->
+            case code:priv_dir(partisan) of
+                {error, bad_name} -> Beside;
+                Dir -> Dir
+            end
     end.
 
 -define(NIF, erlang:nif_error({nif_not_loaded, ?MODULE})).

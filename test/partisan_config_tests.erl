@@ -48,6 +48,7 @@ bad_values_name_the_key_test_() ->
            {name, 'no_host'},
            {peer_service_manager, partisan_hyparview_peer_service_manager},
            {listen_port, 70000},
+           {io_threads, 0},
            {listen_ip, not_an_ip}],
     [?_assertMatch({error, {invalid_config, Key, [_ | _]}}, norm(#{Key => V})) || {Key, V} <- Bad].
 
@@ -56,4 +57,4 @@ nif_config_has_what_the_nif_reads_test() ->
     N = partisan_config:nif_config(C),
     ?assertEqual(#{parallelism => 2, monotonic => false}, maps:get(data, maps:get(channels, N))),
     [?assert(maps:is_key(K, N)) || K <- [name, listen_addrs, cookie, vm_node, creation, incarnation,
-                                         max_frame_size, max_queue_bytes, decode, connect_timeout]].
+                                         max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads]].

@@ -16,7 +16,7 @@ mod atoms {
     rustler::atoms! {
         bad_config, name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
         periodic_interval, max_frame_size, max_queue_bytes, decode, safe, events, vm_node,
-        creation, ip, port, parallelism, monotonic, incarnation, connect_timeout,
+        creation, ip, port, parallelism, monotonic, incarnation, connect_timeout, io_threads,
     }
 }
 
@@ -94,6 +94,7 @@ pub fn parse(cfg: Term) -> Result<Parsed, Bad> {
     net.max_queue_bytes = get_as(cfg, atoms::max_queue_bytes())?;
     net.incarnation = get_as(cfg, atoms::incarnation())?;
     net.connect_timeout = Duration::from_millis(get_as(cfg, atoms::connect_timeout())?);
+    net.worker_threads = get_as(cfg, atoms::io_threads())?;
     Ok(Parsed {
         net,
         events: get_as(cfg, atoms::events())?,
