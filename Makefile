@@ -35,7 +35,7 @@ demo: build
 	erl -noshell -name demo@127.0.0.1 -pa $(EBIN) -pa _build/demo -s partisan_demo main
 
 bench: build
-	sh bench/run_throughput.sh
+	bash bench/run_throughput.sh
 
 clean:
 	$(REBAR) clean

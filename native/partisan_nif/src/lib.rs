@@ -32,6 +32,37 @@ mod atoms {
 struct Running {
     node: Node,
     creation: u32,
+    /// Channel atoms and their indices: a send finds its channel without reading the atom text.
+    channel_atoms: Vec<(Atom, usize)>,
+}
+
+impl Running {
+    fn channel(&self, atom: Atom) -> Option<usize> {
+        self.channel_atoms.iter().find(|(a, _)| *a == atom).map(|(_, i)| *i)
+    }
+}
+
+/// Calls `f` with the text of an ASCII atom read into a stack buffer (no allocation: this runs
+/// on every send); falls back to an allocated string for other atoms.
+fn with_atom_str<R>(env: Env, atom: Atom, f: impl FnOnce(&str) -> R) -> NifResult<R> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer outlives the call and its length is passed; enif_get_atom writes at most
+    // that many bytes including the NUL and returns 0 when the atom does not fit.
+    let n = unsafe {
+        rustler::sys::enif_get_atom(
+            env.as_c_arg(),
+            atom.as_c_arg(),
+            buf.as_mut_ptr() as *mut _,
+            buf.len() as _,
+            rustler::sys::ErlNifCharEncoding::ERL_NIF_LATIN1,
+        )
+    };
+    match n {
+        n if n > 0 && buf[..n as usize - 1].is_ascii() => {
+            Ok(f(std::str::from_utf8(&buf[..n as usize - 1]).expect("ASCII is UTF-8")))
+        }
+        _ => Ok(f(&atom.to_term(env).atom_to_string()?)),
+    }
 }
 
 static RUNNING: RwLock<Option<Arc<Running>>> = RwLock::new(None);
@@ -60,7 +91,14 @@ fn start<'a>(env: Env<'a>, cfg: Term<'a>) -> NifResult<Term<'a>> {
     match Node::start(parsed.net, sink) {
         Ok(node) => {
             let spec = config::encode_spec(env, node.spec());
-            *slot = Some(Arc::new(Running { node, creation: parsed.creation }));
+            let channel_atoms = node
+                .channels()
+                .specs()
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Atom::from_str(env, &c.name).map(|a| (a, i)))
+                .collect::<NifResult<_>>()?;
+            *slot = Some(Arc::new(Running { node, creation: parsed.creation, channel_atoms }));
             Ok((atoms::ok(), spec).encode(env))
         }
         Err(e) => Ok(err(env, e.to_string())),
@@ -164,8 +202,7 @@ impl AsRef<[u8]> for Etf {
 
 fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
     let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
-    let channel_name = channel.to_term(env).atom_to_string()?;
-    let Some(channel) = r.node.channels().index_of(&channel_name) else {
+    let Some(channel) = r.channel(channel) else {
         return Ok(err(env, (atoms::unknown_channel(), channel)));
     };
     let key = if key.is_atom() {
@@ -194,8 +231,7 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
         return Ok(err(env, atoms::bad_destination()));
     };
     let payload = Bytes::from_owner(Etf(msg.to_binary()));
-    let node_name = node.to_term(env).atom_to_string()?;
-    match r.node.send(&node_name, channel, key, dest, payload) {
+    match with_atom_str(env, node, |name| r.node.send(name, channel, key, dest, payload))? {
         Ok(()) => Ok(atoms::ok().encode(env)),
         Err(SendError::NotConnected) => Ok(err(env, atoms::not_connected())),
         Err(SendError::QueueFull) => Ok(err(env, atoms::queue_full())),
