@@ -5,7 +5,7 @@ EBIN := _build/default/lib/partisan/ebin
 # The CT and demo controller nodes are alive on loopback; peers never meet over disterl.
 CT_NAME ?= ct@127.0.0.1
 
-.PHONY: all deps build test rust-test eunit ct mix-test demo bench clean
+.PHONY: all deps build test rust-test eunit ct mix-test dialyzer demo bench clean
 
 all: build
 
@@ -23,6 +23,9 @@ eunit: build
 
 ct: build
 	$(REBAR) ct --name $(CT_NAME)
+
+dialyzer: build
+	$(REBAR) dialyzer
 
 mix-test: build
 	MIX_ENV=test mix test

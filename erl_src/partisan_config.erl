@@ -77,6 +77,7 @@ normalise(Env) ->
         throw:{invalid, Key, Why} -> {error, {invalid_config, Key, Why}}
     end.
 
+-spec invalid(atom(), string(), [term()]) -> no_return().
 invalid(Key, Fmt, Args) ->
     throw({invalid, Key, lists:flatten(io_lib:format(Fmt, Args))}).
 
