@@ -266,17 +266,30 @@ fn start_link(link: LinkId, conn_id: u64, mut r: OwnedReadHalf, w: OwnedWriteHal
     let reader = {
         let (link, shared, cmds) = (link.clone(), shared.clone(), cmds.clone());
         tokio::spawn(async move {
+            // Reports the link down however this task ends: EOF, error, abort or panic.
+            let _down = LinkDownOnDrop { link: link.clone(), conn_id, cmds: cmds.clone() };
             // The peer sends nothing on a link it accepted but may (pings); EOF means it is gone.
             let mut dec = Decoder::new(shared.cfg.max_frame_size);
-            let err = read_loop(&mut r, &mut buf, &mut dec, &link.node, &shared, &cmds).await;
-            if let Some(e) = err {
+            if let Some(e) = read_loop(&mut r, &mut buf, &mut dec, &link.node, &shared, &cmds).await {
                 debug!(node = %link.node, error = %e, "link read failed");
             }
-            let _ = cmds.send(Cmd::LinkDown { link, conn_id });
         })
     };
     tokio::spawn(write_loop(link.clone(), conn_id, w, queue.clone(), reader.abort_handle(), cmds.clone()));
     let _ = cmds.send(Cmd::LinkUp { link, tx: LinkTx { conn_id, queue } });
+}
+
+struct LinkDownOnDrop {
+    link: LinkId,
+    conn_id: u64,
+    cmds: UnboundedSender<Cmd>,
+}
+
+impl Drop for LinkDownOnDrop {
+    fn drop(&mut self) {
+        // A down for a link the driver already replaced or removed is ignored by its conn_id.
+        let _ = self.cmds.send(Cmd::LinkDown { link: self.link.clone(), conn_id: self.conn_id });
+    }
 }
 
 /// Writes batches until the queue is closed (then flushes and closes the socket) or a write fails.
