@@ -57,6 +57,31 @@ impl NodeSpec {
     }
 }
 
+/// What a node is in a client-server cluster (`tag` in Partisan's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// A full-mesh or static member, or a node whose role is not known yet.
+    #[default]
+    Peer,
+    Server,
+    Client,
+}
+
+/// Which members a node keeps links to. Membership itself (who is in the cluster) is gossiped
+/// the same way in every topology except `Static`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Topology {
+    /// Every member links to every other member (`partisan_pluggable_peer_service_manager`).
+    #[default]
+    FullMesh,
+    /// Servers link to everyone; clients link only to servers
+    /// (`partisan_client_server_peer_service_manager`).
+    ClientServer,
+    /// Links exactly as configured: a node links to the nodes it joined and to the nodes that
+    /// joined it, and learns no third parties from gossip (`partisan_static_peer_service_manager`).
+    Static,
+}
+
 /// One entry of the member table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -64,6 +89,7 @@ pub struct Member {
     pub incarnation: u64,
     pub version: u64,
     pub left: bool,
+    pub role: Role,
 }
 
 impl Member {
@@ -148,6 +174,7 @@ const TAG_GOSSIP: u8 = 1;
 #[derive(Debug)]
 pub struct FullMesh {
     me: Member,
+    topology: Topology,
     channels: ChannelTable,
     members: BTreeMap<String, Member>,
     peers: BTreeMap<String, Peer>,
@@ -164,11 +191,12 @@ impl FullMesh {
     /// A cluster of one. `incarnation` must grow across restarts of the same node name (the
     /// shell passes the start time in microseconds); `seed` drives the retry jitter.
     pub fn new(me: NodeSpec, incarnation: u64, channels: ChannelTable, cfg: MeshConfig, seed: u64) -> Self {
-        let me = Member { spec: me, incarnation, version: 0, left: false };
+        let me = Member { spec: me, incarnation, version: 0, left: false, role: Role::Peer };
         let mut members = BTreeMap::new();
         members.insert(me.spec.name.clone(), me.clone());
         FullMesh {
             me,
+            topology: Topology::FullMesh,
             channels,
             members,
             peers: BTreeMap::new(),
@@ -178,6 +206,14 @@ impl FullMesh {
             next_gossip: None,
             departed: false,
         }
+    }
+
+    /// The same state machine with another link policy; `role` matters for `ClientServer`.
+    pub fn with_topology(mut self, topology: Topology, role: Role) -> Self {
+        self.topology = topology;
+        self.me.role = role;
+        self.members.insert(self.me.spec.name.clone(), self.me.clone());
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -241,8 +277,8 @@ impl FullMesh {
                 m
             }
             // Joining a removed node explicitly brings it back.
-            Some(m) => Member { spec, incarnation: m.incarnation, version: m.version + 1, left: false },
-            None => Member { spec, incarnation: 0, version: 0, left: false },
+            Some(m) => Member { spec, incarnation: m.incarnation, version: m.version + 1, left: false, role: m.role },
+            None => Member { spec, incarnation: 0, version: 0, left: false, role: Role::Peer },
         };
         self.apply(now, entry);
         self.members_changed();
@@ -325,6 +361,9 @@ impl FullMesh {
         }
         let mut changed = false;
         for entry in entries {
+            if self.topology == Topology::Static && entry.spec.name != from && entry.spec.name != self.me.spec.name {
+                continue; // a static node learns only about the peers it is linked with
+            }
             if entry.spec.name == self.me.spec.name {
                 if entry.left && entry.incarnation == self.me.incarnation && entry.rank() > self.me.rank() {
                     self.me.version = entry.version;
@@ -399,6 +438,13 @@ impl FullMesh {
                     self.actions.push_back(Action::NodeDown { node: name.clone() });
                 }
             }
+        } else if !self.wants_link(&entry) {
+            if let Some(peer) = self.peers.remove(&name) {
+                self.actions.push_back(Action::Disconnect { node: name.clone() });
+                if peer.up_total() > 0 {
+                    self.actions.push_back(Action::NodeDown { node: name.clone() });
+                }
+            }
         } else if let Some(peer) = self.peers.get_mut(&name) {
             peer.addrs = entry.spec.listen_addrs.clone();
         } else {
@@ -416,6 +462,15 @@ impl FullMesh {
             self.peers.insert(name.clone(), peer);
         }
         self.members.insert(name, entry);
+    }
+
+    /// The link policy of the topology.
+    fn wants_link(&self, entry: &Member) -> bool {
+        match self.topology {
+            Topology::FullMesh | Topology::Static => true,
+            // A joined node of unknown role (Peer) is dialed until its gossip says otherwise.
+            Topology::ClientServer => self.me.role == Role::Server || entry.role != Role::Client,
+        }
     }
 
     fn reset_to_one(&mut self, _now: u64) {
@@ -460,6 +515,11 @@ pub fn encode_gossip<'a>(members: impl Iterator<Item = &'a Member>) -> Bytes {
         out.put_u64(m.incarnation);
         out.put_u64(m.version);
         out.put_bool(m.left);
+        out.put_u8(match m.role {
+            Role::Peer => 0,
+            Role::Server => 1,
+            Role::Client => 2,
+        });
         out.put_u16(m.spec.listen_addrs.len() as u16);
         for addr in &m.spec.listen_addrs {
             out.put_socket_addr(addr);
@@ -482,18 +542,24 @@ pub fn decode_control(body: &[u8]) -> Result<Vec<Member>, ControlError> {
         other => return Err(ControlError::UnknownTag(other)),
     }
     let count = r.u32("member count")? as usize;
-    // Each entry takes at least 23 bytes, which bounds the allocation by the body size.
-    let mut members = Vec::with_capacity(count.min(r.remaining() / 23));
+    // Each entry takes at least 24 bytes, which bounds the allocation by the body size.
+    let mut members = Vec::with_capacity(count.min(r.remaining() / 24));
     for _ in 0..count {
         let name = r.str("member name")?;
         let incarnation = r.u64("incarnation")?;
         let version = r.u64("version")?;
         let left = r.bool("left flag")?;
+        let role = match r.u8("role")? {
+            0 => Role::Peer,
+            1 => Role::Server,
+            2 => Role::Client,
+            v => return Err(WireError::BadValue { what: "role", value: v as u64 }.into()),
+        };
         let addrs = (0..r.u16("address count")?).map(|_| r.socket_addr()).collect::<Result<_, _>>()?;
         let channels = (0..r.u16("channel count")?)
             .map(|_| Ok(ChannelSpec { name: r.str("channel name")?, parallelism: r.u16("parallelism")?, monotonic: r.bool("monotonic")? }))
             .collect::<Result<_, WireError>>()?;
-        members.push(Member { spec: NodeSpec { name, listen_addrs: addrs, channels }, incarnation, version, left });
+        members.push(Member { spec: NodeSpec { name, listen_addrs: addrs, channels }, incarnation, version, left, role });
     }
     r.finish("gossip")?;
     Ok(members)

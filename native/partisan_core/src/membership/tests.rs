@@ -23,11 +23,16 @@ struct Net {
     now: u64,
     events: Vec<(String, Action)>,
     next_incarnation: u64,
+    topology: fn(&str) -> (Topology, Role),
 }
 
 impl Net {
     fn new(names: &[&str]) -> Self {
-        let mut net = Net { nodes: BTreeMap::new(), now: 0, events: vec![], next_incarnation: 1 };
+        Net::with_topology(names, |_| (Topology::FullMesh, Role::Peer))
+    }
+
+    fn with_topology(names: &[&str], topology: fn(&str) -> (Topology, Role)) -> Self {
+        let mut net = Net { nodes: BTreeMap::new(), now: 0, events: vec![], next_incarnation: 1, topology };
         for n in names {
             net.start(n);
         }
@@ -39,7 +44,9 @@ impl Net {
         let inc = self.next_incarnation;
         self.next_incarnation += 1;
         let cfg = MeshConfig { connection_interval: 100, connection_jitter: 50, periodic_interval: 1000 };
-        self.nodes.insert(name.into(), FullMesh::new(spec(name, port), inc, table(), cfg, inc));
+        let (topology, role) = (self.topology)(name);
+        let mesh = FullMesh::new(spec(name, port), inc, table(), cfg, inc).with_topology(topology, role);
+        self.nodes.insert(name.into(), mesh);
     }
 
     fn crash(&mut self, name: &str) {
@@ -221,7 +228,7 @@ fn periodic_gossip_repairs_a_lost_update() {
     let mut net = Net::new(&["a", "b"]);
     net.with("b", |m, now| m.join(now, spec("a", 9000)));
     // a learns of x from a frame that b never saw
-    let x = Member { spec: spec("x", 9100), incarnation: 5, version: 0, left: false };
+    let x = Member { spec: spec("x", 9100), incarnation: 5, version: 0, left: false, role: Role::Peer };
     let body = encode_gossip(std::iter::once(&x));
     drain(net.nodes.get_mut("b").unwrap());
     net.nodes.get_mut("a").unwrap().control(0, "x", &body).unwrap();
@@ -234,13 +241,13 @@ fn periodic_gossip_repairs_a_lost_update() {
 #[test]
 fn stale_entries_lose_and_links_for_unknown_nodes_are_ignored() {
     let mut mesh = FullMesh::new(spec("a", 1), 10, table(), MeshConfig::default(), 1);
-    let newer = Member { spec: spec("b", 2), incarnation: 9, version: 3, left: false };
-    let older = Member { spec: spec("b", 3), incarnation: 9, version: 2, left: true };
+    let newer = Member { spec: spec("b", 2), incarnation: 9, version: 3, left: false, role: Role::Peer };
+    let older = Member { spec: spec("b", 3), incarnation: 9, version: 2, left: true, role: Role::Peer };
     mesh.control(0, "b", &encode_gossip(std::iter::once(&newer))).unwrap();
     mesh.control(0, "b", &encode_gossip(std::iter::once(&older))).unwrap();
     assert_eq!(mesh.members(), vec!["a", "b"]);
     // an old tombstone of ourselves (older incarnation) is ignored
-    let old_me = Member { spec: spec("a", 1), incarnation: 3, version: 99, left: true };
+    let old_me = Member { spec: spec("a", 1), incarnation: 3, version: 99, left: true, role: Role::Peer };
     mesh.control(0, "b", &encode_gossip(std::iter::once(&old_me))).unwrap();
     assert_eq!(mesh.members(), vec!["a", "b"]);
     drain(&mut mesh);
@@ -250,6 +257,52 @@ fn stale_entries_lose_and_links_for_unknown_nodes_are_ignored() {
     assert!(drain(&mut mesh).is_empty());
 }
 
+fn port_of(name: &str) -> u16 {
+    9000 + (name.as_bytes()[name.len() - 1] - b'a') as u16
+}
+
+#[test]
+fn client_server_links_clients_only_to_servers() {
+    // nodes a, b are servers; c, d, e clients (ports follow the start order a..e)
+    let role = |n: &str| (Topology::ClientServer, if n < "c" { Role::Server } else { Role::Client });
+    let mut net = Net::with_topology(&["a", "b", "c", "d", "e"], role);
+    net.with("b", |m, now| m.join(now, spec("a", port_of("a"))));
+    for c in ["c", "d", "e"] {
+        net.with(c, |m, now| m.join(now, spec("a", port_of("a"))));
+    }
+    net.advance(3000);
+    let all: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|s| s.to_string()).collect();
+    for (name, mesh) in &net.nodes {
+        assert_eq!(mesh.members(), all, "every node knows every member ({name})");
+        let expected: Vec<String> = if name.as_str() < "c" {
+            all.iter().filter(|n| *n != name).cloned().collect()
+        } else {
+            vec!["a".into(), "b".into()]
+        };
+        assert_eq!(mesh.connected(), expected, "links of {name}");
+        for peer in &expected {
+            assert!(mesh.is_fully_connected(peer));
+        }
+    }
+    // a client that joined another client drops that link once gossip tells it the role
+    net.with("d", |m, now| m.join(now, spec("e", port_of("e"))));
+    net.advance(3000);
+    assert_eq!(net.nodes["d"].connected(), vec!["a", "b"]);
+}
+
+#[test]
+fn static_links_exactly_the_joined_pairs() {
+    let mut net = Net::with_topology(&["a", "b", "c"], |_| (Topology::Static, Role::Peer));
+    net.with("a", |m, now| m.join(now, spec("b", port_of("b"))));
+    net.with("c", |m, now| m.join(now, spec("b", port_of("b"))));
+    net.advance(5000); // periodic gossip does not spread third parties
+    assert_eq!(net.nodes["a"].connected(), vec!["b"]);
+    assert_eq!(net.nodes["c"].connected(), vec!["b"]);
+    assert_eq!(net.nodes["b"].connected(), vec!["a", "c"]);
+    assert_eq!(net.nodes["a"].members(), vec!["a", "b"]);
+    assert!(net.nodes["b"].is_fully_connected("a") && net.nodes["b"].is_fully_connected("c"));
+}
+
 #[test]
 fn gossip_roundtrips_and_garbage_is_an_error() {
     let m = Member {
@@ -257,6 +310,7 @@ fn gossip_roundtrips_and_garbage_is_an_error() {
         incarnation: 1,
         version: 2,
         left: true,
+        role: Role::Client,
     };
     assert_eq!(decode_control(&encode_gossip(std::iter::once(&m))).unwrap(), vec![m]);
     assert_eq!(decode_control(&[9]).unwrap_err(), ControlError::UnknownTag(9));
