@@ -9,10 +9,12 @@
 //! - [`channel`]: named channels, parallel connections, affinity, monotonic coalescing.
 //! - [`membership`]: the full-mesh overlay and its gossip.
 //! - [`overlay`]: the trait every overlay implements (bring your own).
+//! - [`hyparview`]: the HyParView partial-view overlay (active/passive views, shuffles, repair).
 
 pub mod channel;
 pub mod frame;
 pub mod handshake;
+pub mod hyparview;
 pub mod membership;
 pub mod overlay;
 pub mod wire;

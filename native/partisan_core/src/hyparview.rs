@@ -1,0 +1,861 @@
+//! HyParView (Leitão, Pereira, Rodrigues, DSN 2007): a partial-view overlay that keeps a small,
+//! symmetric *active view* of open links and a larger *passive view* of peers to repair it from.
+//!
+//! A full mesh needs N−1 links per node and O(N²) messages per membership change; HyParView
+//! needs `active_max_size` links per node and still survives the crash of most nodes at once:
+//! links are TCP connections, so a crashed neighbour is detected at once (`link_down`) and
+//! replaced from the passive view, and the passive views are kept fresh and random by periodic
+//! SHUFFLE random walks. This module is the protocol as a deterministic sans-IO state machine
+//! implementing [`Overlay`]: the live runtime and the simulator (`partisan_sim`) drive the same
+//! code.
+//!
+//! # Links
+//! An *active peer* is a node whose membership link (the one we dialed, see
+//! [`crate::membership`]) is up and that we keep in the active view; both ends dial, so the view
+//! is symmetric exactly when both links are up. Only the membership channel is dialed here: the
+//! shell opens the data channels of a peer on [`Action::NodeUp`] and closes them on
+//! [`Action::NodeDown`]/[`Action::Disconnect`], so a slow data channel never makes a neighbour
+//! look dead to the protocol.
+//!
+//! Messages to a node we have no link with (a JOIN to a contact, a SHUFFLE_REPLY to the origin of
+//! a walk, a NEIGHBOR_REJECT) travel on a *transient* link: [`Action::Connect`], queue the frame,
+//! send it on `link_up`, then [`Action::Disconnect`] (which flushes first), as the paper's
+//! "temporary TCP connection". So no new shell action is needed.
+//!
+//! # Messages
+//! JOIN, FORWARD_JOIN (random walk of `active_rwl` hops; the walk adds the joiner to the passive
+//! view at hop `passive_rwl` and to the active view where it ends), NEIGHBOR ("I added you, add
+//! me"), NEIGHBOR_REQUEST with high priority (sender has no active peer: always accepted) or low
+//! priority (accepted only if there is room) answered by NEIGHBOR_ACCEPT or NEIGHBOR_REJECT,
+//! DISCONNECT (sender dropped us: we move it to the passive view), SHUFFLE (random walk carrying
+//! the origin, `shuffle_k_active` active and `shuffle_k_passive` passive peers) and SHUFFLE_REPLY
+//! (a same-sized sample of the receiver's passive view, sent back to the origin). The encoding is
+//! our own (tags 16–24, see [`Message`]); a peer speaks only for itself: its addresses travel in
+//! the message, its name is the authenticated `from`.
+//!
+//! # Timers and healing
+//! - `shuffle_interval`: one SHUFFLE to a random active peer.
+//! - `random_promotion_interval`: when `random_promotion` is set and the active view is below
+//!   `active_min_size`, promote random passive peers (NEIGHBOR_REQUEST). On the same timer one
+//!   *unreachable* peer is probed (see below).
+//! - A dropped active link is repaired at once: NEIGHBOR_REQUESTs to random passive peers until
+//!   the view is full again or every passive peer was tried.
+//!
+//! Partisan's known gap is that an overlay split by a partition stays split after the partition
+//! heals: each side refills its active views from its own side and forgets the other. Here a peer
+//! whose link dropped or could not be opened is remembered in a bounded *unreachable* list
+//! (`passive_max_size` entries, oldest evicted) and probed with a high-priority NEIGHBOR_REQUEST,
+//! with exponential backoff from `random_promotion_interval` up to 16 times that. A probe that
+//! connects is always accepted, so one reachable peer of the other side re-links the overlay.
+//!
+//! ```
+//! use partisan_core::channel::ChannelTable;
+//! use partisan_core::hyparview::{HyParView, HyParViewConfig};
+//! use partisan_core::membership::{Action, NodeSpec};
+//! use partisan_core::overlay::Overlay;
+//!
+//! let channels = ChannelTable::new(vec![]).unwrap();
+//! let me = NodeSpec::new("a@h", vec!["127.0.0.1:9000".parse().unwrap()], vec![]);
+//! let mut a = HyParView::new(me, &channels, HyParViewConfig::default(), 7).unwrap();
+//! a.join(0, NodeSpec::new("b@h", vec!["127.0.0.1:9001".parse().unwrap()], vec![]));
+//! // dial the contact's membership link; the JOIN is sent once it is up
+//! assert!(matches!(a.poll_action(), Some(Action::Connect { link, .. }) if link.node == "b@h"));
+//! a.link_up(1, &partisan_core::membership::LinkId { node: "b@h".into(), channel: channels.membership_index(), conn: 0 });
+//! assert!(matches!(a.poll_action(), Some(Action::SendControl { to, .. }) if to == "b@h"));
+//! assert_eq!(a.active_view(), vec!["b@h"]);
+//! ```
+
+use crate::channel::ChannelTable;
+use crate::membership::{Action, ControlError, LinkId, NodeSpec};
+use crate::overlay::Overlay;
+use crate::wire::{Reader, WireError, WriteExt};
+use bytes::{BufMut, Bytes, BytesMut};
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+
+/// Partisan's `hyparview` config map (times in milliseconds), with Partisan's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HyParViewConfig {
+    pub active_max_size: usize,
+    pub active_min_size: usize,
+    /// Active random walk length: hops of FORWARD_JOIN and SHUFFLE walks.
+    pub active_rwl: u8,
+    pub passive_max_size: usize,
+    /// The FORWARD_JOIN hop (counting down from `active_rwl`) that adds the joiner to the passive view.
+    pub passive_rwl: u8,
+    pub random_promotion: bool,
+    pub random_promotion_interval: u64,
+    pub shuffle_interval: u64,
+    pub shuffle_k_active: usize,
+    pub shuffle_k_passive: usize,
+}
+
+impl Default for HyParViewConfig {
+    fn default() -> Self {
+        HyParViewConfig {
+            active_max_size: 6,
+            active_min_size: 3,
+            active_rwl: 6,
+            passive_max_size: 30,
+            passive_rwl: 6,
+            random_promotion: true,
+            random_promotion_interval: 5000,
+            shuffle_interval: 10_000,
+            shuffle_k_active: 3,
+            shuffle_k_passive: 4,
+        }
+    }
+}
+
+/// Why a [`HyParViewConfig`] cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("active_max_size must be at least 1")]
+    EmptyActiveView,
+    #[error("active_min_size ({min}) exceeds active_max_size ({max})")]
+    MinAboveMax { min: usize, max: usize },
+    #[error("passive_rwl ({passive}) exceeds active_rwl ({active}): no join walk would reach it")]
+    PassiveWalkLonger { passive: u8, active: u8 },
+    #[error("{0} must be positive")]
+    ZeroInterval(&'static str),
+    #[error("shuffle_k_active + shuffle_k_passive must be below {MAX_SAMPLE}")]
+    ShuffleTooLarge,
+}
+
+/// Priority of a NEIGHBOR_REQUEST: high when the sender has no active peer left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Low,
+    High,
+}
+
+/// A HyParView control message as it travels in a control frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Join { addrs: Vec<SocketAddr> },
+    ForwardJoin { joiner: NodeSpec, ttl: u8 },
+    Neighbor { addrs: Vec<SocketAddr> },
+    NeighborRequest { priority: Priority, addrs: Vec<SocketAddr> },
+    NeighborAccept { addrs: Vec<SocketAddr> },
+    NeighborReject,
+    Disconnect,
+    Shuffle { origin: NodeSpec, ttl: u8, sample: Vec<NodeSpec> },
+    ShuffleReply { sample: Vec<NodeSpec> },
+}
+
+const TAG_JOIN: u8 = 16;
+const TAG_FORWARD_JOIN: u8 = 17;
+const TAG_NEIGHBOR: u8 = 18;
+const TAG_NEIGHBOR_REQUEST: u8 = 19;
+const TAG_NEIGHBOR_ACCEPT: u8 = 20;
+const TAG_NEIGHBOR_REJECT: u8 = 21;
+const TAG_DISCONNECT: u8 = 22;
+const TAG_SHUFFLE: u8 = 23;
+const TAG_SHUFFLE_REPLY: u8 = 24;
+/// Samples are counted with one byte.
+const MAX_SAMPLE: usize = 255;
+/// Smallest encodings, used to bound allocations by the body size.
+const MIN_ADDR_LEN: usize = 7;
+const MIN_SPEC_LEN: usize = 5;
+/// Probes of unreachable peers back off up to this many promotion intervals.
+const MAX_BACKOFF_FACTOR: u64 = 16;
+
+impl Message {
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        match self {
+            Message::Join { addrs } => {
+                out.put_u8(TAG_JOIN);
+                put_addrs(&mut out, addrs);
+            }
+            Message::ForwardJoin { joiner, ttl } => {
+                out.put_u8(TAG_FORWARD_JOIN);
+                put_spec(&mut out, joiner);
+                out.put_u8(*ttl);
+            }
+            Message::Neighbor { addrs } => {
+                out.put_u8(TAG_NEIGHBOR);
+                put_addrs(&mut out, addrs);
+            }
+            Message::NeighborRequest { priority, addrs } => {
+                out.put_u8(TAG_NEIGHBOR_REQUEST);
+                out.put_bool(*priority == Priority::High);
+                put_addrs(&mut out, addrs);
+            }
+            Message::NeighborAccept { addrs } => {
+                out.put_u8(TAG_NEIGHBOR_ACCEPT);
+                put_addrs(&mut out, addrs);
+            }
+            Message::NeighborReject => out.put_u8(TAG_NEIGHBOR_REJECT),
+            Message::Disconnect => out.put_u8(TAG_DISCONNECT),
+            Message::Shuffle { origin, ttl, sample } => {
+                out.put_u8(TAG_SHUFFLE);
+                put_spec(&mut out, origin);
+                out.put_u8(*ttl);
+                put_sample(&mut out, sample);
+            }
+            Message::ShuffleReply { sample } => {
+                out.put_u8(TAG_SHUFFLE_REPLY);
+                put_sample(&mut out, sample);
+            }
+        }
+        out.freeze()
+    }
+
+    /// Parses a control frame body. Never panics, never allocates more than the body justifies.
+    pub fn decode(body: &[u8]) -> Result<Message, ControlError> {
+        let mut r = Reader::new(body);
+        let msg = match r.u8("control tag")? {
+            TAG_JOIN => Message::Join { addrs: read_addrs(&mut r)? },
+            TAG_FORWARD_JOIN => Message::ForwardJoin { joiner: read_spec(&mut r)?, ttl: r.u8("ttl")? },
+            TAG_NEIGHBOR => Message::Neighbor { addrs: read_addrs(&mut r)? },
+            TAG_NEIGHBOR_REQUEST => {
+                let priority = if r.bool("priority")? { Priority::High } else { Priority::Low };
+                Message::NeighborRequest { priority, addrs: read_addrs(&mut r)? }
+            }
+            TAG_NEIGHBOR_ACCEPT => Message::NeighborAccept { addrs: read_addrs(&mut r)? },
+            TAG_NEIGHBOR_REJECT => Message::NeighborReject,
+            TAG_DISCONNECT => Message::Disconnect,
+            TAG_SHUFFLE => {
+                Message::Shuffle { origin: read_spec(&mut r)?, ttl: r.u8("ttl")?, sample: read_sample(&mut r)? }
+            }
+            TAG_SHUFFLE_REPLY => Message::ShuffleReply { sample: read_sample(&mut r)? },
+            other => return Err(ControlError::UnknownTag(other)),
+        };
+        r.finish("hyparview message")?;
+        Ok(msg)
+    }
+}
+
+fn put_addrs(out: &mut BytesMut, addrs: &[SocketAddr]) {
+    let len = u16::try_from(addrs.len()).expect("more than 65535 listen addresses");
+    out.put_u16(len);
+    for addr in addrs {
+        out.put_socket_addr(addr);
+    }
+}
+
+fn put_spec(out: &mut BytesMut, spec: &NodeSpec) {
+    out.put_str16(&spec.name);
+    put_addrs(out, &spec.listen_addrs);
+}
+
+fn put_sample(out: &mut BytesMut, sample: &[NodeSpec]) {
+    let len = u8::try_from(sample.len()).expect("shuffle sample longer than 255 (config is validated)");
+    out.put_u8(len);
+    for spec in sample {
+        put_spec(out, spec);
+    }
+}
+
+fn read_addrs(r: &mut Reader) -> Result<Vec<SocketAddr>, WireError> {
+    let count = r.u16("address count")? as usize;
+    let mut addrs = Vec::with_capacity(count.min(r.remaining() / MIN_ADDR_LEN));
+    for _ in 0..count {
+        addrs.push(r.socket_addr()?);
+    }
+    Ok(addrs)
+}
+
+fn read_spec(r: &mut Reader) -> Result<NodeSpec, WireError> {
+    let name = r.str("node name")?;
+    if name.is_empty() {
+        return Err(WireError::BadValue { what: "node name length", value: 0 });
+    }
+    Ok(NodeSpec { name, listen_addrs: read_addrs(r)?, channels: vec![] })
+}
+
+fn read_sample(r: &mut Reader) -> Result<Vec<NodeSpec>, WireError> {
+    let count = r.u8("sample size")? as usize;
+    let mut sample = Vec::with_capacity(count.min(r.remaining() / MIN_SPEC_LEN));
+    for _ in 0..count {
+        sample.push(read_spec(r)?);
+    }
+    Ok(sample)
+}
+
+/// What a link to a node is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The node is in the active view (a reserved slot until the link is up).
+    Active,
+    /// A NEIGHBOR_REQUEST waits on this link for its answer; if the node turns out unreachable
+    /// it is probed again after `retry_backoff`.
+    Request { retry_backoff: u64 },
+    /// Carries queued frames, then closes.
+    Transient,
+}
+
+#[derive(Debug, Clone)]
+struct Link {
+    spec: NodeSpec,
+    up: bool,
+    role: Role,
+    /// Frames waiting for the link to come up (empty once it is up: frames then go out at once).
+    pending: Vec<Bytes>,
+}
+
+/// A peer whose link dropped or could not be opened, to probe again at `due`.
+#[derive(Debug, Clone)]
+struct Unreachable {
+    spec: NodeSpec,
+    due: u64,
+    backoff: u64,
+}
+
+/// The HyParView state machine; see the module docs.
+#[derive(Debug, Clone)]
+pub struct HyParView {
+    me: NodeSpec,
+    membership_channel: usize,
+    cfg: HyParViewConfig,
+    rng: SmallRng,
+    /// One membership link per node we talk to; the active view is the links with role Active.
+    links: BTreeMap<String, Link>,
+    passive: Vec<NodeSpec>,
+    unreachable: Vec<Unreachable>,
+    /// Passive peers asked since the last promotion tick (each is asked at most once per round).
+    tried: Vec<String>,
+    /// The active view size the current repair works towards.
+    fill_target: usize,
+    /// Names in our last SHUFFLE: the first to evict when its reply arrives.
+    shuffle_sent: Vec<String>,
+    next_shuffle: Option<u64>,
+    next_promotion: Option<u64>,
+    actions: VecDeque<Action>,
+}
+
+impl HyParView {
+    /// A node with empty views; `seed` drives every random choice (same seed, same run). The
+    /// timers start with the first input, at a random offset within their interval so that
+    /// nodes started together do not shuffle in lockstep.
+    pub fn new(me: NodeSpec, channels: &ChannelTable, cfg: HyParViewConfig, seed: u64) -> Result<Self, ConfigError> {
+        if cfg.active_max_size == 0 {
+            return Err(ConfigError::EmptyActiveView);
+        }
+        if cfg.active_min_size > cfg.active_max_size {
+            return Err(ConfigError::MinAboveMax { min: cfg.active_min_size, max: cfg.active_max_size });
+        }
+        if cfg.passive_rwl > cfg.active_rwl {
+            return Err(ConfigError::PassiveWalkLonger { passive: cfg.passive_rwl, active: cfg.active_rwl });
+        }
+        if cfg.shuffle_interval == 0 {
+            return Err(ConfigError::ZeroInterval("shuffle_interval"));
+        }
+        if cfg.random_promotion_interval == 0 {
+            return Err(ConfigError::ZeroInterval("random_promotion_interval"));
+        }
+        if cfg.shuffle_k_active + cfg.shuffle_k_passive >= MAX_SAMPLE {
+            return Err(ConfigError::ShuffleTooLarge);
+        }
+        Ok(HyParView {
+            me,
+            membership_channel: channels.membership_index(),
+            cfg,
+            rng: SmallRng::seed_from_u64(seed),
+            links: BTreeMap::new(),
+            passive: Vec::new(),
+            unreachable: Vec::new(),
+            tried: Vec::new(),
+            fill_target: 0,
+            shuffle_sent: Vec::new(),
+            next_shuffle: None,
+            next_promotion: None,
+            actions: VecDeque::new(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.me.name
+    }
+
+    pub fn config(&self) -> &HyParViewConfig {
+        &self.cfg
+    }
+
+    /// Active peers whose link is up, sorted.
+    pub fn active_view(&self) -> Vec<String> {
+        self.links.iter().filter(|(_, l)| l.role == Role::Active && l.up).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Passive peers, in no particular order.
+    pub fn passive_view(&self) -> Vec<String> {
+        self.passive.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Peers that will be probed for reconnection.
+    pub fn unreachable_peers(&self) -> Vec<String> {
+        self.unreachable.iter().map(|u| u.spec.name.clone()).collect()
+    }
+
+    fn arm(&mut self, now: u64) {
+        if self.next_shuffle.is_none() {
+            self.next_shuffle = Some(now + self.rng.gen_range(1..=self.cfg.shuffle_interval));
+            self.next_promotion = Some(now + self.rng.gen_range(1..=self.cfg.random_promotion_interval));
+        }
+    }
+
+    fn is_active(&self, name: &str) -> bool {
+        self.links.get(name).is_some_and(|l| l.role == Role::Active)
+    }
+
+    /// Active view size, reserved slots included.
+    fn active_len(&self) -> usize {
+        self.links.values().filter(|l| l.role == Role::Active).count()
+    }
+
+    fn requests_len(&self) -> usize {
+        self.links.values().filter(|l| matches!(l.role, Role::Request { .. })).count()
+    }
+
+    /// A random active peer with its link up, other than `except`.
+    fn random_active_up(&mut self, except: &[&str]) -> Option<NodeSpec> {
+        let candidates: Vec<&Link> = self
+            .links
+            .iter()
+            .filter(|(n, l)| l.role == Role::Active && l.up && !except.contains(&n.as_str()))
+            .map(|(_, l)| l)
+            .collect();
+        candidates.choose(&mut self.rng).map(|l| l.spec.clone())
+    }
+
+    fn my_addrs(&self) -> Vec<SocketAddr> {
+        self.me.listen_addrs.clone()
+    }
+
+    fn connect(&mut self, spec: &NodeSpec) {
+        let link = LinkId { node: spec.name.clone(), channel: self.membership_channel, conn: 0 };
+        self.actions.push_back(Action::Connect { link, addrs: spec.listen_addrs.clone() });
+    }
+
+    /// Sends on the node's link, queueing until it is up; opens a transient link if there is none.
+    fn send(&mut self, to: &NodeSpec, msg: &Message) {
+        let body = msg.encode();
+        match self.links.get_mut(&to.name) {
+            Some(link) if link.up => self.actions.push_back(Action::SendControl { to: to.name.clone(), body }),
+            Some(link) => link.pending.push(body),
+            None => {
+                let link = Link { spec: to.clone(), up: false, role: Role::Transient, pending: vec![body] };
+                self.links.insert(to.name.clone(), link);
+                self.connect(to);
+            }
+        }
+    }
+
+    /// The link is no longer wanted: close it now, or once its queued frames are out.
+    fn close(&mut self, name: &str) {
+        let Some(link) = self.links.get_mut(name) else { return };
+        if link.up || link.pending.is_empty() {
+            self.drop_link(name);
+        } else {
+            link.role = Role::Transient;
+        }
+    }
+
+    /// Closes the link at once, discarding anything still queued.
+    fn drop_link(&mut self, name: &str) {
+        if self.links.remove(name).is_some() {
+            self.actions.push_back(Action::Disconnect { node: name.to_owned() });
+        }
+    }
+
+    fn node_up(&mut self, name: &str) {
+        self.actions.push_back(Action::NodeUp { node: name.to_owned() });
+        self.actions.push_back(Action::MembersChanged { members: self.members() });
+    }
+
+    fn node_down(&mut self, name: &str) {
+        self.actions.push_back(Action::NodeDown { node: name.to_owned() });
+        self.actions.push_back(Action::MembersChanged { members: self.members() });
+    }
+
+    /// Puts `spec` in the active view (dropping a random peer if it is full) and sends
+    /// `greeting` to it once the link is up.
+    fn add_active(&mut self, spec: NodeSpec, greeting: Option<Message>) {
+        if spec.name == self.me.name {
+            return;
+        }
+        self.passive.retain(|p| p.name != spec.name);
+        self.unreachable.retain(|u| u.spec.name != spec.name);
+        let existing = self.links.get(&spec.name).map(|l| (l.role, l.up));
+        if !matches!(existing, Some((Role::Active, _))) {
+            if self.active_len() >= self.cfg.active_max_size {
+                self.drop_random_active(&spec.name);
+            }
+            match self.links.get_mut(&spec.name) {
+                Some(link) => {
+                    if link.role == Role::Transient {
+                        // Re-added before a demotion's DISCONNECT went out: it must not go out.
+                        link.pending.retain(|frame| frame[..] != [TAG_DISCONNECT]);
+                    }
+                    link.role = Role::Active;
+                    link.spec = spec.clone();
+                    if link.up {
+                        self.node_up(&spec.name);
+                    }
+                }
+                None => {
+                    let link = Link { spec: spec.clone(), up: false, role: Role::Active, pending: vec![] };
+                    self.links.insert(spec.name.clone(), link);
+                    self.connect(&spec);
+                }
+            }
+        }
+        if let Some(msg) = greeting {
+            self.send(&spec, &msg);
+        }
+    }
+
+    fn drop_random_active(&mut self, keep: &str) {
+        let candidates: Vec<&String> =
+            self.links.iter().filter(|(n, l)| l.role == Role::Active && n.as_str() != keep).map(|(n, _)| n).collect();
+        if let Some(victim) = candidates.choose(&mut self.rng).map(|n| (*n).clone()) {
+            self.demote(&victim);
+        }
+    }
+
+    /// Drops an active peer: DISCONNECT tells it to do the same; it moves to the passive view.
+    fn demote(&mut self, name: &str) {
+        let Some(link) = self.links.get(name) else { return };
+        let (spec, up) = (link.spec.clone(), link.up);
+        self.send(&spec, &Message::Disconnect);
+        self.close(name);
+        if up {
+            self.node_down(name);
+        }
+        self.add_passive(spec, &mut Vec::new());
+    }
+
+    /// Adds a peer to the passive view unless known; when full, evicts one of
+    /// `preferred_victims` if present, else a random peer.
+    fn add_passive(&mut self, spec: NodeSpec, preferred_victims: &mut Vec<String>) {
+        if spec.name == self.me.name
+            || self.cfg.passive_max_size == 0
+            || self.is_active(&spec.name)
+            || self.passive.iter().any(|p| p.name == spec.name)
+        {
+            return;
+        }
+        if self.passive.len() >= self.cfg.passive_max_size {
+            let preferred = preferred_victims.iter().find_map(|v| self.passive.iter().position(|p| &p.name == v));
+            let victim = preferred.unwrap_or_else(|| self.rng.gen_range(0..self.passive.len()));
+            let evicted = self.passive.swap_remove(victim);
+            preferred_victims.retain(|v| *v != evicted.name);
+        }
+        self.passive.push(spec);
+    }
+
+    fn mark_unreachable(&mut self, now: u64, spec: NodeSpec, backoff: u64) {
+        self.unreachable.retain(|u| u.spec.name != spec.name);
+        if self.unreachable.len() >= self.cfg.passive_max_size.max(1) {
+            self.unreachable.remove(0);
+        }
+        self.unreachable.push(Unreachable { spec, due: now + backoff, backoff });
+    }
+
+    /// Sends NEIGHBOR_REQUESTs to untried passive peers until active + pending requests reach
+    /// `fill_target` or no candidate is left.
+    fn fill(&mut self) {
+        while self.active_len() + self.requests_len() < self.fill_target {
+            let candidates: Vec<usize> = (0..self.passive.len())
+                .filter(|&i| {
+                    let name = &self.passive[i].name;
+                    !self.links.contains_key(name) && !self.tried.contains(name)
+                })
+                .collect();
+            let Some(&i) = candidates.choose(&mut self.rng) else { break };
+            let spec = self.passive[i].clone();
+            self.tried.push(spec.name.clone());
+            let priority = if self.active_len() == 0 { Priority::High } else { Priority::Low };
+            self.request(spec, priority, self.cfg.random_promotion_interval);
+        }
+    }
+
+    fn request(&mut self, spec: NodeSpec, priority: Priority, retry_backoff: u64) {
+        let body = Message::NeighborRequest { priority, addrs: self.my_addrs() }.encode();
+        let link = Link { spec: spec.clone(), up: false, role: Role::Request { retry_backoff }, pending: vec![body] };
+        self.links.insert(spec.name.clone(), link);
+        self.connect(&spec);
+    }
+
+    fn promote(&mut self, now: u64) {
+        self.tried.clear();
+        if self.cfg.random_promotion && self.active_len() + self.requests_len() < self.cfg.active_min_size {
+            self.fill_target = self.cfg.active_min_size;
+            self.fill();
+        }
+        self.probe_unreachable(now);
+    }
+
+    /// Probes the unreachable peer that is due first with a high-priority request.
+    fn probe_unreachable(&mut self, now: u64) {
+        let due = self
+            .unreachable
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.due <= now && !self.links.contains_key(&u.spec.name))
+            .min_by_key(|(_, u)| u.due)
+            .map(|(i, _)| i);
+        let Some(i) = due else { return };
+        let entry = self.unreachable.remove(i);
+        let backoff = (entry.backoff * 2).min(self.cfg.random_promotion_interval * MAX_BACKOFF_FACTOR);
+        self.request(entry.spec, Priority::High, backoff);
+    }
+
+    fn shuffle(&mut self) {
+        let Some(target) = self.random_active_up(&[]) else { return };
+        let actives: Vec<&NodeSpec> = self
+            .links
+            .values()
+            .filter(|l| l.role == Role::Active && l.up && l.spec.name != target.name)
+            .map(|l| &l.spec)
+            .collect();
+        let mut sample: Vec<NodeSpec> = actives.choose_multiple(&mut self.rng, self.cfg.shuffle_k_active).map(|s| (*s).clone()).collect();
+        sample.extend(self.passive.choose_multiple(&mut self.rng, self.cfg.shuffle_k_passive).cloned());
+        self.shuffle_sent = sample.iter().map(|s| s.name.clone()).collect();
+        sample.insert(0, self.me.clone());
+        self.send(&target, &Message::Shuffle { origin: self.me.clone(), ttl: self.cfg.active_rwl, sample });
+    }
+
+    fn on_join(&mut self, joiner: NodeSpec) {
+        self.add_active(joiner.clone(), None);
+        let others: Vec<NodeSpec> =
+            self.links.values().filter(|l| l.role == Role::Active && l.spec.name != joiner.name).map(|l| l.spec.clone()).collect();
+        let msg = Message::ForwardJoin { joiner, ttl: self.cfg.active_rwl };
+        for other in others {
+            self.send(&other, &msg);
+        }
+    }
+
+    fn on_forward_join(&mut self, from: &str, joiner: NodeSpec, ttl: u8) {
+        if joiner.name == self.me.name || self.is_active(&joiner.name) {
+            return;
+        }
+        let next = self.random_active_up(&[from, &joiner.name]);
+        match next {
+            Some(next) if ttl > 0 => {
+                if ttl == self.cfg.passive_rwl {
+                    self.add_passive(joiner.clone(), &mut Vec::new());
+                }
+                self.send(&next, &Message::ForwardJoin { joiner, ttl: ttl - 1 });
+            }
+            _ => self.add_active(joiner, Some(Message::Neighbor { addrs: self.my_addrs() })),
+        }
+    }
+
+    fn on_neighbor_request(&mut self, requester: NodeSpec, priority: Priority) {
+        if priority == Priority::High || self.is_active(&requester.name) || self.active_len() < self.cfg.active_max_size {
+            self.add_active(requester, Some(Message::NeighborAccept { addrs: self.my_addrs() }));
+        } else {
+            self.send(&requester, &Message::NeighborReject);
+        }
+    }
+
+    /// Only an outstanding request is answered: an ACCEPT that crossed our DISCONNECT to the
+    /// same peer must not bring it back (the peer drops us when the DISCONNECT arrives).
+    fn on_accept(&mut self, peer: NodeSpec) {
+        if matches!(self.links.get(&peer.name), Some(l) if matches!(l.role, Role::Request { .. })) {
+            self.add_active(peer, None);
+        }
+    }
+
+    fn on_reject(&mut self, from: &str) {
+        if matches!(self.links.get(from), Some(l) if matches!(l.role, Role::Request { .. })) {
+            self.drop_link(from);
+            self.fill();
+        }
+    }
+
+    fn on_disconnect(&mut self, from: &str) {
+        let Some(link) = self.links.get(from) else { return };
+        match link.role {
+            Role::Active => {
+                let (spec, up) = (link.spec.clone(), link.up);
+                self.drop_link(from);
+                if up {
+                    self.node_down(from);
+                }
+                self.add_passive(spec, &mut Vec::new());
+            }
+            // Not an answer: the peer dropped us before our request reached it, and it will
+            // still answer the request.
+            Role::Request { .. } | Role::Transient => {}
+        }
+    }
+
+    fn on_shuffle(&mut self, from: &str, origin: NodeSpec, ttl: u8, sample: Vec<NodeSpec>) {
+        let ttl = ttl.saturating_sub(1);
+        if ttl > 0 {
+            if let Some(next) = self.random_active_up(&[from, &origin.name]) {
+                self.send(&next, &Message::Shuffle { origin, ttl, sample });
+                return;
+            }
+        }
+        if origin.name == self.me.name {
+            return;
+        }
+        let reply: Vec<NodeSpec> = self.passive.choose_multiple(&mut self.rng, sample.len()).cloned().collect();
+        let mut victims: Vec<String> = reply.iter().map(|s| s.name.clone()).collect();
+        self.send(&origin, &Message::ShuffleReply { sample: reply });
+        for spec in sample {
+            self.add_passive(spec, &mut victims);
+        }
+    }
+
+    fn on_shuffle_reply(&mut self, sample: Vec<NodeSpec>) {
+        let mut victims = std::mem::take(&mut self.shuffle_sent);
+        for spec in sample {
+            self.add_passive(spec, &mut victims);
+        }
+    }
+}
+
+impl Overlay for HyParView {
+    /// Sends JOIN to the contact, which becomes our first active peer.
+    fn join(&mut self, now: u64, spec: NodeSpec) {
+        self.arm(now);
+        if spec.name != self.me.name {
+            self.add_active(spec, Some(Message::Join { addrs: self.my_addrs() }));
+        }
+    }
+
+    /// Leaving ourselves disconnects every active peer and forgets both views; leaving another
+    /// node forgets it (and disconnects it if active).
+    fn leave(&mut self, now: u64, node: &str) {
+        self.arm(now);
+        if node == self.me.name {
+            let names: Vec<String> = self.links.keys().cloned().collect();
+            for name in names {
+                let Some(link) = self.links.get(&name) else { continue };
+                let (spec, role, up) = (link.spec.clone(), link.role, link.up);
+                if role == Role::Active {
+                    self.send(&spec, &Message::Disconnect);
+                    self.close(&name);
+                    if up {
+                        self.node_down(&name);
+                    }
+                } else if matches!(role, Role::Request { .. }) {
+                    self.drop_link(&name);
+                }
+            }
+            self.passive.clear();
+            self.unreachable.clear();
+            self.fill_target = 0;
+            return;
+        }
+        self.passive.retain(|p| p.name != node);
+        self.unreachable.retain(|u| u.spec.name != node);
+        match self.links.get(node).map(|l| (l.role, l.up, l.spec.clone())) {
+            Some((Role::Active, up, spec)) => {
+                self.send(&spec, &Message::Disconnect);
+                self.close(node);
+                if up {
+                    self.node_down(node);
+                }
+            }
+            Some((Role::Request { .. }, ..)) => self.drop_link(node),
+            _ => {}
+        }
+    }
+
+    fn link_up(&mut self, now: u64, link: &LinkId) {
+        self.arm(now);
+        if link.channel != self.membership_channel {
+            return;
+        }
+        let Some(l) = self.links.get_mut(&link.node) else { return };
+        if l.up {
+            return;
+        }
+        l.up = true;
+        let role = l.role;
+        for body in std::mem::take(&mut l.pending) {
+            self.actions.push_back(Action::SendControl { to: link.node.clone(), body });
+        }
+        match role {
+            Role::Active => self.node_up(&link.node),
+            Role::Transient => self.drop_link(&link.node),
+            Role::Request { .. } => {}
+        }
+    }
+
+    /// A dropped active link is repaired from the passive view at once; a peer that could not be
+    /// reached goes to the unreachable list.
+    fn link_down(&mut self, now: u64, link: &LinkId) {
+        self.arm(now);
+        if link.channel != self.membership_channel {
+            return;
+        }
+        let Some(l) = self.links.remove(&link.node) else { return };
+        match l.role {
+            Role::Active => {
+                if l.up {
+                    self.node_down(&link.node);
+                }
+                self.mark_unreachable(now, l.spec, self.cfg.random_promotion_interval);
+                self.fill_target = self.cfg.active_max_size;
+                self.fill();
+            }
+            Role::Request { retry_backoff } => {
+                self.passive.retain(|p| p.name != link.node);
+                self.mark_unreachable(now, l.spec, retry_backoff);
+                self.fill();
+            }
+            Role::Transient => {}
+        }
+    }
+
+    fn control(&mut self, now: u64, from: &str, body: &[u8]) -> Result<(), ControlError> {
+        let msg = Message::decode(body)?;
+        self.arm(now);
+        if from == self.me.name {
+            return Ok(());
+        }
+        let sender = |addrs| NodeSpec { name: from.to_owned(), listen_addrs: addrs, channels: vec![] };
+        match msg {
+            Message::Join { addrs } => self.on_join(sender(addrs)),
+            Message::ForwardJoin { joiner, ttl } => self.on_forward_join(from, joiner, ttl),
+            Message::Neighbor { addrs } => self.add_active(sender(addrs), None),
+            Message::NeighborAccept { addrs } => self.on_accept(sender(addrs)),
+            Message::NeighborRequest { priority, addrs } => self.on_neighbor_request(sender(addrs), priority),
+            Message::NeighborReject => self.on_reject(from),
+            Message::Disconnect => self.on_disconnect(from),
+            Message::Shuffle { origin, ttl, sample } => self.on_shuffle(from, origin, ttl, sample),
+            Message::ShuffleReply { sample } => self.on_shuffle_reply(sample),
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, now: u64) {
+        if self.next_shuffle.is_some_and(|t| t <= now) {
+            self.next_shuffle = Some(now + self.cfg.shuffle_interval);
+            self.shuffle();
+        }
+        if self.next_promotion.is_some_and(|t| t <= now) {
+            self.next_promotion = Some(now + self.cfg.random_promotion_interval);
+            self.promote(now);
+        }
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        self.next_shuffle.into_iter().chain(self.next_promotion).min()
+    }
+
+    /// This node and its active peers (Partisan's `members/0` under HyParView), sorted.
+    fn members(&self) -> Vec<String> {
+        let mut members = self.active_view();
+        members.push(self.me.name.clone());
+        members.sort();
+        members
+    }
+}
+
+#[cfg(test)]
+mod tests;
