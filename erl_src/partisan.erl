@@ -67,7 +67,7 @@ nodes(hidden) -> [].
 
 %% @doc This node's spec: name, bound listen addresses and channels. Pass it to `join/1' elsewhere.
 -spec node_spec() -> node_spec().
-node_spec() -> partisan_pluggable_peer_service_manager:node_spec().
+node_spec() -> partisan_peer_service_manager:node_spec().
 
 %% @doc This node's name as a binary.
 -spec nodestring() -> binary().
@@ -75,7 +75,7 @@ nodestring() -> atom_to_binary(?MODULE:node()).
 
 %% @doc Whether the partisan data plane is running.
 -spec is_alive() -> boolean().
-is_alive() -> erlang:is_pid(erlang:whereis(partisan_pluggable_peer_service_manager)).
+is_alive() -> erlang:is_pid(erlang:whereis(partisan_peer_service_manager)).
 
 %% @doc Whether any connection to `Node' is up.
 -spec is_connected(node()) -> boolean().

@@ -13,7 +13,9 @@
 
 -define(KEY(K), {?MODULE, K}).
 -define(MEMBERSHIP_CHANNEL, partisan_membership).
--define(SUPPORTED_MANAGERS, [partisan_pluggable_peer_service_manager]).
+-define(SUPPORTED_MANAGERS, [partisan_pluggable_peer_service_manager,
+                             partisan_client_server_peer_service_manager,
+                             partisan_static_peer_service_manager]).
 
 -type channel() :: atom().
 -type channel_opts() :: #{parallelism := pos_integer(), monotonic := boolean(),
@@ -177,7 +179,13 @@ manager(Env, Acc) ->
     lists:member(M, ?SUPPORTED_MANAGERS) orelse
         invalid(peer_service_manager, "~p is not available in this release; supported: ~p",
                 [M, ?SUPPORTED_MANAGERS]),
-    Acc#{peer_service_manager => M}.
+    Tag = maps:get(tag, Env, undefined),
+    case M of
+        partisan_client_server_peer_service_manager when Tag =/= client, Tag =/= server ->
+            invalid(tag, "~p: the client-server manager needs tag => client | server", [Tag]);
+        _ ->
+            Acc#{peer_service_manager => M, tag => Tag}
+    end.
 
 intervals(Env, Acc) ->
     Periodic = case maps:get(periodic_enabled, Env, true) of
@@ -227,10 +235,16 @@ nif_config(C) ->
     (maps:with(Keys, C))#{
         channels => maps:map(fun(_, O) -> maps:with([parallelism, monotonic], O) end,
                              maps:get(channels, C)),
+        topology => topology(maps:get(peer_service_manager, C)),
+        tag => maps:get(tag, C, undefined),
         vm_node => erlang:node(),
         creation => creation(),
         incarnation => erlang:system_time(microsecond)
     }.
+
+topology(partisan_pluggable_peer_service_manager) -> full_mesh;
+topology(partisan_client_server_peer_service_manager) -> client_server;
+topology(partisan_static_peer_service_manager) -> static.
 
 %% The VM's creation as stored in its pids (0 when not alive).
 creation() ->

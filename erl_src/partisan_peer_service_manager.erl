@@ -1,9 +1,11 @@
-%% @doc The full-mesh peer service manager: owns the lifetime of the Rust data plane.
+%% @doc The process that owns the lifetime of the Rust data plane, for every manager.
 %%
 %% Membership, connections and gossip run in the Rust runtime; this process starts it with the
-%% validated config when the application starts and stops it (closing every socket and thread)
-%% when the application stops. API calls do not go through this process.
--module(partisan_pluggable_peer_service_manager).
+%% validated config (the overlay chosen by `peer_service_manager') when the application starts,
+%% and stops it (closing every socket and thread) when the application stops. API calls do not
+%% go through this process. The manager modules Partisan users name in their config
+%% (`partisan_pluggable_peer_service_manager', ...) start this process.
+-module(partisan_peer_service_manager).
 -behaviour(gen_server).
 
 -export([start_link/0, node_spec/0]).
@@ -34,7 +36,8 @@ init([]) ->
 
 config_keys() ->
     [name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
-     periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads].
+     periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads,
+     peer_service_manager, tag].
 
 %% @private
 handle_call(_, _From, S) -> {reply, {error, unknown_call}, S}.

@@ -29,6 +29,14 @@ old_key_names_test() ->
     {ok, C2} = norm(#{listen_addrs => [{"::1", 7000}]}),
     ?assertEqual([#{ip => {0, 0, 0, 0, 0, 0, 0, 1}, port => 7000}], maps:get(listen_addrs, C2)).
 
+client_server_needs_a_tag_test() ->
+    M = partisan_client_server_peer_service_manager,
+    ?assertMatch({error, {invalid_config, tag, _}}, norm(#{peer_service_manager => M})),
+    {ok, C} = norm(#{peer_service_manager => M, tag => client}),
+    ?assertMatch(#{topology := client_server, tag := client}, partisan_config:nif_config(C)),
+    {ok, S} = norm(#{peer_service_manager => partisan_static_peer_service_manager}),
+    ?assertMatch(#{topology := static}, partisan_config:nif_config(S)).
+
 periodic_disabled_test() ->
     {ok, C} = norm(#{periodic_enabled => false}),
     ?assertEqual(0, maps:get(periodic_interval, C)).

@@ -28,7 +28,10 @@ struct Driver {
 
 pub(crate) async fn run(shared: Arc<Shared>, spec: NodeSpec, cmds: UnboundedSender<Cmd>, mut rx: UnboundedReceiver<Cmd>) {
     let mesh: Box<dyn Overlay> =
-        Box::new(FullMesh::new(spec, shared.cfg.incarnation, shared.channels.clone(), shared.cfg.mesh, shared.cfg.incarnation));
+        Box::new(
+            FullMesh::new(spec, shared.cfg.incarnation, shared.channels.clone(), shared.cfg.mesh, shared.cfg.incarnation)
+                .with_topology(shared.cfg.topology, shared.cfg.role),
+        );
     let mut d = Driver { shared, mesh, cmds, current: HashMap::new(), epoch: Instant::now() };
     loop {
         let deadline = d.mesh.poll_timeout().map(|ms| d.epoch + std::time::Duration::from_millis(ms));

@@ -32,7 +32,7 @@ pub mod queue;
 use bytes::Bytes;
 use partisan_core::channel::{ChannelError, ChannelSpec, ChannelTable, MonotonicKey};
 use partisan_core::frame::Dest;
-use partisan_core::membership::{MeshConfig, NodeSpec};
+use partisan_core::membership::{MeshConfig, NodeSpec, Role, Topology};
 use queue::{LinkQueue, Outgoing};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,6 +49,9 @@ pub struct Config {
     pub channels: Vec<ChannelSpec>,
     pub cookie: Vec<u8>,
     pub mesh: MeshConfig,
+    /// Which members this node links to, and its role in a client-server cluster.
+    pub topology: Topology,
+    pub role: Role,
     /// Largest frame accepted from an authenticated peer, in bytes.
     pub max_frame_size: usize,
     /// Bytes that may wait in one connection's send queue.
@@ -68,6 +71,8 @@ impl Config {
             channels: vec![],
             cookie: cookie.to_vec(),
             mesh: MeshConfig::default(),
+            topology: Topology::FullMesh,
+            role: Role::Peer,
             max_frame_size: 64 << 20,
             max_queue_bytes: 64 << 20,
             incarnation: std::time::SystemTime::now()

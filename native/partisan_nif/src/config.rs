@@ -5,7 +5,7 @@
 //! value still has the wrong shape.
 
 use partisan_core::channel::ChannelSpec;
-use partisan_core::membership::{MeshConfig, NodeSpec};
+use partisan_core::membership::{MeshConfig, NodeSpec, Role, Topology};
 use partisan_net::Config;
 use rustler::types::map::MapIterator;
 use rustler::{Atom, Encoder, Env, LocalPid, Term};
@@ -17,6 +17,7 @@ mod atoms {
         bad_config, name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
         periodic_interval, max_frame_size, max_queue_bytes, decode, safe, events, vm_node,
         creation, ip, port, parallelism, monotonic, incarnation, connect_timeout, io_threads,
+        topology, tag, full_mesh, client_server, static_ = "static", server, client,
     }
 }
 
@@ -95,6 +96,19 @@ pub fn parse(cfg: Term) -> Result<Parsed, Bad> {
     net.incarnation = get_as(cfg, atoms::incarnation())?;
     net.connect_timeout = Duration::from_millis(get_as(cfg, atoms::connect_timeout())?);
     net.worker_threads = get_as(cfg, atoms::io_threads())?;
+    let topology: Atom = get_as(cfg, atoms::topology())?;
+    net.topology = match topology {
+        t if t == atoms::full_mesh() => Topology::FullMesh,
+        t if t == atoms::client_server() => Topology::ClientServer,
+        t if t == atoms::static_() => Topology::Static,
+        _ => return Err((atoms::bad_config(), atoms::topology())),
+    };
+    let tag: Atom = get_as(cfg, atoms::tag())?;
+    net.role = match tag {
+        t if t == atoms::server() => Role::Server,
+        t if t == atoms::client() => Role::Client,
+        _ => Role::Peer,
+    };
     Ok(Parsed {
         net,
         events: get_as(cfg, atoms::events())?,

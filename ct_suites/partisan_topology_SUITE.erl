@@ -1,0 +1,94 @@
+%% Managers other than the full mesh, on real clusters: client-server (8 nodes: 3 servers and 5
+%% clients, then a third of them killed) and static (links exactly as joined).
+-module(partisan_topology_SUITE).
+
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_testcase/2, end_per_testcase/2]).
+-export([client_server_links_and_failures/1, static_links_only_joined_pairs/1]).
+
+-define(TIMEOUT, 10000).
+-define(BASE, #{channels => #{data => #{parallelism => 2}},
+                connection_interval => 100, connection_jitter => 100}).
+-define(SERVERS, [cs_s1, cs_s2, cs_s3]).
+-define(CLIENTS, [cs_c1, cs_c2, cs_c3, cs_c4, cs_c5]).
+
+all() ->
+    [client_server_links_and_failures, static_links_only_joined_pairs].
+
+init_per_testcase(client_server_links_and_failures, Config) ->
+    CS = ?BASE#{peer_service_manager => partisan_client_server_peer_service_manager},
+    Peers = [start(N, CS#{tag => server}) || N <- ?SERVERS] ++
+            [start(N, CS#{tag => client}) || N <- ?CLIENTS],
+    [{peers, Peers} | Config];
+init_per_testcase(static_links_only_joined_pairs, Config) ->
+    Static = ?BASE#{peer_service_manager => partisan_static_peer_service_manager},
+    [{peers, [start(N, Static) || N <- [st_a, st_b, st_c]]} | Config].
+
+end_per_testcase(_, Config) ->
+    partisan_ct:stop_cluster(proplists:get_value(peers, Config)).
+
+%% -- tests --------------------------------------------------------------------
+
+client_server_links_and_failures(Config) ->
+    Nodes = [N || {_, N} <- proplists:get_value(peers, Config)],
+    {Servers, Clients} = lists:split(length(?SERVERS), Nodes),
+    [S1 | _] = Servers,
+    Seed = rpc(S1, partisan, node_spec, []),
+    [ok = rpc(N, partisan_peer_service, join, [Seed]) || N <- tl(Nodes)],
+    All = lists:sort(Nodes),
+    wait(fun() -> lists:all(fun(N) -> members(N) =:= All end, Nodes) end),
+    Expected = fun(N) -> case lists:member(N, Servers) of
+                             true -> lists:sort(Nodes -- [N]);
+                             false -> lists:sort(Servers)
+                         end end,
+    wait(fun() -> lists:all(fun(N) -> rpc(N, partisan, nodes, []) =:= Expected(N) end, Nodes) end),
+    [?assert(rpc(N, partisan, is_fully_connected, [P])) || N <- Nodes, P <- Expected(N)],
+    %% Clients talk through servers only: a client has no link to another client.
+    [C1, C2 | _] = Clients,
+    ?assertEqual({error, not_connected}, rpc(C1, partisan, forward_message, [C2, x, hi, #{}])),
+    assert_delivers(C1, S1),
+    assert_delivers(S1, C2),
+
+    %% Kill a third of the cluster (one server, two clients): the rest stays linked as before.
+    Killed = [lists:last(Servers), C1, C2],
+    [ok = partisan_ct:kill_node(N) || N <- Killed],
+    Alive = Nodes -- Killed,
+    wait(fun() -> lists:all(fun(N) -> rpc(N, partisan, nodes, []) =:= Expected(N) -- Killed end, Alive) end),
+    [assert_delivers(C, S) || C <- Clients -- Killed, S <- Servers -- Killed].
+
+static_links_only_joined_pairs(Config) ->
+    [A, B, C] = [N || {_, N} <- proplists:get_value(peers, Config)],
+    SpecB = rpc(B, partisan, node_spec, []),
+    ok = rpc(A, partisan_peer_service, sync_join, [SpecB]),
+    ok = rpc(C, partisan_peer_service, sync_join, [SpecB]),
+    wait(fun() -> rpc(B, partisan, nodes, []) =:= lists:sort([A, C]) end),
+    ok = partisan_ct:wait_fully_connected([A, B], ?TIMEOUT),
+    ok = partisan_ct:wait_fully_connected([B, C], ?TIMEOUT),
+    %% B gossiped its whole table (C included) to A on link up; A must still not link to C.
+    ?assertEqual({error, timeout}, partisan_ct:wait_until(fun() -> rpc(A, partisan, nodes, []) =/= [B] end, 1000)),
+    ?assertEqual([B], rpc(C, partisan, nodes, [])),
+    assert_delivers(A, B),
+    assert_delivers(C, B).
+
+%% -- helpers ------------------------------------------------------------------
+
+start(Name, Env) ->
+    {ok, Peer} = partisan_ct:start_node(Name, Env),
+    Peer.
+
+rpc(Node, M, F, A) -> partisan_ct:rpc(Node, M, F, A).
+
+members(Node) ->
+    {ok, Members} = rpc(Node, partisan_peer_service, members, []),
+    Members.
+
+wait(Fun) -> ok = partisan_ct:wait_until(Fun, ?TIMEOUT).
+
+assert_delivers(From, To) ->
+    Fwd = rpc(To, partisan_ct, forwarder, [self()]),
+    Ref = make_ref(),
+    ok = rpc(From, partisan, forward_message, [Fwd, {Ref, From}, #{channel => data}]),
+    receive {partisan_ct, Fwd, {Ref, From}} -> ok
+    after ?TIMEOUT -> ct:fail({not_delivered, From, To})
+    end.
