@@ -15,7 +15,12 @@
 -define(MEMBERSHIP_CHANNEL, partisan_membership).
 -define(SUPPORTED_MANAGERS, [partisan_pluggable_peer_service_manager,
                              partisan_client_server_peer_service_manager,
-                             partisan_static_peer_service_manager]).
+                             partisan_static_peer_service_manager,
+                             partisan_hyparview_peer_service_manager]).
+-define(HYPARVIEW_DEFAULTS, #{active_max_size => 6, active_min_size => 3, active_rwl => 6,
+                              passive_max_size => 30, passive_rwl => 6, random_promotion => true,
+                              random_promotion_interval => 5000, shuffle_interval => 10000,
+                              shuffle_k_active => 3, shuffle_k_passive => 4}).
 
 -type channel() :: atom().
 -type channel_opts() :: #{parallelism := pos_integer(), monotonic := boolean(),
@@ -72,7 +77,8 @@ default_channel() -> undefined.
 -spec normalise(map()) -> {ok, map()} | {error, {invalid_config, atom(), string()}}.
 normalise(Env) ->
     Steps = [fun name/2, fun parallelism/2, fun channels/2, fun listen_addrs/2,
-             fun manager/2, fun intervals/2, fun limits/2, fun decode/2, fun cookie/2],
+             fun manager/2, fun hyparview/2, fun intervals/2, fun limits/2, fun decode/2,
+             fun cookie/2],
     try
         {ok, lists:foldl(fun(Step, Acc) -> Step(Env, Acc) end, Env, Steps)}
     catch
@@ -187,6 +193,25 @@ manager(Env, Acc) ->
             Acc#{peer_service_manager => M, tag => Tag}
     end.
 
+hyparview(Env, Acc) ->
+    Given = maps:get(hyparview, Env, #{}),
+    is_map(Given) orelse invalid(hyparview, "~p must be a map", [Given]),
+    HV = maps:merge(?HYPARVIEW_DEFAULTS, Given),
+    maps:foreach(fun(random_promotion, V) ->
+                         is_boolean(V) orelse invalid(hyparview, "random_promotion ~p must be a boolean", [V]);
+                    (K, V) when is_map_key(K, ?HYPARVIEW_DEFAULTS) ->
+                         is_integer(V) andalso V >= 0 orelse
+                             invalid(hyparview, "~p ~p must be a non-negative integer", [K, V]);
+                    (K, _) ->
+                         invalid(hyparview, "unknown key ~p; known: ~p", [K, maps:keys(?HYPARVIEW_DEFAULTS)])
+                 end, HV),
+    #{active_min_size := Min, active_max_size := Max, active_rwl := ARWL, passive_rwl := PRWL} = HV,
+    Max >= 1 orelse invalid(hyparview, "active_max_size must be at least 1", []),
+    Min =< Max orelse invalid(hyparview, "active_min_size ~p exceeds active_max_size ~p", [Min, Max]),
+    PRWL =< ARWL andalso ARWL =< 255 orelse
+        invalid(hyparview, "passive_rwl ~p must not exceed active_rwl ~p (at most 255)", [PRWL, ARWL]),
+    Acc#{hyparview => HV}.
+
 intervals(Env, Acc) ->
     Periodic = case maps:get(periodic_enabled, Env, true) of
         false -> 0;
@@ -236,6 +261,7 @@ nif_config(C) ->
         channels => maps:map(fun(_, O) -> maps:with([parallelism, monotonic], O) end,
                              maps:get(channels, C)),
         topology => topology(maps:get(peer_service_manager, C)),
+        hyparview => maps:get(hyparview, C, ?HYPARVIEW_DEFAULTS),
         tag => maps:get(tag, C, undefined),
         vm_node => erlang:node(),
         creation => creation(),
@@ -244,7 +270,8 @@ nif_config(C) ->
 
 topology(partisan_pluggable_peer_service_manager) -> full_mesh;
 topology(partisan_client_server_peer_service_manager) -> client_server;
-topology(partisan_static_peer_service_manager) -> static.
+topology(partisan_static_peer_service_manager) -> static;
+topology(partisan_hyparview_peer_service_manager) -> hyparview.
 
 %% The VM's creation as stored in its pids (0 when not alive).
 creation() ->

@@ -5,7 +5,8 @@
 -module(partisan_peer_service).
 
 -export([join/1, sync_join/1, sync_join/2, leave/0, leave/1, members/0, member/1,
-         connections/0, manager/0, on_up/2, on_up/3, on_down/2, on_down/3, stop/0, stop/1]).
+         connections/0, manager/0, on_up/2, on_up/3, on_down/2, on_down/3, stop/0, stop/1,
+         get_local_state/0, inject_partition/2, resolve_partition/1, partitions/0]).
 
 -define(SYNC_JOIN_TIMEOUT, 10000).
 
@@ -94,6 +95,31 @@ add(Which, Node, Fun, Opts) when is_list(Opts) -> add(Which, Node, Fun, maps:fro
 add(Which, #{name := Node}, Fun, Opts) -> add(Which, Node, Fun, Opts);
 add(Which, Node, Fun, Opts) ->
     partisan_peer_service_events:add_callback(Which, Node, maps:get(channel, Opts, any), Fun).
+
+%% @doc The overlay's views of this node: `#{members, connected}' for the mesh managers,
+%% `#{active, passive, unreachable}' for HyParView.
+-spec get_local_state() -> {ok, #{atom() => [node()]}}.
+get_local_state() -> {ok, partisan_nif:views()}.
+
+%% @doc Fault injection: cuts every link to the node (name or spec) and refuses new ones, as a
+%% network partition would, until `resolve_partition/1'. `TTL' is accepted for Partisan's
+%% signature and ignored. The reference is the node's name. Cut both directions by calling it on
+%% both sides.
+-spec inject_partition(node() | partisan:node_spec(), term()) -> {ok, node()} | {error, term()}.
+inject_partition(#{name := Node}, TTL) -> inject_partition(Node, TTL);
+inject_partition(Node, _TTL) when is_atom(Node) ->
+    case partisan_nif:partition(Node, true) of
+        ok -> {ok, Node};
+        Error -> Error
+    end.
+
+%% @doc Ends a partition injected with `inject_partition/2'; links are made again by the overlay.
+-spec resolve_partition(node()) -> ok | {error, term()}.
+resolve_partition(Node) when is_atom(Node) -> partisan_nif:partition(Node, false).
+
+%% @doc The partitions injected on this node, as `{Reference, Node}' pairs.
+-spec partitions() -> {ok, [{node(), node()}]}.
+partitions() -> {ok, [{N, N} || N <- partisan_nif:partitions()]}.
 
 %% @doc Stops the `partisan' application.
 -spec stop() -> ok | {error, term()}.

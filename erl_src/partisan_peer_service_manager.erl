@@ -37,7 +37,7 @@ init([]) ->
 config_keys() ->
     [name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
      periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads,
-     peer_service_manager, tag].
+     peer_service_manager, tag, hyparview].
 
 %% @private
 handle_call(_, _From, S) -> {reply, {error, unknown_call}, S}.

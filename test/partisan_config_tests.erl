@@ -37,6 +37,13 @@ client_server_needs_a_tag_test() ->
     {ok, S} = norm(#{peer_service_manager => partisan_static_peer_service_manager}),
     ?assertMatch(#{topology := static}, partisan_config:nif_config(S)).
 
+hyparview_defaults_and_overrides_test() ->
+    {ok, C} = norm(#{peer_service_manager => partisan_hyparview_peer_service_manager,
+                     hyparview => #{active_max_size => 5, shuffle_interval => 2000}}),
+    #{topology := hyparview, hyparview := HV} = partisan_config:nif_config(C),
+    ?assertMatch(#{active_max_size := 5, active_min_size := 3, shuffle_interval := 2000,
+                   passive_max_size := 30, random_promotion := true}, HV).
+
 periodic_disabled_test() ->
     {ok, C} = norm(#{periodic_enabled => false}),
     ?assertEqual(0, maps:get(periodic_interval, C)).
@@ -54,7 +61,13 @@ bad_values_name_the_key_test_() ->
            {decode, sometimes},
            {cookie, <<>>},
            {name, 'no_host'},
-           {peer_service_manager, partisan_hyparview_peer_service_manager},
+           {peer_service_manager, partisan_unknown_peer_service_manager},
+           {hyparview, #{active_min_size => 7}},
+           {hyparview, #{active_max_size => 0}},
+           {hyparview, #{passive_rwl => 9}},
+           {hyparview, #{random_promotion => 1}},
+           {hyparview, #{bogus => 1}},
+           {hyparview, not_a_map},
            {listen_port, 70000},
            {io_threads, 0},
            {listen_ip, not_an_ip}],

@@ -75,3 +75,21 @@ impl Overlay for FullMesh {
         FullMesh::members(self)
     }
 }
+
+/// What a node reports about its overlay beyond the member list
+/// (`partisan_peer_service:get_local_state/0`): named lists of node names.
+pub trait Views {
+    fn views(&self) -> Vec<(&'static str, Vec<String>)>;
+}
+
+impl Views for FullMesh {
+    fn views(&self) -> Vec<(&'static str, Vec<String>)> {
+        vec![("members", FullMesh::members(self)), ("connected", self.connected())]
+    }
+}
+
+impl Views for crate::hyparview::HyParView {
+    fn views(&self) -> Vec<(&'static str, Vec<String>)> {
+        vec![("active", self.active_view()), ("passive", self.passive_view()), ("unreachable", self.unreachable_peers())]
+    }
+}

@@ -133,6 +133,10 @@ async fn serve_inbound(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
             return;
         }
     };
+    if shared.is_blocked(&hello.node) {
+        debug!(%peer, node = %hello.node, "inbound connection from a partitioned node closed");
+        return;
+    }
     debug!(%peer, node = %hello.node, channel = %hello.channel, conn = hello.conn_index, "inbound connection accepted");
     dec = Decoder::new(shared.cfg.max_frame_size);
     // Keep the write half open: dropping it would half-close the socket and the dialer would
@@ -197,6 +201,7 @@ async fn read_loop(
 
 /// Dials one link. Reports `LinkUp` with the registered queue, or `LinkDown`.
 pub(crate) async fn dial(link: LinkId, addrs: Vec<SocketAddr>, conn_id: u64, shared: Arc<Shared>, cmds: UnboundedSender<Cmd>) {
+    let addrs = if shared.is_blocked(&link.node) { vec![] } else { addrs };
     for addr in addrs {
         match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => match client_handshake(stream, &link, &shared).await {

@@ -1,44 +1,85 @@
-//! The driver task: owns the membership state machine and executes its actions.
+//! The driver task: owns the overlay state machine and executes its actions.
 //!
 //! Every membership input (join, leave, link up/down, gossip) arrives on one channel and is
 //! applied in order, so the core needs no locks. Link registration happens here too: a dialed
 //! connection becomes visible to senders only when the driver accepts its `LinkUp`, and events
-//! from a connection the core no longer expects (a node removed while it was being dialed, a
+//! from a connection nobody expects any more (a node removed while it was being dialed, a
 //! duplicate down) are recognised by their connection id and dropped.
+//!
+//! Overlays differ in which links they manage. The full mesh asks for every (channel,
+//! connection) link itself; HyParView asks only for the membership link of each neighbour and
+//! leaves the data channels to the shell. So when an overlay reports a node up, the driver dials
+//! every link of that node the overlay did not ask for, keeps them up while the node is up
+//! (redialing after `connection_interval` + jitter), reports their channel events, and closes
+//! them when the node goes down. `partisan:nodes()` is the set of nodes the overlay reported up,
+//! not the set of open sockets: a transient link (a HyParView JOIN or SHUFFLE_REPLY) is no
+//! neighbour.
 
 use crate::conn::{control_frame, dial, next_conn_id};
 use crate::{Cmd, Event, LinkTx, PeerRoutes, Shared};
-use partisan_core::membership::{Action, FullMesh, LinkId, NodeSpec};
-use partisan_core::overlay::Overlay;
-use std::collections::HashMap;
+use partisan_core::membership::{Action, LinkId};
+use partisan_core::overlay::{Overlay, Views};
+use rand::Rng;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+/// An overlay the live runtime can run.
+pub(crate) trait LiveOverlay: Overlay + Views {}
+impl<T: Overlay + Views> LiveOverlay for T {}
+
 struct Driver {
     shared: Arc<Shared>,
-    mesh: Box<dyn Overlay>,
+    overlay: Box<dyn LiveOverlay>,
     cmds: UnboundedSender<Cmd>,
     /// Connection id of the dial in flight or the connection up, per link.
     current: HashMap<LinkId, u64>,
+    /// Whether the overlay leaves data channels to the shell (HyParView) or dials them itself.
+    shell_dials_data: bool,
+    /// Links the driver dials on its own: data channels of neighbours (see the module docs).
+    owned: HashSet<LinkId>,
+    /// Last known addresses per node, from the overlay's dials.
+    addrs: HashMap<String, Vec<SocketAddr>>,
+    /// Nodes the overlay reported up.
+    up: BTreeSet<String>,
     epoch: Instant,
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, spec: NodeSpec, cmds: UnboundedSender<Cmd>, mut rx: UnboundedReceiver<Cmd>) {
-    let mesh: Box<dyn Overlay> =
-        Box::new(
-            FullMesh::new(spec, shared.cfg.incarnation, shared.channels.clone(), shared.cfg.mesh, shared.cfg.incarnation)
-                .with_topology(shared.cfg.topology, shared.cfg.role),
-        );
-    let mut d = Driver { shared, mesh, cmds, current: HashMap::new(), epoch: Instant::now() };
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    overlay: Box<dyn LiveOverlay>,
+    shell_dials_data: bool,
+    cmds: UnboundedSender<Cmd>,
+    mut rx: UnboundedReceiver<Cmd>,
+) {
+    let mut d = Driver {
+        shared,
+        overlay,
+        cmds,
+        shell_dials_data,
+        current: HashMap::new(),
+        owned: HashSet::new(),
+        addrs: HashMap::new(),
+        up: BTreeSet::new(),
+        epoch: Instant::now(),
+    };
+    d.publish();
     loop {
-        let deadline = d.mesh.poll_timeout().map(|ms| d.epoch + std::time::Duration::from_millis(ms));
+        let deadline = d.overlay.poll_timeout().map(|ms| d.epoch + Duration::from_millis(ms));
         let cmd = match deadline {
             Some(at) => tokio::select! {
                 cmd = rx.recv() => cmd,
-                _ = tokio::time::sleep_until(at) => { let now = d.now(); d.mesh.tick(now); d.execute(); continue; }
+                _ = tokio::time::sleep_until(at) => {
+                    let now = d.now();
+                    d.overlay.tick(now);
+                    d.execute();
+                    continue;
+                }
             },
             None => rx.recv().await,
         };
@@ -58,15 +99,17 @@ impl Driver {
     fn handle(&mut self, cmd: Cmd) {
         let now = self.now();
         match cmd {
-            Cmd::Join(spec) => self.mesh.join(now, spec),
-            Cmd::Leave(node) => self.mesh.leave(now, &node),
+            Cmd::Join(spec) => self.overlay.join(now, spec),
+            Cmd::Leave(node) => self.overlay.leave(now, &node),
             Cmd::LinkUp { link, tx } => {
                 if self.current.get(&link) != Some(&tx.conn_id) {
                     tx.queue.close(); // stale dial: nobody wants this connection any more
                     return;
                 }
                 self.register(&link, Some(tx));
-                self.mesh.link_up(now, &link);
+                if !self.owned.contains(&link) {
+                    self.overlay.link_up(now, &link);
+                }
             }
             Cmd::LinkDown { link, conn_id } => {
                 if self.current.get(&link) != Some(&conn_id) {
@@ -74,40 +117,118 @@ impl Driver {
                 }
                 self.current.remove(&link);
                 self.register(&link, None);
-                self.mesh.link_down(now, &link);
+                if self.owned.contains(&link) {
+                    self.schedule_redial(link);
+                } else {
+                    self.overlay.link_down(now, &link);
+                }
+            }
+            Cmd::Redial(link) => {
+                if self.owned.contains(&link) && self.up.contains(&link.node) && !self.current.contains_key(&link) {
+                    self.dial(link);
+                }
             }
             Cmd::Control { from, body } => {
-                if let Err(e) = self.mesh.control(now, &from, &body) {
+                if let Err(e) = self.overlay.control(now, &from, &body) {
                     self.shared.stats.bad_control.fetch_add(1, Ordering::Relaxed);
                     warn!(from, error = %e, "control frame rejected");
+                }
+            }
+            Cmd::Partition { node, blocked } => {
+                let mut set = self.shared.blocked.write().unwrap_or_else(|e| e.into_inner());
+                if blocked {
+                    set.insert(node.clone());
+                } else {
+                    set.remove(&node);
+                }
+                drop(set);
+                if blocked {
+                    // Every open link to the node fails as if the network dropped it.
+                    let links: Vec<(LinkId, u64)> =
+                        self.current.iter().filter(|(l, _)| l.node == node).map(|(l, c)| (l.clone(), *c)).collect();
+                    for (link, conn_id) in links {
+                        self.handle(Cmd::LinkDown { link, conn_id });
+                    }
                 }
             }
         }
     }
 
-    /// Sets (or clears) the queue of one link in the shared routing table.
+    fn dial(&mut self, link: LinkId) {
+        let Some(addrs) = self.addrs.get(&link.node).cloned() else { return };
+        let conn_id = next_conn_id();
+        self.current.insert(link.clone(), conn_id);
+        tokio::spawn(dial(link, addrs, conn_id, self.shared.clone(), self.cmds.clone()));
+    }
+
+    fn schedule_redial(&self, link: LinkId) {
+        let mesh = self.shared.cfg.mesh;
+        let jitter = if mesh.connection_jitter == 0 { 0 } else { rand::thread_rng().gen_range(0..=mesh.connection_jitter) };
+        let delay = Duration::from_millis(mesh.connection_interval + jitter);
+        let cmds = self.cmds.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = cmds.send(Cmd::Redial(link));
+        });
+    }
+
+    /// Sets (or clears) the queue of one link in the shared routing table, and reports channel
+    /// events for the links the driver owns.
     fn register(&self, link: &LinkId, tx: Option<LinkTx>) {
         let mut routes = self.shared.routes.write().unwrap_or_else(|e| e.into_inner());
         let channels = &self.shared.channels;
         let peer = routes.entry(link.node.clone()).or_insert_with(|| PeerRoutes {
             links: channels.specs().iter().map(|s| vec![None; s.parallelism as usize]).collect(),
         });
+        let was_up = peer.up(link.channel);
+        let up = tx.is_some();
         let slot = &mut peer.links[link.channel][link.conn as usize];
         if let Some(old) = std::mem::replace(slot, tx) {
             old.queue.close();
         }
+        let is_up = peer.up(link.channel);
+        drop(routes);
+        if self.owned.contains(link) && was_up != is_up {
+            let (node, name) = (link.node.clone(), channels.get(link.channel).name.clone());
+            self.shared.sink.event(if up { Event::ChannelUp(node, name) } else { Event::ChannelDown(node, name) });
+        }
+    }
+
+    /// Dials the links of a node the overlay does not manage itself.
+    fn open_owned_links(&mut self, node: &str) {
+        let links: Vec<LinkId> = self
+            .shared
+            .channels
+            .links()
+            .map(|(channel, conn)| LinkId { node: node.to_owned(), channel, conn })
+            .filter(|l| !self.current.contains_key(l))
+            .collect();
+        for link in links {
+            self.owned.insert(link.clone());
+            self.dial(link);
+        }
+    }
+
+    fn close_owned_links(&mut self, node: &str) {
+        let links: Vec<LinkId> = self.owned.iter().filter(|l| l.node == node).cloned().collect();
+        for link in links {
+            self.current.remove(&link);
+            self.register(&link, None);
+            self.owned.remove(&link);
+        }
     }
 
     fn execute(&mut self) {
-        while let Some(action) = self.mesh.poll_action() {
+        while let Some(action) = self.overlay.poll_action() {
             match action {
                 Action::Connect { link, addrs } => {
-                    let conn_id = next_conn_id();
-                    self.current.insert(link.clone(), conn_id);
-                    tokio::spawn(dial(link, addrs, conn_id, self.shared.clone(), self.cmds.clone()));
+                    self.addrs.insert(link.node.clone(), addrs);
+                    self.owned.remove(&link);
+                    self.dial(link);
                 }
                 Action::Disconnect { node } => {
                     self.current.retain(|l, _| l.node != node);
+                    self.owned.retain(|l| l.node != node);
                     let removed = self.shared.routes.write().unwrap_or_else(|e| e.into_inner()).remove(&node);
                     for tx in removed.into_iter().flat_map(|p| p.links).flatten().flatten() {
                         tx.queue.close();
@@ -117,18 +238,23 @@ impl Driver {
                     let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
                     let membership = self.shared.channels.membership_index();
                     let tx = routes.get(&to).and_then(|p| p.links[membership].iter().flatten().next());
-                    if let Some(tx) = tx {
-                        if tx.queue.push(control_frame(body), None).is_err() {
-                            warn!(to, "membership queue full; gossip dropped (periodic gossip repairs it)");
-                        }
+                    match tx {
+                        Some(tx) if tx.queue.push(control_frame(body), None).is_ok() => {}
+                        _ => warn!(to, "control frame dropped: membership link down or its queue full"),
                     }
                 }
                 Action::NodeUp { node } => {
                     info!(node, "node up");
-                    self.shared.sink.event(Event::NodeUp(node));
+                    self.up.insert(node.clone());
+                    self.shared.sink.event(Event::NodeUp(node.clone()));
+                    if self.shell_dials_data {
+                        self.open_owned_links(&node);
+                    }
                 }
                 Action::NodeDown { node } => {
                     info!(node, "node down");
+                    self.up.remove(&node);
+                    self.close_owned_links(&node);
                     self.shared.sink.event(Event::NodeDown(node));
                 }
                 Action::ChannelUp { node, channel } => {
@@ -149,5 +275,13 @@ impl Driver {
                 }
             }
         }
+        self.publish();
+    }
+
+    /// Snapshots read by API calls without a hop through this task.
+    fn publish(&self) {
+        *self.shared.up.write().unwrap_or_else(|e| e.into_inner()) = self.up.iter().cloned().collect();
+        let views = self.overlay.views().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        *self.shared.views.write().unwrap_or_else(|e| e.into_inner()) = views;
     }
 }

@@ -32,7 +32,8 @@ pub mod queue;
 use bytes::Bytes;
 use partisan_core::channel::{ChannelError, ChannelSpec, ChannelTable, MonotonicKey};
 use partisan_core::frame::Dest;
-use partisan_core::membership::{MeshConfig, NodeSpec, Role, Topology};
+use partisan_core::hyparview::{HyParView, HyParViewConfig};
+use partisan_core::membership::{FullMesh, MeshConfig, NodeSpec, Role, Topology};
 use queue::{LinkQueue, Outgoing};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,9 +50,8 @@ pub struct Config {
     pub channels: Vec<ChannelSpec>,
     pub cookie: Vec<u8>,
     pub mesh: MeshConfig,
-    /// Which members this node links to, and its role in a client-server cluster.
-    pub topology: Topology,
-    pub role: Role,
+    /// The overlay (`peer_service_manager`).
+    pub overlay: OverlayConfig,
     /// Largest frame accepted from an authenticated peer, in bytes.
     pub max_frame_size: usize,
     /// Bytes that may wait in one connection's send queue.
@@ -71,8 +71,7 @@ impl Config {
             channels: vec![],
             cookie: cookie.to_vec(),
             mesh: MeshConfig::default(),
-            topology: Topology::FullMesh,
-            role: Role::Peer,
+            overlay: OverlayConfig::Mesh { topology: Topology::FullMesh, role: Role::Peer },
             max_frame_size: 64 << 20,
             max_queue_bytes: 64 << 20,
             incarnation: std::time::SystemTime::now()
@@ -86,8 +85,19 @@ impl Config {
     }
 }
 
+/// Which overlay runs, with its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlayConfig {
+    /// Full mesh, client-server or static: gossiped membership, links by topology.
+    Mesh { topology: Topology, role: Role },
+    /// HyParView partial views.
+    HyParView(HyParViewConfig),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("bad hyparview configuration: {0}")]
+    HyParView(#[from] partisan_core::hyparview::ConfigError),
     #[error("bad channel configuration: {0}")]
     Channels(#[from] ChannelError),
     #[error("cannot listen on {addr}: {source}")]
@@ -203,9 +213,21 @@ pub(crate) struct Shared {
     pub channels: ChannelTable,
     pub routes: RwLock<HashMap<String, PeerRoutes>>,
     pub members: RwLock<Vec<String>>,
+    /// Nodes the overlay reports up, sorted (`partisan:nodes/0`).
+    pub up: RwLock<Vec<String>>,
+    /// The overlay's named views (`get_local_state/0`).
+    pub views: RwLock<Vec<(String, Vec<String>)>>,
+    /// Nodes cut off by `inject_partition`: no dial, no accepted handshake.
+    pub blocked: RwLock<std::collections::HashSet<String>>,
     pub stats: Stats,
     pub sink: Arc<dyn Sink>,
     pub cfg: Config,
+}
+
+impl Shared {
+    pub(crate) fn is_blocked(&self, node: &str) -> bool {
+        self.blocked.read().unwrap_or_else(|e| e.into_inner()).contains(node)
+    }
 }
 
 pub(crate) enum Cmd {
@@ -214,6 +236,10 @@ pub(crate) enum Cmd {
     LinkUp { link: partisan_core::membership::LinkId, tx: LinkTx },
     LinkDown { link: partisan_core::membership::LinkId, conn_id: u64 },
     Control { from: String, body: Bytes },
+    /// Redial a link the driver owns, after its backoff.
+    Redial(partisan_core::membership::LinkId),
+    /// Cut (or restore) every link to a node, as a network partition would.
+    Partition { node: String, blocked: bool },
 }
 
 /// A running Partisan node. Dropping it (or [`Node::stop`]) closes every socket and thread.
@@ -246,11 +272,21 @@ impl Node {
         };
         let bound = listeners.iter().map(|l| l.local_addr().expect("bound listener")).collect();
         let spec = NodeSpec { name: cfg.name.clone(), listen_addrs: bound, channels: channels.specs().to_vec() };
+        let (overlay, shell_dials_data): (Box<dyn driver::LiveOverlay>, bool) = match cfg.overlay {
+            OverlayConfig::Mesh { topology, role } => {
+                let mesh = FullMesh::new(spec.clone(), cfg.incarnation, channels.clone(), cfg.mesh, cfg.incarnation);
+                (Box::new(mesh.with_topology(topology, role)), false)
+            }
+            OverlayConfig::HyParView(hv) => (Box::new(HyParView::new(spec.clone(), &channels, hv, cfg.incarnation)?), true),
+        };
         let shared = Arc::new(Shared {
             name: cfg.name.clone(),
             channels,
             routes: RwLock::new(HashMap::new()),
             members: RwLock::new(vec![cfg.name.clone()]),
+            up: RwLock::new(vec![]),
+            views: RwLock::new(vec![]),
+            blocked: RwLock::new(Default::default()),
             stats: Stats::default(),
             sink,
             cfg,
@@ -259,7 +295,7 @@ impl Node {
         for listener in listeners {
             runtime.spawn(conn::accept_loop(listener, shared.clone(), cmds.clone()));
         }
-        runtime.spawn(driver::run(shared.clone(), spec.clone(), cmds.clone(), rx));
+        runtime.spawn(driver::run(shared.clone(), overlay, shell_dials_data, cmds.clone(), rx));
         Ok(Node { shared, cmds, runtime: Some(runtime), spec })
     }
 
@@ -285,11 +321,24 @@ impl Node {
         self.shared.members.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Peers with at least one connection up, sorted.
+    /// Peers the overlay reports up (neighbours), sorted.
     pub fn connected(&self) -> Vec<String> {
-        let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
-        let mut nodes: Vec<String> =
-            routes.iter().filter(|(_, r)| (0..r.links.len()).any(|c| r.up(c))).map(|(n, _)| n.clone()).collect();
+        self.shared.up.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The overlay's named views (HyParView: active, passive, unreachable).
+    pub fn views(&self) -> Vec<(String, Vec<String>)> {
+        self.shared.views.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Cuts every link to `node` and refuses new ones (`blocked`), or lets them be made again.
+    pub fn partition(&self, node: &str, blocked: bool) {
+        let _ = self.cmds.send(Cmd::Partition { node: node.to_owned(), blocked });
+    }
+
+    /// Nodes currently cut off by [`Node::partition`], sorted.
+    pub fn partitions(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self.shared.blocked.read().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
         nodes.sort();
         nodes
     }

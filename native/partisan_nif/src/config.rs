@@ -5,7 +5,9 @@
 //! value still has the wrong shape.
 
 use partisan_core::channel::ChannelSpec;
+use partisan_core::hyparview::HyParViewConfig;
 use partisan_core::membership::{MeshConfig, NodeSpec, Role, Topology};
+use partisan_net::OverlayConfig;
 use partisan_net::Config;
 use rustler::types::map::MapIterator;
 use rustler::{Atom, Encoder, Env, LocalPid, Term};
@@ -17,7 +19,10 @@ mod atoms {
         bad_config, name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
         periodic_interval, max_frame_size, max_queue_bytes, decode, safe, events, vm_node,
         creation, ip, port, parallelism, monotonic, incarnation, connect_timeout, io_threads,
-        topology, tag, full_mesh, client_server, static_ = "static", server, client,
+        topology, tag, full_mesh, client_server, static_ = "static", server, client, hyparview,
+        active_max_size, active_min_size, active_rwl, passive_max_size, passive_rwl,
+        random_promotion, random_promotion_interval, shuffle_interval, shuffle_k_active,
+        shuffle_k_passive,
     }
 }
 
@@ -96,18 +101,19 @@ pub fn parse(cfg: Term) -> Result<Parsed, Bad> {
     net.incarnation = get_as(cfg, atoms::incarnation())?;
     net.connect_timeout = Duration::from_millis(get_as(cfg, atoms::connect_timeout())?);
     net.worker_threads = get_as(cfg, atoms::io_threads())?;
-    let topology: Atom = get_as(cfg, atoms::topology())?;
-    net.topology = match topology {
-        t if t == atoms::full_mesh() => Topology::FullMesh,
-        t if t == atoms::client_server() => Topology::ClientServer,
-        t if t == atoms::static_() => Topology::Static,
-        _ => return Err((atoms::bad_config(), atoms::topology())),
-    };
     let tag: Atom = get_as(cfg, atoms::tag())?;
-    net.role = match tag {
+    let role = match tag {
         t if t == atoms::server() => Role::Server,
         t if t == atoms::client() => Role::Client,
         _ => Role::Peer,
+    };
+    let topology: Atom = get_as(cfg, atoms::topology())?;
+    net.overlay = match topology {
+        t if t == atoms::full_mesh() => OverlayConfig::Mesh { topology: Topology::FullMesh, role },
+        t if t == atoms::client_server() => OverlayConfig::Mesh { topology: Topology::ClientServer, role },
+        t if t == atoms::static_() => OverlayConfig::Mesh { topology: Topology::Static, role },
+        t if t == atoms::hyparview() => OverlayConfig::HyParView(hyparview(get(cfg, atoms::hyparview())?)?),
+        _ => return Err((atoms::bad_config(), atoms::topology())),
     };
     Ok(Parsed {
         net,
@@ -115,6 +121,22 @@ pub fn parse(cfg: Term) -> Result<Parsed, Bad> {
         safe_decode: get_as::<Atom>(cfg, atoms::decode())? == atoms::safe(),
         vm_node: atom_string(get(cfg, atoms::vm_node())?, atoms::vm_node())?,
         creation: get_as(cfg, atoms::creation())?,
+    })
+}
+
+/// The normalised `hyparview` map (every key present).
+fn hyparview(m: Term) -> Result<HyParViewConfig, Bad> {
+    Ok(HyParViewConfig {
+        active_max_size: get_as(m, atoms::active_max_size())?,
+        active_min_size: get_as(m, atoms::active_min_size())?,
+        active_rwl: get_as(m, atoms::active_rwl())?,
+        passive_max_size: get_as(m, atoms::passive_max_size())?,
+        passive_rwl: get_as(m, atoms::passive_rwl())?,
+        random_promotion: get_as(m, atoms::random_promotion())?,
+        random_promotion_interval: get_as(m, atoms::random_promotion_interval())?,
+        shuffle_interval: get_as(m, atoms::shuffle_interval())?,
+        shuffle_k_active: get_as(m, atoms::shuffle_k_active())?,
+        shuffle_k_passive: get_as(m, atoms::shuffle_k_passive())?,
     })
 }
 

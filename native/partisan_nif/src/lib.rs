@@ -239,6 +239,32 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
     }
 }
 
+/// The overlay's named views as a map (`#{active => [...], passive => [...]}` for HyParView).
+#[rustler::nif]
+fn views(env: Env) -> NifResult<Term> {
+    let mut map = Term::map_new(env);
+    if let Some(r) = running() {
+        for (name, nodes) in r.node.views() {
+            map = map.map_put(Atom::from_str(env, &name)?, to_atoms(env, nodes)?)?;
+        }
+    }
+    Ok(map)
+}
+
+/// Cuts (`true`) or restores (`false`) every link to `Node`, as a network partition would.
+#[rustler::nif]
+fn partition<'a>(env: Env<'a>, node: Atom, blocked: bool) -> NifResult<Term<'a>> {
+    let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
+    with_atom_str(env, node, |name| r.node.partition(name, blocked))?;
+    Ok(atoms::ok().encode(env))
+}
+
+/// Nodes currently cut off by `partition/2`.
+#[rustler::nif]
+fn partitions(env: Env) -> NifResult<Vec<Atom>> {
+    to_atoms(env, running().map(|r| r.node.partitions()).unwrap_or_default())
+}
+
 /// Counters of the running node as a map (empty when stopped).
 #[rustler::nif]
 fn stats(env: Env) -> NifResult<Term> {

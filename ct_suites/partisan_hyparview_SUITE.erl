@@ -1,0 +1,116 @@
+%% HyParView on real clusters of 9 BEAM nodes: the overlay forms one connected component with
+%% symmetric active views, survives the crash of a third of its nodes, and heals after a
+%% partition is resolved.
+-module(partisan_hyparview_SUITE).
+
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_testcase/2, end_per_testcase/2]).
+-export([overlay_is_connected_and_symmetric/1, survives_a_third_crashing/1,
+         heals_after_a_partition/1]).
+
+-define(TIMEOUT, 20000).
+-define(NAMES, [hv1, hv2, hv3, hv4, hv5, hv6, hv7, hv8, hv9]).
+%% Faster timers than Partisan's defaults, so the suite runs in seconds.
+-define(ENV, #{peer_service_manager => partisan_hyparview_peer_service_manager,
+               channels => #{data => #{parallelism => 2}},
+               connection_interval => 100, connection_jitter => 100,
+               hyparview => #{active_max_size => 4, active_min_size => 2,
+                              shuffle_interval => 1000, random_promotion_interval => 500}}).
+
+all() ->
+    [overlay_is_connected_and_symmetric, survives_a_third_crashing, heals_after_a_partition].
+
+init_per_testcase(_, Config) ->
+    Peers = [begin {ok, P} = partisan_ct:start_node(N, ?ENV), P end || N <- ?NAMES],
+    [{_, Seed} | Rest] = Peers,
+    SeedSpec = rpc(Seed, partisan, node_spec, []),
+    [ok = rpc(N, partisan_peer_service, join, [SeedSpec]) || {_, N} <- Rest],
+    [{peers, Peers} | Config].
+
+end_per_testcase(_, Config) ->
+    partisan_ct:stop_cluster(proplists:get_value(peers, Config)).
+
+%% -- tests --------------------------------------------------------------------
+
+overlay_is_connected_and_symmetric(Config) ->
+    Nodes = nodes_of(Config),
+    wait_healthy(Nodes),
+    Views = active_views(Nodes),
+    [begin
+         ?assert(length(V) =< 4),
+         ?assertEqual(V, rpc(N, partisan, nodes, [])),
+         ?assertEqual({ok, lists:sort([N | V])}, rpc(N, partisan_peer_service, members, []))
+     end || {N, V} <- Views],
+    %% Neighbours are linked on every channel and exchange messages.
+    [begin
+         ok = partisan_ct:wait_until(fun() -> rpc(N, partisan, is_fully_connected, [P]) end, ?TIMEOUT),
+         assert_delivers(N, P)
+     end || {N, [P | _]} <- Views].
+
+survives_a_third_crashing(Config) ->
+    Nodes = nodes_of(Config),
+    wait_healthy(Nodes),
+    Killed = lists:sublist(Nodes, 2, 3),
+    [ok = partisan_ct:kill_node(N) || N <- Killed],
+    Alive = Nodes -- Killed,
+    wait_healthy(Alive),
+    [?assertEqual([], Vs -- Alive) || {_, Vs} <- active_views(Alive)].
+
+heals_after_a_partition(Config) ->
+    Nodes = nodes_of(Config),
+    wait_healthy(Nodes),
+    {Left, Right} = lists:split(4, Nodes),
+    Cut = fun(Side, Other) -> [{ok, O} = rpc(N, partisan_peer_service, inject_partition, [O, 0])
+                               || N <- Side, O <- Other] end,
+    Cut(Left, Right),
+    Cut(Right, Left),
+    %% Each side keeps only its own nodes as neighbours and stays connected within itself.
+    wait_healthy(Left),
+    wait_healthy(Right),
+    [?assertEqual({ok, [{O, O} || O <- lists:sort(Right)]}, rpc(N, partisan_peer_service, partitions, []))
+     || N <- Left],
+    %% Resolve: the two halves become one overlay again (Partisan's overlay stays split here).
+    [ok = rpc(N, partisan_peer_service, resolve_partition, [O]) || N <- Left, O <- Right],
+    [ok = rpc(N, partisan_peer_service, resolve_partition, [O]) || N <- Right, O <- Left],
+    wait_healthy(Nodes).
+
+%% -- helpers ------------------------------------------------------------------
+
+nodes_of(Config) -> [N || {_, N} <- proplists:get_value(peers, Config)].
+
+rpc(Node, M, F, A) -> partisan_ct:rpc(Node, M, F, A).
+
+active_views(Nodes) ->
+    [{N, maps:get(active, element(2, rpc(N, partisan_peer_service, get_local_state, [])))} || N <- Nodes].
+
+%% One connected component over `Nodes', every active view symmetric, non-empty and made only
+%% of `Nodes' (crashed or cut-off nodes are gone).
+wait_healthy(Nodes) ->
+    Healthy = fun() ->
+        Views = maps:from_list(active_views(Nodes)),
+        Symmetric = lists:all(fun({N, Vs}) -> Vs =/= [] andalso Vs -- Nodes =:= [] andalso
+                                  lists:all(fun(P) -> lists:member(N, maps:get(P, Views)) end, Vs)
+                              end, maps:to_list(Views)),
+        Symmetric andalso reachable(hd(Nodes), Views) =:= lists:sort(Nodes)
+    end,
+    case partisan_ct:wait_until(Healthy, ?TIMEOUT) of
+        ok -> ok;
+        {error, timeout} -> ct:fail({overlay_not_healthy, active_views(Nodes)})
+    end.
+
+reachable(From, Views) -> reachable([From], Views, []).
+reachable([], _, Seen) -> lists:sort(Seen);
+reachable([N | Rest], Views, Seen) ->
+    case lists:member(N, Seen) of
+        true -> reachable(Rest, Views, Seen);
+        false -> reachable(maps:get(N, Views, []) ++ Rest, Views, [N | Seen])
+    end.
+
+assert_delivers(From, To) ->
+    Fwd = rpc(To, partisan_ct, forwarder, [self()]),
+    Ref = make_ref(),
+    ok = rpc(From, partisan, forward_message, [Fwd, {Ref, From}, #{channel => data}]),
+    receive {partisan_ct, Fwd, {Ref, From}} -> ok
+    after ?TIMEOUT -> ct:fail({not_delivered, From, To})
+    end.
