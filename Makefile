@@ -16,7 +16,7 @@ build: deps
 	$(REBAR) compile
 
 rust-test: deps
-	cargo test --locked -p partisan_core -p partisan_net
+	cargo test --locked -p partisan_core -p partisan_net -p partisan_sim
 
 eunit: build
 	$(REBAR) eunit
@@ -36,6 +36,17 @@ demo: build
 	@mkdir -p _build/demo
 	erlc +debug_info -o _build/demo demo/partisan_demo.erl
 	erl -noshell -name demo@127.0.0.1 -pa $(EBIN) -pa _build/demo -s partisan_demo main
+
+# The simulator's figures (HyParView at 1,000 and 10,000 nodes, full mesh vs N) into sim/results/:
+# markdown tables, .dat files and PNG plots (gnuplot-nox is installed when missing; without it
+# the plots are skipped and the tables still written).
+.PHONY: sim
+sim:
+	@command -v gnuplot >/dev/null 2>&1 || { echo "Installing Debian package: gnuplot-nox"; \
+	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gnuplot-nox >/dev/null \
+	    || echo "could not install gnuplot: plots will be skipped"; }
+	cargo run --locked --release -p partisan_sim -- --out sim/results
 
 bench: build
 	bash bench/run_throughput.sh

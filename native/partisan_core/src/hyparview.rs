@@ -25,7 +25,8 @@
 //! # Messages
 //! JOIN, FORWARD_JOIN (random walk of `active_rwl` hops; the walk adds the joiner to the passive
 //! view at hop `passive_rwl` and to the active view where it ends), NEIGHBOR ("I added you, add
-//! me"), NEIGHBOR_REQUEST with high priority (sender has no active peer: always accepted) or low
+//! me"; a receiver that did not have the sender answers with its own NEIGHBOR, which repairs a
+//! NEIGHBOR that crossed a DISCONNECT), NEIGHBOR_REQUEST with high priority (sender has no active peer: always accepted) or low
 //! priority (accepted only if there is room) answered by NEIGHBOR_ACCEPT or NEIGHBOR_REJECT,
 //! DISCONNECT (sender dropped us: we move it to the passive view), SHUFFLE (random walk carrying
 //! the origin, `shuffle_k_active` active and `shuffle_k_passive` passive peers) and SHUFFLE_REPLY
@@ -654,6 +655,15 @@ impl HyParView {
         }
     }
 
+    /// A new neighbour is greeted back with NEIGHBOR: if the peer's NEIGHBOR crossed our
+    /// DISCONNECT, the peer drops us on the DISCONNECT and adds us again on the greeting, so the
+    /// views end symmetric. A known neighbour is not greeted, so the exchange stops there.
+    fn on_neighbor(&mut self, peer: NodeSpec) {
+        if !self.is_active(&peer.name) {
+            self.add_active(peer, Some(Message::Neighbor { addrs: self.my_addrs() }));
+        }
+    }
+
     /// Only an outstanding request is answered: an ACCEPT that crossed our DISCONNECT to the
     /// same peer must not bring it back (the peer drops us when the DISCONNECT arrives).
     fn on_accept(&mut self, peer: NodeSpec) {
@@ -818,7 +828,7 @@ impl Overlay for HyParView {
         match msg {
             Message::Join { addrs } => self.on_join(sender(addrs)),
             Message::ForwardJoin { joiner, ttl } => self.on_forward_join(from, joiner, ttl),
-            Message::Neighbor { addrs } => self.add_active(sender(addrs), None),
+            Message::Neighbor { addrs } => self.on_neighbor(sender(addrs)),
             Message::NeighborAccept { addrs } => self.on_accept(sender(addrs)),
             Message::NeighborRequest { priority, addrs } => self.on_neighbor_request(sender(addrs), priority),
             Message::NeighborReject => self.on_reject(from),

@@ -165,6 +165,21 @@ fn neighbor_joins_the_active_view_and_a_full_view_drops_a_random_peer() {
 }
 
 #[test]
+fn a_new_neighbor_is_greeted_back_once_so_a_crossed_disconnect_heals() {
+    let mut n = node("n");
+    make_active(&mut n, "a");
+    // a's NEIGHBOR crossed our DISCONNECT: a will drop us, so we greet it back
+    recv(&mut n, "a", Message::Disconnect);
+    drain(&mut n);
+    recv(&mut n, "a", Message::Neighbor { addrs: vec![addr("a")] });
+    n.link_up(0, &link("a"));
+    assert_eq!(sent(&drain(&mut n)), vec![("a".into(), Message::Neighbor { addrs: vec![addr("n")] })]);
+    // a known neighbour's NEIGHBOR (the greeting of our greeting) ends the exchange
+    recv(&mut n, "a", Message::Neighbor { addrs: vec![addr("a")] });
+    assert!(drain(&mut n).is_empty());
+}
+
+#[test]
 fn low_priority_request_is_accepted_with_room_and_rejected_when_full() {
     let mut n = node("n");
     recv(&mut n, "a", Message::NeighborRequest { priority: Priority::Low, addrs: vec![addr("a")] });
@@ -454,7 +469,9 @@ fn demoting_a_peer_whose_link_is_still_opening_sends_disconnect_once_it_is_up() 
     assert!(disconnects(&actions).is_empty());
     n.link_up(0, &link("a"));
     let actions = drain(&mut n);
-    assert_eq!(sent(&actions), vec![("a".into(), Message::Disconnect)]);
+    // the queued greeting, then the DISCONNECT that undoes it, then the link closes
+    let greeting = Message::Neighbor { addrs: vec![addr("n")] };
+    assert_eq!(sent(&actions), vec![("a".into(), greeting), ("a".into(), Message::Disconnect)]);
     assert_eq!(disconnects(&actions), vec!["a"]);
     assert!(!actions.contains(&Action::NodeUp { node: "a".into() }));
 }

@@ -1,0 +1,77 @@
+//! The properties the HyParView paper states, checked on small simulated clusters with fixed
+//! seeds, plus the full mesh's costs and the simulator's determinism.
+
+use partisan_sim::experiments::*;
+use partisan_sim::graph::Graph;
+use partisan_sim::net::{Latency, NetConfig};
+
+fn setup(nodes: usize, seed: u64) -> HyParViewSetup {
+    HyParViewSetup { nodes, seed, stabilize_rounds: 5, ..Default::default() }
+}
+
+#[test]
+fn a_200_node_overlay_is_connected_symmetric_and_bounded() {
+    let sim = build_hyparview(&setup(200, 11)).unwrap();
+    let graph = Graph::of(&sim);
+    assert_eq!(graph.components(), 1);
+    assert_eq!(graph.asymmetric_edges(), 0);
+    assert_eq!(graph.reliability(&[0, 57, 199]), 1.0);
+    let out = graph.out_degrees();
+    assert!(out.max <= 6 && out.min >= 1, "active view sizes {out:?}");
+    assert!(out.mean > 4.0, "active views mostly full: mean {}", out.mean);
+}
+
+#[test]
+fn half_of_200_nodes_crashed_still_reaches_99_percent_after_healing() {
+    let base = build_hyparview(&setup(200, 12)).unwrap();
+    let row = crash_experiment(&base, 0.5, 3, 12);
+    assert_eq!(row.live, 100);
+    assert!(row.reliability_repaired >= 0.99, "after the immediate repair: {row:?}");
+    assert!(row.reliability_rounds.iter().all(|r| *r >= 0.99), "{row:?}");
+    assert_eq!(row.components_rounds.last(), Some(&1));
+    assert_eq!(row.asymmetric_edges, 0);
+}
+
+#[test]
+fn same_seed_same_numbers_whatever_the_thread_count() {
+    let a = build_hyparview(&setup(120, 13)).unwrap();
+    let b = build_hyparview(&setup(120, 13)).unwrap();
+    assert_eq!(Graph::of(&a), Graph::of(&b));
+    assert_eq!(a.stats(), b.stats());
+    let fractions = [0.3, 0.8];
+    assert_eq!(crash_sweep(&a, &fractions, 2, 5, 1), crash_sweep(&b, &fractions, 2, 5, 2));
+    let c = build_hyparview(&setup(120, 14)).unwrap();
+    assert_ne!(a.stats(), c.stats(), "another seed gives another run");
+}
+
+#[test]
+fn the_overlay_heals_after_a_partition() {
+    let base = build_hyparview(&setup(200, 15)).unwrap();
+    let row = partition_experiment(&base, 60_000, 20, 15);
+    assert!(row.components_during >= 2, "{row:?}");
+    assert!(row.heal_rounds.is_some(), "{row:?}");
+    assert_eq!(row.reliability_after, 1.0);
+}
+
+#[test]
+fn lossy_long_tailed_network_still_forms_one_component() {
+    let net = NetConfig { latency: Latency::Exponential { min_ms: 2, mean_extra_ms: 40.0 }, loss: 0.01 };
+    let sim = build_hyparview(&HyParViewSetup { net, ..setup(100, 16) }).unwrap();
+    let graph = Graph::of(&sim);
+    assert_eq!(graph.components(), 1);
+    assert!(sim.stats().lost > 0);
+    assert!(graph.out_degrees().mean > 3.0);
+}
+
+#[test]
+fn full_mesh_cost_grows_with_n_and_hyparview_stays_flat() {
+    let rows = scaling(&[5, 10, 20], NetConfig::default(), 17);
+    for r in &rows {
+        // default + membership channel to each other member
+        assert_eq!(r.mesh_links_per_node, 2.0 * (r.nodes as f64 - 1.0), "{r:?}");
+        assert!(r.hyparview_links_per_node <= 6.0);
+        assert!(r.hyparview_frames_per_leave <= 6);
+    }
+    assert!(rows[2].mesh_frames_per_join > 3 * rows[1].mesh_frames_per_join, "{rows:?}");
+    assert!(rows[2].mesh_frames_per_leave > rows[0].mesh_frames_per_leave);
+}
