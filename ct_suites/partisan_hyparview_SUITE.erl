@@ -7,7 +7,7 @@
 
 -export([all/0, init_per_testcase/2, end_per_testcase/2]).
 -export([overlay_is_connected_and_symmetric/1, survives_a_third_crashing/1,
-         heals_after_a_partition/1]).
+         heals_after_a_partition/1, transitive_reaches_non_neighbours/1]).
 
 -define(TIMEOUT, 20000).
 -define(NAMES, [hv1, hv2, hv3, hv4, hv5, hv6, hv7, hv8, hv9]).
@@ -19,7 +19,8 @@
                               shuffle_interval => 1000, random_promotion_interval => 500}}).
 
 all() ->
-    [overlay_is_connected_and_symmetric, survives_a_third_crashing, heals_after_a_partition].
+    [overlay_is_connected_and_symmetric, survives_a_third_crashing, heals_after_a_partition,
+     transitive_reaches_non_neighbours].
 
 init_per_testcase(_, Config) ->
     Peers = [begin {ok, P} = partisan_ct:start_node(N, ?ENV), P end || N <- ?NAMES],
@@ -74,6 +75,23 @@ heals_after_a_partition(Config) ->
     [ok = rpc(N, partisan_peer_service, resolve_partition, [O]) || N <- Left, O <- Right],
     [ok = rpc(N, partisan_peer_service, resolve_partition, [O]) || N <- Right, O <- Left],
     wait_healthy(Nodes).
+
+%% A node that is not a neighbour is reached through the overlay with `transitive => true',
+%% exactly once per message, and in no other way.
+transitive_reaches_non_neighbours(Config) ->
+    Nodes = nodes_of(Config),
+    wait_healthy(Nodes),
+    Pairs = [{N, P} || {N, Vs} <- active_views(Nodes), P <- Nodes -- [N | Vs]],
+    ?assert(length(Pairs) >= 9),
+    [begin
+         Fwd = rpc(P, partisan_ct, forwarder, [self()]),
+         ?assertEqual({error, not_connected}, rpc(N, partisan, forward_message, [Fwd, direct, #{}])),
+         [ok = rpc(N, partisan, forward_message, [Fwd, {relayed, I}, #{transitive => true}]) || I <- [1, 2]],
+         %% Each arrives once: nothing else is in the forwarder's stream before or between them.
+         [receive {partisan_ct, Fwd, Msg} -> ?assertEqual({relayed, I}, Msg)
+          after ?TIMEOUT -> ct:fail({not_relayed, N, P, I}) end || I <- [1, 2]]
+     end || {N, P} <- lists:sublist(Pairs, 6)],
+    ?assert(lists:sum([maps:get(relayed, rpc(N, partisan, stats, [])) || N <- Nodes]) > 0).
 
 %% -- helpers ------------------------------------------------------------------
 

@@ -136,7 +136,8 @@ forward_message(ServerRef, Msg, Opts) ->
     forward_message(node_of(ServerRef), ServerRef, Msg, Opts).
 
 %% @doc Forwards `Msg' to `ServerRef' on `Node'. Options: `channel' (default `undefined'),
-%% `partition_key' (non-negative integer; messages with the same key keep their order).
+%% `partition_key' (non-negative integer; messages with the same key keep their order),
+%% `transitive' (`true': when `Node' is not a neighbour, relay the message through the overlay).
 -spec forward_message(node(), server_ref(), term(), forward_opts()) -> ok | send_error().
 forward_message(Node, ServerRef, Msg, Opts) when is_list(Opts) ->
     forward_message(Node, ServerRef, Msg, maps:from_list(Opts));
@@ -226,13 +227,18 @@ send_remote(Node, ServerRef, Msg, Opts) ->
 %% Options whose guarantees this release cannot give yet are refused rather than ignored: a
 %% caller asking for `ack' must not believe its message is retransmitted.
 unsupported(Opts) ->
-    [K || K <- [ack, retransmission, transitive, causal_label],
+    [K || K <- [ack, retransmission, causal_label],
           maps:get(K, Opts, false) =/= false, maps:get(K, Opts, undefined) =/= undefined].
 
 send_remote_checked(Node, ServerRef, Msg, Opts) ->
     Channel = maps:get(channel, Opts, undefined),
     Key = maps:get(partition_key, Opts, undefined),
     case destination(ServerRef) of
+        {ok, Dest} when map_get(transitive, Opts) =:= true ->
+            case partisan_nif:is_connected(Node, Channel) of
+                true -> partisan_nif:send(Node, Channel, Key, Dest, Msg);
+                false -> partisan_nif:send_transitive(Node, Dest, Msg)
+            end;
         {ok, Dest} when erlang:is_binary(Msg), byte_size(Msg) >= ?DIRTY_BYTES ->
             partisan_nif:send_dirty(Node, Channel, Key, Dest, Msg);
         {ok, Dest} ->

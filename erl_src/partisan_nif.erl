@@ -7,12 +7,12 @@
 
 -export([load/0]).
 -export([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
-         is_fully_connected/1, send/5, send_dirty/5, stats/0, views/0, partition/2,
-         partitions/0]).
+         is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
+         partition/2, partitions/0]).
 
 -nifs([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
-       is_fully_connected/1, send/5, send_dirty/5, stats/0, views/0, partition/2,
-       partitions/0]).
+       is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
+       partition/2, partitions/0]).
 
 %% @doc Loads the NIF once per VM; later calls are no-ops.
 -spec load() -> ok | {error, {nif_not_loaded, file:filename(), term()}}.
@@ -80,6 +80,10 @@ send(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
 %% @doc `send/5' on a dirty CPU scheduler, for messages whose encoding may take over 1 ms.
 -spec send_dirty(node(), atom(), non_neg_integer() | undefined, term(), term()) -> ok | {error, term()}.
 send_dirty(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
+%% @doc Sends `Msg' to `Dest' on `Node' through the overlay, relayed by neighbours when `Node'
+%% is not one (on the default channel).
+-spec send_transitive(node(), term(), term()) -> ok | {error, not_connected | bad_destination | not_started}.
+send_transitive(_Node, _Dest, _Msg) -> ?NIF.
 %% @doc The overlay's named views (HyParView: `active', `passive', `unreachable').
 -spec views() -> #{atom() => [node()]}.
 views() -> ?NIF.

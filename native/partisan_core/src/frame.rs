@@ -40,6 +40,7 @@ const T_MESSAGE: u8 = 16;
 const T_CONTROL: u8 = 17;
 const T_PING: u8 = 18;
 const T_PONG: u8 = 19;
+const T_RELAY: u8 = 20;
 
 const D_PID: u8 = 0;
 const D_NAME: u8 = 1;
@@ -71,6 +72,9 @@ pub enum Frame {
     Refused { reason: String },
     /// A user message for a process on the receiving node; the payload is ETF.
     Message { dest: Dest, payload: Bytes },
+    /// A message for `target`, which may not be a neighbour: relayed through the overlay (see
+    /// [`crate::relay`]). `id` is unique per `origin`.
+    Relay { origin: String, id: u64, hops: u8, target: String, dest: Dest, payload: Bytes },
     /// An overlay protocol message in the core's own encoding (see `membership::Control`).
     Control { body: Bytes },
     Ping { seq: u64 },
@@ -97,6 +101,23 @@ impl Frame {
         if let Frame::Message { dest, payload } = self {
             encode_message_header(dest, payload.len(), out);
             out.put_slice(payload);
+            return;
+        }
+        if let Frame::Relay { origin, id, hops, target, dest, payload } = self {
+            // A relay frame is a message frame behind a routing header.
+            let mut inner = BytesMut::new();
+            encode_message_header(dest, payload.len(), &mut inner);
+            let start = out.len();
+            out.put_u32(0);
+            out.put_u8(T_RELAY);
+            out.put_str16(origin);
+            out.put_u64(*id);
+            out.put_u8(*hops);
+            out.put_str16(target);
+            out.put_slice(&inner[LENGTH_PREFIX + 1..]);
+            out.put_slice(payload);
+            let len = (out.len() - start - LENGTH_PREFIX) as u32;
+            out[start..start + LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
             return;
         }
         let start = out.len();
@@ -137,7 +158,7 @@ impl Frame {
                 out.put_u8(T_PONG);
                 out.put_u64(*seq);
             }
-            Frame::Message { .. } => unreachable!("handled above"),
+            Frame::Message { .. } | Frame::Relay { .. } => unreachable!("handled above"),
         }
         let len = (out.len() - start - LENGTH_PREFIX) as u32;
         out[start..start + LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
@@ -161,6 +182,18 @@ impl Frame {
         }
         if ty == T_CONTROL {
             return Ok(Frame::Control { body });
+        }
+        if ty == T_RELAY {
+            let mut r = Reader::new(&body);
+            let origin = r.str("relay origin")?;
+            let id = r.u64("relay id")?;
+            let hops = r.u8("relay hops")?;
+            let target = r.str("relay target")?;
+            let consumed = body.len() - r.remaining();
+            return match parse_message(body.slice(consumed..))? {
+                Frame::Message { dest, payload } => Ok(Frame::Relay { origin, id, hops, target, dest, payload }),
+                _ => unreachable!("parse_message returns messages"),
+            };
         }
         let mut r = Reader::new(&body);
         let frame = match ty {
@@ -291,6 +324,14 @@ mod tests {
         roundtrip(Frame::Message { dest: Dest::Name("srv".into()), payload: Bytes::new() });
         roundtrip(Frame::Message { dest: Dest::PidId { id: 123, serial: 4 }, payload: Bytes::from_static(b"x") });
         roundtrip(Frame::Control { body: Bytes::from_static(b"\x01\x02") });
+        roundtrip(Frame::Relay {
+            origin: "a@h".into(),
+            id: 9,
+            hops: 3,
+            target: "z@h".into(),
+            dest: Dest::Name("srv".into()),
+            payload: Bytes::from_static(b"\x83a\x01"),
+        });
         roundtrip(Frame::Ping { seq: 42 });
         roundtrip(Frame::Pong { seq: 43 });
     }

@@ -81,6 +81,7 @@ fn frame_kind(frame: &Frame) -> &'static str {
         Frame::Proof { .. } => "proof",
         Frame::Refused { .. } => "refused",
         Frame::Message { .. } => "message",
+        Frame::Relay { .. } => "relay",
         Frame::Control { .. } => "control",
         Frame::Ping { .. } => "ping",
         Frame::Pong { .. } => "pong",

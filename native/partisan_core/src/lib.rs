@@ -9,6 +9,7 @@
 //! - [`channel`]: named channels, parallel connections, affinity, monotonic coalescing.
 //! - [`membership`]: the full-mesh overlay and its gossip.
 //! - [`overlay`]: the trait every overlay implements (bring your own).
+//! - [`relay`]: transitive forwarding of messages through the overlay.
 //! - [`hyparview`]: the HyParView partial-view overlay (active/passive views, shuffles, repair).
 
 pub mod channel;
@@ -17,4 +18,5 @@ pub mod handshake;
 pub mod hyparview;
 pub mod membership;
 pub mod overlay;
+pub mod relay;
 pub mod wire;

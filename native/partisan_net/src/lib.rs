@@ -31,7 +31,8 @@ pub mod queue;
 
 use bytes::Bytes;
 use partisan_core::channel::{ChannelError, ChannelSpec, ChannelTable, MonotonicKey};
-use partisan_core::frame::Dest;
+use partisan_core::relay::{RelayDecision, RelayState, DEFAULT_HOPS};
+use partisan_core::frame::{Dest, Frame};
 use partisan_core::hyparview::{HyParView, HyParViewConfig};
 use partisan_core::membership::{FullMesh, MeshConfig, NodeSpec, Role, Topology};
 use queue::{LinkQueue, Outgoing};
@@ -41,6 +42,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// Relayed (origin, id) pairs each node remembers.
+const RELAY_CACHE: usize = 65_536;
 
 /// Runtime configuration (validated by the Erlang side, checked again here).
 #[derive(Debug, Clone)]
@@ -165,6 +169,7 @@ pub struct Stats {
     pub bad_control: AtomicU64,
     pub connections_accepted: AtomicU64,
     pub connections_dialed: AtomicU64,
+    pub relayed: AtomicU64,
 }
 
 impl Stats {
@@ -184,6 +189,7 @@ impl Stats {
             ("bad_control", g(&self.bad_control)),
             ("connections_accepted", g(&self.connections_accepted)),
             ("connections_dialed", g(&self.connections_dialed)),
+            ("relayed", g(&self.relayed)),
         ]
     }
 }
@@ -219,6 +225,9 @@ pub(crate) struct Shared {
     pub views: RwLock<Vec<(String, Vec<String>)>>,
     /// Nodes cut off by `inject_partition`: no dial, no accepted handshake.
     pub blocked: RwLock<std::collections::HashSet<String>>,
+    /// Seen-cache of relayed messages and the id of the next one this node originates.
+    pub relay: std::sync::Mutex<RelayState>,
+    pub next_relay_id: AtomicU64,
     pub stats: Stats,
     pub sink: Arc<dyn Sink>,
     pub cfg: Config,
@@ -227,6 +236,39 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn is_blocked(&self, node: &str) -> bool {
         self.blocked.read().unwrap_or_else(|e| e.into_inner()).contains(node)
+    }
+
+    /// Routes a relayed message (one this node originates, `from` = its own name, or one that
+    /// arrived from a neighbour): delivers, forwards on the default channel, or drops it.
+    /// Returns whether it went anywhere.
+    pub(crate) fn relay(&self, from: &str, origin: &str, id: u64, hops: u8, target: &str, dest: Dest, payload: Bytes) -> bool {
+        let neighbours = self.up.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let decision = self.relay.lock().unwrap_or_else(|e| e.into_inner()).decide(origin, id, hops, target, from, &neighbours);
+        match decision {
+            RelayDecision::Deliver => {
+                if self.sink.deliver(origin, &dest, payload).is_err() {
+                    self.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+                }
+                true
+            }
+            RelayDecision::Forward { to, hops_left } => {
+                let frame = Frame::Relay { origin: origin.to_owned(), id, hops: hops_left, target: target.to_owned(), dest, payload }.to_bytes();
+                let channel = self.channels.default_index();
+                let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+                let mut sent = false;
+                for node in to {
+                    let tx = routes.get(&node).and_then(|r| r.links[channel].iter().flatten().next());
+                    if let Some(tx) = tx {
+                        sent |= tx.queue.push(Outgoing::Frame(frame.clone()), None).is_ok();
+                    }
+                }
+                if sent {
+                    self.stats.relayed.fetch_add(1, Ordering::Relaxed);
+                }
+                sent
+            }
+            RelayDecision::Drop => false,
+        }
     }
 }
 
@@ -287,6 +329,8 @@ impl Node {
             up: RwLock::new(vec![]),
             views: RwLock::new(vec![]),
             blocked: RwLock::new(Default::default()),
+            relay: std::sync::Mutex::new(RelayState::new(&cfg.name, RELAY_CACHE)),
+            next_relay_id: AtomicU64::new(1),
             stats: Stats::default(),
             sink,
             cfg,
@@ -401,6 +445,20 @@ impl Node {
             }
         }
         result
+    }
+
+    /// Sends a message to `node` through the overlay when it is not a neighbour (transitive
+    /// forwarding); straight to it when it is. `NotConnected` when this node has no neighbour.
+    pub fn send_transitive(&self, node: &str, dest: Dest, payload: Bytes) -> Result<(), SendError> {
+        let id = self.shared.next_relay_id.fetch_add(1, Ordering::Relaxed);
+        let me = &self.shared.name;
+        if self.shared.relay(me, me, id, DEFAULT_HOPS, node, dest, payload) {
+            self.shared.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        } else {
+            self.shared.stats.dropped_not_connected.fetch_add(1, Ordering::Relaxed);
+            Err(SendError::NotConnected)
+        }
     }
 
     pub fn stats(&self) -> Vec<(&'static str, u64)> {

@@ -213,31 +213,51 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
             Err(_) => return Ok(err(env, (atoms::bad_partition_key(), key))),
         }
     };
-    let dest = if dest.is_pid() {
-        Dest::Pid(Bytes::copy_from_slice(dest.to_binary().as_slice()))
-    } else if dest.is_atom() {
-        Dest::Name(dest.atom_to_string()?)
-    } else if let Ok(name) = dest.decode::<rustler::Binary>() {
-        match std::str::from_utf8(name.as_slice()) {
-            Ok(n) if !n.is_empty() && n.len() < 256 => Dest::Name(n.to_owned()),
-            _ => return Ok(err(env, atoms::bad_destination())),
-        }
-    } else if let Ok((tag, id, serial)) = dest.decode::<(Atom, u32, u32)>() {
-        if tag != atoms::pid_id() {
-            return Ok(err(env, atoms::bad_destination()));
-        }
-        Dest::PidId { id, serial }
-    } else {
-        return Ok(err(env, atoms::bad_destination()));
+    let dest = match decode_dest(dest) {
+        Ok(d) => d,
+        Err(()) => return Ok(err(env, atoms::bad_destination())),
     };
     let payload = Bytes::from_owner(Etf(msg.to_binary()));
-    match with_atom_str(env, node, |name| r.node.send(name, channel, key, dest, payload))? {
-        Ok(()) => Ok(atoms::ok().encode(env)),
-        Err(SendError::NotConnected) => Ok(err(env, atoms::not_connected())),
-        Err(SendError::QueueFull) => Ok(err(env, atoms::queue_full())),
-        Err(SendError::UnknownChannel) => Ok(err(env, atoms::unknown_channel())),
+    Ok(send_result(env, with_atom_str(env, node, |name| r.node.send(name, channel, key, dest, payload))?))
+}
+
+/// A destination term: a pid, a registered name (atom or binary) or `{pid_id, Id, Serial}`.
+fn decode_dest(dest: Term) -> Result<Dest, ()> {
+    if dest.is_pid() {
+        Ok(Dest::Pid(Bytes::copy_from_slice(dest.to_binary().as_slice())))
+    } else if dest.is_atom() {
+        dest.atom_to_string().map(Dest::Name).map_err(|_| ())
+    } else if let Ok(name) = dest.decode::<rustler::Binary>() {
+        match std::str::from_utf8(name.as_slice()) {
+            Ok(n) if !n.is_empty() && n.len() < 256 => Ok(Dest::Name(n.to_owned())),
+            _ => Err(()),
+        }
+    } else if let Ok((tag, id, serial)) = dest.decode::<(Atom, u32, u32)>() {
+        if tag == atoms::pid_id() { Ok(Dest::PidId { id, serial }) } else { Err(()) }
+    } else {
+        Err(())
     }
 }
+
+fn send_result<'a>(env: Env<'a>, result: Result<(), SendError>) -> Term<'a> {
+    match result {
+        Ok(()) => atoms::ok().encode(env),
+        Err(SendError::NotConnected) => err(env, atoms::not_connected()),
+        Err(SendError::QueueFull) => err(env, atoms::queue_full()),
+        Err(SendError::UnknownChannel) => err(env, atoms::unknown_channel()),
+    }
+}
+
+/// Sends `Msg` to `Dest` on `Node` through the overlay (transitive forwarding): relayed by
+/// neighbours when `Node` is not one.
+#[rustler::nif]
+fn send_transitive<'a>(env: Env<'a>, node: Atom, dest: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
+    let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
+    let Ok(dest) = decode_dest(dest) else { return Ok(err(env, atoms::bad_destination())) };
+    let payload = Bytes::from_owner(Etf(msg.to_binary()));
+    Ok(send_result(env, with_atom_str(env, node, |name| r.node.send_transitive(name, dest, payload))?))
+}
+
 
 /// The overlay's named views as a map (`#{active => [...], passive => [...]}` for HyParView).
 #[rustler::nif]
