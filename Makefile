@@ -30,7 +30,7 @@ dialyzer: build
 mix-test: build
 	MIX_ENV=test mix test
 
-test: rust-test eunit ct mix-test
+test: rust-test eunit ct mix-test bench-smoke
 
 demo: build
 	@mkdir -p _build/demo
@@ -48,8 +48,47 @@ sim:
 	    || echo "could not install gnuplot: plots will be skipped"; }
 	cargo run --locked --release -p partisan_sim -- --out sim/results
 
-bench: build
-	bash bench/run_throughput.sh
+# Benchmarks vs Distributed Erlang (bench/README.md). `make bench` runs every scenario in turn
+# (~10 min at the defaults; each scenario is bounded by its own watchdog and a shell timeout);
+# reports and plots go to bench/results/. BENCH_* variables enlarge the sweeps.
+.PHONY: bench-deps bench-throughput bench-latency bench-hol bench-echo bench-join bench-limits \
+	bench-linkemu bench-smoke
+bench: bench-limits bench-linkemu bench-throughput bench-latency bench-hol bench-echo bench-join
+
+bench-deps: deps
+	@command -v gnuplot >/dev/null 2>&1 && command -v iperf3 >/dev/null 2>&1 || { \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "Installing Debian packages: gnuplot-nox iperf3"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gnuplot-nox iperf3 >/dev/null \
+	  || echo "could not install gnuplot-nox/iperf3: plots and iperf3 numbers will be skipped"; }
+
+bench-throughput: build bench-deps
+	bash bench/run.sh throughput
+
+bench-latency: build bench-deps
+	bash bench/run.sh latency
+
+bench-hol: build bench-deps
+	bash bench/run.sh hol
+
+bench-echo: build bench-deps
+	bash bench/run.sh echo
+
+bench-join: build bench-deps
+	bash bench/run.sh join
+
+bench-limits: build bench-deps
+	bash bench/run.sh limits
+
+# The link emulator's own tests: the delay it adds is the one asked, within 10 %.
+bench-linkemu: deps
+	@mkdir -p bench/results
+	set -o pipefail; cargo test --locked --release -p partisan_linkemu -- --nocapture 2>&1 \
+	  | tee bench/results/linkemu-test.txt
+
+# A few hundred messages over both transports (< 15 s): keeps the harness from rotting.
+bench-smoke: build
+	BENCH_TIMEOUT=60 bash bench/run.sh smoke
 
 clean:
 	$(REBAR) clean

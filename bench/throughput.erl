@@ -26,73 +26,30 @@
 
 -export([main/0]).
 %% Run on the peers (through erpc).
--export([node_info/0, spawn_senders/5, spawn_receivers/4, measure/4, stop_senders/2, drain/3,
-         stop_receivers/3, wait_fully_connected/2]).
+-export([spawn_senders/5, spawn_receivers/4, measure/4, stop_senders/2, drain/3,
+         stop_receivers/3]).
+
+-import(bench_common, [env_int/2, env_ints/2, median/1, fmt_rate/1, fmt_int/1, size_label/1]).
 
 -define(STALL_MS, 5000).          % a sender whose window stays full this long gives up
 -define(RPC_TIMEOUT, 15000).
 -define(HZ, 100).                 % USER_HZ: the unit of /proc CPU times on Linux
+-define(MiB, 1048576).
 
 %% -- controller -------------------------------------------------------------------------------
 
 %% @doc Entry point (`erl -eval "throughput:main()"'): halts with 0 on success, non-zero on failure.
 main() ->
-    process_flag(trap_exit, true),
-    ok = io:setopts(standard_io, [{encoding, unicode}]),
     Cfg = config(),
-    Watchdog = spawn_link(fun() -> watchdog(maps:get(max_total_ms, Cfg)) end),
-    Code = try run(Cfg#{watchdog => Watchdog}) of
-               ok -> 0;
-               {failed, Why} -> io:format(standard_error, "benchmark FAILED: ~ts~n", [Why]), 2
-           catch
-               Class:Reason:Stack ->
-                   io:format(standard_error, "benchmark crashed: ~p:~p~n~p~n", [Class, Reason, Stack]),
-                   1
-           end,
-    unlink(Watchdog),
-    exit(Watchdog, kill),
-    halt(Code).
-
-watchdog(Ms) ->
-    erlang:send_after(Ms, self(), timeout),
-    watchdog_loop(Ms, []).
-
-%% Learns the peers as they start, so it can stop them before halting.
-watchdog_loop(Ms, Peers) ->
-    receive
-        {peer, Pid} ->
-            watchdog_loop(Ms, [Pid | Peers]);
-        timeout ->
-            io:format(standard_error, "watchdog: benchmark exceeded ~b ms; stopping peers, halting~n",
-                      [Ms]),
-            [spawn(fun() -> catch peer:stop(P) end) || P <- Peers],
-            Deadline = erlang:monotonic_time(millisecond) + 5000,
-            _ = [receive after 10 -> ok end || _ <- lists:seq(1, 500),
-                                               lists:any(fun is_process_alive/1, Peers),
-                                               erlang:monotonic_time(millisecond) < Deadline],
-            halt(3)
-    end.
-
-env_int(Name, Default) ->
-    case os:getenv(Name) of
-        false -> Default;
-        "" -> Default;
-        V -> list_to_integer(V)
-    end.
-
-env_ints(Name, Default) ->
-    case os:getenv(Name) of
-        false -> Default;
-        "" -> Default;
-        V -> [list_to_integer(string:trim(X)) || X <- string:lexemes(V, ",")]
-    end.
+    bench_common:main("throughput", {maps:get(max_total_ms, Cfg),
+                                     fun(W) -> run(Cfg#{watchdog => W}) end}).
 
 config() ->
-    Warmup = env_int("BENCH_WARMUP_MS", 500),
-    Duration = env_int("BENCH_DURATION_MS", 2000),
-    Reps = env_int("BENCH_REPS", 3),
-    Payloads = env_ints("BENCH_PAYLOADS", [10, 1024]),
-    Senders = env_ints("BENCH_SENDERS", [1, 8]),
+    Warmup = env_int("BENCH_WARMUP_MS", 300),
+    Duration = env_int("BENCH_DURATION_MS", 1000),
+    Reps = env_int("BENCH_REPS", 2),
+    Payloads = env_ints("BENCH_PAYLOADS", [10, 1024, 65536, ?MiB]),
+    Senders = env_ints("BENCH_SENDERS", [1, 8, 64]),
     Pars = env_ints("BENCH_PARALLELISM", [1, 8]),
     Transports = [{partisan, P} || P <- Pars] ++ [disterl || env_int("BENCH_DISTERL", 1) =:= 1],
     Runs = Reps * length(Payloads) * length(Senders) * length(Transports),
@@ -102,36 +59,29 @@ config() ->
     end,
     #{warmup_ms => Warmup, duration_ms => Duration, reps => Reps,
       window => env_int("BENCH_WINDOW", 1000), ack_every => env_int("BENCH_ACK", 100),
+      window_bytes => env_int("BENCH_WINDOW_BYTES", 32 * ?MiB),
       spread_keys => env_int("BENCH_SPREAD_KEYS", 0) =:= 1,
       payloads => Payloads, senders => Senders, parallelism => Pars, transports => Transports,
       extra_args => string:lexemes(os:getenv("BENCH_PEER_ARGS", ""), " "),
       results_dir => ResultsDir,
       %% ~1.2 s of set-up and tear-down per run is far more than needed; the rest is start-up.
-      max_total_ms => env_int("BENCH_MAX_TOTAL_MS", 60000 + Runs * (Warmup + Duration + 1200))}.
+      max_total_ms => env_int("BENCH_MAX_TOTAL_MS", 60000 + Runs * (Warmup + Duration + 1500))}.
 
 run(Cfg) ->
-    BenchDir = filename:dirname(code:which(?MODULE)),
-    PartisanEbin = filename:dirname(code:which(partisan)),
-    Args = ["-connect_all", "false", "-pa", PartisanEbin, "-pa", BenchDir,
-            "-setcookie", atom_to_list(erlang:get_cookie())] ++ maps:get(extra_args, Cfg),
+    Args = bench_common:peer_args(maps:get(extra_args, Cfg)),
     Tag = os:getpid(),
-    {ok, PeerA, A} = start_peer("thr_a_" ++ Tag, Args),
-    maps:get(watchdog, Cfg) ! {peer, PeerA},
+    W = maps:get(watchdog, Cfg),
+    {PeerA, A} = bench_common:start_peer(W, "thr_a_" ++ Tag, Args),
     try
-        {ok, PeerB, B} = start_peer("thr_b_" ++ Tag, Args),
-        maps:get(watchdog, Cfg) ! {peer, PeerB},
+        {PeerB, B} = bench_common:start_peer(W, "thr_b_" ++ Tag, Args),
         try
             bench(Cfg#{args => Args}, A, B)
         after
-            catch peer:stop(PeerB)
+            bench_common:stop_peer(PeerB)
         end
     after
-        catch peer:stop(PeerA)
+        bench_common:stop_peer(PeerA)
     end.
-
-start_peer(Name, Args) ->
-    peer:start_link(#{name => list_to_atom(Name), host => "127.0.0.1", longnames => true,
-                      args => Args, wait_boot => 30000}).
 
 channel(P) -> list_to_atom("data" ++ integer_to_list(P)).
 
@@ -144,12 +94,12 @@ bench(Cfg, A, B) ->
     T0 = erlang:monotonic_time(millisecond),
     ok = erpc:call(A, partisan_peer_service, sync_join, [SpecB], ?RPC_TIMEOUT),
     %% sync_join waits for A's connections to B; B dials A after gossip, wait for those too.
-    ok = erpc:call(B, ?MODULE, wait_fully_connected, [A, 10000], ?RPC_TIMEOUT),
+    ok = erpc:call(B, bench_common, wait_fully_connected, [A, 10000], ?RPC_TIMEOUT),
     JoinMs = erlang:monotonic_time(millisecond) - T0,
     true = erpc:call(A, net_kernel, connect_node, [B], ?RPC_TIMEOUT),
     true = lists:member(B, erpc:call(A, erlang, nodes, [])),
-    Info = #{started => erlang:system_time(second), controller => node_info(), a => erpc:call(A, ?MODULE, node_info, []),
-             b => erpc:call(B, ?MODULE, node_info, []), join_ms => JoinMs,
+    Info = #{started => erlang:system_time(second), a => erpc:call(A, bench_common, node_info, []),
+             b => erpc:call(B, bench_common, node_info, []), join_ms => JoinMs,
              channels => erpc:call(A, partisan_config, channels, [])},
     Cases = [{Pl, S} || Pl <- maps:get(payloads, Cfg), S <- maps:get(senders, Cfg)],
     Runs = [{Rep, Case, T} || Rep <- lists:seq(1, maps:get(reps, Cfg)), Case <- Cases,
@@ -163,10 +113,11 @@ bench(Cfg, A, B) ->
                               fmt_int(round(maps:get(rate, R))), run_flags(R)]),
                    {{Case, T}, R}
                end || {Rep, Case, T} <- Runs],
-    Report = report(Cfg, Info, Cases, Results),
+    Report0 = report(Cfg, Info, Cases, Results),
+    Base = bench_common:write_report("throughput", Report0),
+    Report = [Report0, plot(Base, Cfg, Cases, Results)],
+    ok = file:write_file(Base ++ ".md", unicode:characters_to_binary(Report)),
     io:format("~n~ts~n", [Report]),
-    File = write_report(Cfg, Report),
-    io:format("report written to ~ts~n", [File]),
     case [{Case, T, R} || {{Case, T}, R} <- Results, not run_ok(R)] of
         [] -> ok;
         Bad -> {failed, io_lib:format("~b run(s) lost messages, errored or stalled: ~p",
@@ -185,15 +136,23 @@ wire(disterl, _) -> disterl;
 wire({partisan, P}, #{spread_keys := true}) -> {partisan, #{channel => channel(P), partition_key => spread}};
 wire({partisan, P}, _) -> {partisan, #{channel => channel(P)}}.
 
+%% The credit window of one case: `window' messages, but at most `window_bytes' in flight over
+%% all senders (at least 2 per sender); a receiver acks at least twice per window.
+window(Cfg, Payload, NSenders) ->
+    #{window := W0, ack_every := A0, window_bytes := WB} = Cfg,
+    W = max(2, min(W0, WB div (Payload * NSenders))),
+    {W, max(1, min(A0, W div 2))}.
+
 run_one(Cfg, A, B, {Payload, NSenders}, T) ->
-    #{window := W, ack_every := Ack, warmup_ms := Warm, duration_ms := Dur} = Cfg,
+    #{warmup_ms := Warm, duration_ms := Dur} = Cfg,
+    {W, Ack} = window(Cfg, Payload, NSenders),
     MaxMs = Warm + Dur + 20000,
     Wire = wire(T, Cfg),
     StatsA0 = pstats(A, T),
     StatsB0 = pstats(B, T),
     Senders = erpc:call(A, ?MODULE, spawn_senders, [NSenders, Wire, Payload, W, MaxMs]),
     {Sampler, Receivers} = erpc:call(B, ?MODULE, spawn_receivers, [Senders, Wire, Ack, MaxMs]),
-    PidA = maps:get(os_pid, erpc:call(A, ?MODULE, node_info, [])),
+    PidA = bench_common:os_pid(A),
     [S ! {go, R} || {S, R} <- lists:zip(Senders, Receivers)],
     M = erpc:call(B, ?MODULE, measure, [Sampler, PidA, Warm, Dur], Warm + Dur + ?RPC_TIMEOUT),
     SenderStats = erpc:call(A, ?MODULE, stop_senders, [Senders, 5000], ?RPC_TIMEOUT),
@@ -216,32 +175,8 @@ stats_delta(S0, S1) -> maps:map(fun(K, V) -> V - maps:get(K, S0, 0) end, S1).
 
 case_label({Payload, N}) -> io_lib:format("~ts x~b", [size_label(Payload), N]).
 
-size_label(B) when B >= 1024, B rem 1024 =:= 0 -> io_lib:format("~b KiB", [B div 1024]);
-size_label(B) -> io_lib:format("~b B", [B]).
-
 transport_label(disterl) -> "disterl";
 transport_label({partisan, P}) -> io_lib:format("partisan P=~b", [P]).
-
-median(L) ->
-    S = lists:sort(L),
-    N = length(S),
-    case N rem 2 of
-        1 -> lists:nth(N div 2 + 1, S);
-        0 -> (lists:nth(N div 2, S) + lists:nth(N div 2 + 1, S)) / 2
-    end.
-
-fmt_rate(R) when R >= 1.0e6 -> io_lib:format("~.2fM", [R / 1.0e6]);
-fmt_rate(R) when R >= 1.0e3 -> io_lib:format("~.1fk", [R / 1.0e3]);
-fmt_rate(R) -> integer_to_list(round(R)).
-
-fmt_int(N) when is_integer(N) ->
-    S = integer_to_list(abs(N)),
-    Groups = lists:reverse(group3(lists:reverse(S))),
-    [[$- || N < 0] | lists:join($,, Groups)].
-
-group3([A, B, C | T]) -> [[C, B, A] | group3(T)];
-group3([]) -> [];
-group3(L) -> [lists:reverse(L)].
 
 rates(Results, Key) -> [maps:get(rate, R) || {K, R} <- Results, K =:= Key].
 runs(Results, Key) -> [R || {K, R} <- Results, K =:= Key].
@@ -254,44 +189,27 @@ cell(Results, Key) ->
 report(Cfg, Info, Cases, Results) ->
     Ts = maps:get(transports, Cfg),
     PTs = [T || T = {partisan, _} <- Ts],
-    Header = ["| payload | senders | ", [[transport_label(T), " msg/s | "] || T <- Ts],
+    Header = ["| payload | senders | W | ", [[transport_label(T), " msg/s | "] || T <- Ts],
               [[transport_label(T), " / disterl | "] || T <- PTs, lists:member(disterl, Ts)],
               "best partisan |\n"],
-    Sep = ["|---|---:|", [["---:|"] || _ <- Ts], [["---:|"] || _ <- PTs, lists:member(disterl, Ts)],
+    Sep = ["|---|---:|---:|", [["---:|"] || _ <- Ts], [["---:|"] || _ <- PTs, lists:member(disterl, Ts)],
            "---|\n"],
     Rows = [begin
                 Med = fun(T) -> median(rates(Results, {Case, T})) end,
                 Best = best(PTs, Med),
                 ["| ", size_label(Payload), " | ", integer_to_list(N), " | ",
+                 integer_to_list(element(1, window(Cfg, Payload, N))), " | ",
                  [[cell(Results, {Case, T}), " | "] || T <- Ts],
                  [[io_lib:format("~.2f", [Med(T) / Med(disterl)]), " | "]
                   || T <- PTs, lists:member(disterl, Ts)],
                  Best, " |\n"]
             end || Case = {Payload, N} <- Cases],
     Diag = diagnostics(Cases, Ts, Results),
-    #{a := NA, controller := NC} = Info,
-    Iso = fun(T) -> calendar:system_time_to_rfc3339(T, [{offset, "Z"}]) end,
-    [io_lib:format("# Partisan data plane vs Distributed Erlang: message throughput~n~n", []),
-     io_lib:format("Run: ~ts to ~ts on ~ts (~ts)~n~n",
-                   [Iso(maps:get(started, Info)), Iso(erlang:system_time(second)),
-                    string:trim(os:cmd("hostname")),
-                                                 string:trim(os:cmd("uname -srm"))]),
-     "## Environment\n\n",
-     io_lib:format("- build: ~ts~n", [os:getenv("BENCH_BUILD_INFO", "unknown")]),
-     io_lib:format("- OTP ~ts (erts ~ts), emu_flavor `~p`, emu_type `~p`~n",
-                   [maps:get(otp, NA), maps:get(erts, NA), maps:get(emu_flavor, NA),
-                    maps:get(emu_type, NA)]),
-     io_lib:format("- nproc: ~ts; CPU: ~ts; logical processors available to the VM: ~p~n",
-                   [string:trim(os:cmd("nproc")), cpu_model(),
-                    maps:get(logical_processors_available, NA)]),
-     io_lib:format("- peer VMs: schedulers ~b/~b online, dirty CPU ~b, dirty IO ~b; "
-                   "partisan runtime: tokio multi-thread, 2 worker threads per node (built-in default)~n",
-                   [maps:get(schedulers, NA), maps:get(schedulers_online, NA),
-                    maps:get(dirty_cpu_schedulers, NA), maps:get(dirty_io_schedulers, NA)]),
-     io_lib:format("- controller: `erl -name ~s` (schedulers ~b), idle during the runs; "
-                   "3 VMs share the machine~n", [node(), maps:get(schedulers, NC)]),
-     io_lib:format("- peer `args` passed to `peer:start_link/1`: `~ts`~n",
-                   [lists:join(" ", redact(maps:get(args, Cfg)))]),
+    #{a := NA} = Info,
+    Env = bench_common:environment("Partisan data plane vs Distributed Erlang: message throughput",
+                                   maps:get(started, Info), [{"", NA, maps:get(args, Cfg)}]),
+    [Env,
+     io_lib:format("- partisan runtime: tokio multi-thread, `io_threads` default (schedulers online, at most 4)~n", []),
      io_lib:format("- partisan channels on both peers: `~0p` (join took ~b ms)~n",
                    [maps:get(channels, Info), maps:get(join_ms, Info)]),
      io_lib:format("- partisan senders' partition key: ~ts~n",
@@ -299,9 +217,11 @@ report(Cfg, Info, Cases, Results) ->
                         true -> "sender I uses `partition_key => I - 1` (BENCH_SPREAD_KEYS=1)";
                         false -> "none (the NIF hashes the caller's pid to pick the connection)"
                     end]),
-     io_lib:format("- window W = ~b unacked messages per sender, ack every A = ~b messages; "
+     io_lib:format("- window W = ~b unacked messages per sender but at most ~ts in flight over all "
+                   "senders (at least 2 per sender), ack every min(~b, W/2) messages; "
                    "warm-up ~b ms + measured ~b ms per run; ~b repetitions, interleaved~n~n",
-                   [maps:get(window, Cfg), maps:get(ack_every, Cfg), maps:get(warmup_ms, Cfg),
+                   [maps:get(window, Cfg), size_label(maps:get(window_bytes, Cfg)),
+                    maps:get(ack_every, Cfg), maps:get(warmup_ms, Cfg),
                     maps:get(duration_ms, Cfg), maps:get(reps, Cfg)]),
      "## Throughput\n\n",
      "Messages delivered per second to the receivers on B: median of the repetitions "
@@ -340,35 +260,27 @@ overall_best(Cases, PTs, HasDist, Results) ->
                                       || {G, T} <- Scored])])].
 
 noise_note(Results) ->
-    Fs = [maps:get(cpu_foreign, R) || {_, R} <- Results],
-    Note = io_lib:format("CPU used by other processes during the measured windows (controller "
-                         "included): median ~b %, max ~b % of one core.", [round(median(Fs)),
-                                                                          round(lists:max(Fs))]),
-    case lists:max(Fs) > 20 of
-        true -> ["**Noisy machine:** ", Note, " Spreads are wide; rerun on an idle machine for "
-                 "firm numbers.\n\n"];
-        false -> [Note, "\n\n"]
-    end.
+    bench_common:noise_note([maps:get(cpu_foreign, R) || {_, R} <- Results]).
+
+%% A PNG: payload bytes per second (log scale) per case and transport.
+plot(Base, Cfg, Cases, Results) ->
+    Ts = maps:get(transports, Cfg),
+    Data = [["# case ", lists:join(" ", [["\"", transport_label(T), "\""] || T <- Ts]), "\n"],
+            [["\"", case_label(C), "\" ",
+              lists:join(" ", [io_lib:format("~.3f", [median(rates(Results, {C, T})) * element(1, C) / 1.0e6])
+                               || T <- Ts]), "\n"] || C <- Cases]],
+    Script = ["set title 'Throughput (payload MB/s, median), partisan vs disterl'\n"
+              "set style data histograms\nset style histogram clustered gap 1\n"
+              "set style fill solid 0.8 border -1\nset logscale y\nset ylabel 'MB/s (log)'\n"
+              "set xtics rotate by -30\nset key top left\nset grid ytics\n"
+              "plot ", lists:join(", ", [io_lib:format("'@DAT@' using ~b:xtic(1) title columnheader(~b)", [I + 1, I + 1])
+                                         || I <- lists:seq(1, length(Ts))])],
+    bench_common:plot(Base, Data, Script).
 
 best([], _) -> "-";
 best(PTs, Med) ->
     {_, T} = lists:max([{Med(T), T} || T <- PTs]),
     transport_label(T).
-
-redact(Args) -> redact(Args, []).
-redact(["-setcookie", _ | T], Acc) -> redact(T, ["<cookie>", "-setcookie" | Acc]);
-redact([H | T], Acc) -> redact(T, [H | Acc]);
-redact([], Acc) -> lists:reverse(Acc).
-
-cpu_model() ->
-    case file:read_file("/proc/cpuinfo") of
-        {ok, Bin} ->
-            case re:run(Bin, "model name\\s*:\\s*([^\\n]*)", [{capture, all_but_first, binary}]) of
-                {match, [M]} -> M;
-                _ -> "unknown"
-            end;
-        _ -> "unknown"
-    end.
 
 diagnostics(Cases, Ts, Results) ->
     Head = "| case | transport | sent | lost | retries | stats A: messages_sent / dropped_queue_full"
@@ -406,48 +318,7 @@ cpu_cell(Rs, Side) ->
     M = fun(K) -> median([maps:get(K, maps:get(Side, R)) || R <- Rs]) end,
     io_lib:format("~b / ~b / ~b", [round(M(sched)), round(M(io)), round(M(other))]).
 
-write_report(Cfg, Report) ->
-    Dir = maps:get(results_dir, Cfg),
-    ok = filelib:ensure_dir(filename:join(Dir, "x")),
-    {{Y, Mo, D}, {H, Mi, S}} = calendar:universal_time(),
-    Name = io_lib:format("throughput-~4..0b-~2..0b-~2..0b-~2..0b~2..0b~2..0b.md", [Y, Mo, D, H, Mi, S]),
-    File = filename:join(Dir, lists:flatten(Name)),
-    ok = file:write_file(File, unicode:characters_to_binary(Report)),
-    File.
-
 %% -- on the peers -----------------------------------------------------------------------------
-
-%% @doc Facts about this VM, for the report.
-node_info() ->
-    Otp = erlang:system_info(otp_release),
-    OtpFile = filename:join([code:root_dir(), "releases", Otp, "OTP_VERSION"]),
-    OtpFull = case file:read_file(OtpFile) of
-        {ok, V} -> string:trim(binary_to_list(V));
-        _ -> Otp
-    end,
-    #{otp => OtpFull, erts => erlang:system_info(version),
-      emu_flavor => erlang:system_info(emu_flavor), emu_type => erlang:system_info(emu_type),
-      schedulers => erlang:system_info(schedulers),
-      schedulers_online => erlang:system_info(schedulers_online),
-      dirty_cpu_schedulers => erlang:system_info(dirty_cpu_schedulers),
-      dirty_io_schedulers => erlang:system_info(dirty_io_schedulers),
-      logical_processors_available => erlang:system_info(logical_processors_available),
-      os_pid => list_to_integer(os:getpid())}.
-
-%% @doc Waits until every partisan connection to `Node' is up.
-wait_fully_connected(Node, Ms) ->
-    Deadline = erlang:monotonic_time(millisecond) + Ms,
-    wait_fc(Node, Deadline).
-
-wait_fc(Node, Deadline) ->
-    case partisan:is_fully_connected(Node) of
-        true -> ok;
-        false ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> {error, timeout};
-                false -> receive after 5 -> wait_fc(Node, Deadline) end
-            end
-    end.
 
 %% @doc Spawns `N' senders that wait for `{go, Receiver}'. `Wire' is `disterl' or
 %% `{partisan, ForwardOpts}'. Each sender ends by itself after `MaxMs'.
@@ -583,73 +454,23 @@ read(Sampler) ->
 measure(Sampler, PidA, Warm, Dur) ->
     receive after Warm -> ok end,
     PidB = list_to_integer(os:getpid()),
-    Sys0 = system_busy(),
-    CpuA0 = proc_cpu(PidA),
-    CpuB0 = proc_cpu(PidB),
+    Sys0 = bench_common:system_busy(),
+    CpuA0 = bench_common:proc_cpu(PidA),
+    CpuB0 = bench_common:proc_cpu(PidB),
     {C0, T0} = read(Sampler),
     receive after Dur -> ok end,
     {C1, T1} = read(Sampler),
-    CpuA1 = proc_cpu(PidA),
-    CpuB1 = proc_cpu(PidB),
-    Sys1 = system_busy(),
+    CpuA1 = bench_common:proc_cpu(PidA),
+    CpuB1 = bench_common:proc_cpu(PidB),
+    Sys1 = bench_common:system_busy(),
     Secs = (T1 - T0) / 1.0e6,
-    CpuA = cpu_pct(CpuA0, CpuA1, Secs),
-    CpuB = cpu_pct(CpuB0, CpuB1, Secs),
+    CpuA = bench_common:cpu_pct(CpuA0, CpuA1, Secs),
+    CpuB = bench_common:cpu_pct(CpuB0, CpuB1, Secs),
     Total = fun(M) -> lists:sum(maps:values(M)) end,
     %% Busy CPU of the whole machine not used by A or B (the controller, other workloads).
     Foreign = max(0.0, (Sys1 - Sys0) / ?HZ / Secs * 100 - Total(CpuA) - Total(CpuB)),
     #{count => C1 - C0, elapsed_us => T1 - T0, rate => (C1 - C0) / Secs,
       cpu_a => CpuA, cpu_b => CpuB, cpu_foreign => Foreign}.
-
-%% Busy ticks of all CPUs (everything but idle and iowait), from /proc/stat.
-system_busy() ->
-    case file:read_file("/proc/stat") of
-        {ok, <<"cpu ", Rest/binary>>} ->
-            [Line | _] = binary:split(Rest, <<"\n">>),
-            [User, Nice, Sys, _Idle, _IoWait | More] =
-                [binary_to_integer(F) || F <- binary:split(Line, <<" ">>, [global, trim_all])],
-            User + Nice + Sys + lists:sum(lists:sublist(More, 3));  % irq, softirq, steal
-        _ ->
-            0
-    end.
-
-%% CPU ticks (user + system) per thread group of an OS process, from /proc/PID/task/*/stat.
-proc_cpu(Pid) ->
-    Dir = "/proc/" ++ integer_to_list(Pid) ++ "/task",
-    Tasks = case file:list_dir(Dir) of {ok, L} -> L; _ -> [] end,
-    lists:foldl(
-      fun(Tid, Acc) ->
-              case file:read_file(filename:join([Dir, Tid, "stat"])) of
-                  {ok, Bin} ->
-                      case thread_ticks(Bin) of
-                          {Group, Ticks} -> maps:update_with(Group, fun(V) -> V + Ticks end, Ticks, Acc);
-                          error -> Acc
-                      end;
-                  _ -> Acc
-              end
-      end, #{sched => 0, io => 0, other => 0}, Tasks).
-
-thread_ticks(Bin) ->
-    try
-        [Head, Rest] = string:split(Bin, ")", trailing),
-        [_, Comm] = string:split(Head, "("),
-        Fields = string:lexemes(Rest, " "),
-        %% Fields after the comm start at field 3 (state); utime is field 14, stime 15.
-        Ticks = binary_to_integer(lists:nth(12, Fields)) + binary_to_integer(lists:nth(13, Fields)),
-        Group = case Comm of
-            <<"partisan-io", _/binary>> -> io;
-            _ ->
-                case binary:match(Comm, <<"_scheduler">>) of
-                    nomatch -> other;
-                    _ -> sched
-                end
-        end,
-        {Group, Ticks}
-    catch _:_ -> error
-    end.
-
-cpu_pct(C0, C1, Secs) ->
-    maps:map(fun(K, V) -> (V - maps:get(K, C0, 0)) / ?HZ / Secs * 100 end, C1).
 
 %% @doc Waits until the receivers have got `Expected' messages in all (at most `Ms').
 drain(Sampler, Expected, Ms) ->

@@ -2,13 +2,13 @@
 //!  [--window BYTES] [--chunk BYTES] [--exit-on-stdin-eof]`
 //!
 //! Prints `listening HOST:PORT` on stdout once bound (use `--listen 127.0.0.1:0` for a free
-//! port), then forwards until killed (or until stdin closes, with `--exit-on-stdin-eof`).
+//! port), then forwards until killed. With `--exit-on-stdin-eof` it exits when stdin closes and
+//! answers a `stats` line on stdin with `stats accepted=N bytes=N failed_connects=N`.
 use std::net::SocketAddr;
 use std::process::exit;
 use std::time::Duration;
 
 use partisan_linkemu::{LinkConfig, Proxy};
-use tokio::io::AsyncReadExt;
 
 fn usage(msg: &str) -> ! {
     eprintln!("partisan_linkemu: {msg}");
@@ -75,12 +75,20 @@ fn main() {
             cfg.window
         );
         if stdin_eof {
-            tokio::spawn(async {
-                let mut buf = [0u8; 256];
-                let mut stdin = tokio::io::stdin();
-                while let Ok(n) = stdin.read(&mut buf).await {
-                    if n == 0 {
-                        break;
+            // Control on stdin: `stats` prints the counters; EOF (the owner went away) exits.
+            let stats = proxy.stats.clone();
+            tokio::spawn(async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.trim() == "stats" {
+                        println!(
+                            "stats accepted={} bytes={} failed_connects={}",
+                            stats.accepted.load(Relaxed),
+                            stats.bytes_forwarded.load(Relaxed),
+                            stats.failed_connects.load(Relaxed)
+                        );
                     }
                 }
                 exit(0);
