@@ -17,6 +17,7 @@
                              partisan_client_server_peer_service_manager,
                              partisan_static_peer_service_manager,
                              partisan_hyparview_peer_service_manager]).
+-define(FULL_MEMBERSHIP, partisan_full_membership_strategy).
 -define(HYPARVIEW_DEFAULTS, #{active_max_size => 6, active_min_size => 3, active_rwl => 6,
                               passive_max_size => 30, passive_rwl => 6, random_promotion => true,
                               random_promotion_interval => 5000, shuffle_interval => 10000,
@@ -186,12 +187,21 @@ manager(Env, Acc) ->
         invalid(peer_service_manager, "~p is not available in this release; supported: ~p",
                 [M, ?SUPPORTED_MANAGERS]),
     Tag = maps:get(tag, Env, undefined),
-    case M of
-        partisan_client_server_peer_service_manager when Tag =/= client, Tag =/= server ->
-            invalid(tag, "~p: the client-server manager needs tag => client | server", [Tag]);
-        _ ->
-            Acc#{peer_service_manager => M, tag => Tag}
-    end.
+    M =:= partisan_client_server_peer_service_manager andalso Tag =/= client andalso Tag =/= server
+        andalso invalid(tag, "~p: the client-server manager needs tag => client | server", [Tag]),
+    Strategy = maps:get(membership_strategy, Env, ?FULL_MEMBERSHIP),
+    Strategy =:= ?FULL_MEMBERSHIP orelse is_strategy(Strategy) orelse
+        invalid(membership_strategy, "~p is not a loadable module exporting the "
+                "partisan_membership_strategy callbacks", [Strategy]),
+    Strategy =:= ?FULL_MEMBERSHIP orelse M =:= partisan_pluggable_peer_service_manager orelse
+        invalid(membership_strategy, "~p needs peer_service_manager => "
+                "partisan_pluggable_peer_service_manager, not ~p", [Strategy, M]),
+    Acc#{peer_service_manager => M, tag => Tag, membership_strategy => Strategy}.
+
+is_strategy(Mod) ->
+    is_atom(Mod) andalso code:ensure_loaded(Mod) =:= {module, Mod} andalso
+        lists:all(fun({F, A}) -> erlang:function_exported(Mod, F, A) end,
+                  [{init, 1}, {join, 3}, {leave, 2}, {periodic, 1}, {handle_message, 2}]).
 
 hyparview(Env, Acc) ->
     Given = maps:get(hyparview, Env, #{}),
@@ -260,7 +270,8 @@ nif_config(C) ->
     (maps:with(Keys, C))#{
         channels => maps:map(fun(_, O) -> maps:with([parallelism, monotonic], O) end,
                              maps:get(channels, C)),
-        topology => topology(maps:get(peer_service_manager, C)),
+        topology => topology(maps:get(peer_service_manager, C),
+                             maps:get(membership_strategy, C, ?FULL_MEMBERSHIP)),
         hyparview => maps:get(hyparview, C, ?HYPARVIEW_DEFAULTS),
         tag => maps:get(tag, C, undefined),
         vm_node => erlang:node(),
@@ -268,10 +279,11 @@ nif_config(C) ->
         incarnation => erlang:system_time(microsecond)
     }.
 
-topology(partisan_pluggable_peer_service_manager) -> full_mesh;
-topology(partisan_client_server_peer_service_manager) -> client_server;
-topology(partisan_static_peer_service_manager) -> static;
-topology(partisan_hyparview_peer_service_manager) -> hyparview.
+topology(partisan_pluggable_peer_service_manager, ?FULL_MEMBERSHIP) -> full_mesh;
+topology(partisan_pluggable_peer_service_manager, _Erlang) -> external;
+topology(partisan_client_server_peer_service_manager, _) -> client_server;
+topology(partisan_static_peer_service_manager, _) -> static;
+topology(partisan_hyparview_peer_service_manager, _) -> hyparview.
 
 %% The VM's creation as stored in its pids (0 when not alive).
 creation() ->

@@ -8,11 +8,11 @@
 -export([load/0]).
 -export([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
          is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
-         partition/2, partitions/0]).
+         partition/2, partitions/0, set_members/1, send_control/2]).
 
 -nifs([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
        is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
-       partition/2, partitions/0]).
+       partition/2, partitions/0, set_members/1, send_control/2]).
 
 %% @doc Loads the NIF once per VM; later calls are no-ops.
 -spec load() -> ok | {error, {nif_not_loaded, file:filename(), term()}}.
@@ -93,6 +93,12 @@ partition(_Node, _Blocked) -> ?NIF.
 %% @doc Nodes currently cut off by `partition/2'.
 -spec partitions() -> [node()].
 partitions() -> ?NIF.
+%% @doc Replaces the member list (node specs), for an Erlang membership strategy.
+-spec set_members([map()]) -> ok | {error, term()}.
+set_members(_Specs) -> ?NIF.
+%% @doc Sends a binary on `Node''s membership link (an Erlang membership strategy's message).
+-spec send_control(node(), binary()) -> ok | {error, not_connected | queue_full | not_started}.
+send_control(_Node, _Body) -> ?NIF.
 %% @doc Data plane counters.
 -spec stats() -> #{atom() => non_neg_integer()}.
 stats() -> ?NIF.

@@ -15,9 +15,10 @@
 join(Specs) when is_list(Specs) ->
     lists:foldl(fun(S, ok) -> join(S); (_, Err) -> Err end, ok, Specs);
 join(#{name := Name} = Spec) ->
-    case Name =:= partisan:node() of
-        true -> {error, self_join};
-        false -> partisan_nif:join(Spec)
+    case {Name =:= partisan:node(), erlang_strategy()} of
+        {true, _} -> {error, self_join};
+        {false, true} -> partisan_peer_service_manager:strategy_join(Spec);
+        {false, false} -> partisan_nif:join(Spec)
     end;
 join(Other) ->
     {error, {bad_node_spec, Other}}.
@@ -50,12 +51,22 @@ wait_connected(Names, Deadline) ->
 
 %% @doc This node leaves the cluster: the others are told, then its connections close.
 -spec leave() -> ok | {error, term()}.
-leave() -> partisan_nif:leave(partisan:node()).
+leave() -> leave(partisan:node_spec()).
 
-%% @doc Removes a node (name or spec) from the cluster.
+%% @doc Removes a node (name or spec) from the cluster. With an Erlang membership strategy,
+%% pass the spec: the strategy's `leave/2' receives it.
 -spec leave(node() | partisan:node_spec()) -> ok | {error, term()}.
-leave(#{name := Name}) -> partisan_nif:leave(Name);
+leave(#{name := Name} = Spec) ->
+    case erlang_strategy() of
+        true -> partisan_peer_service_manager:strategy_leave(Spec);
+        false -> partisan_nif:leave(Name)
+    end;
 leave(Node) when is_atom(Node) -> partisan_nif:leave(Node).
+
+%% Whether an Erlang membership strategy (not the native full mesh) decides membership.
+erlang_strategy() ->
+    partisan_config:get(membership_strategy, partisan_full_membership_strategy) =/=
+        partisan_full_membership_strategy.
 
 %% @doc The members of the cluster, this node included.
 -spec members() -> {ok, [node()]}.

@@ -83,6 +83,10 @@ handle_info({partisan_event, members, Members}, S) ->
 handle_info({partisan_event, removed, By}, S) ->
     ?LOG_NOTICE("partisan: removed from the cluster by ~p", [By]),
     {noreply, S};
+handle_info({partisan_event, upcall, From, Bin}, S) ->
+    %% A control frame for the Erlang membership strategy hosted by the manager.
+    partisan_peer_service_manager ! {partisan_upcall, From, Bin},
+    {noreply, S};
 handle_info({partisan_log, Line}, S) ->
     ?LOG_WARNING("partisan data plane: ~ts", [Line]),
     {noreply, S};

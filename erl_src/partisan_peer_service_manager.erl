@@ -5,11 +5,25 @@
 %% and stops it (closing every socket and thread) when the application stops. API calls do not
 %% go through this process. The manager modules Partisan users name in their config
 %% (`partisan_pluggable_peer_service_manager', ...) start this process.
+%%
+%% With an Erlang `membership_strategy' (see `partisan_membership_strategy') this process also
+%% hosts the strategy module: it runs its callbacks, hands the member list to the data plane and
+%% sends the strategy's messages on the membership channel.
 -module(partisan_peer_service_manager).
 -behaviour(gen_server).
 
--export([start_link/0, node_spec/0]).
--export([init/1, handle_call/3, handle_cast/2, terminate/2]).
+-export([start_link/0, node_spec/0, strategy_join/1, strategy_leave/1]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+
+-include_lib("kernel/include/logger.hrl").
+
+%% How long a strategy message waits for its node's link before it is dropped.
+-define(PENDING_TTL_MS, 10000).
+-define(RETRY_MS, 50).
+
+-record(strategy, {mod :: module(), state :: term(), interval :: non_neg_integer(),
+                   pending = [] :: [{integer(), node(), binary()}],
+                   retry_armed = false :: boolean()}).
 
 %% @doc Starts the data plane and registers the manager.
 -spec start_link() -> {ok, pid()} | {error, term()}.
@@ -21,15 +35,27 @@ start_link() ->
 node_spec() ->
     persistent_term:get({?MODULE, node_spec}).
 
+%% @doc Runs the Erlang membership strategy's `join/3' for `Spec'.
+-spec strategy_join(partisan:node_spec()) -> ok.
+strategy_join(Spec) -> gen_server:call(?MODULE, {strategy, join, Spec}).
+
+%% @doc Runs the Erlang membership strategy's `leave/2' for `Spec'.
+-spec strategy_leave(partisan:node_spec()) -> ok.
+strategy_leave(Spec) -> gen_server:call(?MODULE, {strategy, leave, Spec}).
+
 %% @private
 init([]) ->
     process_flag(trap_exit, true),
     Config = maps:from_list([{K, partisan_config:get(K)} || K <- config_keys()]),
     Events = whereis(partisan_peer_service_events),
-    case partisan_nif:start((partisan_config:nif_config(Config))#{events => Events}) of
+    NifConfig = (partisan_config:nif_config(Config))#{events => Events},
+    case partisan_nif:start(NifConfig) of
         {ok, Spec} ->
             persistent_term:put({?MODULE, node_spec}, Spec),
-            {ok, #{}};
+            case NifConfig of
+                #{topology := external} -> {ok, start_strategy(Config, Spec)};
+                _ -> {ok, undefined}
+            end;
         {error, Reason} ->
             {stop, {data_plane_start_failed, Reason}}
     end.
@@ -37,13 +63,72 @@ init([]) ->
 config_keys() ->
     [name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
      periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads,
-     peer_service_manager, tag, hyparview].
+     peer_service_manager, tag, hyparview, membership_strategy].
+
+start_strategy(#{membership_strategy := Mod, periodic_interval := Interval}, Spec) ->
+    {ok, Members, State} = Mod:init(Spec),
+    ok = partisan_nif:set_members(Members),
+    schedule(periodic, Interval),
+    #strategy{mod = Mod, state = State, interval = Interval}.
 
 %% @private
-handle_call(_, _From, S) -> {reply, {error, unknown_call}, S}.
+handle_call({strategy, Fun, Spec}, _From, S = #strategy{mod = Mod, state = State}) ->
+    Result = case Fun of
+        join -> Mod:join(State, Spec, undefined);
+        leave -> Mod:leave(State, Spec)
+    end,
+    {reply, ok, apply_result(Result, S)};
+handle_call(_, _From, S) ->
+    {reply, {error, unknown_call}, S}.
 
 %% @private
 handle_cast(_, S) -> {noreply, S}.
+
+%% @private
+handle_info({partisan_upcall, From, Bin}, S = #strategy{mod = Mod, state = State}) ->
+    %% From an authenticated peer; decoded like Distributed Erlang decodes (node names in specs
+    %% may be new atoms).
+    try binary_to_term(Bin) of
+        Msg -> {noreply, apply_result(Mod:handle_message(State, Msg), S)}
+    catch
+        error:badarg ->
+            ?LOG_WARNING("partisan: undecodable membership strategy message from ~p dropped", [From]),
+            {noreply, S}
+    end;
+handle_info(periodic, S = #strategy{mod = Mod, state = State, interval = Interval}) ->
+    schedule(periodic, Interval),
+    {noreply, apply_result(Mod:periodic(State), S)};
+handle_info(retry, S = #strategy{}) ->
+    {noreply, flush(S#strategy{retry_armed = false})};
+handle_info(_, S) ->
+    {noreply, S}.
+
+apply_result({ok, Members, Out, State}, S = #strategy{pending = Pending}) ->
+    ok = partisan_nif:set_members(Members),
+    Now = erlang:monotonic_time(millisecond),
+    New = [{Now + ?PENDING_TTL_MS, Node, term_to_binary(Msg)} || {Node, Msg} <- Out],
+    flush(S#strategy{state = State, pending = Pending ++ New}).
+
+%% Sends what can be sent; keeps the rest (links still opening) until its deadline.
+flush(S = #strategy{pending = Pending}) ->
+    Now = erlang:monotonic_time(millisecond),
+    Left = lists:filter(
+             fun({Deadline, Node, Bin}) ->
+                     case partisan_nif:send_control(Node, Bin) of
+                         ok -> false;
+                         {error, _} when Deadline > Now -> true;
+                         {error, Reason} ->
+                             ?LOG_WARNING("partisan: membership strategy message to ~p dropped: ~p",
+                                          [Node, Reason]),
+                             false
+                     end
+             end, Pending),
+    Arm = Left =/= [] andalso not S#strategy.retry_armed,
+    Arm andalso schedule(retry, ?RETRY_MS),
+    S#strategy{pending = Left, retry_armed = S#strategy.retry_armed orelse Arm}.
+
+schedule(_, 0) -> ok;
+schedule(Msg, Ms) -> erlang:send_after(Ms, self(), Msg).
 
 %% @private
 terminate(_Reason, _S) ->

@@ -44,6 +44,13 @@ hyparview_defaults_and_overrides_test() ->
     ?assertMatch(#{active_max_size := 5, active_min_size := 3, shuffle_interval := 2000,
                    passive_max_size := 30, random_promotion := true}, HV).
 
+erlang_membership_strategy_test() ->
+    ?assertMatch({error, {invalid_config, membership_strategy, _}}, norm(#{membership_strategy => lists})),
+    ?assertMatch({error, {invalid_config, membership_strategy, _}},
+                 norm(#{membership_strategy => no_such_module_xyz})),
+    {ok, C} = norm(#{membership_strategy => partisan_full_membership_strategy}),
+    ?assertMatch(#{topology := full_mesh}, partisan_config:nif_config(C)).
+
 periodic_disabled_test() ->
     {ok, C} = norm(#{periodic_enabled => false}),
     ?assertEqual(0, maps:get(periodic_interval, C)).

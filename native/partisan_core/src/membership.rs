@@ -80,6 +80,10 @@ pub enum Topology {
     /// Links exactly as configured: a node links to the nodes it joined and to the nodes that
     /// joined it, and learns no third parties from gossip (`partisan_static_peer_service_manager`).
     Static,
+    /// Membership decided outside the core (an Erlang `partisan_membership_strategy` module):
+    /// links to exactly the members given to [`FullMesh::set_members`], no gossip of its own,
+    /// and control frames handed up with [`Action::Upcall`].
+    External,
 }
 
 /// One entry of the member table.
@@ -137,6 +141,8 @@ pub enum Action {
     MembersChanged { members: Vec<String> },
     /// Another node removed this one from the cluster; it is now a cluster of one.
     Removed { by: String },
+    /// A control frame for the membership strategy outside the core ([`Topology::External`]).
+    Upcall { from: String, body: Bytes },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,7 +329,7 @@ impl FullMesh {
         if peer.up_per_channel[link.channel] == 1 {
             self.actions.push_back(Action::ChannelUp { node: link.node.clone(), channel: link.channel });
         }
-        if link.channel == self.channels.membership_index() {
+        if link.channel == self.channels.membership_index() && self.topology != Topology::External {
             let body = encode_gossip(self.members.values());
             self.actions.push_back(Action::SendControl { to: link.node.clone(), body });
         }
@@ -349,6 +355,10 @@ impl FullMesh {
 
     /// A control frame from an authenticated peer.
     pub fn control(&mut self, now: u64, from: &str, body: &[u8]) -> Result<(), ControlError> {
+        if self.topology == Topology::External {
+            self.actions.push_back(Action::Upcall { from: from.to_owned(), body: Bytes::copy_from_slice(body) });
+            return Ok(());
+        }
         let entries = decode_control(body)?;
         if self.departed {
             // Accept only gossip that knows our entry as it is now (someone re-added us with
@@ -409,7 +419,7 @@ impl FullMesh {
     }
 
     fn arm_gossip(&mut self, now: u64) {
-        if self.next_gossip.is_none() && self.cfg.periodic_interval > 0 {
+        if self.next_gossip.is_none() && self.cfg.periodic_interval > 0 && self.topology != Topology::External {
             self.next_gossip = Some(now + self.cfg.periodic_interval);
         }
     }
@@ -464,10 +474,39 @@ impl FullMesh {
         self.members.insert(name, entry);
     }
 
+    /// Replaces the member list ([`Topology::External`] only; ignored otherwise): links open to
+    /// new members and close to members no longer listed. The change is local: nothing is
+    /// gossiped, the strategy tells its peers itself.
+    pub fn set_members(&mut self, now: u64, specs: Vec<NodeSpec>) {
+        if self.topology != Topology::External {
+            return;
+        }
+        let listed: BTreeMap<String, NodeSpec> =
+            specs.into_iter().filter(|s| s.name != self.me.spec.name).map(|s| (s.name.clone(), s)).collect();
+        let gone: Vec<Member> = self
+            .members
+            .values()
+            .filter(|m| !m.left && m.spec.name != self.me.spec.name && !listed.contains_key(&m.spec.name))
+            .map(|m| Member { version: m.version + 1, left: true, ..m.clone() })
+            .collect();
+        for tomb in gone {
+            self.apply(now, tomb);
+        }
+        for (name, spec) in listed {
+            let entry = match self.members.get(&name) {
+                Some(m) if !m.left && m.spec == spec => continue,
+                Some(m) => Member { spec, left: false, version: m.version + 1, ..m.clone() },
+                None => Member { spec, incarnation: 0, version: 0, left: false, role: Role::Peer },
+            };
+            self.apply(now, entry);
+        }
+        self.members_changed();
+    }
+
     /// The link policy of the topology.
     fn wants_link(&self, entry: &Member) -> bool {
         match self.topology {
-            Topology::FullMesh | Topology::Static => true,
+            Topology::FullMesh | Topology::Static | Topology::External => true,
             // A joined node of unknown role (Peer) is dialed until its gossip says otherwise.
             Topology::ClientServer => self.me.role == Role::Server || entry.role != Role::Client,
         }
@@ -490,6 +529,9 @@ impl FullMesh {
     }
 
     fn gossip_to_connected(&mut self) {
+        if self.topology == Topology::External {
+            return;
+        }
         let body = encode_gossip(self.members.values());
         let membership = self.channels.membership_index();
         for (name, peer) in &self.peers {

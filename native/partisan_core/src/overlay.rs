@@ -44,6 +44,9 @@ pub trait Overlay: Send {
     fn poll_timeout(&self) -> Option<u64>;
     /// The members this node knows, itself included, sorted.
     fn members(&self) -> Vec<String>;
+    /// Replaces the member list, for overlays whose membership is decided outside the core
+    /// (an Erlang membership strategy). Others ignore it.
+    fn set_members(&mut self, _now: u64, _specs: Vec<NodeSpec>) {}
 }
 
 impl Overlay for FullMesh {
@@ -73,6 +76,9 @@ impl Overlay for FullMesh {
     }
     fn members(&self) -> Vec<String> {
         FullMesh::members(self)
+    }
+    fn set_members(&mut self, now: u64, specs: Vec<NodeSpec>) {
+        FullMesh::set_members(self, now, specs)
     }
 }
 

@@ -101,6 +101,7 @@ impl Driver {
         match cmd {
             Cmd::Join(spec) => self.overlay.join(now, spec),
             Cmd::Leave(node) => self.overlay.leave(now, &node),
+            Cmd::SetMembers(specs) => self.overlay.set_members(now, specs),
             Cmd::LinkUp { link, tx } => {
                 if self.current.get(&link) != Some(&tx.conn_id) {
                     tx.queue.close(); // stale dial: nobody wants this connection any more
@@ -269,6 +270,7 @@ impl Driver {
                     *self.shared.members.write().unwrap_or_else(|e| e.into_inner()) = members.clone();
                     self.shared.sink.event(Event::Members(members));
                 }
+                Action::Upcall { from, body } => self.shared.sink.event(Event::Upcall { from, body }),
                 Action::Removed { by } => {
                     info!(by, "removed from the cluster");
                     self.shared.sink.event(Event::Removed { by });

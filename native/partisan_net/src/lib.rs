@@ -143,6 +143,8 @@ pub enum Event {
     ChannelDown(String, String),
     Members(Vec<String>),
     Removed { by: String },
+    /// A control frame for the Erlang membership strategy.
+    Upcall { from: String, body: Bytes },
 }
 
 /// Where received messages and membership events go.
@@ -278,6 +280,7 @@ pub(crate) enum Cmd {
     LinkUp { link: partisan_core::membership::LinkId, tx: LinkTx },
     LinkDown { link: partisan_core::membership::LinkId, conn_id: u64 },
     Control { from: String, body: Bytes },
+    SetMembers(Vec<NodeSpec>),
     /// Redial a link the driver owns, after its backoff.
     Redial(partisan_core::membership::LinkId),
     /// Cut (or restore) every link to a node, as a network partition would.
@@ -358,6 +361,22 @@ impl Node {
 
     pub fn leave(&self, node: &str) {
         let _ = self.cmds.send(Cmd::Leave(node.to_owned()));
+    }
+
+    /// Replaces the member list when an external membership strategy decides it.
+    pub fn set_members(&self, specs: Vec<NodeSpec>) {
+        let _ = self.cmds.send(Cmd::SetMembers(specs));
+    }
+
+    /// Sends a control frame (an external membership strategy's message) on `node`'s
+    /// membership link.
+    pub fn send_control(&self, node: &str, body: Bytes) -> Result<(), SendError> {
+        let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
+        let membership = self.shared.channels.membership_index();
+        match routes.get(node).and_then(|r| r.links[membership].iter().flatten().next()) {
+            Some(tx) => tx.queue.push(conn::control_frame(body), None),
+            None => Err(SendError::NotConnected),
+        }
     }
 
     /// Live members, this node included, sorted.

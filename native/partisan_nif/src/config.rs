@@ -19,7 +19,7 @@ mod atoms {
         bad_config, name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
         periodic_interval, max_frame_size, max_queue_bytes, decode, safe, events, vm_node,
         creation, ip, port, parallelism, monotonic, incarnation, connect_timeout, io_threads,
-        topology, tag, full_mesh, client_server, static_ = "static", server, client, hyparview,
+        topology, tag, full_mesh, client_server, static_ = "static", external, server, client, hyparview,
         active_max_size, active_min_size, active_rwl, passive_max_size, passive_rwl,
         random_promotion, random_promotion_interval, shuffle_interval, shuffle_k_active,
         shuffle_k_passive,
@@ -112,6 +112,7 @@ pub fn parse(cfg: Term) -> Result<Parsed, Bad> {
         t if t == atoms::full_mesh() => OverlayConfig::Mesh { topology: Topology::FullMesh, role },
         t if t == atoms::client_server() => OverlayConfig::Mesh { topology: Topology::ClientServer, role },
         t if t == atoms::static_() => OverlayConfig::Mesh { topology: Topology::Static, role },
+        t if t == atoms::external() => OverlayConfig::Mesh { topology: Topology::External, role },
         t if t == atoms::hyparview() => OverlayConfig::HyParView(hyparview(get(cfg, atoms::hyparview())?)?),
         _ => return Err((atoms::bad_config(), atoms::topology())),
     };

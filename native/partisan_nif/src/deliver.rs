@@ -15,7 +15,7 @@ use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 use std::cell::RefCell;
 
 mod atoms {
-    rustler::atoms! { partisan_event, node_up, node_down, channel_up, channel_down, members, removed }
+    rustler::atoms! { partisan_event, node_up, node_down, channel_up, channel_down, members, removed, upcall }
 }
 
 thread_local! {
@@ -115,5 +115,10 @@ fn encode_event<'a>(env: Env<'a>, event: &Event) -> Term<'a> {
             (tag, atoms::members(), nodes).encode(env)
         }
         Event::Removed { by } => (tag, atoms::removed(), node_atom(env, by)).encode(env),
+        Event::Upcall { from, body } => {
+            let mut bin = rustler::NewBinary::new(env, body.len());
+            bin.as_mut_slice().copy_from_slice(body);
+            (tag, atoms::upcall(), node_atom(env, from), Term::from(bin)).encode(env)
+        }
     }
 }

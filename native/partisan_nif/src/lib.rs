@@ -259,6 +259,28 @@ fn send_transitive<'a>(env: Env<'a>, node: Atom, dest: Term<'a>, msg: Term<'a>) 
 }
 
 
+/// Replaces the member list (node specs) for an Erlang membership strategy.
+#[rustler::nif]
+fn set_members<'a>(env: Env<'a>, specs: Vec<Term<'a>>) -> NifResult<Term<'a>> {
+    let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
+    match specs.into_iter().map(config::parse_spec).collect::<Result<Vec<_>, _>>() {
+        Ok(specs) => {
+            r.node.set_members(specs);
+            Ok(atoms::ok().encode(env))
+        }
+        Err(reason) => Ok(err(env, reason)),
+    }
+}
+
+/// Sends a binary as a control frame on `Node`'s membership link (an Erlang membership
+/// strategy's message).
+#[rustler::nif]
+fn send_control<'a>(env: Env<'a>, node: Atom, body: rustler::Binary<'a>) -> NifResult<Term<'a>> {
+    let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
+    let body = Bytes::copy_from_slice(body.as_slice());
+    Ok(send_result(env, with_atom_str(env, node, |name| r.node.send_control(name, body))?))
+}
+
 /// The overlay's named views as a map (`#{active => [...], passive => [...]}` for HyParView).
 #[rustler::nif]
 fn views(env: Env) -> NifResult<Term> {

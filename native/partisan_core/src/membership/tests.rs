@@ -304,6 +304,29 @@ fn static_links_exactly_the_joined_pairs() {
 }
 
 #[test]
+fn external_membership_links_exactly_the_listed_members_and_hands_control_up() {
+    let mut mesh = FullMesh::new(spec("a", 1), 1, table(), MeshConfig::default(), 1).with_topology(Topology::External, Role::Peer);
+    mesh.set_members(0, vec![spec("a", 1), spec("b", 2), spec("c", 3)]);
+    let connects = drain(&mut mesh).iter().filter(|x| matches!(x, Action::Connect { .. })).count();
+    assert_eq!(connects, 2 * 4, "two peers, four links each");
+    assert_eq!(mesh.members(), vec!["a", "b", "c"]);
+    mesh.link_up(0, &LinkId { node: "b".into(), channel: mesh.channels().membership_index(), conn: 0 });
+    assert!(!drain(&mut mesh).iter().any(|x| matches!(x, Action::SendControl { .. })), "no gossip of its own");
+    mesh.control(0, "b", b"strategy bytes").unwrap();
+    assert_eq!(drain(&mut mesh), vec![Action::Upcall { from: "b".into(), body: Bytes::from_static(b"strategy bytes") }]);
+    mesh.set_members(0, vec![spec("b", 2)]);
+    let actions = drain(&mut mesh);
+    assert!(actions.contains(&Action::Disconnect { node: "c".into() }));
+    assert!(!actions.iter().any(|x| matches!(x, Action::SendControl { .. })));
+    assert_eq!(mesh.members(), vec!["a", "b"]);
+    assert_eq!(mesh.poll_timeout(), None, "no periodic gossip timer");
+    // set_members means nothing to other topologies
+    let mut full = FullMesh::new(spec("a", 1), 1, table(), MeshConfig::default(), 1);
+    full.set_members(0, vec![spec("b", 2)]);
+    assert_eq!(full.members(), vec!["a"]);
+}
+
+#[test]
 fn gossip_roundtrips_and_garbage_is_an_error() {
     let m = Member {
         spec: NodeSpec::new("n@h", vec!["[::1]:7".parse().unwrap(), "10.0.0.1:9".parse().unwrap()], vec![ChannelSpec::new("c", 3, true)]),
