@@ -46,7 +46,7 @@ pub fn crash_table(nodes: usize, rows: &[CrashRow]) -> String {
         let _ = write!(out, " round {r} |");
     }
     out.push_str(" comps (last) | heal rounds | asymmetric edges |\n|");
-    for _ in 0..(8 + shown.len()) {
+    for _ in 0..(9 + shown.len()) {
         out.push_str("---|");
     }
     out.push('\n');
@@ -176,7 +176,7 @@ pub fn scaling_data(rows: &[ScalingRow]) -> String {
 /// The gnuplot scripts for the figures, given the cluster sizes of the crash runs.
 pub fn plot_scripts(sizes: &[usize]) -> Vec<(&'static str, String)> {
     let head = |png: &str, title: &str| {
-        format!("set terminal pngcairo size 1000,650 noenhanced\nset output '{png}'\nset title '{title}'\nset grid\nset key outside right\nset datafile missing 'NaN'\n")
+        format!("set terminal pngcairo size 1000,650 noenhanced\nset output '{png}'\nset title '{title}'\nset grid\nset key bottom left box opaque\nset datafile missing 'NaN'\n")
     };
     let series = |column: usize, label: &str, dash: usize| -> Vec<String> {
         sizes

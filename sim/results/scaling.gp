@@ -1,0 +1,13 @@
+set terminal pngcairo size 1000,650 noenhanced
+set output 'scaling.png'
+set title 'Membership cost vs cluster size: full mesh vs HyParView'
+set grid
+set key bottom left box opaque
+set datafile missing 'NaN'
+set xlabel 'nodes'
+set logscale y
+set ylabel 'count (log scale)'
+plot 'scaling.dat' using 1:2 with linespoints title 'full mesh: links per node', \
+  'scaling.dat' using 1:3 with linespoints title 'full mesh: frames per join', \
+  'scaling.dat' using 1:4 with linespoints title 'HyParView: links per node', \
+  'scaling.dat' using 1:5 with linespoints title 'HyParView: frames per join'
