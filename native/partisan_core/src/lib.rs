@@ -11,6 +11,7 @@
 //! - [`overlay`]: the trait every overlay implements (bring your own).
 //! - [`relay`]: transitive forwarding of messages through the overlay.
 //! - [`hyparview`]: the HyParView partial-view overlay (active/passive views, shuffles, repair).
+//! - [`plumtree`]: Plumtree epidemic broadcast trees over any overlay's neighbours.
 
 pub mod channel;
 pub mod frame;
@@ -18,5 +19,6 @@ pub mod handshake;
 pub mod hyparview;
 pub mod membership;
 pub mod overlay;
+pub mod plumtree;
 pub mod relay;
 pub mod wire;
