@@ -84,7 +84,7 @@ bench-limits: build bench-deps
 bench-linkemu: deps
 	@mkdir -p bench/results
 	set -o pipefail; cargo test --locked --release -p partisan_linkemu -- --nocapture 2>&1 \
-	  | tee bench/results/linkemu-test.txt
+	  | tee bench/results/linkemu-test-$$(date -u +%Y-%m-%d).txt
 
 # A few hundred messages over both transports (< 15 s): keeps the harness from rotting.
 bench-smoke: build

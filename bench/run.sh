@@ -37,11 +37,13 @@ trap 'rm -rf "$BEAM_DIR"' EXIT
 erlc -o "$BEAM_DIR" "$HERE"/*.erl
 
 # What was measured: the commit, uncommitted changes, and the NIF library (read-only git calls).
-COMMIT="$(git -C "$ROOT" --no-optional-locks rev-parse --short HEAD 2>/dev/null || echo unknown)"
-DIRTY="$(git -C "$ROOT" --no-optional-locks status --porcelain --untracked-files=no 2>/dev/null | wc -l)"
-NIF_SUM="$(sha256sum "$NIF" | cut -c1-12)"
-NIF_TIME="$(date -u -r "$NIF" +%Y-%m-%dT%H:%M:%SZ)"
-export BENCH_BUILD_INFO="commit $COMMIT ($DIRTY tracked file(s) modified); priv/libpartisan_nif.so sha256 $NIF_SUM, built $NIF_TIME"
+if [ -z "${BENCH_BUILD_INFO:-}" ]; then
+    COMMIT="$(git -C "$ROOT" --no-optional-locks rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    DIRTY="$( (git -C "$ROOT" --no-optional-locks status --porcelain --untracked-files=no 2>/dev/null || true) | wc -l)"
+    NIF_SUM="$(sha256sum "$NIF" | cut -c1-12)"
+    NIF_TIME="$(date -u -r "$NIF" +%Y-%m-%dT%H:%M:%SZ)"
+    export BENCH_BUILD_INFO="commit $COMMIT ($DIRTY tracked file(s) modified); priv/libpartisan_nif.so sha256 $NIF_SUM, built $NIF_TIME"
+fi
 
 export BENCH_RESULTS_DIR="${BENCH_RESULTS_DIR:-$HERE/results}"
 mkdir -p "$BENCH_RESULTS_DIR"
