@@ -96,8 +96,7 @@ free_port() ->
         {error, eaddrinuse} -> free_port()
     end.
 
-cluster(Config) ->
-    [N || {_, N} <- proplists:get_value(peers, Config)].
+cluster(Config) -> partisan_ct:nodes(proplists:get_value(peers, Config)).
 
 rpc(Node, M, F, A) ->
     partisan_ct:rpc(Node, M, F, A).
@@ -106,4 +105,7 @@ wait(Fun) ->
     ?assertEqual(ok, partisan_ct:wait_until(Fun, ?TIMEOUT)).
 
 recv(From) ->
-    receive {partisan_ct, From, Msg} -> Msg after ?TIMEOUT -> ct:fail({no_message_from, From}) end.
+    case partisan_ct:recv(From, ?TIMEOUT) of
+        {ok, Msg} -> Msg;
+        {error, timeout} -> ct:fail({no_message_from, From})
+    end.

@@ -62,6 +62,10 @@ heals_after_a_partition(Config) ->
     Nodes = nodes_of(Config),
     wait_healthy(Nodes),
     {Left, Right} = lists:split(4, Nodes),
+    %% A node that knows no peer on its own side is rightly stranded by the cut; wait until the
+    %% shuffles have taught every node at least one.
+    KnowsOwnSide = fun(Side) -> lists:all(fun(N) -> known(N) -- [N] -- (Nodes -- Side) =/= [] end, Side) end,
+    ok = partisan_ct:wait_until(fun() -> KnowsOwnSide(Left) andalso KnowsOwnSide(Right) end, ?TIMEOUT),
     Cut = fun(Side, Other) -> [{ok, O} = rpc(N, partisan_peer_service, inject_partition, [O, 0])
                                || N <- Side, O <- Other] end,
     Cut(Left, Right),
@@ -95,9 +99,14 @@ transitive_reaches_non_neighbours(Config) ->
 
 %% -- helpers ------------------------------------------------------------------
 
-nodes_of(Config) -> [N || {_, N} <- proplists:get_value(peers, Config)].
+nodes_of(Config) -> partisan_ct:nodes(proplists:get_value(peers, Config)).
 
 rpc(Node, M, F, A) -> partisan_ct:rpc(Node, M, F, A).
+
+%% The active and passive views of a node.
+known(Node) ->
+    {ok, #{active := A, passive := P}} = rpc(Node, partisan_peer_service, get_local_state, []),
+    A ++ P.
 
 active_views(Nodes) ->
     [{N, maps:get(active, element(2, rpc(N, partisan_peer_service, get_local_state, [])))} || N <- Nodes].
@@ -114,7 +123,10 @@ wait_healthy(Nodes) ->
     end,
     case partisan_ct:wait_until(Healthy, ?TIMEOUT) of
         ok -> ok;
-        {error, timeout} -> ct:fail({overlay_not_healthy, active_views(Nodes)})
+        {error, timeout} ->
+            Lonely = [{N, rpc(N, partisan_peer_service, get_local_state, []), rpc(N, partisan, stats, [])}
+                      || {N, []} <- active_views(Nodes)],
+            ct:fail({overlay_not_healthy, active_views(Nodes), Lonely})
     end.
 
 reachable(From, Views) -> reachable([From], Views, []).
@@ -126,9 +138,4 @@ reachable([N | Rest], Views, Seen) ->
     end.
 
 assert_delivers(From, To) ->
-    Fwd = rpc(To, partisan_ct, forwarder, [self()]),
-    Ref = make_ref(),
-    ok = rpc(From, partisan, forward_message, [Fwd, {Ref, From}, #{channel => data}]),
-    receive {partisan_ct, Fwd, {Ref, From}} -> ok
-    after ?TIMEOUT -> ct:fail({not_delivered, From, To})
-    end.
+    ?assertEqual(ok, partisan_ct:check_delivery(From, To, data, ?TIMEOUT)).

@@ -117,8 +117,7 @@ bad_config(Config) ->
 
 %% -- helpers ------------------------------------------------------------------
 
-cluster(Config) ->
-    [N || {_, N} <- proplists:get_value(peers, Config)].
+cluster(Config) -> partisan_ct:nodes(proplists:get_value(peers, Config)).
 
 rpc(Node, M, F, A) ->
     partisan_ct:rpc(Node, M, F, A).
@@ -131,11 +130,10 @@ wait_members(Nodes, Members) ->
     wait(fun() -> lists:all(Has, Nodes) end).
 
 recv(From) ->
-    receive {partisan_ct, From, Msg} -> Msg after ?TIMEOUT -> ct:fail({no_message_from, From}) end.
+    case partisan_ct:recv(From, ?TIMEOUT) of
+        {ok, Msg} -> Msg;
+        {error, timeout} -> ct:fail({no_message_from, From})
+    end.
 
 assert_delivers(From, To) ->
-    Fwd = rpc(To, partisan_ct, forwarder, [self()]),
-    [begin
-         ?assertEqual(ok, rpc(From, partisan, forward_message, [Fwd, {C, From}, #{channel => C}])),
-         ?assertEqual({C, From}, recv(Fwd))
-     end || C <- [undefined, data]].
+    [?assertEqual(ok, partisan_ct:check_delivery(From, To, C, ?TIMEOUT)) || C <- [undefined, data]].

@@ -133,14 +133,16 @@ send_streams(Dest, Channel, SenderStreams, Count, Keyed) ->
 
 %% -- helpers ------------------------------------------------------------------
 
-cluster(Config) ->
-    [N || {_, N} <- proplists:get_value(peers, Config)].
+cluster(Config) -> partisan_ct:nodes(proplists:get_value(peers, Config)).
 
 rpc(Node, M, F, A) ->
     partisan_ct:rpc(Node, M, F, A).
 
 recv(From) ->
-    receive {partisan_ct, From, Msg} -> Msg after ?TIMEOUT -> ct:fail({no_message_from, From}) end.
+    case partisan_ct:recv(From, ?TIMEOUT) of
+        {ok, Msg} -> Msg;
+        {error, timeout} -> ct:fail({no_message_from, From})
+    end.
 
 recv_until(From, Last) ->
     case recv(From) of

@@ -108,8 +108,7 @@ send_new_atom(Dest, Name, Opts) ->
 
 %% -- helpers ------------------------------------------------------------------
 
-cluster(Config) ->
-    [N || {_, N} <- proplists:get_value(peers, Config)].
+cluster(Config) -> partisan_ct:nodes(proplists:get_value(peers, Config)).
 
 rpc(Node, M, F, A) ->
     partisan_ct:rpc(Node, M, F, A).
@@ -118,7 +117,10 @@ wait(Fun) ->
     ?assertEqual(ok, partisan_ct:wait_until(Fun, ?TIMEOUT)).
 
 recv(From) ->
-    receive {partisan_ct, From, Msg} -> Msg after ?TIMEOUT -> ct:fail({no_message_from, From}) end.
+    case partisan_ct:recv(From, ?TIMEOUT) of
+        {ok, Msg} -> Msg;
+        {error, timeout} -> ct:fail({no_message_from, From})
+    end.
 
 rejections(Node) ->
     #{bad_frames := F, auth_failures := A} = rpc(Node, partisan, stats, []),

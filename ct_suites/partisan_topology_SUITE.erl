@@ -86,9 +86,4 @@ members(Node) ->
 wait(Fun) -> ok = partisan_ct:wait_until(Fun, ?TIMEOUT).
 
 assert_delivers(From, To) ->
-    Fwd = rpc(To, partisan_ct, forwarder, [self()]),
-    Ref = make_ref(),
-    ok = rpc(From, partisan, forward_message, [Fwd, {Ref, From}, #{channel => data}]),
-    receive {partisan_ct, Fwd, {Ref, From}} -> ok
-    after ?TIMEOUT -> ct:fail({not_delivered, From, To})
-    end.
+    ?assertEqual(ok, partisan_ct:check_delivery(From, To, data, ?TIMEOUT)).

@@ -16,9 +16,11 @@
 %% '''
 -module(partisan_ct).
 
+-compile({no_auto_import, [nodes/1]}).
+
 -export([start_cluster/2, start_node/2, join_all/1, wait_until/2, wait_fully_connected/2,
          stop_cluster/1, kill_node/1, rpc/4]).
--export([forwarder/1, node_monitor/1, notify_on/3]).
+-export([forwarder/1, node_monitor/1, notify_on/3, nodes/1, recv/2, check_delivery/4]).
 
 -define(RPC_TIMEOUT, 15000).
 -define(JOIN_TIMEOUT, 10000).
@@ -113,7 +115,7 @@ kill_node(Node) ->
     _ = os:cmd("kill -9 " ++ OsPid),
     [Name, Host] = string:split(atom_to_list(Node), "@"),
     wait_until(fun() ->
-                       not lists:member(Node, nodes(connected))
+                       not lists:member(Node, erlang:nodes(connected))
                            andalso erl_epmd:port_please(Name, Host) =:= noport
                end, ?JOIN_TIMEOUT).
 
@@ -125,6 +127,33 @@ rpc(Node, M, F, A) ->
 %% @doc Spawns (on the calling node) a process that sends every message it receives to `To' as
 %% `{partisan_ct, Self, Msg}'. Call it on a peer with `rpc/4' to get a receiver there.
 -spec forwarder(pid()) -> pid().
+%% @doc The node names of peers started by `start_cluster/2' or `start_node/2'.
+-spec nodes([peer()]) -> [node()].
+nodes(Peers) ->
+    [N || {_, N} <- Peers].
+
+%% @doc The next message `Forwarder' (see `forwarder/1') passed to the caller.
+-spec recv(pid(), timeout()) -> {ok, term()} | {error, timeout}.
+recv(Forwarder, Timeout) ->
+    receive {partisan_ct, Forwarder, Msg} -> {ok, Msg} after Timeout -> {error, timeout} end.
+
+%% @doc Sends a unique message from node `From' to a process on node `To' over `Channel' with
+%% `partisan:forward_message/3' and waits until it arrives.
+-spec check_delivery(node(), node(), atom(), timeout()) -> ok | {error, term()}.
+check_delivery(From, To, Channel, Timeout) ->
+    Fwd = rpc(To, ?MODULE, forwarder, [self()]),
+    Msg = {make_ref(), From},
+    case rpc(From, partisan, forward_message, [Fwd, Msg, #{channel => Channel}]) of
+        ok ->
+            case recv(Fwd, Timeout) of
+                {ok, Msg} -> ok;
+                {ok, Other} -> {error, {unexpected, Other}};
+                {error, timeout} -> {error, {not_delivered, From, To, Channel}}
+            end;
+        Error ->
+            Error
+    end.
+
 forwarder(To) ->
     spawn(fun() -> forward(To) end).
 

@@ -37,8 +37,9 @@
 //! # Timers and healing
 //! - `shuffle_interval`: one SHUFFLE to a random active peer.
 //! - `random_promotion_interval`: when `random_promotion` is set and the active view is below
-//!   `active_min_size`, promote random passive peers (NEIGHBOR_REQUEST). On the same timer one
-//!   *unreachable* peer is probed (see below).
+//!   `active_min_size`, promote random passive peers (NEIGHBOR_REQUEST); while it is below
+//!   `active_max_size`, send one low-priority NEIGHBOR_REQUEST to a random passive peer. On the
+//!   same timer one *unreachable* peer is probed (see below).
 //! - A dropped active link is repaired at once: NEIGHBOR_REQUESTs to random passive peers until
 //!   the view is full again or every passive peer was tried.
 //!
@@ -584,9 +585,19 @@ impl HyParView {
 
     fn promote(&mut self, now: u64) {
         self.tried.clear();
-        if self.cfg.random_promotion && self.active_len() + self.requests_len() < self.cfg.active_min_size {
-            self.fill_target = self.cfg.active_min_size;
-            self.fill();
+        if self.cfg.random_promotion {
+            let have = self.active_len() + self.requests_len();
+            if have < self.cfg.active_min_size {
+                self.fill_target = self.cfg.active_min_size;
+                self.fill();
+            } else if have < self.cfg.active_max_size {
+                // One low-priority request per tick while there is room: views grow towards their
+                // maximum, and the components a partition left behind, each content with
+                // `active_min_size` neighbours, link up again through their passive views once
+                // it heals.
+                self.fill_target = have + 1;
+                self.fill();
+            }
         }
         self.probe_unreachable(now);
     }

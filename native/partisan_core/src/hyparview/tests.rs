@@ -352,26 +352,42 @@ fn shuffle_returning_to_its_origin_is_dropped() {
 }
 
 #[test]
-fn promotion_timer_only_promotes_below_the_minimum_and_only_if_enabled() {
+fn promotion_timer_fills_to_the_minimum_then_grows_one_by_one_to_the_maximum() {
+    // below the minimum (2 of 3): requests until the minimum is reached
     let mut n = node("n");
-    for p in ["a", "b", "c"] {
+    for p in ["a", "b"] {
         make_active(&mut n, p);
     }
-    make_passive(&mut n, &["p1", "p2"]);
+    make_passive(&mut n, &["p1", "p2", "p3"]);
     let at = n.next_promotion.unwrap();
     n.tick(at);
-    assert!(connects(&drain(&mut n)).is_empty(), "at active_min_size: no promotion");
-    assert_eq!(n.next_promotion, Some(at + 5000));
-    recv(&mut n, "c", Message::Disconnect);
-    drain(&mut n);
-    n.tick(at + 5000);
     let asked = connects(&drain(&mut n));
     assert_eq!(asked.len(), 1, "one request brings the view back to the minimum");
     n.link_up(0, &link(&asked[0]));
     let msgs = sent(&drain(&mut n));
     assert_eq!(msgs, vec![(asked[0].clone(), Message::NeighborRequest { priority: Priority::Low, addrs: vec![addr("n")] })]);
+    assert_eq!(n.next_promotion, Some(at + 5000));
 
-    let mut off = node_with("m", HyParViewConfig { random_promotion: false, ..Default::default() });
+    // between the minimum and the maximum: one low-priority request per tick, so components
+    // left by a healed partition link up again
+    let mut m = node("m");
+    for p in ["a", "b", "c"] {
+        make_active(&mut m, p);
+    }
+    make_passive(&mut m, &["p1", "p2"]);
+    m.tick(m.next_promotion.unwrap());
+    assert_eq!(connects(&drain(&mut m)).len(), 1, "at active_min_size: one request towards the maximum");
+
+    // at the maximum: nothing
+    let mut full = node("f");
+    for p in ["a", "b", "c", "d", "e", "g"] {
+        make_active(&mut full, p);
+    }
+    make_passive(&mut full, &["p1"]);
+    full.tick(full.next_promotion.unwrap());
+    assert!(connects(&drain(&mut full)).is_empty(), "at active_max_size: no promotion");
+
+    let mut off = node_with("o", HyParViewConfig { random_promotion: false, ..Default::default() });
     make_passive(&mut off, &["p1"]);
     off.tick(off.next_promotion.unwrap());
     assert!(connects(&drain(&mut off)).is_empty());
