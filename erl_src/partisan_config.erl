@@ -79,7 +79,7 @@ default_channel() -> undefined.
 normalise(Env) ->
     Steps = [fun name/2, fun parallelism/2, fun channels/2, fun listen_addrs/2,
              fun manager/2, fun hyparview/2, fun intervals/2, fun limits/2, fun decode/2,
-             fun cookie/2],
+             fun cookie/2, fun broadcast/2],
     try
         {ok, lists:foldl(fun(Step, Acc) -> Step(Env, Acc) end, Env, Steps)}
     catch
@@ -259,6 +259,21 @@ cookie(Env, Acc) ->
         C -> invalid(cookie, "~p must be a non-empty atom, string or binary", [C])
     end.
 
+broadcast(Env, Acc) ->
+    On = maps:get(broadcast, Env, false),
+    is_boolean(On) orelse invalid(broadcast, "~p must be a boolean", [On]),
+    Mods = maps:get(broadcast_mods, Env, []),
+    is_list(Mods) andalso lists:all(fun is_atom/1, Mods) orelse
+        invalid(broadcast_mods, "~p must be a list of handler modules", [Mods]),
+    Lazy = maps:get(lazy_tick_period, Env, 1000),
+    Exchange = maps:get(exchange_tick_period, Env, 10000),
+    (is_integer(Lazy) andalso Lazy > 0) orelse
+        invalid(lazy_tick_period, "~p must be a positive integer (milliseconds)", [Lazy]),
+    (is_integer(Exchange) andalso Exchange > 0) orelse
+        invalid(exchange_tick_period, "~p must be a positive integer (milliseconds)", [Exchange]),
+    Acc#{broadcast => On, broadcast_mods => Mods, lazy_tick_period => Lazy,
+         exchange_tick_period => Exchange}.
+
 non_neg(_, V) when is_integer(V), V >= 0 -> V;
 non_neg(Key, V) -> invalid(Key, "~p must be a non-negative integer (milliseconds)", [V]).
 
@@ -266,7 +281,8 @@ non_neg(Key, V) -> invalid(Key, "~p must be a non-negative integer (milliseconds
 -spec nif_config(map()) -> map().
 nif_config(C) ->
     Keys = [name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
-            periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads],
+            periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads,
+            broadcast, lazy_tick_period, exchange_tick_period],
     (maps:with(Keys, C))#{
         channels => maps:map(fun(_, O) -> maps:with([parallelism, monotonic], O) end,
                              maps:get(channels, C)),

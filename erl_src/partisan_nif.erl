@@ -8,11 +8,13 @@
 -export([load/0]).
 -export([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
          is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
-         partition/2, partitions/0, set_members/1, send_control/2]).
+         partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
+         broadcast_merged/2, broadcast_grafted/4]).
 
 -nifs([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
        is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
-       partition/2, partitions/0, set_members/1, send_control/2]).
+       partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
+       broadcast_merged/2, broadcast_grafted/4]).
 
 %% @doc Loads the NIF once per VM; later calls are no-ops.
 -spec load() -> ok | {error, {nif_not_loaded, file:filename(), term()}}.
@@ -99,6 +101,15 @@ set_members(_Specs) -> ?NIF.
 %% @doc Sends a binary on `Node''s membership link (an Erlang membership strategy's message).
 -spec send_control(node(), binary()) -> ok | {error, not_connected | queue_full | not_started}.
 send_control(_Node, _Body) -> ?NIF.
+%% @doc Broadcasts an encoded message id and payload with Plumtree.
+-spec broadcast(binary(), binary()) -> ok | {error, not_started}.
+broadcast(_MsgId, _Payload) -> ?NIF.
+%% @doc The handler's `merge/2' answer for a delivered broadcast.
+-spec broadcast_merged(binary(), boolean()) -> ok | {error, not_started}.
+broadcast_merged(_MsgId, _IsNew) -> ?NIF.
+%% @doc The handler's `graft/1' answer: the encoded payload, or `undefined'.
+-spec broadcast_grafted(node(), binary(), non_neg_integer(), binary() | undefined) -> ok | {error, not_started}.
+broadcast_grafted(_Node, _MsgId, _Round, _Payload) -> ?NIF.
 %% @doc Data plane counters.
 -spec stats() -> #{atom() => non_neg_integer()}.
 stats() -> ?NIF.

@@ -83,6 +83,13 @@ handle_info({partisan_event, members, Members}, S) ->
 handle_info({partisan_event, removed, By}, S) ->
     ?LOG_NOTICE("partisan: removed from the cluster by ~p", [By]),
     {noreply, S};
+handle_info({partisan_event, Bcast, _, _, _} = Event, S)
+  when Bcast =:= bcast_deliver; Bcast =:= bcast_graft ->
+    partisan_plumtree_broadcast ! Event,
+    {noreply, S};
+handle_info({partisan_event, bcast_exchange, _} = Event, S) ->
+    partisan_plumtree_broadcast ! Event,
+    {noreply, S};
 handle_info({partisan_event, upcall, From, Bin}, S) ->
     %% A control frame for the Erlang membership strategy hosted by the manager.
     partisan_peer_service_manager ! {partisan_upcall, From, Bin},

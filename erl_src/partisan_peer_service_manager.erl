@@ -63,7 +63,8 @@ init([]) ->
 config_keys() ->
     [name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
      periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads,
-     peer_service_manager, tag, hyparview, membership_strategy].
+     peer_service_manager, tag, hyparview, membership_strategy, broadcast, lazy_tick_period,
+     exchange_tick_period].
 
 start_strategy(#{membership_strategy := Mod, periodic_interval := Interval}, Spec) ->
     {ok, Members, State} = Mod:init(Spec),

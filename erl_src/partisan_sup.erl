@@ -15,6 +15,8 @@ init([]) ->
     Manager = partisan_config:get(peer_service_manager),
     Children = [#{id => partisan_peer_service_events,
                   start => {partisan_peer_service_events, start_link, []}},
+                #{id => partisan_plumtree_broadcast,
+                  start => {partisan_plumtree_broadcast, start_link, []}},
                 #{id => Manager, start => {Manager, start_link, []}, shutdown => 10000,
                   modules => [Manager, partisan_peer_service_manager]}],
     {ok, {#{strategy => rest_for_one, intensity => 3, period => 10}, Children}}.

@@ -41,6 +41,7 @@ const T_CONTROL: u8 = 17;
 const T_PING: u8 = 18;
 const T_PONG: u8 = 19;
 const T_RELAY: u8 = 20;
+const T_BROADCAST: u8 = 21;
 
 const D_PID: u8 = 0;
 const D_NAME: u8 = 1;
@@ -75,6 +76,8 @@ pub enum Frame {
     /// A message for `target`, which may not be a neighbour: relayed through the overlay (see
     /// [`crate::relay`]). `id` is unique per `origin`.
     Relay { origin: String, id: u64, hops: u8, target: String, dest: Dest, payload: Bytes },
+    /// A Plumtree message in its own encoding (see [`crate::plumtree`]).
+    Broadcast { body: Bytes },
     /// An overlay protocol message in the core's own encoding (see `membership::Control`).
     Control { body: Bytes },
     Ping { seq: u64 },
@@ -150,6 +153,10 @@ impl Frame {
                 out.put_u8(T_CONTROL);
                 out.put_slice(body);
             }
+            Frame::Broadcast { body } => {
+                out.put_u8(T_BROADCAST);
+                out.put_slice(body);
+            }
             Frame::Ping { seq } => {
                 out.put_u8(T_PING);
                 out.put_u64(*seq);
@@ -182,6 +189,9 @@ impl Frame {
         }
         if ty == T_CONTROL {
             return Ok(Frame::Control { body });
+        }
+        if ty == T_BROADCAST {
+            return Ok(Frame::Broadcast { body });
         }
         if ty == T_RELAY {
             let mut r = Reader::new(&body);
@@ -332,6 +342,7 @@ mod tests {
             dest: Dest::Name("srv".into()),
             payload: Bytes::from_static(b"\x83a\x01"),
         });
+        roundtrip(Frame::Broadcast { body: Bytes::from_static(b"\x20\x01") });
         roundtrip(Frame::Ping { seq: 42 });
         roundtrip(Frame::Pong { seq: 43 });
     }

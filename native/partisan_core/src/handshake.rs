@@ -83,6 +83,7 @@ fn frame_kind(frame: &Frame) -> &'static str {
         Frame::Message { .. } => "message",
         Frame::Relay { .. } => "relay",
         Frame::Control { .. } => "control",
+        Frame::Broadcast { .. } => "broadcast",
         Frame::Ping { .. } => "ping",
         Frame::Pong { .. } => "pong",
     }

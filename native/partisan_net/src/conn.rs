@@ -185,6 +185,9 @@ async fn read_loop(
             Ok(Frame::Control { body }) => {
                 let _ = cmds.send(Cmd::Control { from: from.to_owned(), body });
             }
+            Ok(Frame::Broadcast { body }) => {
+                let _ = cmds.send(Cmd::Broadcast { from: from.to_owned(), body });
+            }
             Ok(Frame::Ping { .. } | Frame::Pong { .. }) => {}
             Ok(other) => {
                 shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);

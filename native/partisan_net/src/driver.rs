@@ -18,7 +18,10 @@
 use crate::conn::{control_frame, dial, next_conn_id};
 use crate::{Cmd, Event, LinkTx, PeerRoutes, Shared};
 use partisan_core::membership::{Action, LinkId};
+use partisan_core::frame::Frame;
 use partisan_core::overlay::{Overlay, Views};
+use partisan_core::plumtree::{self, Plumtree};
+use crate::queue::Outgoing;
 use rand::Rng;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -36,6 +39,8 @@ impl<T: Overlay + Views> LiveOverlay for T {}
 struct Driver {
     shared: Arc<Shared>,
     overlay: Box<dyn LiveOverlay>,
+    /// Plumtree over the overlay's neighbours, when broadcast is on.
+    plumtree: Option<Plumtree>,
     cmds: UnboundedSender<Cmd>,
     /// Connection id of the dial in flight or the connection up, per link.
     current: HashMap<LinkId, u64>,
@@ -54,12 +59,14 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     overlay: Box<dyn LiveOverlay>,
     shell_dials_data: bool,
+    plumtree: Option<Plumtree>,
     cmds: UnboundedSender<Cmd>,
     mut rx: UnboundedReceiver<Cmd>,
 ) {
     let mut d = Driver {
         shared,
         overlay,
+        plumtree,
         cmds,
         shell_dials_data,
         current: HashMap::new(),
@@ -70,13 +77,17 @@ pub(crate) async fn run(
     };
     d.publish();
     loop {
-        let deadline = d.overlay.poll_timeout().map(|ms| d.epoch + Duration::from_millis(ms));
+        let next = d.overlay.poll_timeout().into_iter().chain(d.plumtree.as_ref().and_then(Plumtree::poll_timeout)).min();
+        let deadline = next.map(|ms| d.epoch + Duration::from_millis(ms));
         let cmd = match deadline {
             Some(at) => tokio::select! {
                 cmd = rx.recv() => cmd,
                 _ = tokio::time::sleep_until(at) => {
                     let now = d.now();
                     d.overlay.tick(now);
+                    if let Some(pt) = d.plumtree.as_mut() {
+                        pt.tick(now);
+                    }
                     d.execute();
                     continue;
                 }
@@ -133,6 +144,32 @@ impl Driver {
                 if let Err(e) = self.overlay.control(now, &from, &body) {
                     self.shared.stats.bad_control.fetch_add(1, Ordering::Relaxed);
                     warn!(from, error = %e, "control frame rejected");
+                }
+            }
+            Cmd::Broadcast { from, body } => {
+                let Some(pt) = self.plumtree.as_mut() else { return };
+                if let Err(e) = pt.receive(now, &from, &body) {
+                    self.shared.stats.bad_control.fetch_add(1, Ordering::Relaxed);
+                    warn!(from, error = %e, "broadcast frame rejected");
+                }
+            }
+            Cmd::Originate { msg_id, payload } => {
+                let Some(pt) = self.plumtree.as_mut() else {
+                    warn!("broadcast dropped: the broadcast config key is false");
+                    return;
+                };
+                if let Err(e) = pt.broadcast(now, msg_id, payload) {
+                    warn!(error = %e, "broadcast not sent");
+                }
+            }
+            Cmd::Merged { msg_id, is_new } => {
+                if let Some(pt) = self.plumtree.as_mut() {
+                    pt.merge_result(now, &msg_id, is_new);
+                }
+            }
+            Cmd::Grafted { node, msg_id, round, payload } => {
+                if let Some(pt) = self.plumtree.as_mut() {
+                    pt.graft_result(now, &node, &msg_id, round, payload);
                 }
             }
             Cmd::Partition { node, blocked } => {
@@ -251,11 +288,17 @@ impl Driver {
                     if self.shell_dials_data {
                         self.open_owned_links(&node);
                     }
+                    if let Some(pt) = self.plumtree.as_mut() {
+                        pt.neighbour_up(self.epoch.elapsed().as_millis() as u64, &node);
+                    }
                 }
                 Action::NodeDown { node } => {
                     info!(node, "node down");
                     self.up.remove(&node);
                     self.close_owned_links(&node);
+                    if let Some(pt) = self.plumtree.as_mut() {
+                        pt.neighbour_down(self.epoch.elapsed().as_millis() as u64, &node);
+                    }
                     self.shared.sink.event(Event::NodeDown(node));
                 }
                 Action::ChannelUp { node, channel } => {
@@ -277,7 +320,32 @@ impl Driver {
                 }
             }
         }
+        self.execute_plumtree();
         self.publish();
+    }
+
+    fn execute_plumtree(&mut self) {
+        let Some(pt) = self.plumtree.as_mut() else { return };
+        while let Some(action) = pt.poll_action() {
+            match action {
+                plumtree::Action::SendTo { node, body } => {
+                    let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
+                    let membership = self.shared.channels.membership_index();
+                    let frame = Outgoing::Frame(Frame::Broadcast { body }.to_bytes());
+                    match routes.get(&node).and_then(|p| p.links[membership].iter().flatten().next()) {
+                        Some(tx) if tx.queue.push(frame, None).is_ok() => {}
+                        _ => warn!(node, "broadcast frame dropped: link down or queue full (anti-entropy repairs it)"),
+                    }
+                }
+                plumtree::Action::Deliver { msg_id, payload, from, .. } => {
+                    self.shared.sink.event(Event::BroadcastDeliver { msg_id, payload, from })
+                }
+                plumtree::Action::Graft { node, msg_id, round } => {
+                    self.shared.sink.event(Event::BroadcastGraft { node, msg_id, round })
+                }
+                plumtree::Action::Exchange { node } => self.shared.sink.event(Event::BroadcastExchange { node }),
+            }
+        }
     }
 
     /// Snapshots read by API calls without a hop through this task.

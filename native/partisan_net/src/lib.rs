@@ -34,6 +34,7 @@ use partisan_core::channel::{ChannelError, ChannelSpec, ChannelTable, MonotonicK
 use partisan_core::relay::{RelayDecision, RelayState, DEFAULT_HOPS};
 use partisan_core::frame::{Dest, Frame};
 use partisan_core::hyparview::{HyParView, HyParViewConfig};
+use partisan_core::plumtree::{Plumtree, PlumtreeConfig};
 use partisan_core::membership::{FullMesh, MeshConfig, NodeSpec, Role, Topology};
 use queue::{LinkQueue, Outgoing};
 use std::collections::HashMap;
@@ -56,6 +57,8 @@ pub struct Config {
     pub mesh: MeshConfig,
     /// The overlay (`peer_service_manager`).
     pub overlay: OverlayConfig,
+    /// Plumtree broadcast over the overlay's neighbours (`broadcast => true`).
+    pub broadcast: Option<PlumtreeConfig>,
     /// Largest frame accepted from an authenticated peer, in bytes.
     pub max_frame_size: usize,
     /// Bytes that may wait in one connection's send queue.
@@ -76,6 +79,7 @@ impl Config {
             cookie: cookie.to_vec(),
             mesh: MeshConfig::default(),
             overlay: OverlayConfig::Mesh { topology: Topology::FullMesh, role: Role::Peer },
+            broadcast: None,
             max_frame_size: 64 << 20,
             max_queue_bytes: 64 << 20,
             incarnation: std::time::SystemTime::now()
@@ -102,6 +106,8 @@ pub enum OverlayConfig {
 pub enum StartError {
     #[error("bad hyparview configuration: {0}")]
     HyParView(#[from] partisan_core::hyparview::ConfigError),
+    #[error("bad broadcast configuration: {0}")]
+    Plumtree(#[from] partisan_core::plumtree::ConfigError),
     #[error("bad channel configuration: {0}")]
     Channels(#[from] ChannelError),
     #[error("cannot listen on {addr}: {source}")]
@@ -145,6 +151,14 @@ pub enum Event {
     Removed { by: String },
     /// A control frame for the Erlang membership strategy.
     Upcall { from: String, body: Bytes },
+    /// A broadcast not seen before: the handler's `merge/2` decides; answer with
+    /// [`Node::broadcast_merged`].
+    BroadcastDeliver { msg_id: Bytes, payload: Bytes, from: String },
+    /// A neighbour grafted a message no longer cached: the handler's `graft/1` answers, with
+    /// [`Node::broadcast_grafted`].
+    BroadcastGraft { node: String, msg_id: Bytes, round: u32 },
+    /// Anti-entropy tick with `node`: the handler's `exchange/1` may run.
+    BroadcastExchange { node: String },
 }
 
 /// Where received messages and membership events go.
@@ -285,6 +299,12 @@ pub(crate) enum Cmd {
     Redial(partisan_core::membership::LinkId),
     /// Cut (or restore) every link to a node, as a network partition would.
     Partition { node: String, blocked: bool },
+    /// A Plumtree frame from a neighbour.
+    Broadcast { from: String, body: Bytes },
+    /// Plumtree inputs from the application.
+    Originate { msg_id: Bytes, payload: Bytes },
+    Merged { msg_id: Bytes, is_new: bool },
+    Grafted { node: String, msg_id: Bytes, round: u32, payload: Option<Bytes> },
 }
 
 /// A running Partisan node. Dropping it (or [`Node::stop`]) closes every socket and thread.
@@ -342,7 +362,11 @@ impl Node {
         for listener in listeners {
             runtime.spawn(conn::accept_loop(listener, shared.clone(), cmds.clone()));
         }
-        runtime.spawn(driver::run(shared.clone(), overlay, shell_dials_data, cmds.clone(), rx));
+        let plumtree = match shared.cfg.broadcast {
+            Some(pt) => Some(Plumtree::new(shared.name.clone(), pt, shared.cfg.incarnation)?),
+            None => None,
+        };
+        runtime.spawn(driver::run(shared.clone(), overlay, shell_dials_data, plumtree, cmds.clone(), rx));
         Ok(Node { shared, cmds, runtime: Some(runtime), spec })
     }
 
@@ -361,6 +385,21 @@ impl Node {
 
     pub fn leave(&self, node: &str) {
         let _ = self.cmds.send(Cmd::Leave(node.to_owned()));
+    }
+
+    /// Broadcasts a message with Plumtree (`partisan_plumtree_broadcast:broadcast/2`).
+    pub fn broadcast(&self, msg_id: Bytes, payload: Bytes) {
+        let _ = self.cmds.send(Cmd::Originate { msg_id, payload });
+    }
+
+    /// The handler's `merge/2` answer for a delivered broadcast.
+    pub fn broadcast_merged(&self, msg_id: Bytes, is_new: bool) {
+        let _ = self.cmds.send(Cmd::Merged { msg_id, is_new });
+    }
+
+    /// The handler's `graft/1` answer: the payload, or `None` when it is stale or unknown.
+    pub fn broadcast_grafted(&self, node: &str, msg_id: Bytes, round: u32, payload: Option<Bytes>) {
+        let _ = self.cmds.send(Cmd::Grafted { node: node.to_owned(), msg_id, round, payload });
     }
 
     /// Replaces the member list when an external membership strategy decides it.

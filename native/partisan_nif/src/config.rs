@@ -6,6 +6,7 @@
 
 use partisan_core::channel::ChannelSpec;
 use partisan_core::hyparview::HyParViewConfig;
+use partisan_core::plumtree::PlumtreeConfig;
 use partisan_core::membership::{MeshConfig, NodeSpec, Role, Topology};
 use partisan_net::OverlayConfig;
 use partisan_net::Config;
@@ -22,7 +23,7 @@ mod atoms {
         topology, tag, full_mesh, client_server, static_ = "static", external, server, client, hyparview,
         active_max_size, active_min_size, active_rwl, passive_max_size, passive_rwl,
         random_promotion, random_promotion_interval, shuffle_interval, shuffle_k_active,
-        shuffle_k_passive,
+        shuffle_k_passive, broadcast, lazy_tick_period, exchange_tick_period,
     }
 }
 
@@ -115,6 +116,15 @@ pub fn parse(cfg: Term) -> Result<Parsed, Bad> {
         t if t == atoms::external() => OverlayConfig::Mesh { topology: Topology::External, role },
         t if t == atoms::hyparview() => OverlayConfig::HyParView(hyparview(get(cfg, atoms::hyparview())?)?),
         _ => return Err((atoms::bad_config(), atoms::topology())),
+    };
+    net.broadcast = if get_as::<bool>(cfg, atoms::broadcast())? {
+        Some(PlumtreeConfig {
+            lazy_tick_period: get_as(cfg, atoms::lazy_tick_period())?,
+            exchange_tick_period: get_as(cfg, atoms::exchange_tick_period())?,
+            ..PlumtreeConfig::default()
+        })
+    } else {
+        None
     };
     Ok(Parsed {
         net,

@@ -15,7 +15,10 @@ use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 use std::cell::RefCell;
 
 mod atoms {
-    rustler::atoms! { partisan_event, node_up, node_down, channel_up, channel_down, members, removed, upcall }
+    rustler::atoms! {
+        partisan_event, node_up, node_down, channel_up, channel_down, members, removed, upcall,
+        bcast_deliver, bcast_graft, bcast_exchange,
+    }
 }
 
 thread_local! {
@@ -103,6 +106,12 @@ fn node_atom(env: Env, name: &str) -> Atom {
     Atom::from_str(env, name).unwrap_or_else(|_| Atom::from_str(env, "invalid_node_name").expect("short atom"))
 }
 
+fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
+    let mut bin = rustler::NewBinary::new(env, bytes.len());
+    bin.as_mut_slice().copy_from_slice(bytes);
+    bin.into()
+}
+
 fn encode_event<'a>(env: Env<'a>, event: &Event) -> Term<'a> {
     let tag = atoms::partisan_event();
     match event {
@@ -115,10 +124,13 @@ fn encode_event<'a>(env: Env<'a>, event: &Event) -> Term<'a> {
             (tag, atoms::members(), nodes).encode(env)
         }
         Event::Removed { by } => (tag, atoms::removed(), node_atom(env, by)).encode(env),
-        Event::Upcall { from, body } => {
-            let mut bin = rustler::NewBinary::new(env, body.len());
-            bin.as_mut_slice().copy_from_slice(body);
-            (tag, atoms::upcall(), node_atom(env, from), Term::from(bin)).encode(env)
+        Event::Upcall { from, body } => (tag, atoms::upcall(), node_atom(env, from), binary(env, body)).encode(env),
+        Event::BroadcastDeliver { msg_id, payload, from } => {
+            (tag, atoms::bcast_deliver(), binary(env, msg_id), binary(env, payload), node_atom(env, from)).encode(env)
         }
+        Event::BroadcastGraft { node, msg_id, round } => {
+            (tag, atoms::bcast_graft(), node_atom(env, node), binary(env, msg_id), *round).encode(env)
+        }
+        Event::BroadcastExchange { node } => (tag, atoms::bcast_exchange(), node_atom(env, node)).encode(env),
     }
 }

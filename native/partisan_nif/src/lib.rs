@@ -259,6 +259,32 @@ fn send_transitive<'a>(env: Env<'a>, node: Atom, dest: Term<'a>, msg: Term<'a>) 
 }
 
 
+/// Broadcasts with Plumtree: `MsgId` and `Payload` are the encoded id and payload.
+#[rustler::nif]
+fn broadcast<'a>(env: Env<'a>, msg_id: rustler::Binary<'a>, payload: rustler::Binary<'a>) -> Term<'a> {
+    let Some(r) = running() else { return err(env, atoms::not_started()) };
+    r.node.broadcast(Bytes::copy_from_slice(&msg_id), Bytes::copy_from_slice(&payload));
+    atoms::ok().encode(env)
+}
+
+/// The handler's `merge/2` answer for a delivered broadcast.
+#[rustler::nif]
+fn broadcast_merged<'a>(env: Env<'a>, msg_id: rustler::Binary<'a>, is_new: bool) -> Term<'a> {
+    let Some(r) = running() else { return err(env, atoms::not_started()) };
+    r.node.broadcast_merged(Bytes::copy_from_slice(&msg_id), is_new);
+    atoms::ok().encode(env)
+}
+
+/// The handler's `graft/1` answer: the encoded payload, or `undefined` when stale or unknown.
+#[rustler::nif]
+fn broadcast_grafted<'a>(env: Env<'a>, node: Atom, msg_id: rustler::Binary<'a>, round: u32, payload: Term<'a>) -> NifResult<Term<'a>> {
+    let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
+    let payload = payload.decode::<rustler::Binary>().ok().map(|b| Bytes::copy_from_slice(&b));
+    let msg_id = Bytes::copy_from_slice(&msg_id);
+    with_atom_str(env, node, |name| r.node.broadcast_grafted(name, msg_id, round, payload))?;
+    Ok(atoms::ok().encode(env))
+}
+
 /// Replaces the member list (node specs) for an Erlang membership strategy.
 #[rustler::nif]
 fn set_members<'a>(env: Env<'a>, specs: Vec<Term<'a>>) -> NifResult<Term<'a>> {
