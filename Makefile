@@ -87,8 +87,9 @@ bench-linkemu: deps
 	  | tee bench/results/linkemu-test-$$(date -u +%Y-%m-%d).txt
 
 # A few hundred messages over both transports (< 15 s): keeps the harness from rotting.
+# A unique controller name, so the smoke run never collides with a benchmark already running.
 bench-smoke: build
-	BENCH_TIMEOUT=60 bash bench/run.sh smoke
+	BENCH_NODE=bench_smoke_$$$$@127.0.0.1 BENCH_TIMEOUT=60 bash bench/run.sh smoke
 
 clean:
 	$(REBAR) clean
