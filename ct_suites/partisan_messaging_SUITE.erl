@@ -87,7 +87,14 @@ large_messages(Config) ->
                           Msg = {large, crypto:strong_rand_bytes(Size)},
                           ?assertEqual(ok, rpc(A, partisan, send, [Fwd, Msg, #{channel => data}])),
                           ?assertEqual(Msg, recv(Fwd))
-                  end, [100 * 1024, 1024 * 1024, 8 * 1024 * 1024]).
+                  end, [100 * 1024, 1024 * 1024, 8 * 1024 * 1024]),
+    %% A message that is itself a binary of 4 KiB or more is delivered without a copy (a
+    %% resource binary over the received frame): check its bytes around the threshold.
+    lists:foreach(fun(Size) ->
+                          Bin = crypto:strong_rand_bytes(Size),
+                          ?assertEqual(ok, rpc(A, partisan, send, [Fwd, Bin, #{channel => data}])),
+                          ?assertEqual(Bin, recv(Fwd))
+                  end, [4095, 4096, 4097, 100 * 1024, 1024 * 1024]).
 
 unknown_node(Config) ->
     [A, B, _] = cluster(Config),

@@ -322,7 +322,7 @@ async fn write_loop(link: LinkId, conn_id: u64, mut w: OwnedWriteHalf, queue: Ar
                     if payload.len() < COPY_LIMIT {
                         batch.extend_from_slice(&payload);
                     } else {
-                        ok = write_all(&mut w, &mut batch).await && w.write_all(&payload).await.is_ok();
+                        ok = write_with(&mut w, &mut batch, &payload).await;
                     }
                 }
             }
@@ -342,6 +342,26 @@ async fn write_loop(link: LinkId, conn_id: u64, mut w: OwnedWriteHalf, queue: Ar
     // Closed by the driver (leave, removal): everything queued before the close went out.
     let _ = w.shutdown().await;
     reader.abort();
+}
+
+/// Writes the batch and then `payload` with vectored writes (one syscall for both when the
+/// socket takes them), and empties the batch.
+async fn write_with(w: &mut OwnedWriteHalf, batch: &mut BytesMut, payload: &[u8]) -> bool {
+    let (mut head, mut body) = (0, 0);
+    while head < batch.len() || body < payload.len() {
+        let slices = [std::io::IoSlice::new(&batch[head..]), std::io::IoSlice::new(&payload[body..])];
+        match w.write_vectored(&slices).await {
+            Ok(0) | Err(_) => return false,
+            Ok(mut n) => {
+                let from_head = n.min(batch.len() - head);
+                head += from_head;
+                n -= from_head;
+                body += n;
+            }
+        }
+    }
+    batch.clear();
+    true
 }
 
 async fn write_all(w: &mut OwnedWriteHalf, batch: &mut BytesMut) -> bool {
