@@ -9,8 +9,11 @@
 //! - after each of the following shuffle periods ("rounds"), until one component remains and the
 //!   broadcast reaches every live node (the healing time).
 //!
-//! Full mesh against HyParView: links per node and control frames per membership change (one
-//! join, one leave) as N grows, with periodic traffic switched off so only the change is counted.
+//! Full mesh against HyParView and client-server (10% servers): links per node and control
+//! frames per membership change (one join, one leave) as N grows, with periodic traffic switched
+//! off so only the change is counted.
+//!
+//! Plumtree over HyParView lives in [`crate::broadcast`].
 //!
 //! ```
 //! use partisan_sim::experiments::*;
@@ -24,7 +27,7 @@ use crate::graph::{DegreeStats, Graph};
 use crate::net::{NetConfig, NodeId, Sim};
 use partisan_core::channel::ChannelTable;
 use partisan_core::hyparview::{ConfigError, HyParView, HyParViewConfig};
-use partisan_core::membership::{FullMesh, MeshConfig};
+use partisan_core::membership::{FullMesh, MeshConfig, Role, Topology};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -62,7 +65,7 @@ impl Default for HyParViewSetup {
     }
 }
 
-fn node_seed(seed: u64, id: NodeId) -> u64 {
+pub(crate) fn node_seed(seed: u64, id: NodeId) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(id)
 }
 
@@ -155,21 +158,27 @@ pub fn crash_experiment(base: &Sim<HyParView>, fraction: f64, rounds: u32, seed:
 /// [`crash_experiment`] for each fraction, on `threads` threads; rows in the order of
 /// `fractions`, identical whatever the thread count.
 pub fn crash_sweep(base: &Sim<HyParView>, fractions: &[f64], rounds: u32, seed: u64, threads: usize) -> Vec<CrashRow> {
+    par_map(fractions, threads, |&fraction| crash_experiment(base, fraction, rounds, seed))
+}
+
+/// `f` of each item on up to `threads` threads, results in the order of `items` (so the same
+/// whatever the thread count, `f` being deterministic).
+pub fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let next = AtomicUsize::new(0);
-    let rows: Mutex<Vec<(usize, CrashRow)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(usize, R)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..threads.max(1) {
+        for _ in 0..threads.max(1).min(items.len().max(1)) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&fraction) = fractions.get(i) else { return };
-                let row = crash_experiment(base, fraction, rounds, seed);
-                rows.lock().unwrap_or_else(|e| e.into_inner()).push((i, row));
+                let Some(item) = items.get(i) else { return };
+                let result = f(item);
+                results.lock().unwrap_or_else(|e| e.into_inner()).push((i, result));
             });
         }
     });
-    let mut rows = rows.into_inner().unwrap_or_else(|e| e.into_inner());
-    rows.sort_by_key(|(i, _)| *i);
-    rows.into_iter().map(|(_, row)| row).collect()
+    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Shape of a stable overlay.
@@ -236,58 +245,153 @@ pub struct ScalingRow {
     pub hyparview_links_per_node: f64,
     pub hyparview_frames_per_join: u64,
     pub hyparview_frames_per_leave: u64,
+    /// Client-server with [`SERVER_FRACTION`] of the nodes as servers (at least one).
+    pub client_server: ClientServerCost,
+}
+
+/// Share of servers in the client-server runs.
+pub const SERVER_FRACTION: f64 = 0.1;
+
+/// Client-server membership cost: links dialed per node by role, and the frames of a client's
+/// join and leave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientServerCost {
+    pub servers: usize,
+    pub server_links_per_node: f64,
+    pub client_links_per_node: f64,
+    /// Distinct nodes each client has a link up to: (min, max) over the clients.
+    pub client_peers: (usize, usize),
+    /// Distinct nodes each server has a link up to: (min, max) over the servers.
+    pub server_peers: (usize, usize),
+    pub frames_per_join: u64,
+    pub frames_per_leave: u64,
 }
 
 /// Time for a membership change to settle before its frames are counted.
 const SETTLE_MS: u64 = 5_000;
 
-/// Joins nodes 1..n−1 one by one, then counts the frames of the last join and of its leave.
-fn membership_cost<O: partisan_core::overlay::Overlay>(mut sim: Sim<O>, seed: u64) -> (f64, u64, u64) {
+/// What [`membership_cost`] measured: per node (index = id) the links it dialed and the distinct
+/// peers they reach, with every node joined; then the frames of the last join and its leave.
+struct Cost {
+    links: Vec<usize>,
+    peers: Vec<usize>,
+    join: u64,
+    leave: u64,
+}
+
+impl Cost {
+    fn mean_links(&self, ids: std::ops::Range<usize>) -> f64 {
+        let n = ids.len().max(1) as f64;
+        self.links[ids].iter().sum::<usize>() as f64 / n
+    }
+
+    fn peer_range(&self, ids: std::ops::Range<usize>) -> (usize, usize) {
+        let peers = &self.peers[ids];
+        (peers.iter().copied().min().unwrap_or(0), peers.iter().copied().max().unwrap_or(0))
+    }
+}
+
+/// Joins nodes 1..n−1 one by one, each through `contact(rng, id)`, then counts the frames of the
+/// last join and of its leave.
+fn membership_cost<O: partisan_core::overlay::Overlay>(
+    mut sim: Sim<O>,
+    seed: u64,
+    contact: impl Fn(&mut SmallRng, NodeId) -> NodeId,
+) -> Cost {
     let mut rng = SmallRng::seed_from_u64(seed);
     let last = sim.len() as NodeId - 1;
     for id in 1..last {
-        sim.join(id, rng.gen_range(0..id));
+        let c = contact(&mut rng, id);
+        sim.join(id, c);
         sim.run_for(SETTLE_MS);
     }
     let before = sim.stats().control_frames;
-    sim.join(last, rng.gen_range(0..last));
+    let c = contact(&mut rng, last);
+    sim.join(last, c);
     sim.run_for(SETTLE_MS);
     let joined = sim.stats().control_frames;
-    let alive = sim.alive();
-    let links = alive.iter().map(|id| sim.links_up_from(*id)).sum::<usize>() as f64 / alive.len() as f64;
+    let links = (0..sim.len() as NodeId).map(|id| sim.links_up_from(id)).collect();
+    let peers = (0..sim.len() as NodeId).map(|id| sim.peers_up_from(id)).collect();
     sim.leave(last);
     sim.run_for(SETTLE_MS);
-    (links, joined - before, sim.stats().control_frames - joined)
+    Cost { links, peers, join: joined - before, leave: sim.stats().control_frames - joined }
 }
 
-/// Links per node and frames per membership change, full mesh against HyParView, for each N.
-/// Periodic gossip and shuffles are off so only the change itself is counted.
-pub fn scaling(sizes: &[usize], net: NetConfig, seed: u64) -> Vec<ScalingRow> {
+/// Which overlay one [`scaling`] task measures.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Mesh,
+    HyParView,
+    ClientServer,
+}
+
+/// Links per node and frames per membership change, full mesh against HyParView and
+/// client-server, for each N (the runs spread over `threads` threads). Periodic gossip and
+/// shuffles are off so only the change itself is counted. In the client-server runs nodes
+/// `0..servers` are the servers, every node joins through a random earlier server, and the
+/// change measured is the join and leave of the last node, a client.
+pub fn scaling(sizes: &[usize], net: NetConfig, seed: u64, threads: usize) -> Vec<ScalingRow> {
     let channels = ChannelTable::new(vec![]).expect("the default channel table is valid");
     let quiet_hv = HyParViewConfig { shuffle_interval: 1 << 40, random_promotion_interval: 1 << 40, ..Default::default() };
     let quiet_mesh = MeshConfig { periodic_interval: 0, ..Default::default() };
-    sizes
-        .iter()
-        .map(|&nodes| {
-            let mut mesh = Sim::new(net, channels.membership_index(), seed);
+    let tasks: Vec<(usize, Kind)> =
+        sizes.iter().flat_map(|&n| [(n, Kind::Mesh), (n, Kind::HyParView), (n, Kind::ClientServer)]).collect();
+    let any_earlier = |rng: &mut SmallRng, id: NodeId| rng.gen_range(0..id);
+    let costs = par_map(&tasks, threads, |&(nodes, kind)| {
+        let servers = servers_of(nodes) as NodeId;
+        if let Kind::HyParView = kind {
             let mut hv = Sim::new(net, channels.membership_index(), seed);
             for id in 0..nodes as NodeId {
-                let spec = Sim::<FullMesh>::spec_for(id);
-                let s = node_seed(seed, id);
-                mesh.add_node(FullMesh::new(spec.clone(), u64::from(id) + 1, channels.clone(), quiet_mesh, s));
-                hv.add_node(HyParView::new(spec, &channels, quiet_hv, s).expect("valid config"));
+                let spec = Sim::<HyParView>::spec_for(id);
+                hv.add_node(HyParView::new(spec, &channels, quiet_hv, node_seed(seed, id)).expect("valid config"));
             }
-            let (mesh_links, mesh_join, mesh_leave) = membership_cost(mesh, seed);
-            let (hv_links, hv_join, hv_leave) = membership_cost(hv, seed);
+            return membership_cost(hv, seed, any_earlier);
+        }
+        let mut sim = Sim::new(net, channels.membership_index(), seed);
+        for id in 0..nodes as NodeId {
+            let spec = Sim::<FullMesh>::spec_for(id);
+            let mesh = FullMesh::new(spec, u64::from(id) + 1, channels.clone(), quiet_mesh, node_seed(seed, id));
+            sim.add_node(match kind {
+                Kind::ClientServer => {
+                    mesh.with_topology(Topology::ClientServer, if id < servers { Role::Server } else { Role::Client })
+                }
+                _ => mesh,
+            });
+        }
+        match kind {
+            Kind::ClientServer => membership_cost(sim, seed, |rng, id| rng.gen_range(0..id.min(servers))),
+            _ => membership_cost(sim, seed, any_earlier),
+        }
+    });
+    sizes
+        .iter()
+        .zip(costs.chunks(3))
+        .map(|(&nodes, c)| {
+            let (mesh, hv, cs) = (&c[0], &c[1], &c[2]);
+            let servers = servers_of(nodes);
             ScalingRow {
                 nodes,
-                mesh_links_per_node: mesh_links,
-                mesh_frames_per_join: mesh_join,
-                mesh_frames_per_leave: mesh_leave,
-                hyparview_links_per_node: hv_links,
-                hyparview_frames_per_join: hv_join,
-                hyparview_frames_per_leave: hv_leave,
+                mesh_links_per_node: mesh.mean_links(0..nodes),
+                mesh_frames_per_join: mesh.join,
+                mesh_frames_per_leave: mesh.leave,
+                hyparview_links_per_node: hv.mean_links(0..nodes),
+                hyparview_frames_per_join: hv.join,
+                hyparview_frames_per_leave: hv.leave,
+                client_server: ClientServerCost {
+                    servers,
+                    server_links_per_node: cs.mean_links(0..servers),
+                    client_links_per_node: cs.mean_links(servers..nodes),
+                    client_peers: cs.peer_range(servers..nodes),
+                    server_peers: cs.peer_range(0..servers),
+                    frames_per_join: cs.join,
+                    frames_per_leave: cs.leave,
+                },
             }
         })
         .collect()
+}
+
+/// Servers among `nodes` in the client-server runs: [`SERVER_FRACTION`], at least one.
+pub fn servers_of(nodes: usize) -> usize {
+    ((nodes as f64 * SERVER_FRACTION).round() as usize).clamp(1, nodes.max(1))
 }

@@ -8,7 +8,8 @@
 //! - [`net`]: the virtual network ([`net::Sim`]): a binary-heap event queue, per-message latency,
 //!   loss, partitions, crashes; it executes the overlays' actions the way `partisan_net` does.
 //! - [`graph`]: metrics over the overlay graph (flooding reliability, components, degrees).
-//! - [`experiments`]: the HyParView and full-mesh experiments, as rows of numbers.
+//! - [`experiments`]: the HyParView, full-mesh and client-server experiments, as rows of numbers.
+//! - [`broadcast`]: Plumtree over HyParView (reliability, RMR, LDH; steady state and crashes).
 //! - [`report`]: markdown tables and gnuplot plots of those rows.
 //!
 //! Same seed, same numbers: every random choice (latency, loss, crash sets, the overlays' own
@@ -23,6 +24,7 @@
 //! assert_eq!(graph.reliability(&[0]), 1.0);
 //! ```
 
+pub mod broadcast;
 pub mod experiments;
 pub mod graph;
 pub mod net;

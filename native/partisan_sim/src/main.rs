@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! partisan_sim [--out DIR] [--nodes 1000,10000] [--seed 1] [--rounds 10] [--stabilize 50]
-//!              [--scaling 10,25,50,100,200] [--partition-secs 60]
+//!              [--scaling 10,25,50,100,200] [--partition-secs 60] [--plumtree-nodes 1000,10000]
 //! ```
+//! `--plumtree-nodes` picks which of the `--nodes` overlays also run the Plumtree experiment
+//! (default: all of them).
 //! `make sim` runs it with the defaults into `sim/results/`.
 
+use partisan_sim::broadcast::{plumtree_experiment, PlumtreeResult, PlumtreeSetup};
 use partisan_sim::experiments::{
     build_hyparview, crash_sweep, partition_experiment, scaling, view_stats, HyParViewSetup, PartitionRow,
 };
@@ -27,6 +30,8 @@ enum CliError {
     Write { path: String, source: std::io::Error },
     #[error(transparent)]
     Config(#[from] partisan_core::hyparview::ConfigError),
+    #[error(transparent)]
+    PlumtreeConfig(#[from] partisan_core::plumtree::ConfigError),
 }
 
 struct Args {
@@ -37,6 +42,7 @@ struct Args {
     stabilize: u32,
     scaling: Vec<usize>,
     partition_secs: u64,
+    plumtree_nodes: Option<Vec<usize>>,
 }
 
 fn parse_list(flag: &'static str, value: &str) -> Result<Vec<usize>, CliError> {
@@ -52,6 +58,7 @@ fn parse_args() -> Result<Args, CliError> {
         stabilize: 50,
         scaling: vec![10, 25, 50, 100, 200],
         partition_secs: 60,
+        plumtree_nodes: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -65,11 +72,30 @@ fn parse_args() -> Result<Args, CliError> {
             "--stabilize" => args.stabilize = number("--stabilize", value("--stabilize")?)? as u32,
             "--scaling" => args.scaling = parse_list("--scaling", &value("--scaling")?)?,
             "--partition-secs" => args.partition_secs = number("--partition-secs", value("--partition-secs")?)?,
+            "--plumtree-nodes" => args.plumtree_nodes = Some(parse_list("--plumtree-nodes", &value("--plumtree-nodes")?)?),
             _ => return Err(CliError::Unknown(flag)),
         }
     }
     Ok(args)
 }
+
+/// How to read the Plumtree tables (Leitão, Pereira, Rodrigues, SRDS 2007).
+const PLUMTREE_NOTES: &str = "### Plumtree over HyParView: how to read the tables
+
+Plumtree runs on the HyParView overlays above (same seed, stacked on the stabilized overlay as \
+the live driver stacks it: the overlay's NodeUp/NodeDown are Plumtree's neighbours). Every link \
+starts eager, so the first broadcast floods the active views (RMR about active view size − 2); \
+its duplicates prune links to lazy, after which the eager links form a spanning tree (tree = \
+live − 1) and each node receives each payload once: RMR 0, the paper's \"RMR → 0 once the tree \
+is built\". The crash is silent: payloads pushed to dead nodes are lost, and the survivors cut off \
+from the tree wait for an IHAVE from a lazy neighbour and GRAFT it (lazy tick + GRAFT timeout, \
+about 2 s a step), so right after a large crash a broadcast is late rather than lost: compare \
+\"delivered\" (within the spacing) with \"by end\". When the links to the dead drop, HyParView's \
+new neighbours join Plumtree as eager links: the next broadcast floods them (the RMR spike), \
+PRUNEs follow and RMR is near 0 again a couple of broadcasts later. Swaps are the paper's \
+optional tree optimisation (threshold 3 hops); with one tree shared by broadcasts from random \
+origins it keeps swapping a share of the links at no RMR cost.
+";
 
 fn write(dir: &Path, name: &str, text: &str) -> Result<(), CliError> {
     let path = dir.join(name);
@@ -99,7 +125,33 @@ fn run() -> Result<(), CliError> {
         NetConfig::default().latency,
         threads
     );
-    summary.push_str("![reliability](reliability.png)\n![heal rounds](heal_rounds.png)\n![in-degree](indegree.png)\n![scaling](scaling.png)\n\n");
+    let pt_setup = PlumtreeSetup { seed: args.seed, ..PlumtreeSetup::default() };
+    let pt_sizes: Vec<usize> = match &args.plumtree_nodes {
+        Some(sizes) => args.nodes.iter().copied().filter(|n| sizes.contains(n)).collect(),
+        None => args.nodes.clone(),
+    };
+    let _ = writeln!(
+        summary,
+        "Plumtree (default `PlumtreeConfig`: lazy tick {} ms, GRAFT timeout {} ms, exchange every {} s) on the same overlays: \
+         {} broadcasts without failures, then {} crashed at once, silently: {} broadcasts before the survivors notice, \
+         {} after the links dropped and HyParView repaired its views; one broadcast every {} s from a random live node, \
+         the handler's merge answered at once.\n",
+        pt_setup.config.lazy_tick_period,
+        pt_setup.config.graft_timeout,
+        pt_setup.config.exchange_tick_period / 1000,
+        pt_setup.steady_broadcasts,
+        pt_setup.fractions.iter().map(|f| format!("{:.0}%", f * 100.0)).collect::<Vec<_>>().join(" or "),
+        pt_setup.undetected_broadcasts,
+        pt_setup.repaired_broadcasts,
+        pt_setup.spacing_ms / 1000
+    );
+    summary.push_str("![reliability](reliability.png)\n![heal rounds](heal_rounds.png)\n![in-degree](indegree.png)\n");
+    if !pt_sizes.is_empty() {
+        summary.push_str("![Plumtree RMR](plumtree_rmr.png)\n![Plumtree reliability](plumtree_reliability.png)\n![Plumtree LDH](plumtree_ldh.png)\n");
+    }
+    summary.push_str("![scaling](scaling.png)\n\n");
+    let mut plumtree: Vec<PlumtreeResult> = Vec::new();
+    let mut plumtree_tables = String::new();
     let fractions: Vec<f64> = (0..20).map(|i| f64::from(i) * 0.05).collect();
     let mut partitions: Vec<PartitionRow> = Vec::new();
     for &nodes in &args.nodes {
@@ -122,13 +174,32 @@ fn run() -> Result<(), CliError> {
             summary,
             "{views_table}\n{table}\nWall time at {nodes} nodes: build and stabilize {build_secs:.1} s, 20 crash runs {crash_secs:.1} s.\n"
         );
+        if pt_sizes.contains(&nodes) {
+            let t = Instant::now();
+            let result = plumtree_experiment(&base, &pt_setup, threads)?;
+            let crash_table = report::plumtree_crash_table(&result, &pt_setup);
+            println!("{crash_table}");
+            for crash in &result.crashes {
+                write(&args.out, &report::plumtree_data_file(nodes, crash.fraction), &report::plumtree_data(&result, Some(crash)))?;
+            }
+            let _ = writeln!(plumtree_tables, "{crash_table}\nWall time of the Plumtree runs at {nodes} nodes: {:.1} s.\n", t.elapsed().as_secs_f64());
+            plumtree.push(result);
+        }
     }
     let partition_table = report::partition_table(&partitions);
     println!("{partition_table}");
     let _ = writeln!(summary, "{partition_table}");
+    if !plumtree.is_empty() {
+        let summary_table = report::plumtree_summary_table(&plumtree);
+        let steady_table = report::plumtree_steady_table(&plumtree);
+        println!("{summary_table}\n{steady_table}");
+        let text = format!("{PLUMTREE_NOTES}\n{summary_table}\n{steady_table}\n{plumtree_tables}");
+        write(&args.out, "plumtree.md", &text)?;
+        let _ = writeln!(summary, "{text}");
+    }
     let t = Instant::now();
-    let scaling_rows = scaling(&args.scaling, NetConfig::default(), args.seed);
-    let scaling_table = report::scaling_table(&scaling_rows);
+    let scaling_rows = scaling(&args.scaling, NetConfig::default(), args.seed, threads);
+    let scaling_table = format!("{}\n{}", report::scaling_table(&scaling_rows), report::client_server_table(&scaling_rows));
     println!("{scaling_table}");
     write(&args.out, "scaling.dat", &report::scaling_data(&scaling_rows))?;
     write(&args.out, "scaling.md", &scaling_table)?;
@@ -136,7 +207,11 @@ fn run() -> Result<(), CliError> {
     let total = started.elapsed().as_secs_f64();
     let _ = writeln!(summary, "Total wall time: {total:.1} s.");
     write(&args.out, "README.md", &summary)?;
-    for (name, script) in report::plot_scripts(&args.nodes) {
+    let mut scripts = report::plot_scripts(&args.nodes);
+    if !pt_sizes.is_empty() {
+        scripts.extend(report::plumtree_plot_scripts(&pt_sizes, &pt_setup));
+    }
+    for (name, script) in scripts {
         match report::plot(&args.out, name, &script) {
             Ok(true) => {}
             Ok(false) => {

@@ -231,6 +231,61 @@ impl<O: Overlay> Sim<O> {
         self.links.range((id, 0, 0, 0)..(id + 1, 0, 0, 0)).filter(|(_, s)| s.up).count()
     }
 
+    /// Distinct nodes that `id` has a dialed link up to.
+    pub fn peers_up_from(&self, id: NodeId) -> usize {
+        let mut peers: Vec<NodeId> =
+            self.links.range((id, 0, 0, 0)..(id + 1, 0, 0, 0)).filter(|(_, s)| s.up).map(|(k, _)| k.1).collect();
+        peers.dedup();
+        peers.len()
+    }
+
+    /// Gives `node` an input through `f(overlay, now)` (a local broadcast, say) and executes
+    /// the actions it produced. Nothing happens for a crashed node.
+    pub fn input(&mut self, node: NodeId, f: impl FnOnce(&mut O, u64)) {
+        let now = self.now;
+        if let Some(n) = self.nodes[node as usize].as_mut() {
+            f(n, now);
+            self.after_input(node);
+        }
+    }
+
+    /// The same network, links, clock and events with every node replaced by `f(id, node)`
+    /// (a protocol stacked on the overlay, say); the new nodes' actions are executed and their
+    /// timers armed at once.
+    pub fn map<P: Overlay>(self, mut f: impl FnMut(NodeId, O, u64) -> P) -> Sim<P> {
+        let now = self.now;
+        let nodes: Vec<Option<P>> = self
+            .nodes
+            .into_iter()
+            .enumerate()
+            .map(|(id, n)| n.map(|n| f(id as NodeId, n, now)))
+            .collect();
+        let mut sim = Sim {
+            now,
+            seq: self.seq,
+            queue: self.queue,
+            nodes,
+            specs: self.specs,
+            ids: self.ids,
+            side: self.side,
+            links: self.links,
+            fifo: self.fifo,
+            timers: self.timers,
+            next_attempt: self.next_attempt,
+            membership_channel: self.membership_channel,
+            cfg: self.cfg,
+            rng: self.rng,
+            scratch: Vec::new(),
+            stats: self.stats,
+        };
+        for id in 0..sim.nodes.len() as NodeId {
+            if sim.is_alive(id) {
+                sim.after_input(id);
+            }
+        }
+        sim
+    }
+
     /// `node` joins through `contact` (`partisan_peer_service:join/1`).
     pub fn join(&mut self, node: NodeId, contact: NodeId) {
         let spec = self.specs[contact as usize].clone();
@@ -253,20 +308,34 @@ impl<O: Overlay> Sim<O> {
 
     /// Crashes nodes at once: their state is gone, their links drop at the other ends.
     pub fn crash(&mut self, crashed: &[NodeId]) {
+        self.crash_detected_after(crashed, 0);
+    }
+
+    /// Crashes nodes silently: the other ends of their links notice only `detect_ms` later
+    /// (plus one latency), as with a host that vanished without a TCP reset and is found out by
+    /// a timeout. Until then those links look up: frames sent on them are counted and lost.
+    /// New connections to a crashed node are still refused after one round trip.
+    pub fn crash_detected_after(&mut self, crashed: &[NodeId], detect_ms: u64) {
         for &id in crashed {
             self.nodes[id as usize] = None;
             self.timers[id as usize] = None;
         }
-        self.drop_links(|sim, from, to| !sim.is_alive(from) || !sim.is_alive(to));
+        self.drop_links_after(detect_ms, |sim, from, to| !sim.is_alive(from) || !sim.is_alive(to));
     }
 
-    /// Crashes a random `fraction` of the live nodes; returns them.
-    pub fn crash_fraction(&mut self, fraction: f64, rng: &mut SmallRng) -> Vec<NodeId> {
+    /// A random `fraction` of the live nodes, sorted.
+    pub fn pick_fraction(&self, fraction: f64, rng: &mut SmallRng) -> Vec<NodeId> {
         let mut alive = self.alive();
         let count = ((alive.len() as f64) * fraction).round() as usize;
         let (chosen, _) = rand::seq::SliceRandom::partial_shuffle(&mut alive[..], rng, count);
         let mut chosen = chosen.to_vec();
         chosen.sort_unstable();
+        chosen
+    }
+
+    /// Crashes a random `fraction` of the live nodes; returns them.
+    pub fn crash_fraction(&mut self, fraction: f64, rng: &mut SmallRng) -> Vec<NodeId> {
+        let chosen = self.pick_fraction(fraction, rng);
         self.crash(&chosen);
         chosen
     }
@@ -286,13 +355,18 @@ impl<O: Overlay> Sim<O> {
 
     /// Links of crashed dialers vanish; live dialers of a cut link see it drop after a latency.
     fn drop_links(&mut self, cut: impl Fn(&Self, NodeId, NodeId) -> bool) {
+        self.drop_links_after(0, cut);
+    }
+
+    /// [`Self::drop_links`], the live dialers noticing `delay_ms` later.
+    fn drop_links_after(&mut self, delay_ms: u64, cut: impl Fn(&Self, NodeId, NodeId) -> bool) {
         let cut: Vec<(LinkKey, LinkState)> =
             self.links.iter().filter(|(k, _)| cut(self, k.0, k.1)).map(|(k, s)| (*k, *s)).collect();
         for ((from, to, channel, conn), state) in cut {
             if !self.is_alive(from) {
                 self.links.remove(&(from, to, channel, conn));
             } else {
-                let at = self.now + self.cfg.latency.sample(&mut self.rng);
+                let at = self.now + delay_ms + self.cfg.latency.sample(&mut self.rng);
                 self.schedule(at, Event::LinkLost { from, to, channel, conn, attempt: state.attempt });
             }
         }

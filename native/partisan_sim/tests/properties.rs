@@ -65,7 +65,7 @@ fn lossy_long_tailed_network_still_forms_one_component() {
 
 #[test]
 fn full_mesh_cost_grows_with_n_and_hyparview_stays_flat() {
-    let rows = scaling(&[5, 10, 20], NetConfig::default(), 17);
+    let rows = scaling(&[5, 10, 20], NetConfig::default(), 17, 2);
     for r in &rows {
         // default + membership channel to each other member
         assert_eq!(r.mesh_links_per_node, 2.0 * (r.nodes as f64 - 1.0), "{r:?}");
@@ -74,4 +74,19 @@ fn full_mesh_cost_grows_with_n_and_hyparview_stays_flat() {
     }
     assert!(rows[2].mesh_frames_per_join > 3 * rows[1].mesh_frames_per_join, "{rows:?}");
     assert!(rows[2].mesh_frames_per_leave > rows[0].mesh_frames_per_leave);
+}
+
+#[test]
+fn client_server_clients_link_exactly_to_the_servers() {
+    let rows = scaling(&[10, 30], NetConfig::default(), 18, 2);
+    for r in &rows {
+        let cs = &r.client_server;
+        assert_eq!(cs.servers, servers_of(r.nodes));
+        assert_eq!(cs.client_peers, (cs.servers, cs.servers), "each client is linked to every server, nothing else: {r:?}");
+        // default + membership channel per server
+        assert_eq!(cs.client_links_per_node, 2.0 * cs.servers as f64, "{r:?}");
+        assert_eq!(cs.server_peers, (r.nodes - 1, r.nodes - 1), "servers link to everyone: {r:?}");
+        assert!(cs.frames_per_join < r.mesh_frames_per_join && cs.frames_per_leave < r.mesh_frames_per_leave, "{r:?}");
+    }
+    assert_eq!(rows[1].client_server.servers, 3);
 }
