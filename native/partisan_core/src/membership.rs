@@ -441,14 +441,7 @@ impl FullMesh {
     /// Stores a newer entry and starts or stops links accordingly.
     fn apply(&mut self, now: u64, entry: Member) {
         let name = entry.spec.name.clone();
-        if entry.left {
-            if let Some(peer) = self.peers.remove(&name) {
-                self.actions.push_back(Action::Disconnect { node: name.clone() });
-                if peer.up_total() > 0 {
-                    self.actions.push_back(Action::NodeDown { node: name.clone() });
-                }
-            }
-        } else if !self.wants_link(&entry) {
+        if entry.left || !self.wants_link(&entry) {
             if let Some(peer) = self.peers.remove(&name) {
                 self.actions.push_back(Action::Disconnect { node: name.clone() });
                 if peer.up_total() > 0 {

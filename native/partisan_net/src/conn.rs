@@ -180,7 +180,7 @@ async fn read_loop(
                 }
             }
             Ok(Frame::Relay { origin, id, hops, target, dest, payload }) => {
-                shared.relay(from, &origin, id, hops, &target, dest, payload);
+                shared.relay(from, crate::Relayed { origin, id, hops, target, dest, payload });
             }
             Ok(Frame::Control { body }) => {
                 let _ = cmds.send(Cmd::Control { from: from.to_owned(), body });

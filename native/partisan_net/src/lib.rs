@@ -249,6 +249,16 @@ pub(crate) struct Shared {
     pub cfg: Config,
 }
 
+/// A message relayed through the overlay (the fields of `Frame::Relay`).
+pub(crate) struct Relayed {
+    pub origin: String,
+    pub id: u64,
+    pub hops: u8,
+    pub target: String,
+    pub dest: Dest,
+    pub payload: Bytes,
+}
+
 impl Shared {
     pub(crate) fn is_blocked(&self, node: &str) -> bool {
         self.blocked.read().unwrap_or_else(|e| e.into_inner()).contains(node)
@@ -257,18 +267,19 @@ impl Shared {
     /// Routes a relayed message (one this node originates, `from` = its own name, or one that
     /// arrived from a neighbour): delivers, forwards on the default channel, or drops it.
     /// Returns whether it went anywhere.
-    pub(crate) fn relay(&self, from: &str, origin: &str, id: u64, hops: u8, target: &str, dest: Dest, payload: Bytes) -> bool {
+    pub(crate) fn relay(&self, from: &str, msg: Relayed) -> bool {
+        let Relayed { origin, id, hops, target, dest, payload } = msg;
         let neighbours = self.up.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let decision = self.relay.lock().unwrap_or_else(|e| e.into_inner()).decide(origin, id, hops, target, from, &neighbours);
+        let decision = self.relay.lock().unwrap_or_else(|e| e.into_inner()).decide(&origin, id, hops, &target, from, &neighbours);
         match decision {
             RelayDecision::Deliver => {
-                if self.sink.deliver(origin, &dest, payload).is_err() {
+                if self.sink.deliver(&origin, &dest, payload).is_err() {
                     self.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
                 }
                 true
             }
             RelayDecision::Forward { to, hops_left } => {
-                let frame = Frame::Relay { origin: origin.to_owned(), id, hops: hops_left, target: target.to_owned(), dest, payload }.to_bytes();
+                let frame = Frame::Relay { origin, id, hops: hops_left, target, dest, payload }.to_bytes();
                 let channel = self.channels.default_index();
                 let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
                 let mut sent = false;
@@ -510,7 +521,8 @@ impl Node {
     pub fn send_transitive(&self, node: &str, dest: Dest, payload: Bytes) -> Result<(), SendError> {
         let id = self.shared.next_relay_id.fetch_add(1, Ordering::Relaxed);
         let me = &self.shared.name;
-        if self.shared.relay(me, me, id, DEFAULT_HOPS, node, dest, payload) {
+        let msg = Relayed { origin: me.clone(), id, hops: DEFAULT_HOPS, target: node.to_owned(), dest, payload };
+        if self.shared.relay(me, msg) {
             self.shared.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
             Ok(())
         } else {
