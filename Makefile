@@ -30,7 +30,7 @@ dialyzer: build
 mix-test: build
 	MIX_ENV=test mix test
 
-test: rust-test eunit ct mix-test bench-smoke
+test: rust-test eunit ct mix-test dialyzer bench-smoke
 
 demo: build
 	@mkdir -p _build/demo

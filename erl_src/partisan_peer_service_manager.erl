@@ -69,7 +69,7 @@ config_keys() ->
 start_strategy(#{membership_strategy := Mod, periodic_interval := Interval}, Spec) ->
     {ok, Members, State} = Mod:init(Spec),
     ok = partisan_nif:set_members(Members),
-    schedule(periodic, Interval),
+    _ = schedule(periodic, Interval),
     #strategy{mod = Mod, state = State, interval = Interval}.
 
 %% @private
@@ -97,7 +97,7 @@ handle_info({partisan_upcall, From, Bin}, S = #strategy{mod = Mod, state = State
             {noreply, S}
     end;
 handle_info(periodic, S = #strategy{mod = Mod, state = State, interval = Interval}) ->
-    schedule(periodic, Interval),
+    _ = schedule(periodic, Interval),
     {noreply, apply_result(Mod:periodic(State), S)};
 handle_info(retry, S = #strategy{}) ->
     {noreply, flush(S#strategy{retry_armed = false})};

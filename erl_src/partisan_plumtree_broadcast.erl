@@ -68,7 +68,7 @@ handle_info({partisan_event, bcast_graft, Node, IdBin, Round}, S) ->
     ok = partisan_nif:broadcast_grafted(Node, IdBin, Round, Payload),
     {noreply, S};
 handle_info({partisan_event, bcast_exchange, Node}, S) ->
-    [catch Mod:exchange(Node) || Mod <- partisan_config:get(broadcast_mods, [])],
+    _ = [catch Mod:exchange(Node) || Mod <- partisan_config:get(broadcast_mods, [])],
     {noreply, S};
 handle_info(_, S) ->
     {noreply, S}.
