@@ -273,7 +273,8 @@ async fn client_handshake(stream: TcpStream, link: &LinkId, shared: &Shared) -> 
 }
 
 fn start_link(link: LinkId, conn_id: u64, mut r: OwnedReadHalf, w: OwnedWriteHalf, mut buf: BytesMut, shared: Arc<Shared>, cmds: UnboundedSender<Cmd>) {
-    let queue = Arc::new(LinkQueue::new(shared.cfg.max_queue_bytes, shared.stats.replaced_monotonic.clone()));
+    let fd = std::os::fd::AsRawFd::as_raw_fd(w.as_ref());
+    let queue = Arc::new(LinkQueue::new(shared.cfg.max_queue_bytes, shared.stats.replaced_monotonic.clone(), fd));
     let reader = {
         let (link, shared, cmds) = (link.clone(), shared.clone(), cmds.clone());
         tokio::spawn(async move {
@@ -334,6 +335,8 @@ async fn write_loop(link: LinkId, conn_id: u64, mut w: OwnedWriteHalf, queue: Ar
         queue.release(released);
         if !ok {
             info!(node = %link.node, channel = link.channel, conn = link.conn, "link write failed");
+            // Closed before the socket is dropped: no sender may write to its descriptor after.
+            queue.close();
             reader.abort();
             let _ = cmds.send(Cmd::LinkDown { link, conn_id });
             return;
