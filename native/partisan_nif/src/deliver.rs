@@ -4,10 +4,6 @@
 //! `OwnedEnv`: a payload is decoded into it and handed to the destination with `enif_send`, which
 //! moves the term without a copy. No Erlang process sits between the socket and the receiver.
 //!
-//! A message that is a binary of 4 KiB or more is not copied at all: the process receives a
-//! resource binary that points into the buffer the socket read, kept alive by a
-//! [`ReceivedBinary`] resource until the process drops it.
-//!
 //! Destinations resolve to *local* pids only. A pid in the external format decodes as local only
 //! if its node name and creation are this VM's, so a message addressed to a pid of an earlier
 //! incarnation of this node is dropped (and counted), never delivered to a new process.
@@ -15,7 +11,7 @@
 use bytes::Bytes;
 use partisan_core::frame::Dest;
 use partisan_net::{DeliverError, Event, Sink};
-use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
+use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 use std::cell::RefCell;
 
 mod atoms {
@@ -24,17 +20,6 @@ mod atoms {
         bcast_deliver, bcast_graft, bcast_exchange,
     }
 }
-
-/// Binary messages at least this large are delivered without a copy.
-const ZERO_COPY_MIN: usize = 4096;
-/// `VERSION_MAGIC`, `BINARY_EXT` and the 4-byte length: the ETF header of a top-level binary.
-const BINARY_EXT_HEADER: usize = 6;
-
-/// The bytes of a received binary message, owned by the VM's binary that points into them.
-pub struct ReceivedBinary(Bytes);
-
-#[rustler::resource_impl]
-impl rustler::Resource for ReceivedBinary {}
 
 thread_local! {
     static ENV: RefCell<OwnedEnv> = RefCell::new(OwnedEnv::new());
@@ -77,11 +62,7 @@ impl BeamSink {
         }
     }
 
-    fn decode<'a>(&self, env: Env<'a>, payload: &Bytes) -> Result<Term<'a>, DeliverError> {
-        if let Some(data) = large_binary(payload) {
-            let resource = ResourceArc::new(ReceivedBinary(data));
-            return Ok(resource.make_binary(env, |r| &r.0[..]).to_term(env));
-        }
+    fn decode<'a>(&self, env: Env<'a>, payload: &[u8]) -> Result<Term<'a>, DeliverError> {
         let decoded = if self.safe {
             env.binary_to_term(payload)
         } else {
@@ -94,15 +75,6 @@ impl BeamSink {
             _ => Err(DeliverError::Undecodable),
         }
     }
-}
-
-/// The data of a top-level binary in ETF, when it is large enough to be worth not copying.
-fn large_binary(etf: &Bytes) -> Option<Bytes> {
-    if etf.len() < BINARY_EXT_HEADER + ZERO_COPY_MIN || etf[0] != 131 || etf[1] != 109 {
-        return None;
-    }
-    let len = u32::from_be_bytes(etf[2..BINARY_EXT_HEADER].try_into().expect("4 bytes")) as usize;
-    (len == etf.len() - BINARY_EXT_HEADER).then(|| etf.slice(BINARY_EXT_HEADER..))
 }
 
 impl Sink for BeamSink {
