@@ -5,7 +5,8 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, init_per_testcase/2, end_per_testcase/2]).
--export([client_server_links_and_failures/1, static_links_only_joined_pairs/1]).
+-export([client_server_links_and_failures/1, client_server_heals_after_a_partition/1,
+         static_links_only_joined_pairs/1]).
 
 -define(TIMEOUT, 10000).
 -define(BASE, #{channels => #{data => #{parallelism => 2}},
@@ -14,9 +15,11 @@
 -define(CLIENTS, [cs_c1, cs_c2, cs_c3, cs_c4, cs_c5]).
 
 all() ->
-    [client_server_links_and_failures, static_links_only_joined_pairs].
+    [client_server_links_and_failures, client_server_heals_after_a_partition,
+     static_links_only_joined_pairs].
 
-init_per_testcase(client_server_links_and_failures, Config) ->
+init_per_testcase(TC, Config) when TC =:= client_server_links_and_failures;
+                                   TC =:= client_server_heals_after_a_partition ->
     CS = ?BASE#{peer_service_manager => partisan_client_server_peer_service_manager},
     Peers = [start(N, CS#{tag => server}) || N <- ?SERVERS] ++
             [start(N, CS#{tag => client}) || N <- ?CLIENTS],
@@ -56,6 +59,33 @@ client_server_links_and_failures(Config) ->
     Alive = Nodes -- Killed,
     wait(fun() -> lists:all(fun(N) -> rpc(N, partisan, nodes, []) =:= Expected(N) -- Killed end, Alive) end),
     [assert_delivers(C, S) || C <- Clients -- Killed, S <- Servers -- Killed].
+
+%% Cut the clients off from one server (both directions): they keep the other servers; once the
+%% partition is resolved every link comes back by itself.
+client_server_heals_after_a_partition(Config) ->
+    Nodes = [N || {_, N} <- proplists:get_value(peers, Config)],
+    {Servers, Clients} = lists:split(length(?SERVERS), Nodes),
+    Seed = rpc(hd(Servers), partisan, node_spec, []),
+    [ok = rpc(N, partisan_peer_service, join, [Seed]) || N <- tl(Nodes)],
+    Expected = fun(N) -> case lists:member(N, Servers) of
+                             true -> lists:sort(Nodes -- [N]);
+                             false -> lists:sort(Servers)
+                         end end,
+    Linked = fun(Exp) -> fun() -> lists:all(fun(N) -> rpc(N, partisan, nodes, []) =:= Exp(N) end, Nodes) end end,
+    wait(Linked(Expected)),
+    Cut = lists:last(Servers),
+    [{ok, _} = rpc(C, partisan_peer_service, inject_partition, [Cut, 0]) || C <- Clients],
+    [{ok, _} = rpc(Cut, partisan_peer_service, inject_partition, [C, 0]) || C <- Clients],
+    Split = fun(N) when N =:= Cut -> lists:sort(Servers -- [Cut]);
+               (N) -> case lists:member(N, Clients) of
+                          true -> lists:sort(Servers -- [Cut]);
+                          false -> Expected(N)
+                      end end,
+    wait(Linked(Split)),
+    [ok = rpc(C, partisan_peer_service, resolve_partition, [Cut]) || C <- Clients],
+    [ok = rpc(Cut, partisan_peer_service, resolve_partition, [C]) || C <- Clients],
+    wait(Linked(Expected)),
+    [assert_delivers(C, Cut) || C <- Clients].
 
 static_links_only_joined_pairs(Config) ->
     [A, B, C] = [N || {_, N} <- proplists:get_value(peers, Config)],
