@@ -78,6 +78,9 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
+/// Promotion ticks a NEIGHBOR_REQUEST may wait for its answer before it is given up.
+const REQUEST_TICKS: u32 = 2;
+
 /// Partisan's `hyparview` config map (times in milliseconds), with Partisan's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HyParViewConfig {
@@ -321,6 +324,8 @@ pub struct HyParView {
     unreachable: Vec<Unreachable>,
     /// Passive peers asked since the last promotion tick (each is asked at most once per round).
     tried: Vec<String>,
+    /// Promotion ticks each pending NEIGHBOR_REQUEST has been waiting for its answer.
+    request_ticks: BTreeMap<String, u32>,
     /// The active view size the current repair works towards.
     fill_target: usize,
     /// Names in our last SHUFFLE: the first to evict when its reply arrives.
@@ -362,6 +367,7 @@ impl HyParView {
             passive: Vec::new(),
             unreachable: Vec::new(),
             tried: Vec::new(),
+            request_ticks: BTreeMap::new(),
             fill_target: 0,
             shuffle_sent: Vec::new(),
             next_shuffle: None,
@@ -585,6 +591,7 @@ impl HyParView {
 
     fn promote(&mut self, now: u64) {
         self.tried.clear();
+        self.expire_requests();
         if self.cfg.random_promotion {
             let have = self.active_len() + self.requests_len();
             if have < self.cfg.active_min_size {
@@ -600,6 +607,26 @@ impl HyParView {
             }
         }
         self.probe_unreachable(now);
+    }
+
+    /// Gives up NEIGHBOR_REQUESTs left unanswered for [`REQUEST_TICKS`] promotion ticks: the
+    /// paper assumes the reply cannot be lost, but a pending request counts towards the view, so
+    /// one lost reply would stop the node from ever asking anyone else. The peer goes back to the
+    /// passive view and the view is filled from the others.
+    fn expire_requests(&mut self) {
+        let pending: Vec<String> =
+            self.links.iter().filter(|(_, l)| matches!(l.role, Role::Request { .. })).map(|(n, _)| n.clone()).collect();
+        self.request_ticks.retain(|n, _| pending.contains(n));
+        for name in pending {
+            let ticks = self.request_ticks.entry(name.clone()).or_insert(0);
+            *ticks += 1;
+            if *ticks > REQUEST_TICKS {
+                self.request_ticks.remove(&name);
+                let spec = self.links[&name].spec.clone();
+                self.drop_link(&name);
+                self.add_passive(spec, &mut Vec::new());
+            }
+        }
     }
 
     /// Probes the unreachable peer that is due first with a high-priority request.

@@ -393,6 +393,32 @@ fn promotion_timer_fills_to_the_minimum_then_grows_one_by_one_to_the_maximum() {
     assert!(connects(&drain(&mut off)).is_empty());
 }
 
+/// A NEIGHBOR_REQUEST whose answer never comes is given up after two promotion ticks: the
+/// peer returns to the passive view and another passive peer is asked.
+#[test]
+fn an_unanswered_request_is_given_up_and_another_peer_asked() {
+    let mut n = node("n");
+    make_passive(&mut n, &["p1"]);
+    let mut at = n.next_promotion.unwrap();
+    n.tick(at);
+    let asked = connects(&drain(&mut n));
+    assert_eq!(asked, vec!["p1"]);
+    n.link_up(at, &link("p1"));
+    drain(&mut n); // the request went out; no answer will come
+    make_passive(&mut n, &["p2"]);
+    for _ in 0..2 {
+        at += 5000;
+        n.tick(at);
+        assert!(!drain(&mut n).contains(&Action::Disconnect { node: "p1".into() }), "still waiting");
+    }
+    at += 5000;
+    n.tick(at);
+    let actions = drain(&mut n);
+    assert!(actions.contains(&Action::Disconnect { node: "p1".into() }), "{actions:?}");
+    assert!(n.passive_view().contains(&"p1".to_string()));
+    assert!(!connects(&actions).is_empty(), "another passive peer is asked");
+}
+
 #[test]
 fn a_dropped_active_link_is_repaired_from_the_passive_view_at_once() {
     let mut n = node("n");
