@@ -85,6 +85,8 @@ client_server_heals_after_a_partition(Config) ->
     [ok = rpc(C, partisan_peer_service, resolve_partition, [Cut]) || C <- Clients],
     [ok = rpc(Cut, partisan_peer_service, resolve_partition, [C]) || C <- Clients],
     wait(Linked(Expected)),
+    %% A node is up with its first link; the data channel's links follow their own redials.
+    wait(fun() -> lists:all(fun(C) -> rpc(C, partisan, is_fully_connected, [Cut]) end, Clients) end),
     [assert_delivers(C, Cut) || C <- Clients].
 
 static_links_only_joined_pairs(Config) ->
