@@ -13,7 +13,7 @@
          wait_fully_connected_all/2, os_pid/1]).
 -export([system_busy/0, proc_cpu/1, cpu_pct/3, cpu_begin/1, cpu_end/1, hz/0]).
 -export([median/1, percentile/2, mean/1, fmt_rate/1, fmt_int/1, fmt_us/1, size_label/1,
-         redact/1, cpu_model/0, environment/3, write_report/2, plot/3, noise_note/1,
+         redact/1, cpu_model/0, environment/3, write_report/2, finish_report/3, plot/3, noise_note/1,
          foreign_summary/1]).
 -export([linkemu_start/3, linkemu_stats/1, linkemu_stop/1, free_port/0]).
 -export([bench_epmd_set/2]).
@@ -381,6 +381,13 @@ write_report(Name, Report) ->
     ok = file:write_file(File, unicode:characters_to_binary(Report)),
     io:format("report written to ~ts~n", [File]),
     filename:join(Dir, Base).
+
+%% @doc Completes the report `write_report/2' started at `Base' with its plot (or any final
+%% lines), rewrites `Base.md' and prints the whole report.
+finish_report(Base, Report0, Tail) ->
+    Report = [Report0, Tail],
+    ok = file:write_file(Base ++ ".md", unicode:characters_to_binary(Report)),
+    io:format("~n~ts~n", [Report]).
 
 %% @doc Writes `Base.dat' (`Data' is iodata, gnuplot's format) and renders `Base.png' with the
 %% gnuplot `Script' (which may use the placeholders `@DAT@' and `@PNG@'). Returns the markdown

@@ -210,9 +210,7 @@ report(Cfg, Started, Ts, Results, Links) ->
          "set xtics rotate by -20\nset key top left\nset grid ytics\nplot ",
          lists:join(", ", [io_lib:format("'@DAT@' using ~b:xtic(1) title columnheader(~b)", [I + 1, I + 1])
                            || I <- lists:seq(1, length(Ts))])]),
-    Report = [Report0, Plot],
-    ok = file:write_file(Base ++ ".md", unicode:characters_to_binary(Report)),
-    io:format("~n~ts~n", [Report]),
+    ok = bench_common:finish_report(Base, Report0, Plot),
     case Errors of [] -> ok; _ -> {failed, "some actors reported errors"} end.
 
 %% -- on the peers -------------------------------------------------------------------------------

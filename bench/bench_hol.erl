@@ -112,9 +112,7 @@ run(W, Reps, Ms) ->
         "set style fill solid 0.8 border -1\nset logscale y\nset ylabel 'µs (log)'\n"
         "set xtics rotate by -20\nset key top left\nset grid ytics\n"
         "plot '@DAT@' using 2:xtic(1) title 'p50', '' using 3 title 'p99'"),
-    Report = [Report0, Plot],
-    ok = file:write_file(Base ++ ".md", unicode:characters_to_binary(Report)),
-    io:format("~n~ts~n", [Report]),
+    ok = bench_common:finish_report(Base, Report0, Plot),
     ok.
 
 %% -- on the peers -------------------------------------------------------------------------------

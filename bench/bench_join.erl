@@ -72,9 +72,7 @@ run(W, Ns, Reps, Par) ->
         "set style data histograms\nset style histogram clustered gap 1\n"
         "set style fill solid 0.8 border -1\nset ylabel 'ms'\nset xlabel 'nodes'\nset key top left\n"
         "set grid ytics\nplot '@DAT@' using 2:xtic(1) title 'partisan', '' using 3 title 'disterl'"),
-    Report = [Report0, Plot],
-    ok = file:write_file(Base ++ ".md", unicode:characters_to_binary(Report)),
-    io:format("~n~ts~n", [Report]),
+    ok = bench_common:finish_report(Base, Report0, Plot),
     ok.
 
 partisan_rep([N1 | _] = Nodes, Channels) ->

@@ -73,9 +73,7 @@ run(W, Pings, Reps, Variants) ->
         "set style fill solid 0.8 border -1\nset ylabel 'µs'\nset key top left\nset grid ytics\n"
         "plot '@DAT@' using 2:xtic(1) title 'partisan p50', '' using 3 title 'partisan p99', "
         "'' using 4 title 'disterl p50', '' using 5 title 'disterl p99'"),
-    Report = [Report0, Plot],
-    ok = file:write_file(Base ++ ".md", unicode:characters_to_binary(Report)),
-    io:format("~n~ts~n", [Report]),
+    ok = bench_common:finish_report(Base, Report0, Plot),
     ok.
 
 med(R, T, K) -> median([maps:get(K, S) || S <- maps:get(T, R)]).

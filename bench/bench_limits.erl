@@ -50,9 +50,7 @@ run(W) ->
         "set style data histograms\nset style histogram clustered gap 1\n"
         "set style fill solid 0.8 border -1\nset logscale y\nset ylabel 'MB/s (log)'\nset key top left\n"
         "set grid ytics\nplot '@DAT@' using 2:xtic(1) title 'encode', '' using 3 title 'decode'"),
-    Report = [Report0, Plot],
-    ok = file:write_file(Base ++ ".md", unicode:characters_to_binary(Report)),
-    io:format("~n~ts~n", [Report]),
+    ok = bench_common:finish_report(Base, Report0, Plot),
     ok.
 
 %% One iperf3 server (one test, `-1') and one client; returns {ok, Gbit/s} of the receiver.

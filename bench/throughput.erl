@@ -115,9 +115,7 @@ bench(Cfg, A, B) ->
                end || {Rep, Case, T} <- Runs],
     Report0 = report(Cfg, Info, Cases, Results),
     Base = bench_common:write_report("throughput", Report0),
-    Report = [Report0, plot(Base, Cfg, Cases, Results)],
-    ok = file:write_file(Base ++ ".md", unicode:characters_to_binary(Report)),
-    io:format("~n~ts~n", [Report]),
+    ok = bench_common:finish_report(Base, Report0, plot(Base, Cfg, Cases, Results)),
     case [{Case, T, R} || {{Case, T}, R} <- Results, not run_ok(R)] of
         [] -> ok;
         Bad -> {failed, io_lib:format("~b run(s) lost messages, errored or stalled: ~p",
