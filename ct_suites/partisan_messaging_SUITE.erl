@@ -113,7 +113,12 @@ unknown_channel(Config) ->
     ?assertEqual({error, {unknown_channel, nope}},
                  rpc(A, partisan, forward_message, [Fwd, hi, #{channel => nope}])),
     ?assertEqual({error, {unknown_channel, nope}},
-                 rpc(A, partisan, forward_message, [B, msg_nope, hi, [{channel, nope}]])).
+                 rpc(A, partisan, forward_message, [B, msg_nope, hi, [{channel, nope}]])),
+    %% A local destination fails the same way.
+    ?assertEqual({error, {unknown_channel, nope}},
+                 rpc(B, partisan, forward_message, [Fwd, hi, #{channel => nope}])),
+    ?assertEqual(ok, rpc(B, partisan, forward_message, [Fwd, local_hi, #{channel => data}])),
+    ?assertEqual(local_hi, recv(Fwd)).
 
 %% -- run on peers ---------------------------------------------------------------
 

@@ -142,11 +142,8 @@ forward_message(ServerRef, Msg, Opts) ->
 forward_message(Node, ServerRef, Msg, Opts) when is_list(Opts) ->
     forward_message(Node, ServerRef, Msg, maps:from_list(Opts));
 forward_message(Node, ServerRef, Msg, Opts) ->
-    Channel = maps:get(channel, Opts, undefined),
-    Known = is_map_key(Channel, partisan_config:get(channels, #{})),
     case Node =:= ?MODULE:node() of
-        _ when not Known -> {error, {unknown_channel, Channel}};
-        true -> send_local(ServerRef, Msg);
+        true -> send_local(ServerRef, Msg, maps:get(channel, Opts, undefined));
         false -> send_remote(Node, ServerRef, Msg, Opts)
     end.
 
@@ -206,6 +203,14 @@ node_of(Pid) when erlang:is_pid(Pid) -> erlang:node(Pid);
 node_of({Name, Node}) when is_atom(Name), is_atom(Node) -> Node;
 node_of(Name) when is_atom(Name) -> ?MODULE:node();
 node_of(Ref) -> partisan_remote_ref:node(Ref).
+
+%% A local send checks the channel as the NIF does for remote ones, so a typo fails the same way
+%% whatever the destination.
+send_local(Dest, Msg, Channel) ->
+    case is_map_key(Channel, partisan_config:get(channels, #{})) of
+        true -> send_local(Dest, Msg);
+        false -> {error, {unknown_channel, Channel}}
+    end.
 
 send_local(Dest, Msg) when erlang:is_pid(Dest); is_atom(Dest) ->
     try erlang:send(Dest, Msg) of _ -> ok catch error:badarg -> {error, bad_destination} end;
