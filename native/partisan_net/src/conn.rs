@@ -5,7 +5,7 @@
 //! peer may hold a socket. A peer that fails is counted and disconnected; the listener goes on.
 
 use crate::queue::{LinkQueue, Outgoing};
-use crate::{Cmd, DeliverError, LinkTx, Shared, StartError};
+use crate::{Cmd, LinkTx, Shared, StartError};
 use bytes::{Bytes, BytesMut};
 use partisan_core::frame::{encode_message_header, Decoder, Frame, FrameError, NONCE_LEN};
 use partisan_core::handshake::{ClientHandshake, HandshakeError, ServerHandshake, ServerStep};
@@ -167,17 +167,7 @@ async fn read_loop(
         match read_frame(r, buf, dec).await {
             Ok(Frame::Message { dest, payload }) => {
                 shared.stats.messages_received.fetch_add(1, Ordering::Relaxed);
-                match shared.sink.deliver(from, &dest, payload) {
-                    Ok(()) => {}
-                    Err(DeliverError::Undecodable) => {
-                        shared.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                        warn!(from, "undecodable message dropped");
-                    }
-                    Err(DeliverError::NoProcess) => {
-                        shared.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
-                        debug!(from, ?dest, "no such process; message dropped");
-                    }
-                }
+                shared.deliver(from, &dest, payload);
             }
             Ok(Frame::Relay { origin, id, hops, target, dest, payload }) => {
                 shared.relay(from, crate::Relayed { origin, id, hops, target, dest, payload });
