@@ -536,3 +536,112 @@ local_under_configured_name_test() ->
         ?assert(?M:is_identical(RR, Pid)),
         ?assertNot(?M:is_local_pid(?M:from_term(Pid, node())))
     end).
+
+%% =============================================================================
+%% partisan: self/0,1, is_self/1, make_ref/0, is_local_*/1,2, is_pid/1, ...
+%% =============================================================================
+
+partisan_self_test_() ->
+    [{atom_to_list(F), fun() -> with_format(F, fun partisan_self/0) end}
+        || F <- ?FORMATS].
+
+partisan_self() ->
+    RR = partisan:self(),
+    ?assert(?M:is_type(RR)),
+    ?assertEqual(RR, partisan:self([])),
+    ?assertEqual(self(), ?M:to_pid(RR)),
+    ?assert(partisan:is_self(RR)),
+    ?assert(partisan:is_self(self())),
+    ?assert(partisan:is_pid(RR)),
+    ?assertNot(partisan:is_reference(RR)),
+    ?assert(partisan:is_local(RR)),
+    ?assert(partisan:is_local_pid(RR)),
+    ?assert(partisan:is_local_pid(RR, self())),
+    Other = spawn(fun() -> ok end),
+    ?assertNot(partisan:is_self(Other)),
+    ?assertNot(partisan:is_self(?M:from_term(Other))),
+    ?assertNot(partisan:is_self(?M:from_term(self(), ?OTHER))),
+    ?assertError(badarg, partisan:is_self(not_a_ref)),
+    ?assertError(badarg, partisan:self([bogus])).
+
+partisan_self_cache_test() ->
+    erase({partisan, self}),
+    RR = partisan:self([cache]),
+    ?assertEqual(RR, partisan:self()),
+    ?assertEqual({self(), RR}, get({partisan, self})),
+    ?assertEqual(RR, partisan:self([cache])),
+    %% a dictionary inherited from another process is not trusted
+    Other = spawn(fun() -> ok end),
+    put({partisan, self}, {Other, ?M:from_term(Other)}),
+    ?assertEqual(RR, partisan:self([cache])),
+    ?assertEqual({self(), RR}, get({partisan, self})),
+    erase({partisan, self}).
+
+partisan_is_self_registered_name_test() ->
+    Name = partisan_rr_test_is_self,
+    true = register(Name, self()),
+    try
+        [?assert(partisan:is_self(RR)) || RR <- formats_of(Name, node())]
+    after
+        unregister(Name)
+    end.
+
+partisan_make_ref_test_() ->
+    [{atom_to_list(F), fun() -> with_format(F, fun partisan_make_ref/0) end}
+        || F <- ?FORMATS].
+
+partisan_make_ref() ->
+    RR = partisan:make_ref(),
+    ?assert(?M:is_type(RR)),
+    ?assert(?M:is_reference(RR)),
+    ?assert(partisan:is_reference(RR)),
+    ?assertNot(partisan:is_pid(RR)),
+    ?assert(partisan:is_local(RR)),
+    ?assert(partisan:is_local_reference(RR)),
+    ?assert(is_reference(?M:to_reference(RR))),
+    ?assert(partisan:is_local_reference(RR, ?M:to_reference(RR))),
+    ?assertNotEqual(RR, partisan:make_ref()).
+
+partisan_is_local_plain_terms_test() ->
+    Pid = self(),
+    Ref = make_ref(),
+    ExtPid = binary_to_term(
+        <<131, 88, 100, 10:16, "other@host", 123:32, 0:32, 1:32>>),
+    ?assert(partisan:is_local_pid(Pid)),
+    ?assertNot(partisan:is_local_pid(ExtPid)),
+    ?assert(partisan:is_local_pid(Pid, Pid)),
+    ?assertNot(partisan:is_local_pid(Pid, spawn(fun() -> ok end))),
+    ?assertError(badarg, partisan:is_local_pid(Pid, notapid)),
+    ?assertError(badarg, partisan:is_local_pid(notaref)),
+    ?assert(partisan:is_local_name(anyname)),
+    ?assert(partisan:is_local_name(anyname, anyname)),
+    ?assertNot(partisan:is_local_name(anyname, other)),
+    ?assertError(badarg, partisan:is_local_name(anyname, "anyname")),
+    ?assert(partisan:is_local_reference(Ref)),
+    ?assert(partisan:is_local_reference(Ref, Ref)),
+    ?assertNot(partisan:is_local_reference(Ref, make_ref())),
+    ?assertError(badarg, partisan:is_local_reference(Ref, Pid)),
+    ?assertError(badarg, partisan:is_local_reference(Pid)),
+    [begin
+        ?assert(partisan:is_local_name(RR)),
+        ?assert(partisan:is_local_name(RR, myname)),
+        ?assertNot(partisan:is_local_pid(RR))
+     end || RR <- formats_of(myname, node())],
+    [begin
+        ?assertNot(partisan:is_local_name(RR)),
+        ?assertNot(partisan:is_local_name(RR, myname))
+     end || RR <- formats_of(myname, ?OTHER)],
+    [?assert(partisan:is_local_reference(RR, Ref)) || RR <- formats_of(Ref, node())],
+    [?assertNot(partisan:is_local_reference(RR)) || RR <- formats_of(Ref, ?OTHER)].
+
+partisan_type_tests_test() ->
+    [?assert(partisan:is_pid(RR)) || RR <- formats_of(self(), ?OTHER)],
+    [?assert(partisan:is_reference(RR)) || RR <- formats_of(make_ref(), ?OTHER)],
+    [?assertNot(partisan:is_pid(RR)) || RR <- formats_of(myname, node())],
+    ?assert(partisan:is_pid(self())),
+    ?assert(partisan:is_reference(make_ref())),
+    ?assertNot(partisan:is_pid(foo)),
+    ?assertNot(partisan:is_reference(<<"partisan:ref:">>)),
+    Port = open_port({spawn, "true"}, []),
+    ?assert(partisan:is_local(Port)),
+    catch port_close(Port).
