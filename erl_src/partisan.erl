@@ -32,6 +32,11 @@
          broadcast/2]).
 -export([spawn_released/3]).
 
+%% Remote references (v5): self/1, is_self/1, is_local_pid/1,2, is_local_name/1,2,
+%% is_local_reference/1,2.
+-export([self/1, is_self/1, is_local_pid/1, is_local_pid/2, is_local_name/1, is_local_name/2,
+         is_local_reference/1, is_local_reference/2]).
+
 -type node_spec() :: #{name := node(),
                        listen_addrs := [#{ip := inet:ip_address(), port := inet:port_number()}],
                        channels := #{atom() => partisan_config:channel_opts()}}.
@@ -176,9 +181,10 @@ cast_message(Node, ServerRef, Msg, Opts) ->
 -spec self() -> partisan_remote_ref:remote_ref().
 self() -> partisan_remote_ref:from_term(erlang:self(), ?MODULE:node()).
 
-%% @doc A new reference (Erlang's; it carries this node when the VM is alive).
--spec make_ref() -> reference().
-make_ref() -> erlang:make_ref().
+%% @doc A new reference, as a remote reference of this node in the configured format (as in
+%% Partisan v5), so it can travel to any peer and be matched when it comes back.
+-spec make_ref() -> partisan_remote_ref:remote_ref().
+make_ref() -> partisan_remote_ref:from_term(erlang:make_ref(), ?MODULE:node()).
 
 %% @doc Whether `X' is a pid or a remote reference of a process.
 -spec is_pid(term()) -> boolean().
@@ -190,9 +196,10 @@ is_pid(X) -> partisan_remote_ref:is_type(X) andalso partisan_remote_ref:is_pid(X
 is_reference(X) when erlang:is_reference(X) -> true;
 is_reference(X) -> partisan_remote_ref:is_type(X) andalso partisan_remote_ref:is_reference(X).
 
-%% @doc Whether a pid, reference or remote reference belongs to this node.
+%% @doc Whether a pid, reference, port or remote reference belongs to this node.
 -spec is_local(term()) -> boolean().
-is_local(X) when erlang:is_pid(X); erlang:is_reference(X) -> erlang:node(X) =:= erlang:node();
+is_local(X) when erlang:is_pid(X); erlang:is_reference(X); erlang:is_port(X) ->
+    erlang:node(X) =:= erlang:node();
 is_local(X) -> partisan_remote_ref:is_local(X, ?MODULE:node()).
 
 %% @doc The pid registered as `Name': on this node for an atom; on `Node' for `{Name, Node}' or
@@ -215,7 +222,7 @@ whereis(Target) ->
     end.
 
 name_of({Name, _}) -> Name;
-name_of(Ref) -> partisan_remote_ref:to_term(Ref).
+name_of(Ref) -> partisan_remote_ref:to_name(Ref).
 
 %% @doc Subscribes the caller to `{nodeup, Node}' and `{nodedown, Node}' messages.
 -spec monitor_nodes(boolean()) -> ok.
@@ -438,6 +445,76 @@ node_spec(Node, Opts) when is_atom(Node), is_map(Opts) ->
 %% @doc Broadcasts with Plumtree (`partisan_plumtree_broadcast:broadcast/2').
 -spec broadcast(term(), module()) -> ok.
 broadcast(Broadcast, Mod) -> partisan_plumtree_broadcast:broadcast(Broadcast, Mod).
+
+%% -- remote references ------------------------------------------------------
+%% Partisan v5's process identity helpers: each accepts the plain local term (pid, reference or
+%% registered name) as well as a remote reference in any of the three formats.
+
+%% @doc `self([])' is `self/0'; `self([cache])' computes the caller's remote reference once and
+%% keeps it in the process dictionary (key `{partisan, self}'). The cached value is checked
+%% against the caller's pid, so a dictionary inherited by another process (as the shell does
+%% after a crash) is never returned for the wrong process.
+-spec self([cache]) -> partisan_remote_ref:remote_ref().
+self([]) ->
+    ?MODULE:self();
+self([cache]) ->
+    Me = erlang:self(),
+    case erlang:get({?MODULE, self}) of
+        {Me, Ref} ->
+            Ref;
+        _ ->
+            Ref = ?MODULE:self(),
+            _ = erlang:put({?MODULE, self}, {Me, Ref}),
+            Ref
+    end;
+self(Opts) ->
+    error(badarg, [Opts]).
+
+%% @doc Whether `X' (a pid or a remote reference) denotes the calling process. A name reference
+%% of this node denotes the caller when that name is registered to it. Fails with `badarg' when
+%% `X' is neither a pid nor a well-formed remote reference.
+-spec is_self(pid() | partisan_remote_ref:remote_ref()) -> boolean().
+is_self(X) when erlang:is_pid(X) -> X =:= erlang:self();
+is_self(X) -> partisan_remote_ref:is_local_pid(X, erlang:self()).
+
+%% @doc Whether `X' is a pid of this node, or a remote reference of one.
+-spec is_local_pid(pid() | partisan_remote_ref:remote_ref()) -> boolean().
+is_local_pid(X) when erlang:is_pid(X) -> erlang:node(X) =:= erlang:node();
+is_local_pid(X) -> partisan_remote_ref:is_local_pid(X).
+
+%% @doc Whether `X' (a pid or a remote reference) denotes the local pid `Pid'; see
+%% `partisan_remote_ref:is_local_pid/2'. Fails with `badarg' when `Pid' is not a pid.
+-spec is_local_pid(pid() | partisan_remote_ref:remote_ref(), pid()) -> boolean().
+is_local_pid(X, Pid) when erlang:is_pid(X), erlang:is_pid(Pid) ->
+    X =:= Pid andalso erlang:node(Pid) =:= erlang:node();
+is_local_pid(X, Pid) ->
+    partisan_remote_ref:is_local_pid(X, Pid).
+
+%% @doc Whether `X' is a local registered name: any atom (a name is always local), or a name
+%% reference of this node.
+-spec is_local_name(atom() | partisan_remote_ref:remote_ref()) -> boolean().
+is_local_name(X) when is_atom(X) -> true;
+is_local_name(X) -> partisan_remote_ref:is_local_name(X).
+
+%% @doc Whether `X' (an atom or a remote reference) denotes the local name `Name'. Fails with
+%% `badarg' when `Name' is not an atom.
+-spec is_local_name(atom() | partisan_remote_ref:remote_ref(), atom()) -> boolean().
+is_local_name(X, Name) when is_atom(X), is_atom(Name) -> X =:= Name;
+is_local_name(X, Name) -> partisan_remote_ref:is_local_name(X, Name).
+
+%% @doc Whether `X' is a reference created on this node, or a remote reference of one.
+-spec is_local_reference(reference() | partisan_remote_ref:remote_ref()) -> boolean().
+is_local_reference(X) when erlang:is_reference(X) -> erlang:node(X) =:= erlang:node();
+is_local_reference(X) -> partisan_remote_ref:is_local_reference(X).
+
+%% @doc Whether `X' (a reference or a remote reference) denotes the local reference `Ref'.
+%% Fails with `badarg' when `Ref' is not a reference.
+-spec is_local_reference(reference() | partisan_remote_ref:remote_ref(), reference()) ->
+    boolean().
+is_local_reference(X, Ref) when erlang:is_reference(X), erlang:is_reference(Ref) ->
+    X =:= Ref andalso erlang:node(Ref) =:= erlang:node();
+is_local_reference(X, Ref) ->
+    partisan_remote_ref:is_local_reference(X, Ref).
 
 %% -- internal ---------------------------------------------------------------
 

@@ -263,11 +263,7 @@ new_ref(Target) ->
 
 local_ref(Ref) when is_reference(Ref) -> Ref;
 local_ref(Remote) ->
-    try partisan_remote_ref:to_term(Remote) of
-        Ref when is_reference(Ref) -> Ref;
-        _ -> undefined
-    catch error:badarg -> undefined
-    end.
+    try partisan_remote_ref:to_reference(Remote) catch error:badarg -> undefined end.
 
 %% Delivers the DOWN of monitor `Ref' (if it still exists) and forgets it.
 fire(Ref, Reason, S = #state{out = Out}) ->

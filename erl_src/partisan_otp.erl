@@ -71,7 +71,7 @@ resolve({via, Mod, Name}) when is_atom(Mod) ->
 resolve(Ref) ->
     Node = partisan_remote_ref:node(Ref),
     case Node =:= partisan:node() of
-        true -> {local, partisan_remote_ref:to_term(Ref)};
+        true -> {local, partisan_remote_ref:to_pid_or_name(Ref)};
         false -> {remote, Node, dest(Ref)}
     end.
 
