@@ -5,7 +5,8 @@
 -export([start_group/2, stop_group/1, nodes/1, pair/1, rpc/4, wait/1, wait/2, recv/1, recv/2,
          start_victim/2, quiet/1, no_leaks/1, partition/2, heal/2]).
 %% Run on peers.
--export([call/4, async/3, call_then_mailbox/4, await_call_inside/2, report/2]).
+-export([call/4, async/3, call_then_mailbox/4, await_call_inside/2, report/2, agent/1, in/2,
+         agent_msg/1, agent_msg/2, no_agent_msg/2]).
 
 -include_lib("stdlib/include/assert.hrl").
 
@@ -144,3 +145,33 @@ await_call_inside(Name, Timeout) ->
                            end, Timeout).
 
 report(To, Msg) -> To ! Msg.
+
+%% -- agents: long-lived processes on peers ---------------------------------------
+
+%% Spawns (on the calling node) a process that runs funs sent with `in/2' and passes every other
+%% message to `To' as `{agent, Self, Msg}'. Monitors, node watches and calls made in `in/2' are
+%% the agent's own, so their messages come back to the test process.
+agent(To) ->
+    spawn(fun() -> agent_loop(To) end).
+
+agent_loop(To) ->
+    receive
+        {'$agent_run', Fun, From, Ref} -> From ! {Ref, catch Fun()};
+        Msg -> To ! {agent, self(), Msg}
+    end,
+    agent_loop(To).
+
+%% Runs `Fun' inside `Agent' (on its node) and returns its value (or `{'EXIT', _}').
+in(Agent, Fun) ->
+    Ref = make_ref(),
+    Agent ! {'$agent_run', Fun, self(), Ref},
+    receive {Ref, Result} -> Result after ?TIMEOUT -> ct:fail({agent_timeout, Agent}) end.
+
+%% The next message the agent passed on.
+agent_msg(Agent) -> agent_msg(Agent, ?TIMEOUT).
+agent_msg(Agent, Timeout) ->
+    receive {agent, Agent, Msg} -> Msg after Timeout -> ct:fail({no_agent_message, Agent}) end.
+
+%% Asserts that the agent passes on nothing within `Ms'.
+no_agent_msg(Agent, Ms) ->
+    receive {agent, Agent, Msg} -> ct:fail({unexpected, Msg}) after Ms -> ok end.

@@ -20,7 +20,13 @@
 %%     `monitor_probe_timeout' ms means lost. Each answer carries the incarnation of the peer's
 %%     monitor process, so a restarted node is recognised even if it links up again at once.</li>
 %% </ul>
-%% No entry outlives either side: `info/0' gives the table sizes.
+%% Every monitor request is acknowledged with the incarnation of the target node's monitor
+%% process (a restart of that node, or of its partisan application, makes a new one). So a
+%% monitor is tied to one incarnation: when a newer one shows up (in an answer, a ping, or the
+%% greeting a monitor process sends when it starts), the monitors, node watches and calls of the
+%% older one end with `noconnection', even if the node linked up again at once. A request that is
+%% not acknowledged within `monitor_probe_timeout' (its node died before it arrived) ends the
+%% same way. No entry outlives either side: `info/0' gives the table sizes.
 -module(partisan_monitor).
 -behaviour(gen_server).
 
@@ -32,10 +38,14 @@
 %% Server pid -> the channel its answers to remote callers take (read by the call relays).
 -define(SERVER_CHANNELS, partisan_server_channels).
 
--record(out, {owner :: pid(), node :: node(), object :: term(), returned :: term()}).
--record(in, {node :: node(), ref :: reference(), channel :: atom(), key :: pid() | undefined}).
--record(peer, {incarnation :: integer() | undefined,
-               last_seen :: integer(),
+-record(out, {owner :: pid(), node :: node(), object :: term(), returned :: term(),
+              %% The target node's incarnation, from its acknowledgement; until then, the time by
+              %% which it must arrive.
+              incarnation :: integer() | undefined,
+              ack_deadline :: integer() | undefined}).
+-record(in, {node :: node(), ref :: reference(), channel :: atom(), key :: pid() | undefined,
+             incarnation :: integer()}).
+-record(peer, {last_seen :: integer(),
                pinged_at :: integer() | undefined}).
 -record(state, {
     out = #{} :: #{reference() => #out{}},
@@ -45,6 +55,8 @@
     %% and how many watches per node.
     owners = #{} :: #{pid() => {reference(), #{reference() => true}, #{node() => pos_integer()}}},
     peers = #{} :: #{node() => #peer{}},
+    %% The incarnation last seen of every node heard from.
+    incarnations = #{} :: #{node() => integer()},
     %% Monitors of servers with a channel of their own (see server_channel/2).
     servers = #{} :: #{reference() => pid()},
     full_mesh :: boolean(),
@@ -122,6 +134,8 @@ init([]) ->
                incarnation = erlang:system_time(microsecond),
                interval = partisan_config:get(monitor_probe_interval, 1000),
                timeout = partisan_config:get(monitor_probe_timeout, 3000)},
+    %% Whatever a predecessor of this process watched is gone: tell the linked nodes.
+    [to_peer(N, {?TAG, hello, partisan:node(), S#state.incarnation}, #{}) || N <- partisan:nodes()],
     {ok, tick(S)}.
 
 %% @private
@@ -129,9 +143,11 @@ handle_call({monitor, Owner, Target, Channel, Release}, _From, S) ->
     {Ref, Returned} = new_ref(Target),
     Node = partisan_otp:node_of(Target),
     S1 = own(Owner, Ref, S),
-    S2 = S1#state{out = (S1#state.out)#{Ref => #out{owner = Owner, node = Node, object = Target,
-                                                    returned = Returned}}},
-    Request = {?TAG, monitor, partisan:node(), Ref, partisan_otp:dest(Target), Channel, Release},
+    Out = #out{owner = Owner, node = Node, object = Target, returned = Returned,
+               ack_deadline = now_ms() + S#state.timeout},
+    S2 = S1#state{out = (S1#state.out)#{Ref => Out}},
+    Request = {?TAG, monitor, partisan:node(), S#state.incarnation, Ref, partisan_otp:dest(Target),
+               Channel, Release},
     case to_peer(Node, Request, #{channel => Channel}) of
         ok -> {reply, Returned, interest(Node, S2)};
         {error, _} -> {reply, Returned, fire(Ref, noconnection, S2)}
@@ -170,8 +186,13 @@ handle_cast(_, S) ->
     {noreply, S}.
 
 %% @private
-handle_info({?TAG, monitor, From, WRef, Target, Channel, Release}, S) ->
-    {noreply, interest(From, watch_local(From, WRef, Target, Channel, Release, S))};
+handle_info({?TAG, monitor, From, FromInc, WRef, Target, Channel, Release}, S) ->
+    S1 = observe(From, FromInc, S),
+    {noreply, interest(From, watch_local(From, FromInc, WRef, Target, Channel, Release, S1))};
+handle_info({?TAG, ack, From, Incarnation, Ref}, S) ->
+    {noreply, acked(From, Ref, Incarnation, observe(From, Incarnation, S))};
+handle_info({?TAG, hello, From, Incarnation}, S) ->
+    {noreply, observe(From, Incarnation, S)};
 handle_info({?TAG, demonitor, From, WRef}, S = #state{in_index = Index}) ->
     case maps:take({From, WRef}, Index) of
         {Mref, Index1} ->
@@ -182,11 +203,11 @@ handle_info({?TAG, demonitor, From, WRef}, S = #state{in_index = Index}) ->
     end;
 handle_info({?TAG, down, _From, Ref, Reason}, S) ->
     {noreply, fire(Ref, Reason, S)};
-handle_info({?TAG, ping, From}, S) ->
+handle_info({?TAG, ping, From, FromInc}, S) ->
     _ = to_peer(From, {?TAG, pong, partisan:node(), S#state.incarnation}, #{}),
-    {noreply, S};
+    {noreply, observe(From, FromInc, S)};
 handle_info({?TAG, pong, From, Incarnation}, S) ->
-    {noreply, pong(From, Incarnation, S)};
+    {noreply, pong(From, observe(From, Incarnation, S))};
 handle_info({'DOWN', Mref, process, Pid, Reason}, S = #state{in = In, owners = Owners}) ->
     case maps:take(Mref, In) of
         {#in{node = Node, ref = WRef, channel = Channel, key = Key}, In1} ->
@@ -213,7 +234,7 @@ handle_info({nodeup, Node}, S = #state{full_mesh = false, peers = Peers}) when i
     {noreply, ping(Node, S)};
 handle_info({'$partisan_send_after', Dest, Msg, Opts}, S) ->
     %% A timer of partisan:send_after/4 to a process of another node expired.
-    _ = catch partisan:forward_message(Dest, Msg, Opts),
+    _ = partisan_otp:send_to(Dest, Msg, partisan_otp:channel(Opts)),
     {noreply, S};
 handle_info(probe, S) ->
     {noreply, probe(S#state{ticking = false})};
@@ -230,12 +251,14 @@ terminate(_Reason, #state{out = Out}) ->
 %% -- remote side ---------------------------------------------------------------
 
 %% Watches a local process for `From'; a target that is not a local process is reported at once.
-watch_local(From, WRef, Target, Channel, Release, S = #state{in = In, in_index = Index}) ->
+watch_local(From, FromInc, WRef, Target, Channel, Release, S = #state{in = In, in_index = Index}) ->
     case local_target(Target) of
         {ok, Local, Key} ->
             Mref = erlang:monitor(process, Local),
             Release andalso is_pid(Key) andalso (Key ! '$partisan_release'),
-            S#state{in = In#{Mref => #in{node = From, ref = WRef, channel = Channel, key = Key}},
+            _ = to_peer(From, {?TAG, ack, partisan:node(), S#state.incarnation, WRef}, #{channel => Channel}),
+            S#state{in = In#{Mref => #in{node = From, ref = WRef, channel = Channel, key = Key,
+                                        incarnation = FromInc}},
                     in_index = Index#{{From, WRef} => Mref}};
         error ->
             _ = to_peer(From, {?TAG, down, partisan:node(), WRef, noproc}, #{channel => Channel}),
@@ -328,21 +351,33 @@ owner_exited(Owner, S = #state{owners = Owners, out = Out}) ->
 lost(Node, S = #state{out = Out, in = In}) ->
     Gone = maps:filter(fun(_, #out{node = N}) -> N =:= Node end, Out),
     S1 = maps:fold(fun(Ref, _, Acc) -> fire(Ref, noconnection, Acc) end, S, Gone),
-    {InGone, InKept} = lists:partition(fun({_, #in{node = N}}) -> N =:= Node end, maps:to_list(In)),
-    [erlang:demonitor(Mref, [flush]) || {Mref, _} <- InGone],
-    Index = maps:filter(fun({N, _}, _) -> N =/= Node end, S1#state.in_index),
-    Owners1 = maps:fold(fun(Pid, {Mref, Refs, Watches}, Acc) ->
-                                case maps:take(Node, Watches) of
-                                    {Count, Watches1} ->
-                                        [Pid ! {nodedown, Node} || _ <- lists:seq(1, Count)],
-                                        keep_owner(Pid, {Mref, Refs, Watches1}, Acc);
-                                    error -> Acc
-                                end
-                        end, S1#state.owners, S1#state.owners),
+    S2 = forget_in([Mref || {Mref, #in{node = N}} <- maps:to_list(In), N =:= Node], S1),
+    S3 = node_gone(Node, S2),
+    S3#state{peers = maps:remove(Node, S3#state.peers),
+             incarnations = maps:remove(Node, S3#state.incarnations)}.
+
+%% Stops watching local processes for a node that is gone.
+forget_in(Mrefs, S = #state{in = In, in_index = Index}) ->
+    lists:foldl(fun(Mref, Acc = #state{in = I, in_index = X}) ->
+                        erlang:demonitor(Mref, [flush]),
+                        #in{node = N, ref = WRef} = maps:get(Mref, I),
+                        Acc#state{in = maps:remove(Mref, I), in_index = maps:remove({N, WRef}, X)}
+                end, S#state{in = In, in_index = Index}, Mrefs).
+
+%% What depends on a node as a whole: node watches get `nodedown', waiting calls end, relays
+%% forget its callers.
+node_gone(Node, S) ->
+    Owners = maps:fold(fun(Pid, {Mref, Refs, Watches}, Acc) ->
+                               case maps:take(Node, Watches) of
+                                   {Count, Watches1} ->
+                                       [Pid ! {nodedown, Node} || _ <- lists:seq(1, Count)],
+                                       keep_owner(Pid, {Mref, Refs, Watches1}, Acc);
+                                   error -> Acc
+                               end
+                       end, S#state.owners, S#state.owners),
     _ = partisan_nif:fail_replies(Node, noconnection),
     ok = partisan_call_relay:node_lost(Node),
-    S1#state{in = maps:from_list(InKept), in_index = Index, owners = Owners1,
-             peers = maps:remove(Node, S1#state.peers)}.
+    S#state{owners = Owners}.
 
 %% -- probing (partial overlays) ------------------------------------------------
 
@@ -358,40 +393,86 @@ interest(Node, S = #state{peers = Peers}) ->
 ping(Node, S = #state{peers = Peers}) ->
     case Peers of
         #{Node := Peer} ->
-            _ = to_peer(Node, {?TAG, ping, partisan:node()}, #{}),
+            _ = to_peer(Node, {?TAG, ping, partisan:node(), S#state.incarnation}, #{}),
             S#state{peers = Peers#{Node := Peer#peer{pinged_at = now_ms()}}};
         _ ->
             S
     end.
 
-pong(Node, Incarnation, S = #state{peers = Peers}) ->
+pong(Node, S = #state{peers = Peers}) ->
     case Peers of
-        #{Node := #peer{incarnation = Known}} when Known =/= undefined, Known =/= Incarnation ->
-            %% The node restarted: what it watched for us is gone with its old incarnation.
-            lost(Node, S);
         #{Node := Peer} ->
-            S#state{peers = Peers#{Node := Peer#peer{incarnation = Incarnation, last_seen = now_ms(),
-                                                     pinged_at = undefined}}};
+            S#state{peers = Peers#{Node := Peer#peer{last_seen = now_ms(), pinged_at = undefined}}};
         _ ->
+            S
+    end.
+
+%% Every message of a monitor process carries its incarnation (its start time, so a later
+%% incarnation is larger). A node whose monitor process is newer than the one seen before has
+%% restarted (or restarted partisan): what it watched for us, and what we watched for it,
+%% belongs to its old incarnation. A message from an older one is late and changes nothing.
+observe(Node, Incarnation, S = #state{incarnations = Known}) ->
+    case Known of
+        #{Node := Seen} when Incarnation =< Seen -> S;
+        #{Node := _} -> restarted(Node, Incarnation, S#state{incarnations = Known#{Node := Incarnation}});
+        _ -> S#state{incarnations = Known#{Node => Incarnation}}
+    end.
+
+restarted(Node, Incarnation, S = #state{out = Out, in = In}) ->
+    Stale = [Ref || {Ref, #out{node = N, incarnation = I}} <- maps:to_list(Out),
+                    N =:= Node, I =/= undefined, I =/= Incarnation],
+    S1 = lists:foldl(fun(Ref, Acc) -> fire(Ref, noconnection, Acc) end, S, Stale),
+    Gone = [Mref || {Mref, #in{node = N, incarnation = I}} <- maps:to_list(In), N =:= Node, I =/= Incarnation],
+    S2 = forget_in(Gone, S1),
+    node_gone(Node, S2).
+
+acked(Node, Ref, Incarnation, S = #state{out = Out}) ->
+    Current = maps:get(Node, S#state.incarnations),
+    case Out of
+        #{Ref := #out{incarnation = undefined}} when Incarnation < Current ->
+            %% Set by an incarnation that is already gone.
+            fire(Ref, noconnection, S);
+        #{Ref := Entry = #out{incarnation = undefined}} ->
+            S#state{out = Out#{Ref := Entry#out{incarnation = Incarnation, ack_deadline = undefined}}};
+        #{Ref := _} ->
+            S;
+        _ ->
+            %% Given up (ack too late) or removed meanwhile: the target's node forgets it too.
+            _ = to_peer(Node, {?TAG, demonitor, partisan:node(), Ref}, #{}),
             S
     end.
 
 %% Every interval: nodes that matter are kept if linked or answering, lost after the timeout;
 %% nodes that no longer matter are dropped.
 probe(S = #state{full_mesh = true}) ->
-    S;
+    tick(expire_acks(S));
 probe(S) ->
     Now = now_ms(),
     Wanted = wanted(S),
-    S1 = maps:fold(fun(Node, Peer, Acc) -> probe(Node, Peer, Now, lists:member(Node, Wanted), Acc) end,
-                   S, S#state.peers),
+    %% Neighbours of the overlay, not every node with a socket open (HyParView opens transient
+    %% links to non-neighbours).
+    Linked = partisan:nodes(),
+    S1 = maps:fold(fun(Node, Peer, Acc) ->
+                           probe(Node, Peer, Now, lists:member(Node, Wanted), lists:member(Node, Linked), Acc)
+                   end, S, S#state.peers),
     S2 = lists:foldl(fun interest/2, S1, [N || N <- partisan_nif:reply_nodes(), N =/= partisan:node()]),
-    tick(S2).
+    tick(expire_acks(S2)).
 
-probe(Node, _, _, false, S) ->
+%% A monitor request that was never acknowledged did not reach its node (it died, or no path
+%% was left): noconnection.
+expire_acks(S = #state{out = Out}) ->
+    Now = now_ms(),
+    Late = [Ref || {Ref, #out{ack_deadline = D}} <- maps:to_list(Out), D =/= undefined, D < Now],
+    lists:foldl(fun(Ref, Acc) -> fire(Ref, noconnection, Acc) end, S, Late).
+
+probe(Node, _, _, false, _, S) ->
     S#state{peers = maps:remove(Node, S#state.peers)};
-probe(Node, Peer, Now, true, S = #state{peers = Peers, interval = Interval, timeout = Timeout}) ->
-    case partisan:is_connected(Node) of
+probe(Node, Peer, Now, true, Linked, S = #state{peers = Peers, interval = Interval, timeout = Timeout}) ->
+    case Linked of
+        %% A neighbour is alive; it is still asked now and then, to learn about a restart whose
+        %% greeting was missed.
+        true when Peer#peer.pinged_at =:= undefined; Now - Peer#peer.pinged_at >= Timeout ->
+            ping(Node, S#state{peers = Peers#{Node := Peer#peer{last_seen = Now}}});
         true ->
             S#state{peers = Peers#{Node := Peer#peer{last_seen = Now}}};
         false when Now - Peer#peer.last_seen > Timeout ->
@@ -409,8 +490,8 @@ wanted(#state{out = Out, in = In, owners = Owners}) ->
                 [N || {_, _, W} <- maps:values(Owners), N <- maps:keys(W)] ++
                 partisan_nif:reply_nodes()).
 
-%% On a partial overlay the probe runs all the time: calls may wait on any node.
-tick(S = #state{full_mesh = true}) -> S;
+%% The probe runs all the time: on a partial overlay calls may wait on any node, and on every
+%% overlay monitor requests wait for their acknowledgement.
 tick(S = #state{ticking = true}) -> S;
 tick(S = #state{interval = Interval}) ->
     erlang:send_after(Interval, self(), probe),

@@ -1,6 +1,5 @@
-%% @doc Top supervisor: the events process first (the data plane reports to it), then the peer
-%% service manager, which owns the data plane's lifetime, then the OTP layer (monitors, call
-%% relays).
+%% @doc Top supervisor: the events process first (the data plane reports to it), the OTP layer
+%% (monitors, call relays), then the peer service manager, which owns the data plane's lifetime.
 -module(partisan_sup).
 -behaviour(supervisor).
 
@@ -18,12 +17,11 @@ init([]) ->
                   start => {partisan_peer_service_events, start_link, []}},
                 #{id => partisan_plumtree_broadcast,
                   start => {partisan_plumtree_broadcast, start_link, []}},
-                #{id => Manager, start => {Manager, start_link, []}, shutdown => 10000,
-                  modules => [Manager, partisan_peer_service_manager]},
-                %% After the manager: they use the data plane, and a restart of the data plane
-                %% restarts them (rest_for_one), which ends every remote monitor with
-                %% `noconnection' (partisan_monitor:terminate/2).
-                #{id => partisan_monitor, start => {partisan_monitor, start_link, []}}
-                | [#{id => {partisan_call_relay, N}, start => {partisan_call_relay, start_link, [N]}}
-                   || N <- lists:seq(0, length(partisan_otp:relays()) - 1)]],
+                %% The OTP layer is ready before the data plane accepts the first connection:
+                %% a peer's first monitor request or call must find it.
+                #{id => partisan_monitor, start => {partisan_monitor, start_link, []}}]
+               ++ [#{id => {partisan_call_relay, N}, start => {partisan_call_relay, start_link, [N]}}
+                   || N <- lists:seq(0, length(partisan_otp:relays()) - 1)]
+               ++ [#{id => Manager, start => {Manager, start_link, []}, shutdown => 10000,
+                     modules => [Manager, partisan_peer_service_manager]}],
     {ok, {#{strategy => rest_for_one, intensity => 3, period => 10}, Children}}.
