@@ -48,8 +48,7 @@ exit_reason(Config) ->
     Target = rpc(B, erlang, spawn, [?MODULE, sleeper, []]),
     Ref = in(Agent, fun() -> partisan:monitor(process, Target) end),
     ?assert(is_reference(Ref)),
-    %% As with Erlang's monitors, a monitor is set asynchronously: an exit that races with it
-    %% may be reported as noproc, so the test lets it reach the target's node first.
+    %% partisan:monitor/2 returns once the target's node has set the monitor.
     established(B, 1),
     rpc(B, erlang, exit, [Target, {shutdown, because}]),
     ?assertEqual({'DOWN', Ref, process, Target, {shutdown, because}}, agent_msg(Agent)),
@@ -247,7 +246,7 @@ die_with(To) ->
     ok = partisan:forward_message(To, last_words, #{channel => data, transitive => true}),
     exit(done).
 
-%% `N' monitors of remote processes are set on `Node'.
+%% `Node' holds exactly `N' monitors for remote watchers (eventually: a demonitor travels on).
 established(Node, N) ->
     wait(fun() -> maps:get(in, rpc(Node, partisan_monitor, info, [])) =:= N end).
 

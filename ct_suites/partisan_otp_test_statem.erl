@@ -20,7 +20,8 @@ locked({call, From}, state, D) ->
 locked({call, From}, {idle_after, Ms}, D) ->
     %% An event timeout: fires unless another event comes within Ms.
     {keep_state, D, [{reply, From, ok}, {timeout, Ms, idle}]};
-locked(timeout, idle, D = #{idle := N}) ->
+locked(timeout, idle, D = #{idle := N, watcher := W}) ->
+    W =/= undefined andalso partisan:forward_message(W, idle, #{transitive => true}),
     {keep_state, D#{idle := N + 1}};
 locked({call, From}, idle_count, D = #{idle := N}) ->
     {keep_state, D, [{reply, From, N}]};
@@ -28,7 +29,7 @@ locked(cast, {watch, Pid}, D) ->
     {keep_state, D#{watcher := Pid}}.
 
 open(state_timeout, lock, D = #{watcher := W}) ->
-    W =/= undefined andalso partisan:forward_message(W, locked_again),
+    W =/= undefined andalso partisan:forward_message(W, locked_again, #{transitive => true}),
     {next_state, locked, D};
 open({call, From}, state, D) ->
     {keep_state, D, [{reply, From, open}]};

@@ -42,7 +42,9 @@
               %% The target node's incarnation, from its acknowledgement; until then, the time by
               %% which it must arrive.
               incarnation :: integer() | undefined,
-              ack_deadline :: integer() | undefined}).
+              ack_deadline :: integer() | undefined,
+              %% The owner's `monitor/2' call, answered once the monitor is set (or has fired).
+              caller :: gen_server:from() | undefined}).
 -record(in, {node :: node(), ref :: reference(), channel :: atom(), key :: pid() | undefined,
              incarnation :: integer()}).
 -record(peer, {last_seen :: integer(),
@@ -72,7 +74,9 @@ start_link() ->
     gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
 
 %% @doc Monitors a process on another node: a pid, `{Name, Node}' or a remote reference. Returns
-%% the monitor reference (a remote reference when `Target' is one, as in Partisan v5). `Opts' may
+%% the monitor reference (a remote reference when `Target' is one, as in Partisan v5) once the
+%% target's node has set the monitor (or at once with a `DOWN' on its way, when it cannot), so
+%% the target receives whatever the caller sends it next with the monitor in place. `Opts' may
 %% name the `{channel, C}' the monitor's messages use. When the monitor layer is not running, the
 %% reference gets an immediate `DOWN' with reason `notalive'.
 -spec monitor(pid() | {atom(), node()} | partisan_remote_ref:remote_ref(), [term()] | map()) -> term().
@@ -139,18 +143,20 @@ init([]) ->
     {ok, tick(S)}.
 
 %% @private
-handle_call({monitor, Owner, Target, Channel, Release}, _From, S) ->
+handle_call({monitor, Owner, Target, Channel, Release}, From, S) ->
     {Ref, Returned} = new_ref(Target),
     Node = partisan_otp:node_of(Target),
     S1 = own(Owner, Ref, S),
     Out = #out{owner = Owner, node = Node, object = Target, returned = Returned,
-               ack_deadline = now_ms() + S#state.timeout},
+               ack_deadline = now_ms() + S#state.timeout, caller = From},
     S2 = S1#state{out = (S1#state.out)#{Ref => Out}},
     Request = {?TAG, monitor, partisan:node(), S#state.incarnation, Ref, partisan_otp:dest(Target),
                Channel, Release},
+    %% The caller gets its reference once the target's node has set the monitor, so whatever it
+    %% sends the target next finds the monitor in place (as Erlang's signal order promises).
     case to_peer(Node, Request, #{channel => Channel}) of
-        ok -> {reply, Returned, interest(Node, S2)};
-        {error, _} -> {reply, Returned, fire(Ref, noconnection, S2)}
+        ok -> {noreply, interest(Node, S2)};
+        {error, _} -> {noreply, fire(Ref, noconnection, S2)}
     end;
 handle_call({demonitor, Owner, Returned}, _From, S = #state{out = Out}) ->
     Ref = local_ref(Returned),
@@ -291,12 +297,17 @@ local_ref(Remote) ->
 %% Delivers the DOWN of monitor `Ref' (if it still exists) and forgets it.
 fire(Ref, Reason, S = #state{out = Out}) ->
     case maps:take(Ref, Out) of
-        {#out{owner = Owner, object = Object, returned = Returned}, Out1} ->
+        {Entry = #out{owner = Owner, object = Object, returned = Returned}, Out1} ->
+            answer(Entry),
             Owner ! {'DOWN', Returned, process, Object, Reason},
             disown(Owner, Ref, S#state{out = Out1});
         error ->
             S
     end.
+
+%% Answers the owner's monitor call if it still waits.
+answer(#out{caller = undefined}) -> ok;
+answer(#out{caller = From, returned = Returned}) -> gen_server:reply(From, Returned).
 
 own(Owner, Ref, S = #state{owners = Owners}) ->
     {Mref, Refs, Watches} = owner(Owner, Owners),
@@ -433,7 +444,9 @@ acked(Node, Ref, Incarnation, S = #state{out = Out}) ->
             %% Set by an incarnation that is already gone.
             fire(Ref, noconnection, S);
         #{Ref := Entry = #out{incarnation = undefined}} ->
-            S#state{out = Out#{Ref := Entry#out{incarnation = Incarnation, ack_deadline = undefined}}};
+            answer(Entry),
+            S#state{out = Out#{Ref := Entry#out{incarnation = Incarnation, ack_deadline = undefined,
+                                                caller = undefined}}};
         #{Ref := _} ->
             S;
         _ ->

@@ -103,8 +103,8 @@ file(Forms) ->
 %% @doc `Dest ! Msg' over Partisan; returns `Msg', as `!' does. `Dest' is a pid, a registered
 %% name, `{Name, Node}', a reference (an alias) or a Partisan remote reference. A destination on
 %% this node is sent to with `erlang:send/2', so an unregistered local name raises `badarg'
-%% exactly as `!' does. A message to another node goes through `partisan:forward_message/2' and,
-%% like `!', never raises: when the node is not connected (or its queue is full) the message is
+%% exactly as `!' does. A message to another node goes over Partisan (relayed through the overlay
+%% when the node is not a neighbour, as the OTP layer's messages are) and, like `!', never raises: when the node is not connected (or its queue is full) the message is
 %% dropped, and nothing is logged. A term that is no destination at all raises `badarg'.
 -spec send(Dest :: term(), Msg) -> Msg.
 send(Dest, Msg) ->
@@ -187,8 +187,10 @@ local_ref(Ref) ->
         error:badarg -> drop
     end.
 
-%% A send to another node never raises, whatever the state of the data plane.
+%% A send to another node never raises, whatever the state of the data plane. It takes the
+%% OTP layer's route: through the overlay when the node is not a neighbour (partial overlays),
+%% as `!' reaches any connected node.
 forward(Dest, Msg) ->
-    try partisan:forward_message(Dest, Msg)
+    try partisan_otp:send_to(Dest, Msg, undefined)
     catch error:_ -> {error, not_sent}
     end.
