@@ -52,8 +52,9 @@ sim:
 # (~10 min at the defaults; each scenario is bounded by its own watchdog and a shell timeout);
 # reports and plots go to bench/results/. BENCH_* variables enlarge the sweeps.
 .PHONY: bench-deps bench-throughput bench-latency bench-hol bench-echo bench-join bench-limits \
-	bench-linkemu bench-smoke
-bench: bench-limits bench-linkemu bench-throughput bench-latency bench-hol bench-echo bench-join
+	bench-linkemu bench-smoke bench-call
+bench: bench-limits bench-linkemu bench-throughput bench-latency bench-hol bench-echo bench-join \
+	bench-call
 
 bench-deps: deps
 	@command -v gnuplot >/dev/null 2>&1 && command -v iperf3 >/dev/null 2>&1 || { \
@@ -79,6 +80,10 @@ bench-join: build bench-deps
 
 bench-limits: build bench-deps
 	bash bench/run.sh limits
+
+# Remote gen_server calls: partisan_gen_server:call vs gen_server:call over disterl, 1 and 64 callers.
+bench-call: build bench-deps
+	bash bench/run.sh call
 
 # The link emulator's own tests: the delay it adds is the one asked, within 10 %.
 bench-linkemu: deps

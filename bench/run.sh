@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs one benchmark scenario: bench/run.sh throughput|latency|hol|echo|join|limits|smoke
+# Runs one benchmark scenario: bench/run.sh throughput|latency|hol|echo|join|limits|call|smoke
 #
 # Compiles bench/*.erl into a temporary directory and runs the scenario's main/0 on a controller
 # node (erl -name bench@127.0.0.1), which starts the peer nodes (and link emulators), runs every
@@ -8,7 +8,7 @@
 # See bench/README.md for the method of each scenario and the BENCH_* environment variables.
 set -euo pipefail
 
-SCENARIO="${1:?usage: bench/run.sh throughput|latency|hol|echo|join|limits|smoke}"
+SCENARIO="${1:?usage: bench/run.sh throughput|latency|hol|echo|join|limits|call|smoke}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 EBIN="$ROOT/_build/default/lib/partisan/ebin"
@@ -16,7 +16,7 @@ NIF="$ROOT/priv/libpartisan_nif.so"
 
 case "$SCENARIO" in
     throughput) MODULE=throughput; DEFAULT_TIMEOUT=300 ;;
-    latency|hol|echo|join|limits|smoke) MODULE="bench_$SCENARIO"; DEFAULT_TIMEOUT=300 ;;
+    latency|hol|echo|join|limits|call|smoke) MODULE="bench_$SCENARIO"; DEFAULT_TIMEOUT=300 ;;
     *) echo "unknown scenario: $SCENARIO" >&2; exit 64 ;;
 esac
 

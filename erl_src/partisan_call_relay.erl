@@ -19,6 +19,9 @@
 -module(partisan_call_relay).
 -behaviour(gen_server).
 
+%% OTP's call tag `[alias | Mref]' is an improper list.
+-dialyzer(no_improper_lists).
+
 -export([start_link/1, node_lost/1, pending/0, execute/6]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
@@ -36,8 +39,7 @@ start_link(N) ->
 %% @doc `Node' is gone: its callers will never read an answer, so their calls are dropped.
 -spec node_lost(node()) -> ok.
 node_lost(Node) ->
-    [Relay ! {partisan_node_lost, Node} || Relay <- partisan_otp:relays()],
-    ok.
+    lists:foreach(fun(Relay) -> Relay ! {partisan_node_lost, Node} end, partisan_otp:relays()).
 
 %% @doc Calls and function runs in progress on this node's relays (for tests and monitoring).
 -spec pending() -> non_neg_integer().

@@ -175,6 +175,7 @@ wake_hib(Parent, ServerName, MSL, HibernateAfter, Debug) ->
 init_it(Starter, Parent, Name, Mod, Args, Opts) -> gen_event:init_it(Starter, Parent, Name, Mod, Args, Opts).
 %% @private
 system_continue(Parent, Debug, Misc) -> gen_event:system_continue(Parent, Debug, Misc).
+-dialyzer({nowarn_function, system_terminate/4}).
 %% @private
 system_terminate(Reason, Parent, Debug, Misc) -> gen_event:system_terminate(Reason, Parent, Debug, Misc).
 %% @private

@@ -139,7 +139,7 @@ init([]) ->
                interval = partisan_config:get(monitor_probe_interval, 1000),
                timeout = partisan_config:get(monitor_probe_timeout, 3000)},
     %% Whatever a predecessor of this process watched is gone: tell the linked nodes.
-    [to_peer(N, {?TAG, hello, partisan:node(), S#state.incarnation}, #{}) || N <- partisan:nodes()],
+    _ = [to_peer(N, {?TAG, hello, partisan:node(), S#state.incarnation}, #{}) || N <- partisan:nodes()],
     {ok, tick(S)}.
 
 %% @private
@@ -381,7 +381,7 @@ node_gone(Node, S) ->
     Owners = maps:fold(fun(Pid, {Mref, Refs, Watches}, Acc) ->
                                case maps:take(Node, Watches) of
                                    {Count, Watches1} ->
-                                       [Pid ! {nodedown, Node} || _ <- lists:seq(1, Count)],
+                                       _ = [Pid ! {nodedown, Node} || _ <- lists:seq(1, Count)],
                                        keep_owner(Pid, {Mref, Refs, Watches1}, Acc);
                                    error -> Acc
                                end

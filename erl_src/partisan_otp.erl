@@ -158,9 +158,15 @@ channel(Opts) when is_list(Opts) -> proplists:get_value(channel, Opts, undefined
 %% `{channel, C}' (see `partisan_monitor:server_channel/2'), else `Default'.
 -spec server_channel(pid() | atom(), atom()) -> atom().
 server_channel(Proc, Default) ->
-    Pid = case is_pid(Proc) of true -> Proc; false -> whereis(Proc) end,
-    try ets:lookup_element(?SERVER_CHANNELS, Pid, 2)
-    catch error:badarg -> Default
+    case ets:info(?SERVER_CHANNELS, size) of
+        N when is_integer(N), N > 0 ->
+            Pid = case is_pid(Proc) of true -> Proc; false -> whereis(Proc) end,
+            case ets:lookup(?SERVER_CHANNELS, Pid) of
+                [{_, Channel}] -> Channel;
+                [] -> Default
+            end;
+        _ ->
+            Default
     end.
 
 %% @private The pid a name of this node stands for, or `undefined'.
