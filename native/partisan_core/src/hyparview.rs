@@ -26,8 +26,9 @@
 //! JOIN, FORWARD_JOIN (random walk of `active_rwl` hops; the walk adds the joiner to the passive
 //! view at hop `passive_rwl` and to the active view where it ends), NEIGHBOR ("I added you, add
 //! me"; a receiver that did not have the sender answers with its own NEIGHBOR, which repairs a
-//! NEIGHBOR that crossed a DISCONNECT), NEIGHBOR_REQUEST with high priority (sender has no active peer: always accepted) or low
-//! priority (accepted only if there is room) answered by NEIGHBOR_ACCEPT or NEIGHBOR_REJECT,
+//! NEIGHBOR that crossed a DISCONNECT), NEIGHBOR_REQUEST with high priority (always accepted, a
+//! full receiver drops a random active peer; see *Priorities*) or low priority (accepted only if
+//! there is room) answered by NEIGHBOR_ACCEPT or NEIGHBOR_REJECT,
 //! DISCONNECT (sender dropped us: we move it to the passive view), SHUFFLE (random walk carrying
 //! the origin, `shuffle_k_active` active and `shuffle_k_passive` passive peers) and SHUFFLE_REPLY
 //! (a same-sized sample of the receiver's passive view, sent back to the origin). The encoding is
@@ -37,7 +38,8 @@
 //! # Timers and healing
 //! - `shuffle_interval`: one SHUFFLE to a random active peer.
 //! - `random_promotion_interval`: when `random_promotion` is set and the active view is below
-//!   `active_min_size`, promote random passive peers (NEIGHBOR_REQUEST); while it is below
+//!   `active_min_size`, promote random passive peers (NEIGHBOR_REQUEST, high priority as
+//!   *Priorities* says); while it is below
 //!   `active_max_size`, send one low-priority NEIGHBOR_REQUEST to a random passive peer. On the
 //!   same timer one *unreachable* peer is probed (see below).
 //! - A dropped active link is repaired at once: NEIGHBOR_REQUESTs to random passive peers until
@@ -49,6 +51,30 @@
 //! (`passive_max_size` entries, oldest evicted) and probed with a high-priority NEIGHBOR_REQUEST,
 //! with exponential backoff from `random_promotion_interval` up to 16 times that. A probe that
 //! connects is always accepted, so one reachable peer of the other side re-links the overlay.
+//!
+//! # Priorities
+//! In the paper a NEIGHBOR_REQUEST has high priority only when the sender's active view is
+//! empty. That leaves stable splits in small overlays whose views are nearly full: with 6 nodes,
+//! `active_max_size` 3 and `active_min_size` 2 the overlay can settle as a K4 of full nodes next
+//! to a pair of nodes that have only each other. Every node of the pair is below the minimum
+//! but not empty, so it asks with low priority, and every node it can ask is full and rejects:
+//! the pair never links back (seen in the 6-node broadcast CT; the core test
+//! `small_nearly_full_overlays_never_stay_split` reproduces it). A node with fewer neighbours
+//! than the minimum is also stuck there whenever every node it knows is full.
+//!
+//! So here a node asks with high priority while its active view (pending requests included) is
+//! below `min(active_min_size, active_max_size − 1)`, and with low priority above (an empty
+//! view always asks with high priority, as in the paper). A high-priority request is always
+//! accepted; a full receiver drops a random active peer, which is left with up to
+//! `active_max_size − 1` neighbours: at or above the threshold if it was full, so it does not
+//! ask with high priority in turn. Capping the threshold at `active_max_size − 1` is what keeps
+//! `active_min_size == active_max_size` from cascading forever: with the threshold at the
+//! minimum, every drop would push a full peer below it, that peer would displace another, and
+//! so on for as long as the views cannot all be full (an odd sum of degrees, say). A drop that
+//! does leave a peer below the threshold (one that was not full) only moves a missing link from
+//! one node to another, never adds one, and a high-priority request that reaches a node with
+//! room takes one away; once every view is at the threshold, requests are low priority again
+//! and nothing is displaced.
 //!
 //! ```
 //! use partisan_core::channel::ChannelTable;
@@ -130,7 +156,8 @@ pub enum ConfigError {
     ShuffleTooLarge,
 }
 
-/// Priority of a NEIGHBOR_REQUEST: high when the sender has no active peer left.
+/// Priority of a NEIGHBOR_REQUEST: high when the sender's active view is empty or below the
+/// escalation threshold (see the module docs), or for a probe of an unreachable peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
     Low,
@@ -577,8 +604,27 @@ impl HyParView {
             let Some(&i) = candidates.choose(&mut self.rng) else { break };
             let spec = self.passive[i].clone();
             self.tried.push(spec.name.clone());
-            let priority = if self.active_len() == 0 { Priority::High } else { Priority::Low };
+            let priority = self.request_priority();
             self.request(spec, priority, self.cfg.random_promotion_interval);
+        }
+    }
+
+    /// The active view size below which a node asks with high priority (besides an empty view):
+    /// `active_min_size`, but at most `active_max_size − 1`, so that the peer a full receiver
+    /// drops to make room (left with `active_max_size − 1` neighbours) is not below it in turn.
+    fn escalation_threshold(&self) -> usize {
+        self.cfg.active_min_size.min(self.cfg.active_max_size - 1)
+    }
+
+    /// High for every request while the active view is empty (as in the paper), and for the
+    /// requests that bring active + pending up to [`Self::escalation_threshold`]; low beyond.
+    /// See "Priorities" in the module docs.
+    fn request_priority(&self) -> Priority {
+        let active = self.active_len();
+        if active == 0 || active + self.requests_len() < self.escalation_threshold() {
+            Priority::High
+        } else {
+            Priority::Low
         }
     }
 
