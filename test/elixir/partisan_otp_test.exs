@@ -1,0 +1,41 @@
+defmodule PartisanOtpTest do
+  use ExUnit.Case
+
+  @ebin Path.expand("_build/mix/test/lib/partisan/ebin")
+
+  defp start_peer(name) do
+    elixir_ebin = :code.lib_dir(:elixir) |> Path.join("ebin") |> to_charlist()
+    args = [~c"-connect_all", ~c"false", ~c"-pa", to_charlist(@ebin), ~c"-pa", elixir_ebin]
+    {:ok, peer, node} = :peer.start_link(%{name: name, host: ~c"127.0.0.1", longnames: true, args: args})
+    {:ok, _} = :erpc.call(node, :application, :ensure_all_started, [:elixir])
+    {:ok, _} = :erpc.call(node, :application, :ensure_all_started, [:partisan])
+    {peer, node}
+  end
+
+  test "an Elixir GenServer on one node is called from another over partisan" do
+    {pa, a} = start_peer(:ex_otp_a)
+    {pb, b} = start_peer(:ex_otp_b)
+    spec_b = :erpc.call(b, :partisan, :node_spec, [])
+    assert :ok == :erpc.call(a, :partisan_peer_service, :sync_join, [spec_b])
+
+    {:ok, _} = :erpc.call(b, Partisan.TestCounter, :start, [:counter])
+    server = {:counter, b}
+    assert 1 == :erpc.call(a, :partisan_gen_server, :call, [server, :incr])
+    assert 2 == :erpc.call(a, :partisan_gen_server, :call, [server, :incr, [timeout: 1_000]])
+    assert :ok == :erpc.call(a, :partisan_gen_server, :cast, [server, :reset])
+
+    # A crash in the server reaches the caller as the exit gen_server:call would give.
+    assert {:exit, {{%RuntimeError{message: "boom"}, _}, {:partisan_gen_server, :call, _}}} =
+             :erpc.call(a, Partisan.TestCounter, :call, [server, :crash])
+
+    # The supervisor-less server is gone: noproc, as over Distributed Erlang.
+    assert {:exit, {:noproc, {:partisan_gen_server, :call, _}}} =
+             :erpc.call(a, Partisan.TestCounter, :call, [server, :incr])
+
+    # The two nodes never connected over Distributed Erlang.
+    assert :erpc.call(a, :erlang, :nodes, []) == [node()]
+
+    :peer.stop(pa)
+    :peer.stop(pb)
+  end
+end
