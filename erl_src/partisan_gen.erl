@@ -17,6 +17,12 @@
 -export([call/3, call/4, send_request/3, send_request/4, wait_response/2, receive_response/2,
          check_response/2, reply/2, stop/1, stop/3, start/5, start/6, remote_apply/5, cast_apply/4,
          server_apply/5, node_apply/5, apply_local/4, send_apply/5, call_opts/2, strip_opts/1]).
+-export([set_opts/1, get_opts/0, get_opts/1, erase_opts/0]).
+%% OTP's gen internals, for code that names this module where gen's are meant.
+-export([debug_options/2, hibernate_after/1, name/1, unregister_name/1, get_proc_name/1,
+         get_parent/0, init_it/6, init_it/7, format_status_header/2]).
+
+-define(OPTS_KEY, {?MODULE, opts}).
 
 -define(DEFAULT_TIMEOUT, 5000).
 %% How long a sender backs off when the connection's queue is full, as a busy distribution port
@@ -313,16 +319,17 @@ node_apply(Node, M, F, A, Timeout) ->
     end.
 
 %% @doc The timeout and channel of call options (a timeout, or a list or map of `timeout' and
-%% `channel'), with `Default' as the timeout when none is given.
+%% `channel'), with `Default' as the timeout when none is given, and the calling process's
+%% channel (`set_opts/1') when no channel is given.
 -spec call_opts(call_opts(), timeout()) -> {timeout(), atom()}.
 call_opts(Timeout, _) when Timeout =:= infinity; is_integer(Timeout), Timeout >= 0 ->
-    {Timeout, undefined};
+    {Timeout, process_channel()};
 call_opts(Opts, Default) when is_list(Opts); is_map(Opts) ->
     Get = fun(K, D) when is_map(Opts) -> maps:get(K, Opts, D);
              (K, D) -> proplists:get_value(K, Opts, D)
           end,
     case Get(timeout, Default) of
-        T when T =:= infinity; is_integer(T), T >= 0 -> {T, Get(channel, undefined)};
+        T when T =:= infinity; is_integer(T), T >= 0 -> {T, Get(channel, process_channel())};
         T -> error({badarg, {timeout, T}})
     end;
 call_opts(Other, _) ->
@@ -332,3 +339,56 @@ call_opts(Other, _) ->
 -spec strip_opts(list()) -> list().
 strip_opts(Opts) ->
     [O || O <- Opts, not (is_tuple(O) andalso element(1, O) =:= channel)].
+
+%% -- options of the calling process ---------------------------------------------------
+
+%% @doc Sets the Partisan options of the calling process (a map or a list; `channel' is the
+%% channel its calls, requests and casts of the OTP layer use when they name none).
+-spec set_opts(map() | [{atom(), term()}]) -> ok.
+set_opts(Opts) when is_list(Opts) -> set_opts(maps:from_list(Opts));
+set_opts(Opts) when is_map(Opts) -> _ = put(?OPTS_KEY, Opts), ok.
+
+%% @doc The Partisan options of the calling process (`#{}' when none were set).
+-spec get_opts() -> map().
+get_opts() ->
+    case get(?OPTS_KEY) of
+        undefined -> #{};
+        Opts -> Opts
+    end.
+
+%% @doc One Partisan option of the calling process, `undefined' when not set.
+-spec get_opts(atom()) -> term().
+get_opts(Key) -> maps:get(Key, get_opts(), undefined).
+
+%% @doc Removes the Partisan options of the calling process; returns them.
+-spec erase_opts() -> map().
+erase_opts() ->
+    case erase(?OPTS_KEY) of
+        undefined -> #{};
+        Opts -> Opts
+    end.
+
+process_channel() ->
+    case get(?OPTS_KEY) of
+        #{channel := Channel} -> Channel;
+        _ -> undefined
+    end.
+
+%% @private
+debug_options(Name, Opts) -> gen:debug_options(Name, Opts).
+%% @private
+hibernate_after(Opts) -> gen:hibernate_after(Opts).
+%% @private
+name(Name) -> gen:name(Name).
+%% @private
+unregister_name(Name) -> gen:unregister_name(Name).
+%% @private
+get_proc_name(Name) -> gen:get_proc_name(Name).
+%% @private
+get_parent() -> gen:get_parent().
+%% @private
+init_it(GenMod, Starter, Parent, Mod, Args, Opts) -> gen:init_it(GenMod, Starter, Parent, Mod, Args, Opts).
+%% @private
+init_it(GenMod, Starter, Parent, Name, Mod, Args, Opts) -> gen:init_it(GenMod, Starter, Parent, Name, Mod, Args, Opts).
+%% @private
+format_status_header(TagLine, Name) -> gen:format_status_header(TagLine, Name).

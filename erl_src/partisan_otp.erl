@@ -149,10 +149,11 @@ relay_name(7) -> partisan_call_relay_7.
 -spec relays() -> [atom()].
 relays() -> [relay_name(N) || N <- lists:seq(0, ?RELAYS - 1)].
 
-%% @doc The channel in an option list or map (`{channel, C}'), `undefined' (the default) if none.
+%% @doc The channel in an option list or map (`{channel, C}'); if none, the calling process's
+%% (`partisan_gen:set_opts/1'), else `undefined' (the default channel).
 -spec channel([term()] | map()) -> atom().
-channel(Opts) when is_map(Opts) -> maps:get(channel, Opts, undefined);
-channel(Opts) when is_list(Opts) -> proplists:get_value(channel, Opts, undefined).
+channel(Opts) when is_map(Opts) -> maps:get(channel, Opts, partisan_gen:get_opts(channel));
+channel(Opts) when is_list(Opts) -> proplists:get_value(channel, Opts, partisan_gen:get_opts(channel)).
 
 %% @doc The channel answers of the local server `Proc' travel on when it was started with
 %% `{channel, C}' (see `partisan_monitor:server_channel/2'), else `Default'.
