@@ -52,42 +52,62 @@ call(Server, Label, Request, Opts) ->
     end.
 
 remote_call(Node, Dest, Label, Request, Timeout, Channel) ->
-    Tag = erlang:make_ref(),
-    Id = send_call(Node, Dest, Label, Request, Timeout, Channel, Tag),
-    %% The reply, or a DOWN from the server's relay (server exit) or from the data plane (node lost).
-    receive
-        {Tag, Reply} ->
-            {ok, Reply};
-        {'DOWN', Tag, _, _, noconnection} ->
-            exit({nodedown, Node});
-        {'DOWN', Tag, _, _, Reason} ->
-            exit(Reason)
-    after Timeout ->
-        case partisan_nif:cancel_reply(Id) of
-            true -> exit(timeout);
-            %% The answer was already handed to this mailbox: take it.
-            false -> receive
-                         {Tag, Reply} -> {ok, Reply};
-                         {'DOWN', Tag, _, _, noconnection} -> exit({nodedown, Node});
-                         {'DOWN', Tag, _, _, Reason} -> exit(Reason)
-                     end
-        end
+    case roundtrip(Node, call_msg(Dest, Label, Request, Timeout, Channel), Channel, Timeout) of
+        {reply, Reply} -> {ok, Reply};
+        %% A DOWN from the server's relay (server exit) or from the data plane (node lost).
+        {down, noconnection} -> exit({nodedown, Node});
+        {down, Reason} -> exit(Reason);
+        timeout -> exit(timeout);
+        {error, Reason} -> exit(send_failure(Reason, Node))
     end.
 
-%% Registers the wait and sends the request; exits as gen:call would when it cannot be sent.
-send_call(Node, Dest, Label, Request, Timeout, Channel, Tag) ->
-    Id = case partisan_nif:await_reply(Node, Tag) of
-        {ok, I} -> I;
-        {error, not_started} -> exit({nodedown, Node})
-    end,
-    Msg = {'$partisan_call', self(), partisan:node(), Id, Tag, Channel, Timeout, Label, Dest, Request},
-    Deadline = deadline(Timeout),
-    case send_to_relay(Node, Msg, Channel, Deadline) of
-        ok ->
-            Id;
-        {error, Reason} ->
-            _ = partisan_nif:cancel_reply(Id),
-            exit(send_failure(Reason, Node))
+%% The request to a call relay, once the wait's id and tag are known.
+call_msg(Dest, Label, Request, Timeout, Channel) ->
+    fun(Id, Tag) -> {'$partisan_call', self(), partisan:node(), Id, Tag, Channel, Timeout, Label, Dest, Request} end.
+
+apply_msg(M, F, A, Timeout, Channel) ->
+    fun(Id, Tag) -> {'$partisan_apply', partisan:node(), Id, Tag, Channel, Timeout, M, F, A} end.
+
+%% One round trip to a call relay of `Node': `{reply, Term}', `{down, Reason}' (the relay's or
+%% the data plane's DOWN), `timeout' or `{error, Reason}' (the request could not be sent).
+roundtrip(Node, Msg, Channel, Timeout) ->
+    %% The tag is made here, next to the receive, so the receive skips older messages.
+    Tag = erlang:make_ref(),
+    case begin_request(Node, Tag, Msg, Channel, deadline(Timeout)) of
+        {ok, Id} ->
+            receive
+                {Tag, Reply} -> {reply, Reply};
+                {'DOWN', Tag, _, _, Reason} -> {down, Reason}
+            after Timeout ->
+                case partisan_nif:cancel_reply(Id) of
+                    true -> timeout;
+                    %% The answer was already handed to this mailbox: take it.
+                    false -> roundtrip_answer(Tag)
+                end
+            end;
+        Error ->
+            Error
+    end.
+
+roundtrip_answer(Tag) ->
+    receive
+        {Tag, Reply} -> {reply, Reply};
+        {'DOWN', Tag, _, _, Reason} -> {down, Reason}
+    end.
+
+%% Registers the wait for an answer from `Node' and sends the request built by `Msg'.
+begin_request(Node, Tag, Msg, Channel, Deadline) ->
+    case partisan_nif:await_reply(Node, Tag) of
+        {ok, Id} ->
+            case send_to_relay(Node, Msg(Id, Tag), Channel, Deadline) of
+                ok ->
+                    {ok, Id};
+                {error, _} = Error ->
+                    _ = partisan_nif:cancel_reply(Id),
+                    Error
+            end;
+        Error ->
+            Error
     end.
 
 send_to_relay(Node, Msg, Channel, Deadline) ->
@@ -123,15 +143,18 @@ send_request(Server, Label, Request, Opts) ->
         {local, Proc} ->
             gen:send_request(Proc, Label, Request);
         {remote, Node, Dest} ->
-            Tag = erlang:make_ref(),
-            try send_call(Node, Dest, Label, Request, infinity, Channel, Tag) of
-                Id -> #request{tag = Tag, id = Id, node = Node, server = Server}
-            catch exit:Reason ->
-                %% Answer as a request whose server went down at once.
-                failed_request(Tag, Server, down_reason(Reason))
-            end;
+            request(Node, Server, call_msg(Dest, Label, Request, infinity, Channel), Channel);
         undefined ->
             failed_request(erlang:make_ref(), Server, noproc)
+    end.
+
+%% An asynchronous request; one that could not be sent answers at once as if its server had
+%% gone down.
+request(Node, Server, Msg, Channel) ->
+    Tag = erlang:make_ref(),
+    case begin_request(Node, Tag, Msg, Channel, infinity) of
+        {ok, Id} -> #request{tag = Tag, id = Id, node = Node, server = Server};
+        {error, Reason} -> failed_request(Tag, Server, down_reason(send_failure(Reason, Node)))
     end.
 
 down_reason({nodedown, _}) -> noconnection;
@@ -246,30 +269,9 @@ start(GenMod, LinkP, Name, Mod, Args, Opts) ->
     {ok, term()} | {error | exit | throw, term(), list()} | {down, term()} | timeout | {error, term()}.
 remote_apply(Node, M, F, A, Opts) ->
     {Timeout, Channel} = call_opts(Opts, infinity),
-    Tag = erlang:make_ref(),
-    case partisan_nif:await_reply(Node, Tag) of
-        {ok, Id} ->
-            Msg = {'$partisan_apply', partisan:node(), Id, Tag, Channel, Timeout, M, F, A},
-            case send_to_relay(Node, Msg, Channel, deadline(Timeout)) of
-                ok ->
-                    receive
-                        {Tag, Result} -> Result;
-                        {'DOWN', Tag, _, _, Reason} -> {down, Reason}
-                    after Timeout ->
-                        case partisan_nif:cancel_reply(Id) of
-                            true -> timeout;
-                            false -> receive
-                                         {Tag, Result} -> Result;
-                                         {'DOWN', Tag, _, _, Reason} -> {down, Reason}
-                                     end
-                        end
-                    end;
-                {error, Reason} ->
-                    _ = partisan_nif:cancel_reply(Id),
-                    {error, Reason}
-            end;
-        {error, Reason} ->
-            {error, Reason}
+    case roundtrip(Node, apply_msg(M, F, A, Timeout, Channel), Channel, Timeout) of
+        {reply, Outcome} -> Outcome;
+        Other -> Other
     end.
 
 %% @doc Starts running `M:F(A)' on `Node' without waiting: the outcome arrives as the reply of
@@ -278,20 +280,7 @@ remote_apply(Node, M, F, A, Opts) ->
 -spec send_apply(node(), module(), atom(), [term()], call_opts()) -> request_id().
 send_apply(Node, M, F, A, Opts) ->
     {_, Channel} = call_opts(Opts, infinity),
-    Tag = erlang:make_ref(),
-    case partisan_nif:await_reply(Node, Tag) of
-        {ok, Id} ->
-            Msg = {'$partisan_apply', partisan:node(), Id, Tag, Channel, infinity, M, F, A},
-            case send_to_relay(Node, Msg, Channel, infinity) of
-                ok ->
-                    #request{tag = Tag, id = Id, node = Node, server = Node};
-                {error, Reason} ->
-                    _ = partisan_nif:cancel_reply(Id),
-                    failed_request(Tag, Node, down_reason(send_failure(Reason, Node)))
-            end;
-        {error, _} ->
-            failed_request(Tag, Node, noconnection)
-    end.
+    request(Node, Node, apply_msg(M, F, A, infinity, Channel), Channel).
 
 %% A request that failed before it left: its DOWN is already in the mailbox.
 failed_request(Tag, Server, Reason) ->

@@ -13,6 +13,7 @@
          start_monitor/5, hibernate/3, init_ack/1, init_ack/2, init_p/3, init_p/5, format/1,
          format/2, format/3, report_cb/2, initial_call/1, translate_initial_call/1, stop/1,
          stop/3, wake_up/3]).
+-export([spawn_released/2, run_released/1]).
 
 -compile({no_auto_import, [spawn/1, spawn/2, spawn/3, spawn/4, spawn_link/1, spawn_link/2,
                            spawn_link/3, spawn_link/4, spawn_opt/2, spawn_opt/3, spawn_opt/4,
@@ -69,15 +70,34 @@ spawn_opt(Node, M, F, A, Opts) -> spawn_opt_on(Node, [M, F, A], Opts).
 spawn_opt_on(Node, Args, Opts) ->
     lists:member(link, Opts) andalso local_only(Node),
     {Monitor, Rest} = lists:partition(fun(O) -> O =:= monitor end, Opts),
-    case Node =:= partisan:node() of
-        true ->
+    case {Node =:= partisan:node(), Monitor} of
+        {true, _} ->
             erlang:apply(proc_lib, spawn_opt, Args ++ [Opts]);
-        false ->
-            Pid = on(Node, spawn_opt, Args ++ [Rest]),
-            case Monitor of
-                [] -> Pid;
-                _ -> {Pid, partisan:monitor(process, Pid)}
-            end
+        {false, []} ->
+            on(Node, spawn_opt, Args ++ [Rest]);
+        {false, _} ->
+            %% The process starts once its monitor is set, so an instant exit keeps its reason.
+            Pid = partisan_gen:node_apply(Node, ?MODULE, spawn_released, [Args, Rest], infinity),
+            {Pid, partisan_monitor:monitor(Pid, [{release, true}])}
+    end.
+
+%% @private Runs on the target node: a proc_lib process that waits for the monitor layer to
+%% release it (see partisan_monitor), then runs `Fun()' or `M:F(A)' with that initial call.
+-spec spawn_released([term()], list()) -> pid().
+spawn_released(Args, Opts) ->
+    proc_lib:spawn_opt(?MODULE, run_released, [Args], Opts).
+
+%% @private
+-spec run_released([term()]) -> term().
+run_released(Args) ->
+    receive '$partisan_release' -> ok end,
+    case Args of
+        [Fun] ->
+            put('$initial_call', erlang:fun_info_mfa(Fun)),
+            Fun();
+        [M, F, A] ->
+            put('$initial_call', {M, F, length(A)}),
+            erlang:apply(M, F, A)
     end.
 
 %% Runs proc_lib:F(Args) where the process is to live.
