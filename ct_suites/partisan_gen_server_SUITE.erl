@@ -61,6 +61,12 @@ call_and_cast(Config) ->
     ok = rpc(A, partisan_gen_server, cast, [{kv, B}, {put, d, 3}, [{channel, data}]]),
     wait(fun() -> ?CALL(A, {kv, B}, {get, d}, 5000) =:= {ok, 3} end),
     ?assertEqual({ok, 2}, ?CALL(A, {kv, B}, {get, c}, 5000)),
+    %% A server started with Partisan v5's `{channel, C}' option answers on that channel.
+    {ok, OnData} = rpc(B, partisan_otp_test_server, start, [kv_data, [{channel, data}]]),
+    ?assertEqual(1, maps:get(server_channels, rpc(B, partisan_monitor, info, []))),
+    ?assertEqual({ok, B}, ?CALL(A, {kv_data, B}, node, 5000)),
+    rpc(B, erlang, exit, [OnData, kill]),
+    wait(fun() -> maps:get(server_channels, rpc(B, partisan_monitor, info, [])) =:= 0 end),
     %% abcast reaches the server on every node that runs one.
     abcast = rpc(A, partisan_gen_server, abcast, [[B], kv, {put, e, 4}]),
     wait(fun() -> ?CALL(A, {kv, B}, {get, e}, 5000) =:= {ok, 4} end).

@@ -15,7 +15,7 @@ start() ->
 %% Stores locally, then broadcasts (as Partisan's callers do).
 put(Key, Version, Value) ->
     true = merge({Key, Version}, Value),
-    partisan_plumtree_broadcast:broadcast({Key, Version, Value}, ?MODULE).
+    partisan:broadcast({Key, Version, Value}, ?MODULE).
 
 get(Key) ->
     case ets:lookup(?MODULE, Key) of [{Key, V, Value}] -> {V, Value}; [] -> undefined end.
