@@ -7,7 +7,8 @@
 %% 1000) after a warm-up; every call is timed with `erlang:monotonic_time/0'. Per run: calls/s
 %% (all callers together), p50 and p99 of the call latency. `BENCH_REPS' repetitions (default
 %% 3) interleaved over the transports; the report gives the median of the runs and their
-%% min–max. The request and the answer are small terms (an integer).
+%% min–max. The request and the answer are small terms (an integer). The peers run with their
+%% default flags and again with schedulers that do not busy-wait (`BENCH_CALL_FLAGS').
 -module(bench_call).
 
 -export([main/0]).
@@ -23,23 +24,36 @@ main() ->
     Callers = env_ints("BENCH_CALL_CALLERS", [1, 64]),
     Ms = env_int("BENCH_CALL_MS", 1000),
     Reps = env_int("BENCH_REPS", 3),
-    Max = env_int("BENCH_MAX_TOTAL_MS", 60000 + length(Callers) * Reps * 2 * (Ms + ?WARMUP_MS + 3000)),
+    Max = env_int("BENCH_MAX_TOTAL_MS", 60000 + length(variants()) * length(Callers) * Reps * 2 * (Ms + ?WARMUP_MS + 3000)),
     bench_common:main("call", {Max, fun(W) -> run(W, Callers, Ms, Reps) end}).
 
 run(W, CallerCounts, Ms, Reps) ->
     Started = erlang:system_time(second),
-    Pair = bench_latency:setup_pair(W, "call", [], #{}),
-    try
-        #{a := A, b := B} = Pair,
-        {ok, _} = erpc:call(B, ?MODULE, start_server, []),
-        Ts = [partisan, disterl],
-        Runs = [{C, Rep, T} || C <- CallerCounts, Rep <- lists:seq(1, Reps), T <- Ts],
-        Res = [measure(Pair, C, Rep, T, Ms) || {C, Rep, T} <- Runs],
-        report(Started, Pair, CallerCounts, Ms, Reps, Res),
-        _ = {A, B},
-        ok
-    after
-        bench_latency:teardown_pair(Pair)
+    Results = [begin
+                   io:format("peers with ~ts~n", [Label]),
+                   Pair = bench_latency:setup_pair(W, "call", Flags, #{}),
+                   try
+                       #{b := B} = Pair,
+                       {ok, _} = erpc:call(B, ?MODULE, start_server, []),
+                       Runs = [{C, Rep, T} || C <- CallerCounts, Rep <- lists:seq(1, Reps),
+                                              T <- [partisan, disterl]],
+                       {Label, Pair, [measure(Pair, C, Rep, T, Ms) || {C, Rep, T} <- Runs]}
+                   after
+                       bench_latency:teardown_pair(Pair)
+                   end
+               end || {Label, Flags} <- variants()],
+    report(Started, CallerCounts, Ms, Reps, Results).
+
+%% BENCH_CALL_FLAGS: `;'-separated sets of extra peer flags; "" is the defaults. By default the
+%% defaults and schedulers that do not busy-wait (on a small machine a busy-waiting scheduler
+%% takes the core the data plane's threads need).
+variants() ->
+    case os:getenv("BENCH_CALL_FLAGS") of
+        false -> [{"default flags", []},
+                  {"+sbwt none +sbwtdcpu none +sbwtdio none",
+                   ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"]}];
+        V -> [{case F of "" -> "default flags"; _ -> F end, string:lexemes(F, " ")}
+              || F <- string:split(V, ";", all)]
     end.
 
 measure(#{a := A, b := B, pid_a := PA, pid_b := PB}, C, Rep, T, Ms) ->
@@ -54,31 +68,38 @@ measure(#{a := A, b := B, pid_a := PA, pid_b := PB}, C, Rep, T, Ms) ->
               [C, Rep, T, fmt_rate(maps:get(rate, S)), fmt_us(maps:get(p50, S)), fmt_us(maps:get(p99, S))]),
     {C, T, S}.
 
-report(Started, Pair, CallerCounts, Ms, Reps, Res) ->
+report(Started, CallerCounts, Ms, Reps, Results) ->
     Env = bench_common:environment("Remote gen_server calls: partisan_gen_server vs gen_server over Distributed Erlang",
-                                   Started, [{"default flags", maps:get(info_a, Pair), maps:get(args, Pair)}]),
-    Get = fun(C, T, K) -> [maps:get(K, S) || {C1, T1, S} <- Res, C1 =:= C, T1 =:= T] end,
+                                   Started, [{L, maps:get(info_a, P), maps:get(args, P)} || {L, P, _} <- Results]),
     Cell = fun(Vs, Fmt) -> io_lib:format("~ts (~ts–~ts)", [Fmt(median(Vs)), Fmt(lists:min(Vs)), Fmt(lists:max(Vs))]) end,
-    Rows = [[io_lib:format("| ~b | ~ts | ~ts | ~ts | ~ts |~n",
-                           [C, T, Cell(Get(C, T, rate), fun bench_common:fmt_rate/1), Cell(Get(C, T, p50), fun bench_common:fmt_us/1),
-                            Cell(Get(C, T, p99), fun bench_common:fmt_us/1)])
-             || T <- [partisan, disterl]] || C <- CallerCounts],
-    Ratios = [io_lib:format("| ~b | ~.2f× | ~.2f× | ~.2f× |~n",
-                            [C, median(Get(C, partisan, rate)) / median(Get(C, disterl, rate)),
-                             median(Get(C, partisan, p50)) / median(Get(C, disterl, p50)),
-                             median(Get(C, partisan, p99)) / median(Get(C, disterl, p99))])
-              || C <- CallerCounts],
-    Foreign = [maps:get(foreign, S) || {_, _, S} <- Res],
+    Table = fun(Label, Res) ->
+        Get = fun(C, T, K) -> [maps:get(K, S) || {C1, T1, S} <- Res, C1 =:= C, T1 =:= T] end,
+        [io_lib:format("| ~ts | ~b | ~ts | ~ts | ~ts | ~ts |~n",
+                       [Label, C, T, Cell(Get(C, T, rate), fun bench_common:fmt_rate/1),
+                        Cell(Get(C, T, p50), fun bench_common:fmt_us/1), Cell(Get(C, T, p99), fun bench_common:fmt_us/1)])
+         || C <- CallerCounts, T <- [partisan, disterl]]
+    end,
+    Ratio = fun(Label, Res) ->
+        Get = fun(C, T, K) -> [maps:get(K, S) || {C1, T1, S} <- Res, C1 =:= C, T1 =:= T] end,
+        [io_lib:format("| ~ts | ~b | ~.2f× | ~.2f× | ~.2f× |~n",
+                       [Label, C, median(Get(C, partisan, rate)) / median(Get(C, disterl, rate)),
+                        median(Get(C, partisan, p50)) / median(Get(C, disterl, p50)),
+                        median(Get(C, partisan, p99)) / median(Get(C, disterl, p99))])
+         || C <- CallerCounts]
+    end,
+    Foreign = [maps:get(foreign, S) || {_, _, Res} <- Results, {_, _, S} <- Res],
     Report0 = [Env,
                io_lib:format("- method: closed-loop callers on A calling one gen_server on B; ~b ms "
                              "per run after ~b ms of warm-up; ~b repetitions interleaved over the "
                              "transports; small integer request and answer~n~n", [Ms, ?WARMUP_MS, Reps]),
                "## Calls/s and call latency\n\n"
                "Median over the runs (min–max of the runs).\n\n"
-               "| callers | transport | calls/s | p50 | p99 |\n|---:|---|---:|---:|---:|\n", Rows,
+               "| peer flags | callers | transport | calls/s | p50 | p99 |\n|---|---:|---|---:|---:|---:|\n",
+               [Table(L, R) || {L, _, R} <- Results],
                "\n## partisan / disterl\n\n"
                "calls/s above 1: partisan does more; latency below 1: partisan is faster.\n\n"
-               "| callers | calls/s | p50 | p99 |\n|---:|---:|---:|---:|\n", Ratios, "\n",
+               "| peer flags | callers | calls/s | p50 | p99 |\n|---|---:|---:|---:|---:|\n",
+               [Ratio(L, R) || {L, _, R} <- Results], "\n",
                bench_common:noise_note(Foreign)],
     Base = bench_common:write_report("call", Report0),
     ok = bench_common:finish_report(Base, Report0, ""),
