@@ -54,8 +54,10 @@ priv_dir() ->
 %% @doc Starts the data plane with a config map built by `partisan_config:nif_config/1'.
 -spec start(map()) -> {ok, map()} | {error, term()}.
 start(_Config) -> ?NIF.
-%% @doc Closes every connection and stops the data plane threads.
--spec stop() -> ok.
+%% @doc Flushes the send queues (for at most `stop_flush_timeout'), closes every connection
+%% and stops the data plane threads; reports what could not be written in time.
+-spec stop() -> {ok, #{undelivered_on_stop => non_neg_integer(), flushed => boolean(),
+                       elapsed_ms => non_neg_integer()}}.
 stop() -> ?NIF.
 %% @doc Adds a node spec to the membership and connects to it.
 -spec join(map()) -> ok | {error, term()}.

@@ -17,6 +17,9 @@ init([]) ->
                   start => {partisan_peer_service_events, start_link, []}},
                 #{id => partisan_plumtree_broadcast,
                   start => {partisan_plumtree_broadcast, start_link, []}},
-                #{id => Manager, start => {Manager, start_link, []}, shutdown => 10000,
+                %% Stopping the manager flushes the send queues first (stop_flush_timeout), then
+                %% closes the runtime (up to 2 s more).
+                #{id => Manager, start => {Manager, start_link, []},
+                  shutdown => partisan_config:get(stop_flush_timeout, 5000) + 5000,
                   modules => [Manager, partisan_peer_service_manager]}],
     {ok, {#{strategy => rest_for_one, intensity => 3, period => 10}, Children}}.
