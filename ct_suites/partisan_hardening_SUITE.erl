@@ -17,7 +17,8 @@
          dead_member_is_redialed_with_backoff/1,
          tls_is_never_silently_ignored/1]).
 %% Run on peers.
--export([send_then_stop/3, send_until_full/3, send_big/3, counter/1, log/2, apply_fun/1]).
+-export([send_then_stop/3, send_until_full/3, send_big/3, counter/1, log/2, apply_fun/1,
+         memory_of/1]).
 
 -define(ENV, #{connection_interval => 100, connection_jitter => 100}).
 -define(TIMEOUT, 10000).
@@ -115,7 +116,10 @@ connection_flood_is_bounded(_Config) ->
         wait(fun() -> maps:get(handshakes_pending, rpc(F, partisan, stats, [])) =:= 0 end),
         [gen_tcp:close(S) || S <- Socks],
         Logs = flush_logs(),
-        ct:pal("~b warnings logged during the flood:~n~p", [length(Logs), Logs]),
+        ct:pal("~b warnings logged during the flood:~n~p~nmemory after it (bytes): ~p",
+               [length(Logs), Logs, [{P, rpc(F, ?MODULE, memory_of, [P])}
+                                     || P <- [partisan_peer_service_events, logger,
+                                              logger_proxy, logger_std_h_default]]]),
         ?assert(length(Logs) =< 10),
         ?assert(maps:get(message_queue_len, maps:from_list(
             rpc(F, erlang, process_info, [whereis_on(F, partisan_peer_service_events),
@@ -404,6 +408,13 @@ log(#{msg := Msg, level := Level} = Event, #{config := #{to := To}}) ->
     _ = Event,
     To ! {hardening_log, Level, lists:flatten(io_lib:format("~ts", [Text]))},
     ok.
+
+%% The memory of the process registered as `Name' (undefined if there is none).
+memory_of(Name) ->
+    case whereis(Name) of
+        undefined -> undefined;
+        Pid -> element(2, erlang:process_info(Pid, memory))
+    end.
 
 %% `{returned, Value}' or `{raised, Class, Reason}'.
 apply_fun({M, F, A}) ->
