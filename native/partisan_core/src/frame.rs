@@ -233,6 +233,7 @@ impl Frame {
     }
 }
 
+/// Bytes of the destination in a message frame (as [`encode_message_header`] writes it).
 fn dest_len(dest: &Dest) -> usize {
     match dest {
         Dest::Pid(etf) => 1 + 2 + etf.len(),
@@ -255,7 +256,11 @@ pub fn relay_frame_len(origin: &str, target: &str, dest: &Dest, payload_len: usi
 /// Writes the length prefix, type and destination of a message frame whose payload of
 /// `payload_len` bytes follows. Lets a writer send a large payload without copying it.
 pub fn encode_message_header(dest: &Dest, payload_len: usize, out: &mut BytesMut) {
-    let dest_len = dest_len(dest);
+    let dest_len = match dest {
+        Dest::Pid(etf) => 1 + 2 + etf.len(),
+        Dest::Name(name) => 1 + 2 + name.len(),
+        Dest::PidId { .. } => 1 + 8,
+    };
     let len = 1 + dest_len + payload_len;
     out.reserve(LENGTH_PREFIX + 1 + dest_len);
     out.put_u32(u32::try_from(len).expect("message larger than 4 GiB"));
