@@ -16,7 +16,11 @@
 -module(partisan).
 
 -compile({no_auto_import, [node/0, node/1, nodes/0, nodes/1, is_pid/1, is_reference/1,
-                           self/0, make_ref/0, whereis/1, send/2, send/3]}).
+                           self/0, make_ref/0, whereis/1, send/2, send/3, monitor/2, monitor/3,
+                           demonitor/1, demonitor/2, monitor_node/2, monitor_node/3, spawn/2,
+                           spawn/4, spawn_monitor/2, spawn_monitor/4, exit/2,
+                           is_process_alive/1, process_info/1, process_info/2, send_after/3,
+                           send_after/4, cancel_timer/1, cancel_timer/2]}).
 
 -export([start/0, stop/0]).
 -export([node/0, node/1, nodes/0, nodes/1, node_spec/0, nodestring/0, is_alive/0,
@@ -26,6 +30,17 @@
          cast_message/2, cast_message/3, cast_message/4]).
 -export([self/0, make_ref/0, is_pid/1, is_reference/1, is_local/1, whereis/1,
          monitor_nodes/1, monitor_nodes/2]).
+-export([monitor/1, monitor/2, monitor/3, demonitor/1, demonitor/2, monitor_node/2,
+         monitor_node/3, spawn/2, spawn/4, spawn_monitor/2, spawn_monitor/4, exit/2,
+         is_process_alive/1, process_info/1, process_info/2, send_after/3, send_after/4,
+         cancel_timer/1, cancel_timer/2, kill_connections/1, node_spec/1, node_spec/2,
+         broadcast/2]).
+-export([spawn_released/3]).
+
+%% Remote references (v5): self/1, is_self/1, is_local_pid/1,2, is_local_name/1,2,
+%% is_local_reference/1,2.
+-export([self/1, is_self/1, is_local_pid/1, is_local_pid/2, is_local_name/1, is_local_name/2,
+         is_local_reference/1, is_local_reference/2]).
 
 -type node_spec() :: #{name := node(),
                        listen_addrs := [#{ip := inet:ip_address(), port := inet:port_number()}],
@@ -42,6 +57,8 @@
 
 %% Binaries at least this large are encoded on a dirty scheduler (over ~1 ms of copying).
 -define(DIRTY_BYTES, 512 * 1024).
+%% How long the process functions (`is_process_alive/1', `whereis/1', ...) wait for another node.
+-define(REMOTE_TIMEOUT, 5000).
 
 %% @doc Starts the `partisan' application and its dependencies.
 -spec start() -> {ok, [atom()]} | {error, term()}.
@@ -187,9 +204,10 @@ cast_message(Node, ServerRef, Msg, Opts) ->
 -spec self() -> partisan_remote_ref:remote_ref().
 self() -> partisan_remote_ref:from_term(erlang:self(), ?MODULE:node()).
 
-%% @doc A new reference (Erlang's; it carries this node when the VM is alive).
--spec make_ref() -> reference().
-make_ref() -> erlang:make_ref().
+%% @doc A new reference, as a remote reference of this node in the configured format (as in
+%% Partisan v5), so it can travel to any peer and be matched when it comes back.
+-spec make_ref() -> partisan_remote_ref:remote_ref().
+make_ref() -> partisan_remote_ref:from_term(erlang:make_ref(), ?MODULE:node()).
 
 %% @doc Whether `X' is a pid or a remote reference of a process.
 -spec is_pid(term()) -> boolean().
@@ -201,14 +219,33 @@ is_pid(X) -> partisan_remote_ref:is_type(X) andalso partisan_remote_ref:is_pid(X
 is_reference(X) when erlang:is_reference(X) -> true;
 is_reference(X) -> partisan_remote_ref:is_type(X) andalso partisan_remote_ref:is_reference(X).
 
-%% @doc Whether a pid, reference or remote reference belongs to this node.
+%% @doc Whether a pid, reference, port or remote reference belongs to this node.
 -spec is_local(term()) -> boolean().
-is_local(X) when erlang:is_pid(X); erlang:is_reference(X) -> erlang:node(X) =:= erlang:node();
+is_local(X) when erlang:is_pid(X); erlang:is_reference(X); erlang:is_port(X) ->
+    erlang:node(X) =:= erlang:node();
 is_local(X) -> partisan_remote_ref:is_local(X, ?MODULE:node()).
 
-%% @doc The pid registered as `Name' on this node.
--spec whereis(atom()) -> pid() | undefined.
-whereis(Name) -> erlang:whereis(Name).
+%% @doc The pid registered as `Name': on this node for an atom; on `Node' for `{Name, Node}' or
+%% a remote reference of a name (then a remote reference of the pid is returned). `undefined'
+%% when nothing is registered there or the node cannot be reached.
+-spec whereis(atom() | {atom(), node()} | partisan_remote_ref:remote_ref()) ->
+    pid() | partisan_remote_ref:remote_ref() | undefined.
+whereis(Name) when is_atom(Name) ->
+    erlang:whereis(Name);
+whereis(Target) ->
+    Node = partisan_otp:node_of(Target),
+    Pid = case Node =:= ?MODULE:node() of
+        true -> erlang:whereis(name_of(Target));
+        false -> on_node(Node, partisan_otp, whereis_local, [partisan_otp:dest(Target)], undefined)
+    end,
+    case {Pid, Target} of
+        {undefined, _} -> undefined;
+        {_, {_, _}} -> Pid;
+        _ -> partisan_remote_ref:from_term(Pid, Node)
+    end.
+
+name_of({Name, _}) -> Name;
+name_of(Ref) -> partisan_remote_ref:to_name(Ref).
 
 %% @doc Subscribes the caller to `{nodeup, Node}' and `{nodedown, Node}' messages.
 -spec monitor_nodes(boolean()) -> ok.
@@ -219,6 +256,288 @@ monitor_nodes(Flag) -> monitor_nodes(Flag, []).
 -spec monitor_nodes(boolean(), [term()]) -> ok.
 monitor_nodes(Flag, Opts) when is_boolean(Flag), is_list(Opts) ->
     partisan_peer_service_events:monitor_nodes(erlang:self(), Flag, Opts).
+
+%% -- processes on any node -----------------------------------------------------
+
+%% @doc `monitor(process, Item)'.
+-spec monitor(term()) -> reference() | partisan_remote_ref:remote_ref().
+monitor(Item) -> monitor(process, Item, []).
+
+%% @doc `monitor(Type, Item, [])'.
+-spec monitor(process | port | time_offset, term()) -> reference() | partisan_remote_ref:remote_ref().
+monitor(Type, Item) -> monitor(Type, Item, []).
+
+%% @doc Monitors a process on any node, like `erlang:monitor/3': a pid, a local name,
+%% `{Name, Node}' or a remote reference. The caller gets `{'DOWN', Ref, process, Item, Reason}'
+%% with the process's exit reason, `noproc' if it does not exist, `noconnection' if its node is
+%% lost (see `partisan_monitor'). For a remote reference `Ref' is a remote reference too (as in
+%% Partisan v5). `Opts' may hold `{channel, C}' for the monitor's messages; `port' and
+%% `time_offset' monitors are Erlang's.
+-spec monitor(process | port | time_offset, term(), [term()]) -> reference() | partisan_remote_ref:remote_ref().
+monitor(process, Item, Opts) when is_list(Opts) ->
+    case partisan_otp:resolve(Item) of
+        {local, Local} -> erlang:monitor(process, Local, erlang_opts(Opts));
+        {remote, _, _} -> partisan_monitor:monitor(Item, Opts);
+        undefined -> erlang:error(badarg, [process, Item, Opts])
+    end;
+monitor(Type, Item, Opts) when Type =:= port; Type =:= time_offset ->
+    erlang:monitor(Type, Item, erlang_opts(Opts)).
+
+erlang_opts(Opts) -> [O || O <- Opts, not (is_tuple(O) andalso element(1, O) =:= channel)].
+
+%% @doc Removes a monitor set with `monitor/1,2,3'. Always `true'.
+-spec demonitor(reference() | partisan_remote_ref:remote_ref()) -> true.
+demonitor(Ref) ->
+    _ = demonitor(Ref, []),
+    true.
+
+%% @doc Removes a monitor; `flush' removes its `DOWN' if it already arrived, `info' makes the
+%% result tell whether the monitor was still active (as `erlang:demonitor/2').
+-spec demonitor(reference() | partisan_remote_ref:remote_ref(), [flush | info]) -> boolean().
+demonitor(Ref, Opts) when erlang:is_reference(Ref) ->
+    case erlang:demonitor(Ref, [info | Opts -- [info]]) of
+        true -> true;
+        %% Not (or no longer) a local monitor: it may be one of ours on a remote process.
+        false -> partisan_monitor:demonitor(Ref, Opts)
+    end;
+demonitor(Ref, Opts) ->
+    partisan_monitor:demonitor(Ref, Opts).
+
+%% @doc `monitor_node(Node, Flag, [])'.
+-spec monitor_node(node() | node_spec(), boolean()) -> true.
+monitor_node(Node, Flag) -> monitor_node(Node, Flag, []).
+
+%% @doc Turns monitoring of a node on or off for the caller (`erlang:monitor_node/3'):
+%% `{nodedown, Node}' arrives when the node is lost, at once if it cannot be reached. Each call
+%% with `true' adds one monitor, each call with `false' removes one. Options are Erlang's and
+%% have no effect here.
+-spec monitor_node(node() | node_spec(), boolean(), [term()]) -> true.
+monitor_node(#{name := Node}, Flag, Opts) ->
+    monitor_node(Node, Flag, Opts);
+monitor_node(Node, Flag, _Opts) when is_atom(Node), is_boolean(Flag) ->
+    case Node =:= ?MODULE:node() of
+        true -> true;
+        false -> partisan_monitor:monitor_node(Node, Flag)
+    end.
+
+%% @doc Spawns `Fun' on `Node' and returns its pid. When `Node' cannot be reached the pid is of a
+%% local process that exits at once with reason `noconnection' (as `erlang:spawn/2' does).
+-spec spawn(node(), fun(() -> term())) -> pid().
+spawn(Node, Fun) when is_function(Fun, 0) ->
+    spawn(Node, erlang, apply, [Fun, []]).
+
+%% @doc Spawns `M:F(A)' on `Node' and returns its pid (see `spawn/2').
+-spec spawn(node(), module(), atom(), [term()]) -> pid().
+spawn(Node, M, F, A) ->
+    case Node =:= ?MODULE:node() of
+        true -> erlang:spawn(M, F, A);
+        false -> on_node(Node, erlang, spawn, [M, F, A], fun unreachable/0)
+    end.
+
+%% @doc Spawns `Fun' on `Node' and monitors it: `{Pid, MonitorRef}'.
+-spec spawn_monitor(node(), fun(() -> term())) -> {pid(), reference()}.
+spawn_monitor(Node, Fun) when is_function(Fun, 0) ->
+    spawn_monitor(Node, erlang, apply, [Fun, []]).
+
+%% @doc Spawns `M:F(A)' on `Node' and monitors it: `{Pid, MonitorRef}'. The process starts only
+%% once the monitor is set, so even an instant exit is reported with its reason.
+-spec spawn_monitor(node(), module(), atom(), [term()]) -> {pid(), reference()}.
+spawn_monitor(Node, M, F, A) ->
+    case Node =:= ?MODULE:node() of
+        true ->
+            erlang:spawn_monitor(M, F, A);
+        false ->
+            case on_node(Node, ?MODULE, spawn_released, [M, F, A], undefined) of
+                undefined -> erlang:spawn_monitor(fun unreachable/0);
+                Pid -> {Pid, partisan_monitor:monitor(Pid, [{release, true}])}
+            end
+    end.
+
+%% @private Runs on the target node of `spawn_monitor/4': the process waits until the monitor
+%% layer has set its monitor and releases it.
+-spec spawn_released(module(), atom(), [term()]) -> pid().
+spawn_released(M, F, A) ->
+    erlang:spawn(fun() -> receive '$partisan_release' -> erlang:apply(M, F, A) end end).
+
+unreachable() -> erlang:exit(noconnection).
+
+%% @doc Sends an exit signal to a process on any node (`erlang:exit/2'). Always `true'; as with
+%% Erlang's, a process that cannot be reached is not an error.
+-spec exit(pid() | partisan_remote_ref:remote_ref(), term()) -> true.
+exit(Pid, Reason) when erlang:is_pid(Pid), erlang:node(Pid) =:= erlang:node() ->
+    erlang:exit(Pid, Reason);
+exit(Target, Reason) ->
+    case partisan_otp:resolve(Target) of
+        {local, Local} -> erlang:exit(to_pid(Local), Reason);
+        {remote, Node, Dest} -> _ = partisan_gen:cast_apply(Node, partisan_otp, exit_local, [Dest, Reason]), true;
+        undefined -> true
+    end.
+
+to_pid(Pid) when erlang:is_pid(Pid) -> Pid;
+to_pid(Name) -> erlang:whereis(Name).
+
+%% @doc Whether a process on any node is alive; `false' when its node cannot be reached.
+-spec is_process_alive(pid() | partisan_remote_ref:remote_ref()) -> boolean().
+is_process_alive(Target) ->
+    on_process(Target, is_process_alive, [], false).
+
+%% @doc `erlang:process_info/1' for a process on any node; `undefined' for a process that is not
+%% alive or whose node cannot be reached.
+-spec process_info(pid() | partisan_remote_ref:remote_ref()) -> [tuple()] | undefined.
+process_info(Target) ->
+    on_process(Target, process_info, [], undefined).
+
+%% @doc `erlang:process_info/2' for a process on any node.
+-spec process_info(pid() | partisan_remote_ref:remote_ref(), atom() | [atom()]) -> term().
+process_info(Target, Items) ->
+    on_process(Target, process_info, [Items], undefined).
+
+%% Runs erlang:F(Pid, Args...) where the process lives; `Unreachable' when its node is lost.
+on_process(Target, F, Args, Unreachable) ->
+    case partisan_otp:resolve(Target) of
+        {local, Pid} when erlang:is_pid(Pid) -> erlang:apply(erlang, F, [Pid | Args]);
+        {remote, Node, Dest} -> on_node(Node, partisan_otp, erlang_on_local, [Dest, F, Args], Unreachable);
+        _ -> erlang:error(badarg, [Target | Args])
+    end.
+
+%% Runs M:F(A) on Node (5 s at most), returning `Unreachable' (or its value, if it is a fun)
+%% when the node cannot be reached or does not answer.
+on_node(Node, M, F, A, Unreachable) ->
+    try partisan_gen:node_apply(Node, M, F, A, ?REMOTE_TIMEOUT)
+    catch
+        exit:{nodedown, _} -> unreachable(Unreachable);
+        exit:timeout -> unreachable(Unreachable)
+    end.
+
+unreachable(Fun) when is_function(Fun, 0) -> erlang:spawn(Fun);
+unreachable(Value) -> Value.
+
+%% @doc `send_after(Time, Dest, Msg, [])'.
+-spec send_after(non_neg_integer(), server_ref(), term()) -> reference().
+send_after(Time, Dest, Msg) -> send_after(Time, Dest, Msg, []).
+
+%% @doc Sends `Msg' to `Dest' on any node after `Time' ms (`erlang:send_after/4'); `Opts' are
+%% Erlang's (`{abs, true}') and `forward_message' options (`channel', ...). Cancel with
+%% `cancel_timer/1,2'.
+-spec send_after(non_neg_integer(), server_ref(), term(), [term()]) -> reference().
+send_after(Time, Dest, Msg, Opts) when is_list(Opts) ->
+    {TimerOpts, FwdOpts} = lists:partition(fun(O) -> is_tuple(O) andalso element(1, O) =:= abs end, Opts),
+    case partisan_otp:resolve(Dest) of
+        {local, Local} -> erlang:send_after(Time, Local, Msg, TimerOpts);
+        _ -> erlang:send_after(Time, partisan_monitor, {'$partisan_send_after', Dest, Msg, FwdOpts}, TimerOpts)
+    end.
+
+%% @doc Cancels a timer of `send_after/3,4' (`erlang:cancel_timer/1').
+-spec cancel_timer(reference()) -> non_neg_integer() | false.
+cancel_timer(Ref) -> erlang:cancel_timer(Ref).
+
+%% @doc Cancels a timer of `send_after/3,4' (`erlang:cancel_timer/2': `async', `info').
+-spec cancel_timer(reference(), [term()]) -> non_neg_integer() | false | ok.
+cancel_timer(Ref, Opts) -> erlang:cancel_timer(Ref, Opts).
+
+%% @doc Drops every connection to `Nodes' (a node or a list); the overlay makes them again after
+%% `connection_interval', so this forces reconnection, not removal.
+-spec kill_connections(node() | [node()]) -> ok.
+kill_connections(Node) when is_atom(Node) ->
+    kill_connections([Node]);
+kill_connections(Nodes) when is_list(Nodes) ->
+    lists:foreach(fun(N) -> partisan_nif:partition(N, true), partisan_nif:partition(N, false) end, Nodes).
+
+%% @doc `node_spec(Node, #{})'.
+-spec node_spec(node() | binary() | string()) -> {ok, node_spec()} | {error, term()}.
+node_spec(Node) -> node_spec(Node, #{}).
+
+%% @doc The spec of `Node': this node's, or asked of `Node' itself over Partisan (within
+%% `rpc_timeout' ms, default 5000).
+-spec node_spec(node() | binary() | string(), #{rpc_timeout => timeout()}) -> {ok, node_spec()} | {error, term()}.
+node_spec(Node, Opts) when is_binary(Node) -> node_spec(binary_to_atom(Node), Opts);
+node_spec(Node, Opts) when is_list(Node) -> node_spec(list_to_atom(Node), Opts);
+node_spec(Node, Opts) when is_atom(Node), is_map(Opts) ->
+    case Node =:= ?MODULE:node() of
+        true ->
+            {ok, node_spec()};
+        false ->
+            try partisan_gen:node_apply(Node, ?MODULE, node_spec, [], maps:get(rpc_timeout, Opts, ?REMOTE_TIMEOUT)) of
+                Spec -> {ok, Spec}
+            catch
+                exit:{nodedown, _} -> {error, not_yet_connected};
+                exit:timeout -> {error, timeout}
+            end
+    end.
+
+%% @doc Broadcasts with Plumtree (`partisan_plumtree_broadcast:broadcast/2').
+-spec broadcast(term(), module()) -> ok.
+broadcast(Broadcast, Mod) -> partisan_plumtree_broadcast:broadcast(Broadcast, Mod).
+
+%% -- remote references ------------------------------------------------------
+%% Partisan v5's process identity helpers: each accepts the plain local term (pid, reference or
+%% registered name) as well as a remote reference in any of the three formats.
+
+%% @doc `self([])' is `self/0'; `self([cache])' computes the caller's remote reference once and
+%% keeps it in the process dictionary (key `{partisan, self}'). The cached value is checked
+%% against the caller's pid, so a dictionary inherited by another process (as the shell does
+%% after a crash) is never returned for the wrong process.
+-spec self([cache]) -> partisan_remote_ref:remote_ref().
+self([]) ->
+    ?MODULE:self();
+self([cache]) ->
+    Me = erlang:self(),
+    case erlang:get({?MODULE, self}) of
+        {Me, Ref} ->
+            Ref;
+        _ ->
+            Ref = ?MODULE:self(),
+            _ = erlang:put({?MODULE, self}, {Me, Ref}),
+            Ref
+    end;
+self(Opts) ->
+    error(badarg, [Opts]).
+
+%% @doc Whether `X' (a pid or a remote reference) denotes the calling process. A name reference
+%% of this node denotes the caller when that name is registered to it. Fails with `badarg' when
+%% `X' is neither a pid nor a well-formed remote reference.
+-spec is_self(pid() | partisan_remote_ref:remote_ref()) -> boolean().
+is_self(X) when erlang:is_pid(X) -> X =:= erlang:self();
+is_self(X) -> partisan_remote_ref:is_local_pid(X, erlang:self()).
+
+%% @doc Whether `X' is a pid of this node, or a remote reference of one.
+-spec is_local_pid(pid() | partisan_remote_ref:remote_ref()) -> boolean().
+is_local_pid(X) when erlang:is_pid(X) -> erlang:node(X) =:= erlang:node();
+is_local_pid(X) -> partisan_remote_ref:is_local_pid(X).
+
+%% @doc Whether `X' (a pid or a remote reference) denotes the local pid `Pid'; see
+%% `partisan_remote_ref:is_local_pid/2'. Fails with `badarg' when `Pid' is not a pid.
+-spec is_local_pid(pid() | partisan_remote_ref:remote_ref(), pid()) -> boolean().
+is_local_pid(X, Pid) when erlang:is_pid(X), erlang:is_pid(Pid) ->
+    X =:= Pid andalso erlang:node(Pid) =:= erlang:node();
+is_local_pid(X, Pid) ->
+    partisan_remote_ref:is_local_pid(X, Pid).
+
+%% @doc Whether `X' is a local registered name: any atom (a name is always local), or a name
+%% reference of this node.
+-spec is_local_name(atom() | partisan_remote_ref:remote_ref()) -> boolean().
+is_local_name(X) when is_atom(X) -> true;
+is_local_name(X) -> partisan_remote_ref:is_local_name(X).
+
+%% @doc Whether `X' (an atom or a remote reference) denotes the local name `Name'. Fails with
+%% `badarg' when `Name' is not an atom.
+-spec is_local_name(atom() | partisan_remote_ref:remote_ref(), atom()) -> boolean().
+is_local_name(X, Name) when is_atom(X), is_atom(Name) -> X =:= Name;
+is_local_name(X, Name) -> partisan_remote_ref:is_local_name(X, Name).
+
+%% @doc Whether `X' is a reference created on this node, or a remote reference of one.
+-spec is_local_reference(reference() | partisan_remote_ref:remote_ref()) -> boolean().
+is_local_reference(X) when erlang:is_reference(X) -> erlang:node(X) =:= erlang:node();
+is_local_reference(X) -> partisan_remote_ref:is_local_reference(X).
+
+%% @doc Whether `X' (a reference or a remote reference) denotes the local reference `Ref'.
+%% Fails with `badarg' when `Ref' is not a reference.
+-spec is_local_reference(reference() | partisan_remote_ref:remote_ref(), reference()) ->
+    boolean().
+is_local_reference(X, Ref) when erlang:is_reference(X), erlang:is_reference(Ref) ->
+    X =:= Ref andalso erlang:node(Ref) =:= erlang:node();
+is_local_reference(X, Ref) ->
+    partisan_remote_ref:is_local_reference(X, Ref).
 
 %% -- internal ---------------------------------------------------------------
 

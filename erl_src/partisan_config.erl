@@ -100,7 +100,7 @@ default_channel() -> undefined.
 normalise(Env) ->
     Steps = [fun name/2, fun parallelism/2, fun channels/2, fun listen_addrs/2,
              fun manager/2, fun hyparview/2, fun intervals/2, fun limits/2, fun decode/2,
-             fun cookie/2, fun broadcast/2, fun tls/2],
+             fun cookie/2, fun broadcast/2, fun monitor_probe/2, fun tls/2],
     try
         {ok, lists:foldl(fun(Step, Acc) -> Step(Env, Acc) end, Env, Steps)}
     catch
@@ -326,6 +326,17 @@ broadcast(Env, Acc) ->
         invalid(exchange_tick_period, "~p must be a positive integer (milliseconds)", [Exchange]),
     Acc#{broadcast => On, broadcast_mods => Mods, lazy_tick_period => Lazy,
          exchange_tick_period => Exchange}.
+
+%% How the OTP layer tells that a node it is not linked with is gone (see partisan_monitor).
+monitor_probe(Env, Acc) ->
+    Interval = maps:get(monitor_probe_interval, Env, 1000),
+    Timeout = maps:get(monitor_probe_timeout, Env, 3000),
+    (is_integer(Interval) andalso Interval > 0) orelse
+        invalid(monitor_probe_interval, "~p must be a positive integer (milliseconds)", [Interval]),
+    (is_integer(Timeout) andalso Timeout >= Interval) orelse
+        invalid(monitor_probe_timeout, "~p must be an integer (milliseconds) of at least "
+                "monitor_probe_interval (~p)", [Timeout, Interval]),
+    Acc#{monitor_probe_interval => Interval, monitor_probe_timeout => Timeout}.
 
 non_neg(_, V) when is_integer(V), V >= 0 -> V;
 non_neg(Key, V) -> invalid(Key, "~p must be a non-negative integer (milliseconds)", [V]).

@@ -9,12 +9,20 @@
 -export([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
          is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
          partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
-         broadcast_merged/2, broadcast_grafted/4]).
+         broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
+         fail_replies/2, reply_nodes/0]).
 
 -nifs([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
        is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
        partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
-       broadcast_merged/2, broadcast_grafted/4]).
+       broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
+       fail_replies/2, reply_nodes/0]).
+
+%% A destination on the receiving node: a pid, a registered name, a pid of a remote reference, or
+%% a caller waiting for an answer (`await_reply/2').
+-type dest() :: pid() | atom() | binary() | {pid_id, non_neg_integer(), non_neg_integer()}
+              | {reply, non_neg_integer()}.
+-export_type([dest/0]).
 
 %% @doc Loads the NIF once per VM; later calls are no-ops.
 -spec load() -> ok | {error, {nif_not_loaded, file:filename(), term()}}.
@@ -51,6 +59,7 @@ priv_dir() ->
 
 -define(NIF, erlang:nif_error({nif_not_loaded, ?MODULE})).
 
+
 %% @doc Starts the data plane with a config map built by `partisan_config:nif_config/1'.
 -spec start(map()) -> {ok, map()} | {error, term()}.
 start(_Config) -> ?NIF.
@@ -77,8 +86,9 @@ is_connected(_Node, _Channel) -> ?NIF.
 %% @doc Whether every connection of every channel to `Node' is up.
 -spec is_fully_connected(node()) -> boolean().
 is_fully_connected(_Node) -> ?NIF.
-%% @doc Encodes `Msg' and queues it for `Dest' on `Node'; never waits for the socket.
--spec send(node(), atom(), non_neg_integer() | undefined, pid() | atom() | binary() | {pid_id, non_neg_integer(), non_neg_integer()}, term()) ->
+%% @doc Encodes `Msg' and queues it for `Dest' on `Node'; never waits for the socket. `Key' is a
+%% partition key, a pid (the connection that pid's own messages take) or `undefined' (the caller's).
+-spec send(node(), atom(), non_neg_integer() | pid() | undefined, dest(), term()) ->
     ok | {error, not_connected | queue_full | unknown_channel | bad_destination | not_started | {unknown_channel, atom()}}.
 send(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
 %% @doc `send/5' on a dirty CPU scheduler, for messages whose encoding may take over 1 ms.
@@ -112,6 +122,19 @@ broadcast_merged(_MsgId, _IsNew) -> ?NIF.
 %% @doc The handler's `graft/1' answer: the encoded payload, or `undefined'.
 -spec broadcast_grafted(node(), binary(), non_neg_integer(), binary() | undefined) -> ok | {error, not_started}.
 broadcast_grafted(_Node, _MsgId, _Round, _Payload) -> ?NIF.
+%% @doc Registers the caller as waiting for `{Tag, Reply}' from `Node'; the answer must be sent
+%% to `{reply, Id}'. Answers after `cancel_reply/1' or from another node are dropped.
+-spec await_reply(node(), term()) -> {ok, non_neg_integer()} | {error, not_started}.
+await_reply(_Node, _Tag) -> ?NIF.
+%% @doc Stops waiting: `true' if the answer had not arrived, `false' if it is in the mailbox.
+-spec cancel_reply(non_neg_integer()) -> boolean().
+cancel_reply(_Id) -> ?NIF.
+%% @doc Ends every wait on `Node' with `{'DOWN', Tag, process, Node, Reason}'; returns how many.
+-spec fail_replies(node(), atom()) -> non_neg_integer().
+fail_replies(_Node, _Reason) -> ?NIF.
+%% @doc Nodes that callers of this VM wait on.
+-spec reply_nodes() -> [node()].
+reply_nodes() -> ?NIF.
 %% @doc Data plane counters.
 -spec stats() -> #{atom() => non_neg_integer()}.
 stats() -> ?NIF.

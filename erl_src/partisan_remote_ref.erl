@@ -24,8 +24,12 @@
 %%
 %% Pid and reference texts are always stored with a `0' node component, the
 %% node being carried separately. Decoding never creates atoms for process
-%% names (only {@link node/1} creates the node atom). Malformed input makes
-%% every public function fail with `badarg', except {@link is_type/1}.
+%% names (only {@link node/1} creates the node atom).
+%%
+%% Errors: the type tests {@link is_type/1}, {@link is_pid/1},
+%% {@link is_reference/1} and {@link is_name/1} answer `false' for any term
+%% that is not a well-formed reference of their kind (like `erlang:is_pid/1');
+%% every other function fails with `badarg' on malformed input.
 %% @end
 -module(partisan_remote_ref).
 
@@ -36,6 +40,10 @@
 -export([is_local/1, is_local/2, is_pid/1, is_reference/1]).
 -export([is_name/1, is_name/2, is_type/1]).
 -export([node/1, nodestring/1, format/1, target/1]).
+-export([to_pid/1, to_name/1, to_reference/1, to_pid_or_name/1]).
+-export([is_identical/2]).
+-export([is_local_pid/1, is_local_pid/2, is_local_name/1, is_local_name/2,
+         is_local_reference/1, is_local_reference/2]).
 
 -define(RR, partisan_remote_reference).
 -define(PAD_TO, 65).
@@ -94,12 +102,10 @@ from_term(_, _) ->
 %% references to other nodes or names that are not existing atoms.
 -spec to_term(remote_ref()) -> pid() | reference() | atom().
 to_term(Ref) ->
-    {NodeBin, Parsed} = decode(Ref),
-    NodeBin =:= atom_to_binary(this_node(), utf8) orelse error(badarg),
-    case Parsed of
-        {pid, _, _} -> list_to_pid(binary_to_list(pid_text(Parsed)));
-        {ref, _} -> list_to_ref(binary_to_list(ref_text(Parsed)));
-        {name, Name} -> binary_to_existing_atom(Name, utf8)
+    case decode_local(Ref) of
+        {pid, _, _} = Parsed -> local_pid(Parsed);
+        {ref, _} = Parsed -> list_to_ref(binary_to_list(ref_text(Parsed)));
+        {name, Name} -> existing_atom(Name)
     end.
 
 %% @doc Returns whether `Ref' is located on this node.
@@ -114,26 +120,33 @@ is_local(Ref, Node) when is_atom(Node) ->
 is_local(_, _) ->
     error(badarg).
 
-%% @doc Returns whether `Ref' encodes a pid.
--spec is_pid(remote_ref()) -> boolean().
-is_pid(Ref) ->
-    kind(Ref) =:= pid.
+%% @doc Returns whether `Term' is a remote reference of a pid (on any node).
+%% `false' for any other term, never fails.
+-spec is_pid(term()) -> boolean().
+is_pid(Term) ->
+    kind_of(Term) =:= pid.
 
-%% @doc Returns whether `Ref' encodes a reference.
--spec is_reference(remote_ref()) -> boolean().
-is_reference(Ref) ->
-    kind(Ref) =:= ref.
+%% @doc Returns whether `Term' is a remote reference of a reference (on any
+%% node). `false' for any other term, never fails.
+-spec is_reference(term()) -> boolean().
+is_reference(Term) ->
+    kind_of(Term) =:= ref.
 
-%% @doc Returns whether `Ref' encodes a registered name.
--spec is_name(remote_ref()) -> boolean().
-is_name(Ref) ->
-    kind(Ref) =:= name.
+%% @doc Returns whether `Term' is a remote reference of a registered name (on
+%% any node). `false' for any other term, never fails.
+-spec is_name(term()) -> boolean().
+is_name(Term) ->
+    kind_of(Term) =:= name.
 
-%% @doc Returns whether `Ref' encodes the registered name `Name' (on any
-%% node).
--spec is_name(remote_ref(), atom()) -> boolean().
-is_name(Ref, Name) when is_atom(Name) ->
-    target(Ref) =:= {name, atom_to_binary(Name, utf8)};
+%% @doc Returns whether `Term' is a remote reference of the registered name
+%% `Name' (on any node); `false' for any other term. Fails with `badarg' when
+%% `Name' is not an atom.
+-spec is_name(term(), atom()) -> boolean().
+is_name(Term, Name) when is_atom(Name) ->
+    case safe_decode(Term) of
+        {_, {name, Bin}} -> Bin =:= atom_to_binary(Name, utf8);
+        _ -> false
+    end;
 is_name(_, _) ->
     error(badarg).
 
@@ -141,11 +154,7 @@ is_name(_, _) ->
 %% the three formats. Never fails.
 -spec is_type(term()) -> boolean().
 is_type(Term) ->
-    try decode(Term) of
-        _ -> true
-    catch
-        error:badarg -> false
-    end.
+    safe_decode(Term) =/= error.
 
 %% @doc Returns the node `Ref' is located on.
 -spec node(remote_ref()) -> node().
@@ -183,6 +192,112 @@ target(Ref) ->
         {_, Parsed} -> Parsed
     end.
 
+%% @doc Returns the local pid `Ref' denotes. Fails with `badarg' unless `Ref'
+%% is a pid reference located on this node.
+-spec to_pid(remote_ref()) -> pid().
+to_pid(Ref) ->
+    case decode_local(Ref) of
+        {pid, _, _} = Parsed -> local_pid(Parsed);
+        _ -> error(badarg)
+    end.
+
+%% @doc Returns the registered name (an atom) `Ref' denotes. Fails with
+%% `badarg' unless `Ref' is a name reference located on this node whose name
+%% is an existing atom: no atom is ever created from a reference.
+-spec to_name(remote_ref()) -> atom().
+to_name(Ref) ->
+    case decode_local(Ref) of
+        {name, Name} -> existing_atom(Name);
+        _ -> error(badarg)
+    end.
+
+%% @doc Returns the local reference `Ref' denotes. Fails with `badarg' unless
+%% `Ref' is a reference located on this node.
+-spec to_reference(remote_ref()) -> reference().
+to_reference(Ref) ->
+    case decode_local(Ref) of
+        {ref, _} = Parsed -> list_to_ref(binary_to_list(ref_text(Parsed)));
+        _ -> error(badarg)
+    end.
+
+%% @doc Returns the local pid or registered name `Ref' denotes (see
+%% {@link to_pid/1} and {@link to_name/1}). Fails with `badarg' for
+%% references (`reference()') and for anything not located on this node.
+-spec to_pid_or_name(remote_ref()) -> pid() | atom().
+to_pid_or_name(Ref) ->
+    case decode_local(Ref) of
+        {pid, _, _} = Parsed -> local_pid(Parsed);
+        {name, Name} -> existing_atom(Name);
+        _ -> error(badarg)
+    end.
+
+%% @doc Returns whether `A' and `B' denote the same target on the same node.
+%% Each argument is a remote reference in any format (padded or not) or a
+%% plain pid, reference or registered name (an atom, taken as a name on this
+%% node). Different formats of the same target are identical; so are a pid
+%% and a name registered to it on this node (checked with `whereis', so a
+%% name stops being identical to its pid once the process has died).
+%% Fails with `badarg' when either argument is neither.
+-spec is_identical(remote_ref() | pid() | reference() | atom(),
+                   remote_ref() | pid() | reference() | atom()) -> boolean().
+is_identical(A, B) ->
+    CA = canonical(A),
+    CB = canonical(B),
+    CA =:= CB orelse same_process(CA, CB) orelse same_process(CB, CA).
+
+%% @doc Returns whether `Ref' is a pid reference located on this node. Other
+%% well-formed references answer `false'; malformed input fails with
+%% `badarg'.
+-spec is_local_pid(remote_ref()) -> boolean().
+is_local_pid(Ref) ->
+    is_local_kind(Ref, pid).
+
+%% @doc Returns whether `Ref' denotes the local pid `Pid': a pid reference of
+%% this node with the same pid, or (as in Partisan) a name reference of this
+%% node whose name is registered to `Pid'. Fails with `badarg' when `Ref' is
+%% malformed or `Pid' is not a pid.
+-spec is_local_pid(remote_ref(), pid()) -> boolean().
+is_local_pid(Ref, Pid) when erlang:is_pid(Pid) ->
+    case decode_local_or_false(Ref) of
+        {pid, _, _} = Parsed -> erlang:node(Pid) =:= erlang:node()
+                                    andalso Parsed =:= parse_term(Pid);
+        {name, Name} -> registered(Name) =:= Pid;
+        _ -> false
+    end;
+is_local_pid(_, _) ->
+    error(badarg).
+
+%% @doc Returns whether `Ref' is a name reference located on this node.
+%% Other well-formed references answer `false'; malformed input fails with
+%% `badarg'.
+-spec is_local_name(remote_ref()) -> boolean().
+is_local_name(Ref) ->
+    is_local_kind(Ref, name).
+
+%% @doc Returns whether `Ref' is a name reference of this node naming `Name'.
+%% Fails with `badarg' when `Ref' is malformed or `Name' is not an atom.
+-spec is_local_name(remote_ref(), atom()) -> boolean().
+is_local_name(Ref, Name) when is_atom(Name) ->
+    decode_local_or_false(Ref) =:= {name, atom_to_binary(Name, utf8)};
+is_local_name(_, _) ->
+    error(badarg).
+
+%% @doc Returns whether `Ref' is a remote reference of a reference created on
+%% this node. Other well-formed references answer `false'; malformed input
+%% fails with `badarg'.
+-spec is_local_reference(remote_ref()) -> boolean().
+is_local_reference(Ref) ->
+    is_local_kind(Ref, ref).
+
+%% @doc Returns whether `Ref' denotes the local reference `LocalRef'. Fails
+%% with `badarg' when `Ref' is malformed or `LocalRef' is not a reference.
+-spec is_local_reference(remote_ref(), reference()) -> boolean().
+is_local_reference(Ref, LocalRef) when erlang:is_reference(LocalRef) ->
+    erlang:node(LocalRef) =:= erlang:node()
+        andalso decode_local_or_false(Ref) =:= parse_term(LocalRef);
+is_local_reference(_, _) ->
+    error(badarg).
+
 %% =============================================================================
 %% PRIVATE
 %% =============================================================================
@@ -190,14 +305,84 @@ target(Ref) ->
 this_node() ->
     application:get_env(partisan, name, erlang:node()).
 
+%% The target of a ref located on this node; badarg if malformed or remote.
+decode_local(Ref) ->
+    case decode_local_or_false(Ref) of
+        false -> error(badarg);
+        Parsed -> Parsed
+    end.
+
+%% The target of a ref located on this node, `false' if it is elsewhere;
+%% badarg if malformed.
+decode_local_or_false(Ref) ->
+    {NodeBin, Parsed} = decode(Ref),
+    case NodeBin =:= this_nodestring() of
+        true -> Parsed;
+        false -> false
+    end.
+
+is_local_kind(Ref, Kind) ->
+    case decode_local_or_false(Ref) of
+        false -> false;
+        Parsed -> element(1, Parsed) =:= Kind
+    end.
+
+this_nodestring() ->
+    atom_to_binary(this_node(), utf8).
+
+%% `{NodeBin, parsed()}' for a ref or a plain pid, reference or name.
+canonical(Pid) when erlang:is_pid(Pid); erlang:is_reference(Pid) ->
+    {atom_to_binary(term_node(Pid), utf8), parse_term(Pid)};
+canonical(Name) when is_atom(Name) ->
+    {this_nodestring(), parse_term(Name)};
+canonical(Ref) ->
+    decode(Ref).
+
+%% The node a pid or reference is tagged with (this partisan node for local
+%% ones, as from_term/1 does).
+term_node(Term) ->
+    case erlang:node(Term) of
+        Local when Local =:= erlang:node() -> this_node();
+        Remote -> Remote
+    end.
+
+same_process({NodeBin, {pid, _, _} = Pid}, {NodeBin, {name, Name}}) ->
+    NodeBin =:= this_nodestring() andalso registered(Name) =:= local_pid(Pid);
+same_process(_, _) ->
+    false.
+
+%% The pid registered under the name `Name' (a binary), without creating the
+%% atom; `undefined' when there is none.
+registered(Name) ->
+    try binary_to_existing_atom(Name, utf8) of
+        Atom -> erlang:whereis(Atom)
+    catch
+        error:badarg -> undefined
+    end.
+
+existing_atom(Name) ->
+    binary_to_existing_atom(Name, utf8).
+
+local_pid(Parsed) ->
+    list_to_pid(binary_to_list(pid_text(Parsed))).
+
 get_format() ->
     case application:get_env(partisan, remote_ref_format, improper_list) of
         F when F =:= improper_list; F =:= tuple; F =:= uri -> F;
         Other -> error({invalid_remote_ref_format, Other})
     end.
 
-kind(Ref) ->
-    element(1, element(2, decode(Ref))).
+%% The kind (`pid', `ref', `name') of a well-formed ref, `error' otherwise.
+kind_of(Term) ->
+    case safe_decode(Term) of
+        {_, Parsed} -> element(1, Parsed);
+        error -> error
+    end.
+
+safe_decode(Term) ->
+    try decode(Term)
+    catch error:badarg -> error
+    end.
 
 -spec parse_term(pid() | reference() | atom()) -> parsed().
 parse_term(Pid) when erlang:is_pid(Pid) ->

@@ -1,5 +1,6 @@
 %% @doc Top supervisor: the events process first (the data plane reports to it), then the peer
-%% service manager, which owns the data plane's lifetime.
+%% service manager, which owns the data plane's lifetime, then the OTP layer (monitors, call
+%% relays).
 -module(partisan_sup).
 -behaviour(supervisor).
 
@@ -21,5 +22,11 @@ init([]) ->
                 %% closes the runtime (up to 2 s more).
                 #{id => Manager, start => {Manager, start_link, []},
                   shutdown => partisan_config:get(stop_flush_timeout, 5000) + 5000,
-                  modules => [Manager, partisan_peer_service_manager]}],
+                  modules => [Manager, partisan_peer_service_manager]},
+                %% After the manager: they use the data plane, and a restart of the data plane
+                %% restarts them (rest_for_one), which ends every remote monitor with
+                %% `noconnection' (partisan_monitor:terminate/2).
+                #{id => partisan_monitor, start => {partisan_monitor, start_link, []}}
+                | [#{id => {partisan_call_relay, N}, start => {partisan_call_relay, start_link, [N]}}
+                   || N <- lists:seq(0, length(partisan_otp:relays()) - 1)]],
     {ok, {#{strategy => rest_for_one, intensity => 3, period => 10}, Children}}.

@@ -247,9 +247,28 @@ is_type_garbage_test() ->
         ?assertError(badarg, ?M:target(G)),
         ?assertError(badarg, ?M:format(G)),
         ?assertError(badarg, ?M:is_local(G)),
-        ?assertError(badarg, ?M:is_pid(G)),
-        ?assertError(badarg, ?M:is_name(G, foo))
-     end || G <- Garbage].
+        %% type tests answer false, like erlang:is_pid/1
+        ?assertNot(?M:is_pid(G)),
+        ?assertNot(?M:is_reference(G)),
+        ?assertNot(?M:is_name(G)),
+        ?assertNot(?M:is_name(G, foo)),
+        %% everything else fails with badarg
+        ?assertError(badarg, ?M:to_pid(G)),
+        ?assertError(badarg, ?M:to_name(G)),
+        ?assertError(badarg, ?M:to_reference(G)),
+        ?assertError(badarg, ?M:to_pid_or_name(G)),
+        ?assertError(badarg, ?M:is_local_pid(G)),
+        ?assertError(badarg, ?M:is_local_pid(G, self())),
+        ?assertError(badarg, ?M:is_local_name(G)),
+        ?assertError(badarg, ?M:is_local_name(G, foo)),
+        ?assertError(badarg, ?M:is_local_reference(G)),
+        ?assertError(badarg, ?M:is_local_reference(G, make_ref()))
+     end || G <- Garbage],
+    %% is_identical/2 takes plain pids and references too, but nothing else
+    [begin
+        ?assertError(badarg, ?M:is_identical(G, ?M:from_term(self()))),
+        ?assertError(badarg, ?M:is_identical(?M:from_term(self()), G))
+     end || G <- Garbage, not is_pid(G), not is_reference(G), not is_atom(G)].
 
 bad_args_test() ->
     ?assertError(badarg, ?M:from_term("notaterm")),
@@ -280,3 +299,349 @@ non_existing_name_test() ->
      end || RR <- Refs],
     %% and none of the above created the atom
     ?assertError(badarg, list_to_existing_atom(S)).
+
+%% =============================================================================
+%% v5 conversions: to_pid/1, to_name/1, to_reference/1, to_pid_or_name/1
+%% =============================================================================
+
+%% A ref in each format plus the padded URI, for one term and node.
+formats_of(Term, Node) ->
+    [with_format(F, fun() -> ?M:from_term(Term, Node) end) || F <- ?FORMATS]
+    ++ [with_env([{remote_ref_format, uri}, {remote_ref_uri_padding, true}],
+                 fun() -> ?M:from_term(Term, Node) end)].
+
+conversions_test() ->
+    Pid = self(),
+    Ref = make_ref(),
+    [begin
+        ?assertEqual(Pid, ?M:to_pid(RR)),
+        ?assertEqual(Pid, ?M:to_pid_or_name(RR)),
+        ?assertError(badarg, ?M:to_name(RR)),
+        ?assertError(badarg, ?M:to_reference(RR))
+     end || RR <- formats_of(Pid, node())],
+    [begin
+        ?assertEqual(Ref, ?M:to_reference(RR)),
+        ?assertError(badarg, ?M:to_pid(RR)),
+        ?assertError(badarg, ?M:to_name(RR)),
+        ?assertError(badarg, ?M:to_pid_or_name(RR))
+     end || RR <- formats_of(Ref, node())],
+    [begin
+        ?assertEqual(myname, ?M:to_name(RR)),
+        ?assertEqual(myname, ?M:to_pid_or_name(RR)),
+        ?assertError(badarg, ?M:to_pid(RR)),
+        ?assertError(badarg, ?M:to_reference(RR))
+     end || RR <- formats_of(myname, node())].
+
+conversions_remote_test() ->
+    [begin
+        ?assertError(badarg, ?M:to_pid(RR)),
+        ?assertError(badarg, ?M:to_name(RR)),
+        ?assertError(badarg, ?M:to_reference(RR)),
+        ?assertError(badarg, ?M:to_pid_or_name(RR))
+     end || T <- [self(), make_ref(), myname], RR <- formats_of(T, ?OTHER)].
+
+to_name_never_creates_atoms_test() ->
+    S = fresh_name(),
+    B = list_to_binary(S),
+    NB = nodebin(),
+    Refs = [[node() | <<"Name#", B/binary>>],
+            {partisan_remote_reference, node(), {partisan_registered_name_reference, S}},
+            <<"partisan:name:", NB/binary, ":", B/binary>>,
+            <<"partisan:name:", NB/binary, ":", B/binary, 0, 0, 0>>],
+    [begin
+        ?assertError(badarg, ?M:to_name(RR)),
+        ?assertError(badarg, ?M:to_pid_or_name(RR)),
+        ?assert(?M:is_local_name(RR)),
+        ?assertNot(?M:is_local_name(RR, myname)),
+        ?assertNot(?M:is_local_pid(RR, self())),
+        ?assertNot(?M:is_identical(RR, self())),
+        ?assertNot(?M:is_identical(RR, myname))
+     end || RR <- Refs],
+    ?assertError(badarg, list_to_existing_atom(S)).
+
+%% =============================================================================
+%% is_identical/2
+%% =============================================================================
+
+is_identical_across_formats_test() ->
+    [begin
+        Refs = formats_of(T, Node),
+        [?assert(?M:is_identical(A, B)) || A <- Refs, B <- Refs]
+     end || T <- [self(), make_ref(), myname], Node <- [node(), ?OTHER]].
+
+is_identical_plain_terms_test() ->
+    Pid = self(),
+    Ref = make_ref(),
+    [begin
+        Refs = formats_of(T, node()),
+        [begin
+            ?assert(?M:is_identical(RR, T)),
+            ?assert(?M:is_identical(T, RR))
+         end || RR <- Refs]
+     end || T <- [Pid, Ref, myname]],
+    ?assert(?M:is_identical(Pid, Pid)),
+    ?assert(?M:is_identical(myname, myname)),
+    %% the same target on another node is not identical
+    [?assertNot(?M:is_identical(RR, T))
+        || T <- [Pid, Ref, myname], RR <- formats_of(T, ?OTHER)].
+
+is_identical_different_targets_test() ->
+    Other = spawn(fun() -> ok end),
+    Pid = self(),
+    [?assertNot(?M:is_identical(A, B))
+        || A <- formats_of(Pid, node()), B <- formats_of(Other, node())],
+    [?assertNot(?M:is_identical(A, B))
+        || A <- formats_of(make_ref(), node()), B <- formats_of(make_ref(), node())],
+    [?assertNot(?M:is_identical(A, B))
+        || A <- formats_of(Pid, node()), B <- formats_of(make_ref(), node())],
+    ?assertNot(?M:is_identical(Pid, Other)),
+    ?assertNot(?M:is_identical(name_a, name_b)).
+
+is_identical_pid_and_registered_name_test() ->
+    Name = partisan_rr_test_registered,
+    true = register(Name, self()),
+    try
+        [begin
+            ?assert(?M:is_identical(P, N)),
+            ?assert(?M:is_identical(N, P))
+         end || P <- [self() | formats_of(self(), node())],
+                N <- [Name | formats_of(Name, node())]],
+        %% another process is not identical to the name
+        Other = spawn(fun() -> ok end),
+        [?assertNot(?M:is_identical(P, N))
+            || P <- formats_of(Other, node()), N <- formats_of(Name, node())],
+        %% a name on another node is never resolved here
+        [?assertNot(?M:is_identical(P, N))
+            || P <- formats_of(self(), node()), N <- formats_of(Name, ?OTHER)]
+    after
+        unregister(Name)
+    end,
+    %% unregistered: no longer identical
+    [?assertNot(?M:is_identical(P, N))
+        || P <- formats_of(self(), node()), N <- formats_of(Name, node())].
+
+is_identical_remote_pid_test() ->
+    %% An external pid <X.123.0> of other@host is identical to its refs.
+    Pid = binary_to_term(
+        <<131, 88, 100, 10:16, "other@host", 123:32, 0:32, 1:32>>),
+    [begin
+        ?assert(?M:is_identical(Pid, RR)),
+        ?assert(?M:is_identical(RR, Pid))
+     end || F <- ?FORMATS, RR <- [with_format(F, fun() -> ?M:from_term(Pid) end)]],
+    ?assertNot(?M:is_identical(Pid, ?M:from_term(self()))).
+
+is_identical_padding_test() ->
+    Uri = with_format(uri, fun() -> ?M:from_term(self()) end),
+    Padded = <<Uri/binary, 0, 0, " ", 0>>,
+    ?assert(?M:is_identical(Uri, Padded)),
+    ?assert(?M:is_identical(Padded, self())),
+    ?assert(?M:is_identical(Padded,
+                            with_format(tuple, fun() -> ?M:from_term(self()) end))).
+
+%% =============================================================================
+%% is_local_pid/1,2, is_local_name/1,2, is_local_reference/1,2
+%% =============================================================================
+
+is_local_kind_test() ->
+    Pid = self(),
+    Ref = make_ref(),
+    [begin
+        ?assert(?M:is_local_pid(RR)),
+        ?assertNot(?M:is_local_name(RR)),
+        ?assertNot(?M:is_local_reference(RR))
+     end || RR <- formats_of(Pid, node())],
+    [begin
+        ?assertNot(?M:is_local_pid(RR)),
+        ?assertNot(?M:is_local_name(RR)),
+        ?assert(?M:is_local_reference(RR))
+     end || RR <- formats_of(Ref, node())],
+    [begin
+        ?assertNot(?M:is_local_pid(RR)),
+        ?assert(?M:is_local_name(RR)),
+        ?assertNot(?M:is_local_reference(RR))
+     end || RR <- formats_of(myname, node())],
+    %% nothing of another node is local
+    [begin
+        ?assertNot(?M:is_local_pid(RR)),
+        ?assertNot(?M:is_local_name(RR)),
+        ?assertNot(?M:is_local_reference(RR))
+     end || T <- [Pid, Ref, myname], RR <- formats_of(T, ?OTHER)].
+
+is_local_pid_2_test() ->
+    Pid = self(),
+    Other = spawn(fun() -> ok end),
+    [begin
+        ?assert(?M:is_local_pid(RR, Pid)),
+        ?assertNot(?M:is_local_pid(RR, Other))
+     end || RR <- formats_of(Pid, node())],
+    [?assertNot(?M:is_local_pid(RR, Pid)) || RR <- formats_of(Pid, ?OTHER)],
+    [?assertNot(?M:is_local_pid(RR, Pid)) || RR <- formats_of(make_ref(), node())],
+    %% a local name registered to the pid denotes it (as in Partisan)
+    Name = partisan_rr_test_is_local_pid,
+    [?assertNot(?M:is_local_pid(RR, Pid)) || RR <- formats_of(Name, node())],
+    true = register(Name, Pid),
+    try
+        [?assert(?M:is_local_pid(RR, Pid)) || RR <- formats_of(Name, node())],
+        [?assertNot(?M:is_local_pid(RR, Other)) || RR <- formats_of(Name, node())],
+        [?assertNot(?M:is_local_pid(RR, Pid)) || RR <- formats_of(Name, ?OTHER)]
+    after
+        unregister(Name)
+    end,
+    RR0 = ?M:from_term(Pid),
+    ?assertError(badarg, ?M:is_local_pid(RR0, not_a_pid)),
+    ?assertError(badarg, ?M:is_local_pid(RR0, make_ref())),
+    ?assertError(badarg, ?M:is_local_pid(Pid, Pid)).
+
+is_local_pid_remote_pid_test() ->
+    Pid = binary_to_term(
+        <<131, 88, 100, 10:16, "other@host", 123:32, 0:32, 1:32>>),
+    Local = list_to_pid("<0.123.0>"),
+    RR = ?M:from_term(Pid),
+    ?assertNot(?M:is_local_pid(RR)),
+    ?assertNot(?M:is_local_pid(RR, Pid)),
+    ?assertNot(?M:is_local_pid(RR, Local)),
+    %% a local ref with the same numbers does not denote the external pid
+    ?assertNot(?M:is_local_pid(?M:from_term(Local), Pid)).
+
+is_local_name_2_test() ->
+    [begin
+        ?assert(?M:is_local_name(RR, myname)),
+        ?assertNot(?M:is_local_name(RR, othername))
+     end || RR <- formats_of(myname, node())],
+    [?assertNot(?M:is_local_name(RR, myname)) || RR <- formats_of(myname, ?OTHER)],
+    [?assertNot(?M:is_local_name(RR, myname)) || RR <- formats_of(self(), node())],
+    ?assertError(badarg, ?M:is_local_name(?M:from_term(myname), "myname")),
+    ?assertError(badarg, ?M:is_local_name(myname, myname)).
+
+is_local_reference_2_test() ->
+    Ref = make_ref(),
+    Other = make_ref(),
+    [begin
+        ?assert(?M:is_local_reference(RR, Ref)),
+        ?assertNot(?M:is_local_reference(RR, Other))
+     end || RR <- formats_of(Ref, node())],
+    [?assertNot(?M:is_local_reference(RR, Ref)) || RR <- formats_of(Ref, ?OTHER)],
+    [?assertNot(?M:is_local_reference(RR, Ref)) || RR <- formats_of(self(), node())],
+    ?assertError(badarg, ?M:is_local_reference(?M:from_term(Ref), self())),
+    ?assertError(badarg, ?M:is_local_reference(Ref, Ref)).
+
+local_under_configured_name_test() ->
+    %% With a partisan name that differs from node(), local means that name.
+    with_env([{name, 'partisan@example'}], fun() ->
+        Pid = self(),
+        RR = ?M:from_term(Pid),
+        ?assert(?M:is_local_pid(RR)),
+        ?assert(?M:is_local_pid(RR, Pid)),
+        ?assertEqual(Pid, ?M:to_pid(RR)),
+        ?assert(?M:is_identical(RR, Pid)),
+        ?assertNot(?M:is_local_pid(?M:from_term(Pid, node())))
+    end).
+
+%% =============================================================================
+%% partisan: self/0,1, is_self/1, make_ref/0, is_local_*/1,2, is_pid/1, ...
+%% =============================================================================
+
+partisan_self_test_() ->
+    [{atom_to_list(F), fun() -> with_format(F, fun partisan_self/0) end}
+        || F <- ?FORMATS].
+
+partisan_self() ->
+    RR = partisan:self(),
+    ?assert(?M:is_type(RR)),
+    ?assertEqual(RR, partisan:self([])),
+    ?assertEqual(self(), ?M:to_pid(RR)),
+    ?assert(partisan:is_self(RR)),
+    ?assert(partisan:is_self(self())),
+    ?assert(partisan:is_pid(RR)),
+    ?assertNot(partisan:is_reference(RR)),
+    ?assert(partisan:is_local(RR)),
+    ?assert(partisan:is_local_pid(RR)),
+    ?assert(partisan:is_local_pid(RR, self())),
+    Other = spawn(fun() -> ok end),
+    ?assertNot(partisan:is_self(Other)),
+    ?assertNot(partisan:is_self(?M:from_term(Other))),
+    ?assertNot(partisan:is_self(?M:from_term(self(), ?OTHER))),
+    ?assertError(badarg, partisan:is_self(not_a_ref)),
+    ?assertError(badarg, partisan:self([bogus])).
+
+partisan_self_cache_test() ->
+    erase({partisan, self}),
+    RR = partisan:self([cache]),
+    ?assertEqual(RR, partisan:self()),
+    ?assertEqual({self(), RR}, get({partisan, self})),
+    ?assertEqual(RR, partisan:self([cache])),
+    %% a dictionary inherited from another process is not trusted
+    Other = spawn(fun() -> ok end),
+    put({partisan, self}, {Other, ?M:from_term(Other)}),
+    ?assertEqual(RR, partisan:self([cache])),
+    ?assertEqual({self(), RR}, get({partisan, self})),
+    erase({partisan, self}).
+
+partisan_is_self_registered_name_test() ->
+    Name = partisan_rr_test_is_self,
+    true = register(Name, self()),
+    try
+        [?assert(partisan:is_self(RR)) || RR <- formats_of(Name, node())]
+    after
+        unregister(Name)
+    end.
+
+partisan_make_ref_test_() ->
+    [{atom_to_list(F), fun() -> with_format(F, fun partisan_make_ref/0) end}
+        || F <- ?FORMATS].
+
+partisan_make_ref() ->
+    RR = partisan:make_ref(),
+    ?assert(?M:is_type(RR)),
+    ?assert(?M:is_reference(RR)),
+    ?assert(partisan:is_reference(RR)),
+    ?assertNot(partisan:is_pid(RR)),
+    ?assert(partisan:is_local(RR)),
+    ?assert(partisan:is_local_reference(RR)),
+    ?assert(is_reference(?M:to_reference(RR))),
+    ?assert(partisan:is_local_reference(RR, ?M:to_reference(RR))),
+    ?assertNotEqual(RR, partisan:make_ref()).
+
+partisan_is_local_plain_terms_test() ->
+    Pid = self(),
+    Ref = make_ref(),
+    ExtPid = binary_to_term(
+        <<131, 88, 100, 10:16, "other@host", 123:32, 0:32, 1:32>>),
+    ?assert(partisan:is_local_pid(Pid)),
+    ?assertNot(partisan:is_local_pid(ExtPid)),
+    ?assert(partisan:is_local_pid(Pid, Pid)),
+    ?assertNot(partisan:is_local_pid(Pid, spawn(fun() -> ok end))),
+    ?assertError(badarg, partisan:is_local_pid(Pid, notapid)),
+    ?assertError(badarg, partisan:is_local_pid(notaref)),
+    ?assert(partisan:is_local_name(anyname)),
+    ?assert(partisan:is_local_name(anyname, anyname)),
+    ?assertNot(partisan:is_local_name(anyname, other)),
+    ?assertError(badarg, partisan:is_local_name(anyname, "anyname")),
+    ?assert(partisan:is_local_reference(Ref)),
+    ?assert(partisan:is_local_reference(Ref, Ref)),
+    ?assertNot(partisan:is_local_reference(Ref, make_ref())),
+    ?assertError(badarg, partisan:is_local_reference(Ref, Pid)),
+    ?assertError(badarg, partisan:is_local_reference(Pid)),
+    [begin
+        ?assert(partisan:is_local_name(RR)),
+        ?assert(partisan:is_local_name(RR, myname)),
+        ?assertNot(partisan:is_local_pid(RR))
+     end || RR <- formats_of(myname, node())],
+    [begin
+        ?assertNot(partisan:is_local_name(RR)),
+        ?assertNot(partisan:is_local_name(RR, myname))
+     end || RR <- formats_of(myname, ?OTHER)],
+    [?assert(partisan:is_local_reference(RR, Ref)) || RR <- formats_of(Ref, node())],
+    [?assertNot(partisan:is_local_reference(RR)) || RR <- formats_of(Ref, ?OTHER)].
+
+partisan_type_tests_test() ->
+    [?assert(partisan:is_pid(RR)) || RR <- formats_of(self(), ?OTHER)],
+    [?assert(partisan:is_reference(RR)) || RR <- formats_of(make_ref(), ?OTHER)],
+    [?assertNot(partisan:is_pid(RR)) || RR <- formats_of(myname, node())],
+    ?assert(partisan:is_pid(self())),
+    ?assert(partisan:is_reference(make_ref())),
+    ?assertNot(partisan:is_pid(foo)),
+    ?assertNot(partisan:is_reference(<<"partisan:ref:">>)),
+    Port = open_port({spawn, "true"}, []),
+    ?assert(partisan:is_local(Port)),
+    catch port_close(Port).

@@ -49,6 +49,7 @@ const T_BROADCAST: u8 = 21;
 const D_PID: u8 = 0;
 const D_NAME: u8 = 1;
 const D_PID_ID: u8 = 2;
+const D_REPLY: u8 = 3;
 
 /// Where a message frame goes on the receiving node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,10 @@ pub enum Dest {
     Name(String),
     /// A local pid given by its id and serial (`<0.Id.Serial>`), from a Partisan remote reference.
     PidId { id: u32, serial: u32 },
+    /// The answer to a remote call: `id` names a waiting caller in the receiver's
+    /// [`crate::calls::CallTable`]. Delivered only while that caller still waits, and only when
+    /// it comes from the node the call went to; otherwise dropped as a late reply.
+    Reply { id: u64 },
 }
 
 /// One frame on the wire.
@@ -238,7 +243,7 @@ fn dest_len(dest: &Dest) -> usize {
     match dest {
         Dest::Pid(etf) => 1 + 2 + etf.len(),
         Dest::Name(name) => 1 + 2 + name.len(),
-        Dest::PidId { .. } => 1 + 8,
+        Dest::PidId { .. } | Dest::Reply { .. } => 1 + 8,
     }
 }
 
@@ -259,7 +264,7 @@ pub fn encode_message_header(dest: &Dest, payload_len: usize, out: &mut BytesMut
     let dest_len = match dest {
         Dest::Pid(etf) => 1 + 2 + etf.len(),
         Dest::Name(name) => 1 + 2 + name.len(),
-        Dest::PidId { .. } => 1 + 8,
+        Dest::PidId { .. } | Dest::Reply { .. } => 1 + 8,
     };
     let len = 1 + dest_len + payload_len;
     out.reserve(LENGTH_PREFIX + 1 + dest_len);
@@ -280,6 +285,10 @@ pub fn encode_message_header(dest: &Dest, payload_len: usize, out: &mut BytesMut
             out.put_u32(*id);
             out.put_u32(*serial);
         }
+        Dest::Reply { id } => {
+            out.put_u8(D_REPLY);
+            out.put_u64(*id);
+        }
     }
 }
 
@@ -294,6 +303,7 @@ fn parse_message(body: Bytes) -> Result<Frame, FrameError> {
         }
         D_NAME => Dest::Name(r.str("destination name")?),
         D_PID_ID => Dest::PidId { id: r.u32("pid id")?, serial: r.u32("pid serial")? },
+        D_REPLY => Dest::Reply { id: r.u64("reply id")? },
         other => return Err(WireError::BadValue { what: "destination kind", value: other as u64 }.into()),
     };
     let consumed = body.len() - r.remaining();
@@ -362,6 +372,7 @@ mod tests {
         roundtrip(Frame::Message { dest: Dest::Pid(Bytes::from_static(b"\x83X")), payload: Bytes::from_static(b"abc") });
         roundtrip(Frame::Message { dest: Dest::Name("srv".into()), payload: Bytes::new() });
         roundtrip(Frame::Message { dest: Dest::PidId { id: 123, serial: 4 }, payload: Bytes::from_static(b"x") });
+        roundtrip(Frame::Message { dest: Dest::Reply { id: u64::MAX - 7 }, payload: Bytes::from_static(b"r") });
         roundtrip(Frame::Control { body: Bytes::from_static(b"\x01\x02") });
         roundtrip(Frame::Relay {
             origin: "a@h".into(),

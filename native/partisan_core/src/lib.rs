@@ -4,6 +4,7 @@
 //! randomness except a seeded RNG. The tokio shell (`partisan_net`) and the simulator drive the
 //! same code, so what the tests prove about the protocol holds for the live runtime.
 //!
+//! - [`calls`]: callers waiting for a remote answer (one round trip per call, no late replies).
 //! - [`frame`]: length-prefixed frames with a maximum size, and zero-copy message payloads.
 //! - [`handshake`]: mutual challenge-response over the cluster cookie.
 //! - [`channel`]: named channels, parallel connections, affinity, monotonic coalescing.
@@ -13,6 +14,7 @@
 //! - [`hyparview`]: the HyParView partial-view overlay (active/passive views, shuffles, repair).
 //! - [`plumtree`]: Plumtree epidemic broadcast trees over any overlay's neighbours.
 
+pub mod calls;
 pub mod channel;
 pub mod frame;
 pub mod handshake;

@@ -8,7 +8,7 @@
 //! trigger at will are rate-limited ([`crate::LogLimit`]); the counters keep the exact numbers.
 
 use crate::queue::{LinkQueue, Outgoing};
-use crate::{Cmd, Cmds, DeliverError, LinkTx, Shared, StartError};
+use crate::{Cmd, Cmds, LinkTx, Shared, StartError};
 use bytes::{Bytes, BytesMut};
 use partisan_core::frame::{encode_message_header, Decoder, Frame, FrameError, NONCE_LEN};
 use partisan_core::handshake::{ClientHandshake, HandshakeError, ServerHandshake};
@@ -259,17 +259,7 @@ async fn read_loop(
         match read_frame(r, buf, dec, READ_CHUNK).await {
             Ok(Frame::Message { dest, payload }) => {
                 shared.stats.messages_received.fetch_add(1, Ordering::Relaxed);
-                match shared.sink.deliver(from, &dest, payload) {
-                    Ok(()) => {}
-                    Err(DeliverError::Undecodable) => {
-                        shared.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                        bad_frame("undecodable message dropped (counter undecodable)", &DeliverError::Undecodable);
-                    }
-                    Err(DeliverError::NoProcess) => {
-                        shared.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
-                        debug!(from, ?dest, "no such process; message dropped");
-                    }
-                }
+                shared.deliver(from, &dest, payload);
             }
             Ok(Frame::Relay { origin, id, hops, target, dest, payload }) => {
                 shared.relay(from, crate::Relayed { origin, id, hops, target, dest, payload });

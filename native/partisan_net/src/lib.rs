@@ -168,6 +168,9 @@ pub enum DeliverError {
     Undecodable,
     #[error("no such process")]
     NoProcess,
+    /// A reply whose caller gave up (timeout) or that did not come from the node it called.
+    #[error("no caller waits for this reply")]
+    LateReply,
 }
 
 /// A membership change, for the Erlang events process.
@@ -209,6 +212,7 @@ pub struct Stats {
     pub dropped_queue_full: AtomicU64,
     pub replaced_monotonic: Arc<AtomicU64>,
     pub undeliverable: AtomicU64,
+    pub late_replies: AtomicU64,
     pub undecodable: AtomicU64,
     pub auth_failures: AtomicU64,
     pub bad_frames: AtomicU64,
@@ -239,6 +243,7 @@ impl Stats {
             ("dropped_queue_full", g(&self.dropped_queue_full)),
             ("replaced_monotonic", g(&self.replaced_monotonic)),
             ("undeliverable", g(&self.undeliverable)),
+            ("late_replies", g(&self.late_replies)),
             ("undecodable", g(&self.undecodable)),
             ("auth_failures", g(&self.auth_failures)),
             ("bad_frames", g(&self.bad_frames)),
@@ -414,6 +419,28 @@ impl Shared {
         self.blocked.read().unwrap_or_else(|e| e.into_inner()).contains(node)
     }
 
+    /// Hands a received message to the sink; what cannot be delivered is counted and logged.
+    pub(crate) fn deliver(&self, from: &str, dest: &Dest, payload: Bytes) {
+        match self.sink.deliver(from, dest, payload) {
+            Ok(()) => {}
+            Err(DeliverError::Undecodable) => {
+                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                // An authenticated peer could send these at will: rate-limited.
+                if let Some(suppressed) = self.log_limits.frames.allow(&self.stats) {
+                    tracing::warn!(from, suppressed, "undecodable message dropped (counter undecodable)");
+                }
+            }
+            Err(DeliverError::NoProcess) => {
+                self.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(from, ?dest, "no such process; message dropped");
+            }
+            Err(DeliverError::LateReply) => {
+                self.stats.late_replies.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(from, ?dest, "reply to a call that is no longer waiting dropped");
+            }
+        }
+    }
+
     /// Routes a relayed message (one this node originates, `from` = its own name, or one that
     /// arrived from a neighbour): delivers, forwards on the default channel, or drops it.
     /// Returns whether it went anywhere.
@@ -423,9 +450,7 @@ impl Shared {
         let decision = self.relay.lock().unwrap_or_else(|e| e.into_inner()).decide(&origin, id, hops, &target, from, &neighbours);
         match decision {
             RelayDecision::Deliver => {
-                if self.sink.deliver(&origin, &dest, payload).is_err() {
-                    self.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
-                }
+                self.deliver(&origin, &dest, payload);
                 true
             }
             RelayDecision::Forward { to, hops_left } => {
@@ -632,14 +657,15 @@ impl Node {
             return Err(SendError::UnknownChannel);
         }
         let spec = self.shared.channels.get(channel);
-        let monotonic = spec.monotonic.then(|| MonotonicKey {
-            dest: match &dest {
-                Dest::Pid(b) => b.to_vec(),
-                Dest::Name(n) => n.as_bytes().to_vec(),
-                Dest::PidId { id, serial } => [id.to_be_bytes(), serial.to_be_bytes()].concat(),
-            },
-            affinity: key,
-        });
+        // A reply answers one call: never superseded by a newer message.
+        let monotonic = match &dest {
+            _ if !spec.monotonic => None,
+            Dest::Pid(b) => Some(b.to_vec()),
+            Dest::Name(n) => Some(n.as_bytes().to_vec()),
+            Dest::PidId { id, serial } => Some([id.to_be_bytes(), serial.to_be_bytes()].concat()),
+            Dest::Reply { .. } => None,
+        }
+        .map(|dest| MonotonicKey { dest, affinity: key });
         let len = payload.len() as u64;
         let result = {
             let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());

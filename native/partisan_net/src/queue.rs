@@ -47,7 +47,7 @@ impl Outgoing {
                     + match dest {
                         Dest::Pid(b) => b.len(),
                         Dest::Name(n) => n.len(),
-                        Dest::PidId { .. } => 8,
+                        Dest::PidId { .. } | Dest::Reply { .. } => 8,
                     }
             }
             Outgoing::Frame(b) => b.len(),

@@ -8,6 +8,7 @@
 //! if its node name and creation are this VM's, so a message addressed to a pid of an earlier
 //! incarnation of this node is dropped (and counted), never delivered to a new process.
 
+use crate::calls::Calls;
 use bytes::Bytes;
 use partisan_core::frame::Dest;
 use partisan_net::{DeliverError, Event, Sink};
@@ -27,6 +28,8 @@ thread_local! {
 
 pub struct BeamSink {
     events: LocalPid,
+    /// Callers waiting for remote answers ([`Dest::Reply`]).
+    calls: Calls,
     safe: bool,
     /// `NEW_PID_EXT` of this VM up to the id field: version, tag, node atom.
     pid_prefix: Vec<u8>,
@@ -34,10 +37,10 @@ pub struct BeamSink {
 }
 
 impl BeamSink {
-    pub fn new(events: LocalPid, safe: bool, vm_node: &str, creation: u32) -> Self {
+    pub fn new(events: LocalPid, calls: Calls, safe: bool, vm_node: &str, creation: u32) -> Self {
         let mut pid_prefix = vec![131, 88, 119, vm_node.len() as u8];
         pid_prefix.extend_from_slice(vm_node.as_bytes());
-        BeamSink { events, safe, pid_prefix, creation }
+        BeamSink { events, calls, safe, pid_prefix, creation }
     }
 
     fn resolve<'a>(&self, env: Env<'a>, dest: &Dest) -> Result<LocalPid, DeliverError> {
@@ -59,6 +62,7 @@ impl BeamSink {
                 etf.extend_from_slice(&self.creation.to_be_bytes());
                 pid_term(&etf)
             }
+            Dest::Reply { .. } => unreachable!("replies are resolved after decoding, in deliver"),
         }
     }
 
@@ -78,12 +82,20 @@ impl BeamSink {
 }
 
 impl Sink for BeamSink {
-    fn deliver(&self, _from: &str, dest: &Dest, payload: Bytes) -> Result<(), DeliverError> {
+    fn deliver(&self, from: &str, dest: &Dest, payload: Bytes) -> Result<(), DeliverError> {
         ENV.with(|cell| {
             let mut owned = cell.borrow_mut();
             let result = owned.run(|env| {
-                let pid = self.resolve(env, dest)?;
-                let term = self.decode(env, &payload)?;
+                let (pid, term) = match dest {
+                    // Decode first: the waiter is taken only for an answer that will reach it,
+                    // so a caller whose cancel fails can count on its mailbox.
+                    Dest::Reply { id } => {
+                        let term = self.decode(env, &payload)?;
+                        let waiter = self.calls.lock().take(*id, from).ok_or(DeliverError::LateReply)?;
+                        (waiter.pid, term)
+                    }
+                    _ => (self.resolve(env, dest)?, self.decode(env, &payload)?),
+                };
                 // SAFETY: called from a runtime thread (not a scheduler), so the caller env is
                 // NULL; the message env is the owned env, which is cleared right after.
                 let sent = unsafe { rustler::sys::enif_send(std::ptr::null_mut(), pid.as_c_arg(), env.as_c_arg(), term.as_c_arg()) };

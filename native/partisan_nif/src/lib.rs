@@ -9,6 +9,7 @@
 //! threads, so they run on dirty I/O schedulers. Panics are caught by rustler and surface as an
 //! Erlang exception, never as a VM crash.
 
+mod calls;
 mod config;
 mod deliver;
 mod log;
@@ -25,7 +26,7 @@ mod atoms {
         not_started, already_started, not_connected, queue_full, unknown_channel, bad_destination,
         bad_partition_key, overloaded, message_too_large,
         undelivered_on_stop, flushed, elapsed_ms,
-        pid_id,
+        pid_id, reply,
     }
 }
 
@@ -33,6 +34,8 @@ mod atoms {
 struct Running {
     node: Node,
     creation: u32,
+    /// Callers waiting for remote answers; shared with the reader threads' sink.
+    calls: calls::Calls,
     /// Channel atoms and their indices: a send finds its channel without reading the atom text.
     channel_atoms: Vec<(Atom, usize)>,
 }
@@ -88,7 +91,8 @@ fn start<'a>(env: Env<'a>, cfg: Term<'a>) -> NifResult<Term<'a>> {
         Err(reason) => return Ok(err(env, reason)),
     };
     log::set_target(parsed.events);
-    let sink = Arc::new(deliver::BeamSink::new(parsed.events, parsed.safe_decode, &parsed.vm_node, parsed.creation));
+    let calls = calls::Calls::new(first_call_id(parsed.net.incarnation));
+    let sink = Arc::new(deliver::BeamSink::new(parsed.events, calls.clone(), parsed.safe_decode, &parsed.vm_node, parsed.creation));
     match Node::start(parsed.net, sink) {
         Ok(node) => {
             let spec = config::encode_spec(env, node.spec());
@@ -99,7 +103,7 @@ fn start<'a>(env: Env<'a>, cfg: Term<'a>) -> NifResult<Term<'a>> {
                 .enumerate()
                 .map(|(i, c)| Atom::from_str(env, &c.name).map(|a| (a, i)))
                 .collect::<NifResult<_>>()?;
-            *slot = Some(Arc::new(Running { node, creation: parsed.creation, channel_atoms }));
+            *slot = Some(Arc::new(Running { node, creation: parsed.creation, calls, channel_atoms }));
             Ok((atoms::ok(), spec).encode(env))
         }
         Err(e) => Ok(err(env, e.to_string())),
@@ -124,6 +128,8 @@ fn stop(env: Env) -> NifResult<Term> {
             }
         };
         let report = running.node.stop();
+        // Nothing can answer them any more: end every wait as a lost connection would.
+        calls::notify_down(env, running.calls.lock().drain(), "noconnection");
         let map = Term::map_from_pairs(
             env,
             &[
@@ -142,6 +148,49 @@ fn request_result(env: Env, result: Result<(), Overloaded>) -> Term {
         Ok(()) => atoms::ok().encode(env),
         Err(Overloaded) => err(env, atoms::overloaded()),
     }
+}
+
+/// Spreads call ids of successive incarnations over the whole id space (splitmix64), so that
+/// an answer meant for an earlier incarnation of this node finds no waiter.
+fn first_call_id(incarnation: u64) -> u64 {
+    let mut z = incarnation.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Registers the calling process as waiting for an answer from `Node` whose message will be
+/// `{Tag, Reply}`; returns the id the answer must be sent to (`{reply, Id}`).
+#[rustler::nif]
+fn await_reply<'a>(env: Env<'a>, node: Atom, tag: Term<'a>) -> NifResult<Term<'a>> {
+    let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
+    let tag = tag.to_binary().as_slice().to_vec();
+    let waiter = |node: &str| calls::Waiter { pid: env.pid(), tag, node: node.to_owned() };
+    let id = with_atom_str(env, node, |name| r.calls.lock().register(name, waiter(name)))?;
+    Ok((atoms::ok(), id).encode(env))
+}
+
+/// The caller gave up waiting: `true` if its answer had not arrived (it will be dropped),
+/// `false` if it was already handed to the caller's mailbox.
+#[rustler::nif]
+fn cancel_reply(id: u64) -> bool {
+    running().is_some_and(|r| r.calls.lock().cancel(id))
+}
+
+/// `Node` is lost: every caller waiting on it gets `{'DOWN', Tag, process, Node, Reason}`.
+/// Returns how many there were. Dirty: the table may be large.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn fail_replies(env: Env, node: Atom, reason: Atom) -> NifResult<usize> {
+    let Some(r) = running() else { return Ok(0) };
+    let reason = reason.to_term(env).atom_to_string()?;
+    let waiters = with_atom_str(env, node, |name| r.calls.lock().fail_node(name))?;
+    Ok(calls::notify_down(env, waiters, &reason))
+}
+
+/// Nodes that callers of this VM are waiting on.
+#[rustler::nif]
+fn reply_nodes(env: Env) -> NifResult<Vec<Atom>> {
+    to_atoms(env, running().map(|r| r.calls.lock().nodes()).unwrap_or_default())
 }
 
 #[rustler::nif]
@@ -219,8 +268,13 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
     let Some(channel) = r.channel(channel) else {
         return Ok(err(env, (atoms::unknown_channel(), channel)));
     };
+    // The same hash for the caller's pid (no key) and for a pid given as key, so a message sent
+    // on behalf of a process (a monitor's DOWN) takes that process's connection. An atom other
+    // than `undefined` is refused, not taken for "no key".
     let key = if key == atoms::undefined().encode(env) {
         env.pid().encode(env).hash_internal(0)
+    } else if key.is_pid() {
+        key.hash_internal(0)
     } else {
         match key.decode::<u64>() {
             Ok(k) => k,
@@ -235,7 +289,8 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
     Ok(send_result(env, with_atom_str(env, node, |name| r.node.send(name, channel, key, dest, payload))?))
 }
 
-/// A destination term: a pid, a registered name (atom or binary) or `{pid_id, Id, Serial}`.
+/// A destination term: a pid, a registered name (atom or binary), `{pid_id, Id, Serial}` or
+/// `{reply, Id}` (a caller waiting in the called node's call table).
 fn decode_dest(dest: Term) -> Result<Dest, ()> {
     if dest.is_pid() {
         Ok(Dest::Pid(Bytes::copy_from_slice(dest.to_binary().as_slice())))
@@ -248,6 +303,8 @@ fn decode_dest(dest: Term) -> Result<Dest, ()> {
         }
     } else if let Ok((tag, id, serial)) = dest.decode::<(Atom, u32, u32)>() {
         if tag == atoms::pid_id() { Ok(Dest::PidId { id, serial }) } else { Err(()) }
+    } else if let Ok((tag, id)) = dest.decode::<(Atom, u64)>() {
+        if tag == atoms::reply() { Ok(Dest::Reply { id }) } else { Err(()) }
     } else {
         Err(())
     }
@@ -352,6 +409,7 @@ fn stats(env: Env) -> NifResult<Term> {
             map = map.map_put(Atom::from_str(env, k)?, v)?;
         }
         map = map.map_put(Atom::from_str(env, "creation")?, r.creation)?;
+        map = map.map_put(Atom::from_str(env, "calls_waiting")?, r.calls.lock().len())?;
     }
     Ok(map)
 }
