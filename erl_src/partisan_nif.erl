@@ -102,7 +102,7 @@ send_transitive(_Node, _Dest, _Msg) -> ?NIF.
 -spec views() -> #{atom() => [node()]}.
 views() -> ?NIF.
 %% @doc Cuts (`true') or restores (`false') every link to `Node'.
--spec partition(node(), boolean()) -> ok | {error, not_started}.
+-spec partition(node(), boolean()) -> ok | {error, not_started | overloaded}.
 partition(_Node, _Blocked) -> ?NIF.
 %% @doc Nodes currently cut off by `partition/2'.
 -spec partitions() -> [node()].
@@ -114,7 +114,7 @@ set_members(_Specs) -> ?NIF.
 -spec send_control(node(), binary()) -> ok | {error, not_connected | queue_full | not_started}.
 send_control(_Node, _Body) -> ?NIF.
 %% @doc Broadcasts an encoded message id and payload with Plumtree.
--spec broadcast(binary(), binary()) -> ok | {error, not_started}.
+-spec broadcast(binary(), binary()) -> ok | {error, not_started | overloaded}.
 broadcast(_MsgId, _Payload) -> ?NIF.
 %% @doc The handler's `merge/2' answer for a delivered broadcast.
 -spec broadcast_merged(binary(), boolean()) -> ok | {error, not_started}.
