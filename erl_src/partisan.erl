@@ -8,6 +8,11 @@
 %% Sending to a node that is not connected on the channel returns `{error, not_connected}' at
 %% once; messages are never queued for a node that is not connected (retry after `on_up', or use
 %% `partisan_peer_service:sync_join/1'). A full connection queue returns `{error, queue_full}'.
+%%
+%% Bad arguments: every function here that returns `ok | {error, _}' returns
+%% `{error, Reason}' for them and never raises (`{bad_node, X}', `{unknown_channel, X}',
+%% `bad_destination', `{bad_options, X}', `{bad_partition_key, X}'); functions that return a plain
+%% value (`is_connected/1,2', `node/1', ...) raise `badarg', like the BIFs they mirror.
 -module(partisan).
 
 -compile({no_auto_import, [node/0, node/1, nodes/0, nodes/1, is_pid/1, is_reference/1,
@@ -44,8 +49,10 @@
 -type forward_opts() :: #{channel => atom(), partition_key => non_neg_integer(), atom() => term()}
                       | [{atom(), term()}].
 -type send_error() :: {error, not_connected | queue_full | not_started | bad_destination
-                              | {unknown_channel, atom()} | {unsupported_option, atom()}
-                              | {bad_partition_key, term()}}.
+                              | {unknown_channel, term()} | {unsupported_option, atom()}
+                              | {bad_partition_key, term()} | {bad_node, term()}
+                              | {bad_options, term()}
+                              | {message_too_large, non_neg_integer(), non_neg_integer()}}.
 -export_type([node_spec/0, server_ref/0, forward_opts/0]).
 
 %% Binaries at least this large are encoded on a dirty scheduler (over ~1 ms of copying).
@@ -94,18 +101,24 @@ nodestring() -> atom_to_binary(?MODULE:node()).
 -spec is_alive() -> boolean().
 is_alive() -> erlang:is_pid(erlang:whereis(partisan_peer_service_manager)).
 
-%% @doc Whether any connection to `Node' is up.
+%% @doc Whether any connection to `Node' is up. Raises `badarg' if `Node' is not an atom.
 -spec is_connected(node()) -> boolean().
-is_connected(Node) -> partisan_nif:is_connected(Node, '$any').
+is_connected(Node) when is_atom(Node) -> partisan_nif:is_connected(Node, '$any');
+is_connected(Node) -> erlang:error(badarg, [Node]).
 
-%% @doc Whether a connection of `Channel' to `Node' is up.
+%% @doc Whether a connection of `Channel' to `Node' is up. Raises `badarg' if either is not an
+%% atom.
 -spec is_connected(node(), atom()) -> boolean().
-is_connected(Node, Channel) -> partisan_nif:is_connected(Node, Channel).
+is_connected(Node, Channel) when is_atom(Node), is_atom(Channel) ->
+    partisan_nif:is_connected(Node, Channel);
+is_connected(Node, Channel) -> erlang:error(badarg, [Node, Channel]).
 
-%% @doc Whether every connection (all channels × parallelism) to `Node' is up.
+%% @doc Whether every connection (all channels × parallelism) to `Node' is up. Raises `badarg'
+%% if `Node' is neither an atom nor a node spec.
 -spec is_fully_connected(node() | node_spec()) -> boolean().
-is_fully_connected(#{name := Node}) -> partisan_nif:is_fully_connected(Node);
-is_fully_connected(Node) -> partisan_nif:is_fully_connected(Node).
+is_fully_connected(#{name := Node}) when is_atom(Node) -> partisan_nif:is_fully_connected(Node);
+is_fully_connected(Node) when is_atom(Node) -> partisan_nif:is_fully_connected(Node);
+is_fully_connected(Node) -> erlang:error(badarg, [Node]).
 
 %% @doc Joins the cluster of the node `Spec' describes. See `partisan_peer_service:join/1'.
 -spec join(node_spec() | [node_spec()]) -> ok | {error, term()}.
@@ -150,18 +163,28 @@ forward_message(ServerRef, Msg) -> forward_message(ServerRef, Msg, #{}).
 %% @doc Forwards `Msg' to `ServerRef', whose node is taken from the reference itself.
 -spec forward_message(server_ref(), term(), forward_opts()) -> ok | send_error().
 forward_message(ServerRef, Msg, Opts) ->
-    forward_message(node_of(ServerRef), ServerRef, Msg, Opts).
+    case node_of(ServerRef) of
+        {ok, Node} -> forward_message(Node, ServerRef, Msg, Opts);
+        error -> {error, bad_destination}
+    end.
 
-%% @doc Forwards `Msg' to `ServerRef' on `Node'. Options: `channel' (default `undefined'),
-%% `partition_key' (non-negative integer; messages with the same key keep their order),
-%% `transitive' (`true': when `Node' is not a neighbour, relay the message through the overlay).
+%% @doc Forwards `Msg' to `ServerRef' on `Node'. Options (a map or a proplist): `channel'
+%% (default `undefined'), `partition_key' (non-negative integer; messages with the same key keep
+%% their order), `transitive' (`true': when `Node' is not a neighbour, relay the message through
+%% the overlay). `ok' means the message is queued on a live connection, not that it arrived (see
+%% the README's semantics). A message whose frame exceeds the receiver's `max_frame_size'
+%% returns `{error, {message_too_large, Size, Max}}'.
 -spec forward_message(node(), server_ref(), term(), forward_opts()) -> ok | send_error().
-forward_message(Node, ServerRef, Msg, Opts) when is_list(Opts) ->
-    forward_message(Node, ServerRef, Msg, maps:from_list(Opts));
 forward_message(Node, ServerRef, Msg, Opts) ->
-    case Node =:= ?MODULE:node() of
-        true -> send_local(ServerRef, Msg, maps:get(channel, Opts, undefined));
-        false -> send_remote(Node, ServerRef, Msg, Opts)
+    case options(Opts) of
+        {ok, _} when not is_atom(Node) -> {error, {bad_node, Node}};
+        {ok, O} ->
+            case Node =:= ?MODULE:node() of
+                true -> send_local(ServerRef, Msg, maps:get(channel, O, undefined));
+                false -> send_remote(Node, ServerRef, Msg, O)
+            end;
+        {error, _} = Error ->
+            Error
     end.
 
 %% @doc Casts `Msg' to a `gen_server'-like process: delivers `{'$gen_cast', Msg}'.
@@ -519,10 +542,33 @@ is_local_reference(X, Ref) ->
 
 %% -- internal ---------------------------------------------------------------
 
-node_of(Pid) when erlang:is_pid(Pid) -> erlang:node(Pid);
-node_of({Name, Node}) when is_atom(Name), is_atom(Node) -> Node;
-node_of(Name) when is_atom(Name) -> ?MODULE:node();
-node_of(Ref) -> partisan_remote_ref:node(Ref).
+node_of(Pid) when erlang:is_pid(Pid) -> {ok, erlang:node(Pid)};
+node_of({Name, Node}) when is_atom(Name), is_atom(Node) -> {ok, Node};
+node_of(Name) when is_atom(Name) -> {ok, ?MODULE:node()};
+node_of(Ref) ->
+    try partisan_remote_ref:node(Ref) of Node -> {ok, Node} catch error:badarg -> error end.
+
+%% Forward options as a map, checked: a proplist (`{K, V}' or a bare `K' for `{K, true}'), or a
+%% map; `channel' an atom, `partition_key' a non-negative integer (or `undefined': none).
+options(Opts) when is_map(Opts) ->
+    check_options(Opts);
+options(Opts) when is_list(Opts) ->
+    try maps:from_list([case O of {K, V} -> {K, V}; K when is_atom(K) -> {K, true} end
+                        || O <- Opts]) of
+        Map -> check_options(Map)
+    catch
+        error:_ -> {error, {bad_options, Opts}}
+    end;
+options(Opts) ->
+    {error, {bad_options, Opts}}.
+
+check_options(#{channel := C}) when not is_atom(C) ->
+    {error, {unknown_channel, C}};
+check_options(#{partition_key := K})
+  when K =/= undefined andalso not (is_integer(K) andalso K >= 0) ->
+    {error, {bad_partition_key, K}};
+check_options(Opts) ->
+    {ok, Opts}.
 
 %% A local send checks the channel as the NIF does for remote ones, so a typo fails the same way
 %% whatever the destination.
@@ -562,7 +608,7 @@ send_remote_checked(Node, ServerRef, Msg, Opts) ->
         {ok, Dest} when map_get(transitive, Opts) =:= true ->
             case partisan_nif:is_connected(Node, Channel) of
                 true -> partisan_nif:send(Node, Channel, Key, Dest, Msg);
-                false -> partisan_nif:send_transitive(Node, Dest, Msg)
+                false -> send_transitive(Node, Dest, Msg)
             end;
         {ok, Dest} when erlang:is_binary(Msg), byte_size(Msg) >= ?DIRTY_BYTES ->
             partisan_nif:send_dirty(Node, Channel, Key, Dest, Msg);
@@ -570,6 +616,16 @@ send_remote_checked(Node, ServerRef, Msg, Opts) ->
             partisan_nif:send(Node, Channel, Key, Dest, Msg);
         error ->
             {error, bad_destination}
+    end.
+
+%% Relays through the overlay. Where membership is global (every manager but HyParView, whose
+%% views are partial), a node that is not a member is refused instead of relayed into the void.
+send_transitive(Node, Dest, Msg) ->
+    Partial = partisan_config:get(peer_service_manager, undefined) =:=
+        partisan_hyparview_peer_service_manager,
+    case Partial orelse lists:member(Node, partisan_nif:members()) of
+        true -> partisan_nif:send_transitive(Node, Dest, Msg);
+        false -> {error, not_connected}
     end.
 
 destination(Pid) when erlang:is_pid(Pid) -> {ok, Pid};

@@ -7,7 +7,7 @@
 -module(partisan_config).
 
 -export([init/0, get/1, get/2, set/2, channels/0, parallelism/0, default_channel/0,
-         normalise/1, nif_config/1]).
+         normalise/1, nif_config/1, warnings/1, channel_map/2]).
 
 -compile({no_auto_import, [get/1]}).
 
@@ -18,6 +18,11 @@
                              partisan_static_peer_service_manager,
                              partisan_hyparview_peer_service_manager]).
 -define(FULL_MEMBERSHIP, partisan_full_membership_strategy).
+%% Partisan v5 keys this release accepts but does not implement: the node starts and one warning
+%% names them.
+-define(NOT_IMPLEMENTED, [connection_ping, connect_disterl, retransmit_interval, causal_labels,
+                          pid_encoding, ref_encoding, metadata, ingress_delay, egress_delay,
+                          xbot_enabled]).
 -define(HYPARVIEW_DEFAULTS, #{active_max_size => 6, active_min_size => 3, active_rwl => 6,
                               passive_max_size => 30, passive_rwl => 6, random_promotion => true,
                               random_promotion_interval => 5000, shuffle_interval => 10000,
@@ -34,10 +39,26 @@ init() ->
     Env = maps:from_list(application:get_all_env(partisan)),
     case normalise(Env) of
         {ok, Config} ->
+            [logger:warning("partisan: ~ts", [W]) || W <- warnings(Env)],
             maps:foreach(fun(K, V) -> persistent_term:put(?KEY(K), V) end, Config);
         {error, _} = Error ->
             Error
     end.
+
+%% @doc What a valid env asks for that this release does not do, one sentence each (logged once
+%% at start): Partisan v5 keys that are not implemented, and TLS options without `tls => true'.
+-spec warnings(map()) -> [string()].
+warnings(Env) ->
+    HV = maps:get(hyparview, Env, #{}),
+    Unused = [K || K <- ?NOT_IMPLEMENTED, is_map_key(K, Env)]
+        ++ [xbot_enabled || is_map(HV), maps:get(xbot_enabled, HV, false) =:= true],
+    [lists:flatten(io_lib:format("config keys ~p are Partisan v5 keys this release does not "
+                                 "implement; they are ignored", [lists:usort(Unused)]))
+     || Unused =/= []]
+    ++ [lists:flatten(io_lib:format("~p is set but tls is not true: connections are not "
+                                    "encrypted (TLS is not implemented yet)", [K]))
+        || K <- [tls_server_options, tls_client_options], is_map_key(K, Env),
+           maps:get(K, Env) =/= []].
 
 %% @doc The value of `Key'; errors with `{unknown_config, Key}' when unset and without default.
 -spec get(atom()) -> term().
@@ -79,7 +100,7 @@ default_channel() -> undefined.
 normalise(Env) ->
     Steps = [fun name/2, fun parallelism/2, fun channels/2, fun listen_addrs/2,
              fun manager/2, fun hyparview/2, fun intervals/2, fun limits/2, fun decode/2,
-             fun cookie/2, fun broadcast/2, fun monitor_probe/2],
+             fun cookie/2, fun broadcast/2, fun monitor_probe/2, fun tls/2],
     try
         {ok, lists:foldl(fun(Step, Acc) -> Step(Env, Acc) end, Env, Steps)}
     catch
@@ -117,6 +138,11 @@ channels(Env, Acc = #{parallelism := P}) ->
                  ?MEMBERSHIP_CHANNEL => #{parallelism => 1, monotonic => false}},
     Acc#{channels => maps:merge(Defaults, Map)}.
 
+%% @doc Channels given as a map `#{Name => Opts}' or a list of `Name', `{monotonic, Name}' and
+%% `{Name, Opts}' (Opts a map or proplist; `parallelism' defaults to `P', `monotonic' to
+%% `false'), normalised to `#{Name => #{parallelism := N, monotonic := B}}'. Throws
+%% `{invalid, channels, Why}' for anything else.
+-spec channel_map(term(), pos_integer()) -> #{channel() => channel_opts()}.
 channel_map(Map, P) when is_map(Map) ->
     maps:map(fun(Name, Opts) -> channel_opts(Name, Opts, P) end, Map);
 channel_map(List, P) when is_list(List) ->
@@ -206,7 +232,11 @@ is_strategy(Mod) ->
 hyparview(Env, Acc) ->
     Given = maps:get(hyparview, Env, #{}),
     is_map(Given) orelse invalid(hyparview, "~p must be a map", [Given]),
-    HV = maps:merge(?HYPARVIEW_DEFAULTS, Given),
+    %% Partisan v5's X-BOT optimisation is not implemented: the key is accepted (and warned about
+    %% when true) but not passed on.
+    HV = maps:merge(?HYPARVIEW_DEFAULTS, maps:remove(xbot_enabled, Given)),
+    is_boolean(maps:get(xbot_enabled, Given, false)) orelse
+        invalid(hyparview, "xbot_enabled ~p must be a boolean", [maps:get(xbot_enabled, Given)]),
     maps:foreach(fun(random_promotion, V) ->
                          is_boolean(V) orelse invalid(hyparview, "random_promotion ~p must be a boolean", [V]);
                     (K, V) when is_map_key(K, ?HYPARVIEW_DEFAULTS) ->
@@ -230,7 +260,11 @@ intervals(Env, Acc) ->
     Acc#{connection_interval => non_neg(connection_interval, maps:get(connection_interval, Env, 1000)),
          connection_jitter => non_neg(connection_jitter, maps:get(connection_jitter, Env, 1000)),
          periodic_interval => Periodic,
-         connect_timeout => non_neg(connect_timeout, maps:get(connect_timeout, Env, 2000))}.
+         connect_timeout => non_neg(connect_timeout, maps:get(connect_timeout, Env, 2000)),
+         handshake_timeout => in_range(handshake_timeout, maps:get(handshake_timeout, Env, 5000),
+                                       100, 60000, "milliseconds"),
+         stop_flush_timeout => in_range(stop_flush_timeout, maps:get(stop_flush_timeout, Env, 5000),
+                                        0, 60000, "milliseconds")}.
 
 limits(Env, Acc) ->
     IoThreads = maps:get(io_threads, Env, min(erlang:system_info(schedulers_online), 4)),
@@ -242,7 +276,26 @@ limits(Env, Acc) ->
         invalid(max_frame_size, "~p must be an integer from 1024 to 4294967295", [Frame]),
     (is_integer(Queue) andalso Queue >= 1024) orelse
         invalid(max_queue_bytes, "~p must be an integer of at least 1024", [Queue]),
-    Acc#{max_frame_size => Frame, max_queue_bytes => Queue, io_threads => IoThreads}.
+    Pending = in_range(max_pending_handshakes, maps:get(max_pending_handshakes, Env, 256),
+                       1, 65536, "connections"),
+    PerAddr = in_range(max_pending_handshakes_per_addr,
+                       maps:get(max_pending_handshakes_per_addr, Env, 64), 1, 65536, "connections"),
+    Acc#{max_frame_size => Frame, max_queue_bytes => Queue, io_threads => IoThreads,
+         max_pending_handshakes => Pending, max_pending_handshakes_per_addr => PerAddr}.
+
+in_range(_, V, Min, Max, _) when is_integer(V), V >= Min, V =< Max -> V;
+in_range(Key, V, Min, Max, Unit) ->
+    invalid(Key, "~p must be an integer from ~p to ~p (~s)", [V, Min, Max, Unit]).
+
+%% A security key is never ignored: TLS is not implemented, so asking for it stops the start
+%% instead of running plain TCP.
+tls(Env, Acc) ->
+    case maps:get(tls, Env, false) of
+        false -> Acc#{tls => false};
+        true -> invalid(tls, "TLS is not implemented in this release: remove tls => true (and "
+                        "run on a trusted network) or wait for a release with TLS", []);
+        Other -> invalid(tls, "~p must be false (TLS is not implemented in this release)", [Other])
+    end.
 
 decode(Env, Acc) ->
     case maps:get(decode, Env, trusted) of
@@ -293,7 +346,8 @@ non_neg(Key, V) -> invalid(Key, "~p must be a non-negative integer (milliseconds
 nif_config(C) ->
     Keys = [name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
             periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads,
-            broadcast, lazy_tick_period, exchange_tick_period],
+            broadcast, lazy_tick_period, exchange_tick_period, handshake_timeout,
+            max_pending_handshakes, max_pending_handshakes_per_addr, stop_flush_timeout],
     (maps:with(Keys, C))#{
         channels => maps:map(fun(_, O) -> maps:with([parallelism, monotonic], O) end,
                              maps:get(channels, C)),

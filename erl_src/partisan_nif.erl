@@ -63,8 +63,10 @@ priv_dir() ->
 %% @doc Starts the data plane with a config map built by `partisan_config:nif_config/1'.
 -spec start(map()) -> {ok, map()} | {error, term()}.
 start(_Config) -> ?NIF.
-%% @doc Closes every connection and stops the data plane threads.
--spec stop() -> ok.
+%% @doc Flushes the send queues (for at most `stop_flush_timeout'), closes every connection
+%% and stops the data plane threads; reports what could not be written in time.
+-spec stop() -> {ok, #{undelivered_on_stop => non_neg_integer(), flushed => boolean(),
+                       elapsed_ms => non_neg_integer()}}.
 stop() -> ?NIF.
 %% @doc Adds a node spec to the membership and connects to it.
 -spec join(map()) -> ok | {error, term()}.
@@ -100,7 +102,7 @@ send_transitive(_Node, _Dest, _Msg) -> ?NIF.
 -spec views() -> #{atom() => [node()]}.
 views() -> ?NIF.
 %% @doc Cuts (`true') or restores (`false') every link to `Node'.
--spec partition(node(), boolean()) -> ok | {error, not_started}.
+-spec partition(node(), boolean()) -> ok | {error, not_started | overloaded}.
 partition(_Node, _Blocked) -> ?NIF.
 %% @doc Nodes currently cut off by `partition/2'.
 -spec partitions() -> [node()].
@@ -112,7 +114,7 @@ set_members(_Specs) -> ?NIF.
 -spec send_control(node(), binary()) -> ok | {error, not_connected | queue_full | not_started}.
 send_control(_Node, _Body) -> ?NIF.
 %% @doc Broadcasts an encoded message id and payload with Plumtree.
--spec broadcast(binary(), binary()) -> ok | {error, not_started}.
+-spec broadcast(binary(), binary()) -> ok | {error, not_started | overloaded}.
 broadcast(_MsgId, _Payload) -> ?NIF.
 %% @doc The handler's `merge/2' answer for a delivered broadcast.
 -spec broadcast_merged(binary(), boolean()) -> ok | {error, not_started}.

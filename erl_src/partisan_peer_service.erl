@@ -2,6 +2,9 @@
 %%
 %% Joining any one member of a cluster is enough: membership gossip tells every member about
 %% the newcomer, and each one connects to it on every channel.
+%%
+%% Bad arguments return `{error, Reason}' (`{bad_node_spec, Why}', `{bad_node, X}',
+%% `{bad_callback, F}', `{bad_options, O}'); nothing here raises for them.
 -module(partisan_peer_service).
 
 -export([join/1, sync_join/1, sync_join/2, leave/0, leave/1, members/0, member/1,
@@ -14,14 +17,17 @@
 -spec join(partisan:node_spec() | [partisan:node_spec()]) -> ok | {error, term()}.
 join(Specs) when is_list(Specs) ->
     lists:foldl(fun(S, ok) -> join(S); (_, Err) -> Err end, ok, Specs);
-join(#{name := Name} = Spec) ->
-    case {Name =:= partisan:node(), erlang_strategy()} of
-        {true, _} -> {error, self_join};
-        {false, true} -> partisan_peer_service_manager:strategy_join(Spec);
-        {false, false} -> partisan_nif:join(Spec)
-    end;
-join(Other) ->
-    {error, {bad_node_spec, Other}}.
+join(Spec) ->
+    case partisan_node_spec:validate(Spec) of
+        {ok, #{name := Name} = Valid} ->
+            case {Name =:= partisan:node(), erlang_strategy()} of
+                {true, _} -> {error, self_join};
+                {false, true} -> partisan_peer_service_manager:strategy_join(Valid);
+                {false, false} -> partisan_nif:join(Valid)
+            end;
+        {error, _} = Error ->
+            Error
+    end.
 
 %% @doc Joins and waits until every connection to the node is up (10 s at most).
 -spec sync_join(partisan:node_spec() | [partisan:node_spec()]) -> ok | {error, term()}.
@@ -56,12 +62,13 @@ leave() -> leave(partisan:node_spec()).
 %% @doc Removes a node (name or spec) from the cluster. With an Erlang membership strategy,
 %% pass the spec: the strategy's `leave/2' receives it.
 -spec leave(node() | partisan:node_spec()) -> ok | {error, term()}.
-leave(#{name := Name} = Spec) ->
+leave(#{name := Name} = Spec) when is_atom(Name) ->
     case erlang_strategy() of
         true -> partisan_peer_service_manager:strategy_leave(Spec);
         false -> partisan_nif:leave(Name)
     end;
-leave(Node) when is_atom(Node) -> partisan_nif:leave(Node).
+leave(Node) when is_atom(Node) -> partisan_nif:leave(Node);
+leave(Other) -> {error, {bad_node, Other}}.
 
 %% Whether an Erlang membership strategy (not the native full mesh) decides membership.
 erlang_strategy() ->
@@ -75,7 +82,8 @@ members() -> {ok, partisan_nif:members()}.
 %% @doc Whether `Node' is a member.
 -spec member(node() | partisan:node_spec()) -> boolean().
 member(#{name := Name}) -> member(Name);
-member(Node) -> lists:member(Node, partisan_nif:members()).
+member(Node) when is_atom(Node) -> lists:member(Node, partisan_nif:members());
+member(Node) -> erlang:error(badarg, [Node]).
 
 %% @doc The connected peers.
 -spec connections() -> {ok, [node()]}.
@@ -102,10 +110,23 @@ on_down(Node, Fun) -> on_down(Node, Fun, #{}).
 -spec on_down(node() | any, function(), map() | list()) -> ok | {error, term()}.
 on_down(Node, Fun, Opts) -> add(down, Node, Fun, Opts).
 
-add(Which, Node, Fun, Opts) when is_list(Opts) -> add(Which, Node, Fun, maps:from_list(Opts));
 add(Which, #{name := Node}, Fun, Opts) -> add(Which, Node, Fun, Opts);
-add(Which, Node, Fun, Opts) ->
-    partisan_peer_service_events:add_callback(Which, Node, maps:get(channel, Opts, any), Fun).
+add(_, Node, _, _) when not is_atom(Node) -> {error, {bad_node, Node}};
+add(_, _, Fun, _) when not (is_function(Fun, 0) orelse is_function(Fun, 1)
+                            orelse is_function(Fun, 2)) ->
+    {error, {bad_callback, Fun}};
+add(Which, Node, Fun, Opts) when is_list(Opts) ->
+    try maps:from_list(Opts) of
+        Map -> add(Which, Node, Fun, Map)
+    catch
+        error:_ -> {error, {bad_options, Opts}}
+    end;
+add(Which, Node, Fun, #{channel := C} = Opts) when is_atom(C) ->
+    partisan_peer_service_events:add_callback(Which, Node, maps:get(channel, Opts, any), Fun);
+add(Which, Node, Fun, Opts) when is_map(Opts), not is_map_key(channel, Opts) ->
+    partisan_peer_service_events:add_callback(Which, Node, any, Fun);
+add(_, _, _, Opts) ->
+    {error, {bad_options, Opts}}.
 
 %% @doc The overlay's views of this node: `#{members, connected}' for the mesh managers,
 %% `#{active, passive, unreachable}' for HyParView.
@@ -122,11 +143,13 @@ inject_partition(Node, _TTL) when is_atom(Node) ->
     case partisan_nif:partition(Node, true) of
         ok -> {ok, Node};
         Error -> Error
-    end.
+    end;
+inject_partition(Other, _TTL) -> {error, {bad_node, Other}}.
 
 %% @doc Ends a partition injected with `inject_partition/2'; links are made again by the overlay.
 -spec resolve_partition(node()) -> ok | {error, term()}.
-resolve_partition(Node) when is_atom(Node) -> partisan_nif:partition(Node, false).
+resolve_partition(Node) when is_atom(Node) -> partisan_nif:partition(Node, false);
+resolve_partition(Other) -> {error, {bad_node, Other}}.
 
 %% @doc The partitions injected on this node, as `{Reference, Node}' pairs.
 -spec partitions() -> {ok, [{node(), node()}]}.

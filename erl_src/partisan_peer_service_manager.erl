@@ -64,7 +64,8 @@ config_keys() ->
     [name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
      periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads,
      peer_service_manager, tag, hyparview, membership_strategy, broadcast, lazy_tick_period,
-     exchange_tick_period].
+     exchange_tick_period, handshake_timeout, max_pending_handshakes,
+     max_pending_handshakes_per_addr, stop_flush_timeout].
 
 start_strategy(#{membership_strategy := Mod, periodic_interval := Interval}, Spec) ->
     {ok, Members, State} = Mod:init(Spec),
@@ -132,7 +133,16 @@ schedule(_, 0) -> ok;
 schedule(Msg, Ms) -> erlang:send_after(Ms, self(), Msg).
 
 %% @private
+%% Stopping flushes every send queue (for at most `stop_flush_timeout'); what could not be
+%% written in time is reported here.
 terminate(_Reason, _S) ->
-    partisan_nif:stop(),
+    case partisan_nif:stop() of
+        {ok, #{undelivered_on_stop := N, elapsed_ms := Ms}} when N > 0 ->
+            ?LOG_WARNING("partisan: stop flushed the send queues for ~b ms; ~b accepted messages "
+                         "could not be written in time and were dropped (raise stop_flush_timeout "
+                         "or leave/0 first)", [Ms, N]);
+        _ ->
+            ok
+    end,
     persistent_term:erase({?MODULE, node_spec}),
     ok.

@@ -23,8 +23,9 @@ start_link() ->
     gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
 
 %% @doc Broadcasts `Broadcast' to every node through the tree; `Mod' is its handler module. The
-%% caller has applied it locally already (as in Partisan).
--spec broadcast(term(), module()) -> ok | {error, broadcast_disabled | not_started}.
+%% caller has applied it locally already (as in Partisan). `{error, overloaded}' when the data
+%% plane's request queue is full (65,536 requests waiting).
+-spec broadcast(term(), module()) -> ok | {error, broadcast_disabled | not_started | overloaded}.
 broadcast(Broadcast, Mod) ->
     case partisan_config:get(broadcast, false) of
         true ->

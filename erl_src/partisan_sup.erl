@@ -22,6 +22,9 @@ init([]) ->
                 #{id => partisan_monitor, start => {partisan_monitor, start_link, []}}]
                ++ [#{id => {partisan_call_relay, N}, start => {partisan_call_relay, start_link, [N]}}
                    || N <- lists:seq(0, length(partisan_otp:relays()) - 1)]
-               ++ [#{id => Manager, start => {Manager, start_link, []}, shutdown => 10000,
+               %% Stopping the manager flushes the send queues first (stop_flush_timeout), then
+               %% closes the runtime (up to 2 s more).
+               ++ [#{id => Manager, start => {Manager, start_link, []},
+                     shutdown => partisan_config:get(stop_flush_timeout, 5000) + 5000,
                      modules => [Manager, partisan_peer_service_manager]}],
     {ok, {#{strategy => rest_for_one, intensity => 3, period => 10}, Children}}.

@@ -77,7 +77,14 @@ bad_values_name_the_key_test_() ->
            {hyparview, not_a_map},
            {listen_port, 70000},
            {io_threads, 0},
-           {listen_ip, not_an_ip}],
+           {listen_ip, not_an_ip},
+           {tls, true},
+           {tls, yes},
+           {handshake_timeout, 0},
+           {max_pending_handshakes, 0},
+           {max_pending_handshakes_per_addr, -1},
+           {stop_flush_timeout, 60001},
+           {hyparview, #{xbot_enabled => maybe}}],
     [?_assertMatch({error, {invalid_config, Key, [_ | _]}}, norm(#{Key => V})) || {Key, V} <- Bad].
 
 nif_config_has_what_the_nif_reads_test() ->
@@ -86,3 +93,28 @@ nif_config_has_what_the_nif_reads_test() ->
     ?assertEqual(#{parallelism => 2, monotonic => false}, maps:get(data, maps:get(channels, N))),
     [?assert(maps:is_key(K, N)) || K <- [name, listen_addrs, cookie, vm_node, creation, incarnation,
                                          max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads]].
+
+%% TLS is not implemented: asking for it refuses to start, naming the key.
+tls_true_refuses_to_start_test() ->
+    {error, {invalid_config, tls, Why}} = norm(#{tls => true}),
+    ?assertNotEqual(nomatch, string:find(Why, "not implemented")),
+    ?assertMatch({ok, _}, norm(#{tls => false})).
+
+%% TLS options without `tls => true', and v5 keys not implemented: the node starts, and one
+%% warning names them.
+not_implemented_keys_start_with_a_warning_test() ->
+    Env = #{tls_server_options => [{certfile, "c.pem"}], connection_ping => #{},
+            ingress_delay => 5, hyparview => #{xbot_enabled => true}},
+    ?assertMatch({ok, _}, norm(Env)),
+    [V5, Tls] = partisan_config:warnings(Env),
+    [?assertNotEqual(nomatch, string:find(V5, K)) || K <- ["connection_ping", "ingress_delay",
+                                                          "xbot_enabled"]],
+    ?assertNotEqual(nomatch, string:find(Tls, "tls_server_options")),
+    ?assertEqual([], partisan_config:warnings(#{hyparview => #{xbot_enabled => false}})),
+    ?assertEqual([], partisan_config:warnings(#{})).
+
+hardening_defaults_reach_the_nif_test() ->
+    {ok, C} = norm(#{}),
+    ?assertMatch(#{handshake_timeout := 5000, max_pending_handshakes := 256,
+                   max_pending_handshakes_per_addr := 64, stop_flush_timeout := 5000},
+                 partisan_config:nif_config(C)).

@@ -26,7 +26,9 @@ use crate::wire::{Reader, WireError, WriteExt};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Protocol version sent in every handshake; peers with another version are refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: the accepting side speaks first with a bare nonce and the connecting side proves
+/// knowledge of the cookie first (see [`crate::handshake`]).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
 /// Length of handshake nonces and proofs.
@@ -34,8 +36,9 @@ pub const NONCE_LEN: usize = 32;
 
 const T_HELLO: u8 = 1;
 const T_CHALLENGE: u8 = 2;
-const T_PROOF: u8 = 3;
+// 3 was version 1's client proof; it is not reused.
 const T_REFUSED: u8 = 4;
+const T_ACCEPT: u8 = 5;
 const T_MESSAGE: u8 = 16;
 const T_CONTROL: u8 = 17;
 const T_PING: u8 = 18;
@@ -68,12 +71,15 @@ pub enum Dest {
 /// One frame on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// Client → server: who I am and which connection of which channel this is.
-    Hello { version: u16, node: String, channel: String, conn_index: u16, nonce: [u8; NONCE_LEN] },
-    /// Server → client: the server's identity, its nonce, and its proof of the shared secret.
-    Challenge { version: u16, node: String, nonce: [u8; NONCE_LEN], proof: [u8; NONCE_LEN] },
-    /// Client → server: the client's proof of the shared secret.
-    Proof { proof: [u8; NONCE_LEN] },
+    /// Server → client, the first frame on a connection: the server's protocol version and a
+    /// fresh nonce. Nothing in it depends on the cookie or names the server.
+    Challenge { version: u16, nonce: [u8; NONCE_LEN] },
+    /// Client → server: who I am, which connection of which channel this is, my nonce, and my
+    /// proof of the shared secret over the whole transcript.
+    Hello { version: u16, node: String, channel: String, conn_index: u16, nonce: [u8; NONCE_LEN], proof: [u8; NONCE_LEN] },
+    /// Server → client, once the client has proved itself: the largest frame the server accepts
+    /// and the server's proof of the shared secret.
+    Accept { max_frame: u32, proof: [u8; NONCE_LEN] },
     /// Either side: the handshake failed for a reason the other side can act on.
     Refused { reason: String },
     /// A user message for a process on the receiving node; the payload is ETF.
@@ -131,23 +137,23 @@ impl Frame {
         let start = out.len();
         out.put_u32(0); // patched below
         match self {
-            Frame::Hello { version, node, channel, conn_index, nonce } => {
+            Frame::Challenge { version, nonce } => {
+                out.put_u8(T_CHALLENGE);
+                out.put_u16(*version);
+                out.put_slice(nonce);
+            }
+            Frame::Hello { version, node, channel, conn_index, nonce, proof } => {
                 out.put_u8(T_HELLO);
                 out.put_u16(*version);
                 out.put_str16(node);
                 out.put_str16(channel);
                 out.put_u16(*conn_index);
                 out.put_slice(nonce);
-            }
-            Frame::Challenge { version, node, nonce, proof } => {
-                out.put_u8(T_CHALLENGE);
-                out.put_u16(*version);
-                out.put_str16(node);
-                out.put_slice(nonce);
                 out.put_slice(proof);
             }
-            Frame::Proof { proof } => {
-                out.put_u8(T_PROOF);
+            Frame::Accept { max_frame, proof } => {
+                out.put_u8(T_ACCEPT);
+                out.put_u32(*max_frame);
                 out.put_slice(proof);
             }
             Frame::Refused { reason } => {
@@ -212,20 +218,16 @@ impl Frame {
         }
         let mut r = Reader::new(&body);
         let frame = match ty {
+            T_CHALLENGE => Frame::Challenge { version: r.u16("version")?, nonce: r.array("nonce")? },
             T_HELLO => Frame::Hello {
                 version: r.u16("version")?,
                 node: r.str("node name")?,
                 channel: r.str("channel")?,
                 conn_index: r.u16("connection index")?,
                 nonce: r.array("nonce")?,
-            },
-            T_CHALLENGE => Frame::Challenge {
-                version: r.u16("version")?,
-                node: r.str("node name")?,
-                nonce: r.array("nonce")?,
                 proof: r.array("proof")?,
             },
-            T_PROOF => Frame::Proof { proof: r.array("proof")? },
+            T_ACCEPT => Frame::Accept { max_frame: r.u32("max frame size")?, proof: r.array("proof")? },
             T_REFUSED => Frame::Refused { reason: r.str("reason")? },
             T_PING => Frame::Ping { seq: r.u64("ping")? },
             T_PONG => Frame::Pong { seq: r.u64("pong")? },
@@ -234,6 +236,26 @@ impl Frame {
         r.finish("frame")?;
         Ok(frame)
     }
+}
+
+/// Bytes of the destination in a message frame (as [`encode_message_header`] writes it).
+fn dest_len(dest: &Dest) -> usize {
+    match dest {
+        Dest::Pid(etf) => 1 + 2 + etf.len(),
+        Dest::Name(name) => 1 + 2 + name.len(),
+        Dest::PidId { .. } | Dest::Reply { .. } => 1 + 8,
+    }
+}
+
+/// The length (as in the length prefix, which [`Decoder`] checks against its maximum) of a
+/// message frame for `dest` with a payload of `payload_len` bytes.
+pub fn message_frame_len(dest: &Dest, payload_len: usize) -> usize {
+    1 + dest_len(dest) + payload_len
+}
+
+/// The length of a relay frame (see [`Frame::Relay`]) carrying such a message.
+pub fn relay_frame_len(origin: &str, target: &str, dest: &Dest, payload_len: usize) -> usize {
+    message_frame_len(dest, payload_len) + 2 + origin.len() + 8 + 1 + 2 + target.len()
 }
 
 /// Writes the length prefix, type and destination of a message frame whose payload of
@@ -288,6 +310,9 @@ fn parse_message(body: Bytes) -> Result<Frame, FrameError> {
     Ok(Frame::Message { dest, payload: body.slice(consumed..) })
 }
 
+/// The least a decoder waiting for the rest of a frame reserves.
+const GROW_MIN: usize = 64 * 1024;
+
 /// Splits a byte stream into frames, enforcing the maximum frame size.
 #[derive(Debug, Clone)]
 pub struct Decoder {
@@ -313,7 +338,11 @@ impl Decoder {
             return Err(FrameError::TooLarge { len, max: self.max_frame });
         }
         if buf.len() < LENGTH_PREFIX + len {
-            buf.reserve(LENGTH_PREFIX + len - buf.len());
+            // Grow with the bytes that actually arrived (at most doubling, at least a read's
+            // worth), never to the announced length at once: a 4-byte prefix alone must not make
+            // us reserve up to `max_frame`.
+            let missing = LENGTH_PREFIX + len - buf.len();
+            buf.reserve(missing.min(buf.len().max(GROW_MIN)));
             return Ok(None);
         }
         buf.advance(LENGTH_PREFIX);
@@ -336,9 +365,9 @@ mod tests {
 
     #[test]
     fn every_frame_type_roundtrips() {
-        roundtrip(Frame::Hello { version: 1, node: "a@h".into(), channel: "undefined".into(), conn_index: 3, nonce: [7; 32] });
-        roundtrip(Frame::Challenge { version: 1, node: "b@h".into(), nonce: [1; 32], proof: [2; 32] });
-        roundtrip(Frame::Proof { proof: [9; 32] });
+        roundtrip(Frame::Challenge { version: 2, nonce: [1; 32] });
+        roundtrip(Frame::Hello { version: 2, node: "a@h".into(), channel: "undefined".into(), conn_index: 3, nonce: [7; 32], proof: [8; 32] });
+        roundtrip(Frame::Accept { max_frame: 1 << 20, proof: [9; 32] });
         roundtrip(Frame::Refused { reason: "bad cookie".into() });
         roundtrip(Frame::Message { dest: Dest::Pid(Bytes::from_static(b"\x83X")), payload: Bytes::from_static(b"abc") });
         roundtrip(Frame::Message { dest: Dest::Name("srv".into()), payload: Bytes::new() });
@@ -355,6 +384,11 @@ mod tests {
         });
         roundtrip(Frame::Broadcast { body: Bytes::from_static(b"\x20\x01") });
         roundtrip(Frame::Ping { seq: 42 });
+        let (dest, payload) = (Dest::Name("srv".into()), Bytes::from_static(b"\x83a\x01"));
+        let msg = Frame::Message { dest: dest.clone(), payload: payload.clone() }.to_bytes();
+        assert_eq!(msg.len(), LENGTH_PREFIX + message_frame_len(&dest, payload.len()));
+        let relay = Frame::Relay { origin: "a@h".into(), id: 1, hops: 2, target: "zz@h".into(), dest: dest.clone(), payload };
+        assert_eq!(relay.to_bytes().len(), LENGTH_PREFIX + relay_frame_len("a@h", "zz@h", &dest, 3));
         roundtrip(Frame::Pong { seq: 43 });
     }
 
@@ -363,6 +397,32 @@ mod tests {
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, T_PING][..]);
         let err = Decoder::new(1024).decode(&mut buf).unwrap_err();
         assert_eq!(err, FrameError::TooLarge { len: 0xffff_ffff, max: 1024 });
+    }
+
+    #[test]
+    fn announced_length_is_not_reserved_before_the_bytes_arrive() {
+        // An authenticated peer announces 60 MiB and sends 10 bytes: the buffer grows with what
+        // arrived, not to the announced size.
+        let mut buf = BytesMut::new();
+        buf.put_u32(60 << 20);
+        buf.put_u8(T_MESSAGE);
+        buf.put_slice(&[0; 9]);
+        let mut dec = Decoder::new(64 << 20);
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert!(buf.capacity() <= 2 * GROW_MIN, "reserved {} bytes for 14 received", buf.capacity());
+        // As data arrives the buffer grows at most geometrically, and the frame still decodes.
+        let mut fed = buf.len();
+        let total = LENGTH_PREFIX + (60 << 20);
+        while fed < total {
+            let n = (total - fed).min(1 << 20);
+            buf.put_slice(&vec![0u8; n]);
+            fed += n;
+            assert!(buf.capacity() <= 4 * buf.len() + 2 * GROW_MIN, "capacity {} for {} bytes", buf.capacity(), buf.len());
+            if fed < total {
+                assert_eq!(dec.decode(&mut buf), Ok(None));
+            }
+        }
+        assert!(matches!(dec.decode(&mut buf), Ok(Some(Frame::Message { .. }))));
     }
 
     #[test]
@@ -407,7 +467,7 @@ mod tests {
         #[test]
         fn truncated_and_corrupted_frames(node in "[a-z]{1,20}@[a-z]{1,10}", idx in any::<u16>(),
                                           cut in 0usize..80, flip in 0usize..80, bit in 0u8..8) {
-            let frame = Frame::Hello { version: 1, node, channel: "c".into(), conn_index: idx, nonce: [5; 32] };
+            let frame = Frame::Hello { version: 2, node, channel: "c".into(), conn_index: idx, nonce: [5; 32], proof: [6; 32] };
             let full = frame.to_bytes();
             let cut = cut.min(full.len() - 1);
             let mut buf = BytesMut::from(&full[..cut]);

@@ -116,6 +116,35 @@ impl Default for MeshConfig {
     }
 }
 
+/// The shortest wait before redialing a link whose last dial failed, in milliseconds.
+pub const REDIAL_FLOOR_MS: u64 = 100;
+/// The longest the backoff of a link that keeps failing grows to (a larger
+/// `connection_interval` still applies as configured).
+pub const REDIAL_CAP_MS: u64 = 2_000;
+
+/// How long to wait before redialing a link after `failures` consecutive failed dials
+/// (0: the link was up and dropped). The first redial after a drop waits
+/// `connection_interval` + `jitter`, as configured, even 0; each failed dial after that doubles
+/// a backoff that starts at [`REDIAL_FLOOR_MS`] and stops at [`REDIAL_CAP_MS`], and the wait is
+/// the larger of the two. So `connection_interval => 0` cannot turn a dead member into a tight
+/// dial loop.
+///
+/// ```
+/// use partisan_core::membership::{redial_delay, MeshConfig};
+/// let zero = MeshConfig { connection_interval: 0, connection_jitter: 0, periodic_interval: 0 };
+/// let waits: Vec<u64> = (0..7).map(|n| redial_delay(&zero, n, 0)).collect();
+/// assert_eq!(waits, [0, 100, 200, 400, 800, 1600, 2000]);
+/// assert_eq!(redial_delay(&MeshConfig::default(), 3, 250), 1250);
+/// ```
+pub fn redial_delay(cfg: &MeshConfig, failures: u32, jitter: u64) -> u64 {
+    let configured = cfg.connection_interval.saturating_add(jitter);
+    if failures == 0 {
+        return configured;
+    }
+    let backoff = REDIAL_FLOOR_MS.saturating_mul(1u64 << (failures - 1).min(20)).min(REDIAL_CAP_MS);
+    configured.max(backoff)
+}
+
 /// One outgoing connection: peer, channel index in the local [`ChannelTable`], connection index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LinkId {
@@ -156,6 +185,8 @@ enum LinkState {
 struct Peer {
     addrs: Vec<SocketAddr>,
     links: Vec<LinkState>,
+    /// Consecutive failed dials per link (see [`redial_delay`]).
+    failures: Vec<u32>,
     up_per_channel: Vec<u16>,
 }
 
@@ -338,9 +369,11 @@ impl FullMesh {
     /// A link closed, failed to connect, or failed its handshake.
     pub fn link_down(&mut self, now: u64, link: &LinkId) {
         let Some(slot) = self.slot(link) else { return };
-        let retry = now + self.cfg.connection_interval + self.jitter();
+        let jitter = self.jitter();
         let peer = self.peers.get_mut(&link.node).expect("slot checked");
         let was_up = peer.links[slot] == LinkState::Up;
+        peer.failures[slot] = if was_up { 0 } else { peer.failures[slot].saturating_add(1) };
+        let retry = now + redial_delay(&self.cfg, peer.failures[slot], jitter);
         peer.links[slot] = LinkState::RetryAt(retry);
         if was_up {
             peer.up_per_channel[link.channel] -= 1;
@@ -460,6 +493,7 @@ impl FullMesh {
             let peer = Peer {
                 addrs: entry.spec.listen_addrs.clone(),
                 links: vec![LinkState::Connecting; links.len()],
+                failures: vec![0; links.len()],
                 up_per_channel: vec![0; self.channels.specs().len()],
             };
             self.peers.insert(name.clone(), peer);

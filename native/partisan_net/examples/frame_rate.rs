@@ -24,7 +24,7 @@ fn main() {
         let sink_b = Arc::new(Count(AtomicU64::new(0)));
         let a = Node::start(Config::new("a@127.0.0.1", b"c"), sink_a).unwrap();
         let b = Node::start(Config::new("b@127.0.0.1", b"c"), sink_b.clone()).unwrap();
-        b.join(a.spec().clone());
+        b.join(a.spec().clone()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while !b.is_fully_connected("a@127.0.0.1") || !a.is_fully_connected("b@127.0.0.1") {
             assert!(Instant::now() < deadline);

@@ -2,22 +2,25 @@
 //!
 //! Until the handshake accepts a peer, its bytes go through a decoder capped at
 //! [`HANDSHAKE_MAX_FRAME`] and reach only the handshake parser; a timeout bounds how long a silent
-//! peer may hold a socket. A peer that fails is counted and disconnected; the listener goes on.
+//! peer may hold a socket, and [`Pending`] bounds how many may do so at once (in all and per
+//! source address): a connection beyond the bounds is reset as soon as it is accepted. A peer
+//! that fails is counted and disconnected; the listener goes on. Warnings a remote peer can
+//! trigger at will are rate-limited ([`crate::LogLimit`]); the counters keep the exact numbers.
 
 use crate::queue::{LinkQueue, Outgoing};
-use crate::{Cmd, LinkTx, Shared, StartError};
+use crate::{Cmd, Cmds, LinkTx, Shared, StartError};
 use bytes::{Bytes, BytesMut};
 use partisan_core::frame::{encode_message_header, Decoder, Frame, FrameError, NONCE_LEN};
-use partisan_core::handshake::{ClientHandshake, HandshakeError, ServerHandshake, ServerStep};
+use partisan_core::handshake::{ClientHandshake, HandshakeError, ServerHandshake};
 use partisan_core::membership::LinkId;
 use rand::RngCore;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
 /// Handshake frames are small; anything larger before authentication is hostile.
@@ -55,20 +58,78 @@ fn nonce() -> [u8; NONCE_LEN] {
     n
 }
 
+/// Handshakes in progress: at most `max_pending_handshakes` in all and
+/// `max_pending_handshakes_per_addr` per source address.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    inner: Mutex<PendingInner>,
+}
+
+#[derive(Debug, Default)]
+struct PendingInner {
+    total: usize,
+    peak: usize,
+    per_addr: HashMap<IpAddr, usize>,
+}
+
+impl Pending {
+    /// Counts one more handshake from `ip`, unless that would exceed a bound.
+    fn try_admit(&self, ip: IpAddr, max_total: usize, max_per_addr: usize) -> bool {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let from_ip = p.per_addr.get(&ip).copied().unwrap_or(0);
+        if p.total >= max_total || from_ip >= max_per_addr {
+            return false;
+        }
+        p.total += 1;
+        p.peak = p.peak.max(p.total);
+        p.per_addr.insert(ip, from_ip + 1);
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        p.total = p.total.saturating_sub(1);
+        if let Some(n) = p.per_addr.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                p.per_addr.remove(&ip);
+            }
+        }
+    }
+
+    /// Handshakes in progress now, and the most there ever were at once.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (p.total, p.peak)
+    }
+}
+
+/// One admitted handshake; releases its place when dropped (however the handshake ends).
+struct Permit {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.shared.pending.release(self.ip);
+    }
+}
+
 enum ReadError {
     Closed,
     Io(std::io::Error),
     Frame(FrameError),
 }
 
-/// Reads until one whole frame is buffered.
-async fn read_frame(r: &mut OwnedReadHalf, buf: &mut BytesMut, dec: &mut Decoder) -> Result<Frame, ReadError> {
+/// Reads until one whole frame is buffered. The buffer grows by at most `chunk` per read.
+async fn read_frame(r: &mut OwnedReadHalf, buf: &mut BytesMut, dec: &mut Decoder, chunk: usize) -> Result<Frame, ReadError> {
     loop {
         if let Some(frame) = dec.decode(buf).map_err(ReadError::Frame)? {
             return Ok(frame);
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
+        if buf.capacity() - buf.len() < chunk / 16 + 1 {
+            buf.reserve(chunk);
         }
         match r.read_buf(buf).await {
             Ok(0) => return Err(ReadError::Closed),
@@ -78,63 +139,98 @@ async fn read_frame(r: &mut OwnedReadHalf, buf: &mut BytesMut, dec: &mut Decoder
     }
 }
 
+/// Read size of authenticated connections.
+const READ_CHUNK: usize = 64 * 1024;
+/// Read size during the handshake (its frames are small).
+const HANDSHAKE_CHUNK: usize = 512;
+
 async fn write_frame(w: &mut OwnedWriteHalf, frame: &Frame) -> std::io::Result<()> {
     w.write_all(&frame.to_bytes()).await
 }
 
-pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cmds: UnboundedSender<Cmd>) {
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cmds: Cmds) {
+    let cfg = &shared.cfg;
     loop {
+        if shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
         match listener.accept().await {
             Ok((stream, peer)) => {
                 shared.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(serve_inbound(stream, peer, shared.clone(), cmds.clone()));
+                if shared.pending.try_admit(peer.ip(), cfg.max_pending_handshakes, cfg.max_pending_handshakes_per_addr) {
+                    let permit = Permit { shared: shared.clone(), ip: peer.ip() };
+                    tokio::spawn(serve_inbound(stream, peer, permit, shared.clone(), cmds.clone()));
+                } else {
+                    // Reset at once (no FIN handshake, no TIME_WAIT): the descriptor is free
+                    // again before the next accept.
+                    shared.stats.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+                    drop(stream);
+                    if let Some(suppressed) = shared.log_limits.refused.allow(&shared.stats) {
+                        let (pending, _) = shared.pending.counts();
+                        warn!(%peer, pending, suppressed, "too many pending handshakes: connection refused (the counter handshakes_refused has the total)");
+                    }
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning; the listener stays up.
-                warn!(error = %e, "accept failed");
+                if let Some(suppressed) = shared.log_limits.accept.allow(&shared.stats) {
+                    warn!(error = %e, suppressed, "accept failed");
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
     }
 }
 
-async fn serve_inbound(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, cmds: UnboundedSender<Cmd>) {
+async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shared: Arc<Shared>, cmds: Cmds) {
     tune(&stream);
     let (mut r, mut w) = stream.into_split();
-    let mut buf = BytesMut::with_capacity(8192);
+    let mut buf = BytesMut::with_capacity(HANDSHAKE_CHUNK);
     let mut dec = Decoder::new(HANDSHAKE_MAX_FRAME);
-    let mut hs = ServerHandshake::new(&shared.name, &shared.cfg.cookie, nonce());
+    let max_frame = u32::try_from(shared.cfg.max_frame_size).unwrap_or(u32::MAX);
+    let hs = ServerHandshake::new(&shared.name, &shared.cfg.cookie, max_frame, nonce());
     let handshake = async {
-        loop {
-            let frame = read_frame(&mut r, &mut buf, &mut dec).await?;
-            match hs.on_frame(frame, |c, i| shared.channels.serves(c, i)) {
-                Ok(ServerStep::Reply(f)) => write_frame(&mut w, &f).await.map_err(ReadError::Io)?,
-                Ok(ServerStep::Accepted(hello)) => return Ok(Ok(hello)),
-                Err(e) => return Ok(Err(e)),
-            }
+        write_frame(&mut w, &hs.challenge()).await.map_err(ReadError::Io)?;
+        let frame = read_frame(&mut r, &mut buf, &mut dec, HANDSHAKE_CHUNK).await?;
+        Ok(hs.on_hello(frame, |c, i| shared.channels.serves(c, i)))
+    };
+    let inbound_failed = |what: &str, error: &dyn std::fmt::Display| {
+        if let Some(suppressed) = shared.log_limits.inbound.allow(&shared.stats) {
+            warn!(%peer, %error, suppressed, "{what}; connection closed (counters auth_failures, bad_frames, handshake_timeouts have the totals)");
         }
     };
-    let hello = match tokio::time::timeout(shared.cfg.handshake_timeout, handshake).await {
-        Ok(Ok(Ok(hello))) => hello,
+    let (hello, accept) = match tokio::time::timeout(shared.cfg.handshake_timeout, handshake).await {
+        Ok(Ok(Ok(accepted))) => accepted,
         Ok(Ok(Err(e))) => {
-            refuse(&shared, &mut w, peer, e).await;
+            shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            inbound_failed("handshake refused", &e);
+            if let Some(f) = e.refusal() {
+                let _ = write_frame(&mut w, &f).await;
+            }
+            let _ = w.shutdown().await;
             return;
         }
         Ok(Err(ReadError::Frame(e))) => {
             shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
             shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-            warn!(%peer, error = %e, "garbage before authentication; connection closed");
+            inbound_failed("garbage before authentication", &e);
             return;
         }
         Ok(Err(_)) => return, // closed or reset during the handshake
         Err(_) => {
             shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-            warn!(%peer, "handshake timed out; connection closed");
+            shared.stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+            inbound_failed("handshake timed out", &"no proof in time");
             return;
         }
     };
+    drop(permit);
     if shared.is_blocked(&hello.node) {
         debug!(%peer, node = %hello.node, "inbound connection from a partitioned node closed");
+        return;
+    }
+    if write_frame(&mut w, &accept).await.is_err() {
         return;
     }
     debug!(%peer, node = %hello.node, channel = %hello.channel, conn = hello.conn_index, "inbound connection accepted");
@@ -145,15 +241,6 @@ async fn serve_inbound(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>,
     read_loop(&mut r, &mut buf, &mut dec, &hello.node, &shared, &cmds).await;
 }
 
-async fn refuse(shared: &Shared, w: &mut OwnedWriteHalf, peer: SocketAddr, e: HandshakeError) {
-    shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-    warn!(%peer, error = %e, "handshake refused; connection closed");
-    if let Some(f) = e.refusal() {
-        let _ = write_frame(w, &f).await;
-    }
-    let _ = w.shutdown().await;
-}
-
 /// Dispatches frames from an authenticated peer until the connection ends.
 async fn read_loop(
     r: &mut OwnedReadHalf,
@@ -161,10 +248,15 @@ async fn read_loop(
     dec: &mut Decoder,
     from: &str,
     shared: &Shared,
-    cmds: &UnboundedSender<Cmd>,
+    cmds: &Cmds,
 ) -> Option<std::io::Error> {
+    let bad_frame = |what: &str, error: &dyn std::fmt::Display| {
+        if let Some(suppressed) = shared.log_limits.frames.allow(&shared.stats) {
+            warn!(from, %error, suppressed, "{what}");
+        }
+    };
     loop {
-        match read_frame(r, buf, dec).await {
+        match read_frame(r, buf, dec, READ_CHUNK).await {
             Ok(Frame::Message { dest, payload }) => {
                 shared.stats.messages_received.fetch_add(1, Ordering::Relaxed);
                 shared.deliver(from, &dest, payload);
@@ -172,23 +264,25 @@ async fn read_loop(
             Ok(Frame::Relay { origin, id, hops, target, dest, payload }) => {
                 shared.relay(from, crate::Relayed { origin, id, hops, target, dest, payload });
             }
+            // Waits for room in the driver's bounded input: a peer flooding control frames
+            // slows down its own connection, not the node.
             Ok(Frame::Control { body }) => {
-                let _ = cmds.send(Cmd::Control { from: from.to_owned(), body });
+                let _ = cmds.peer.send(Cmd::Control { from: from.to_owned(), body }).await;
             }
             Ok(Frame::Broadcast { body }) => {
-                let _ = cmds.send(Cmd::Broadcast { from: from.to_owned(), body });
+                let _ = cmds.peer.send(Cmd::Broadcast { from: from.to_owned(), body }).await;
             }
             Ok(Frame::Ping { .. } | Frame::Pong { .. }) => {}
             Ok(other) => {
                 shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                warn!(from, ?other, "handshake frame after authentication; connection closed");
+                bad_frame("handshake frame after authentication; connection closed", &format!("{other:?}"));
                 return None;
             }
             Err(ReadError::Closed) => return None,
             Err(ReadError::Io(e)) => return Some(e),
             Err(ReadError::Frame(e)) => {
                 shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                warn!(from, error = %e, "bad frame; connection closed");
+                bad_frame("bad frame; connection closed", &e);
                 return None;
             }
         }
@@ -196,77 +290,84 @@ async fn read_loop(
 }
 
 /// Dials one link. Reports `LinkUp` with the registered queue, or `LinkDown`.
-pub(crate) async fn dial(link: LinkId, addrs: Vec<SocketAddr>, conn_id: u64, shared: Arc<Shared>, cmds: UnboundedSender<Cmd>) {
-    let addrs = if shared.is_blocked(&link.node) { vec![] } else { addrs };
+pub(crate) async fn dial(link: LinkId, addrs: Vec<SocketAddr>, conn_id: u64, shared: Arc<Shared>, cmds: Cmds) {
+    let stopping = shared.stopping.load(Ordering::Relaxed);
+    let addrs = if shared.is_blocked(&link.node) || stopping { vec![] } else { addrs };
     for addr in addrs {
+        shared.stats.dial_attempts.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => match client_handshake(stream, &link, &shared).await {
-                Ok((r, w, buf)) => {
+                Ok((r, w, buf, max_frame)) => {
                     shared.stats.connections_dialed.fetch_add(1, Ordering::Relaxed);
-                    start_link(link, conn_id, r, w, buf, shared, cmds);
+                    let tx = start_link(link.clone(), conn_id, r, w, buf, max_frame, shared, cmds.clone());
+                    let _ = cmds.life.send(Cmd::LinkUp { link, tx });
                     return;
                 }
-                Err(e) => warn!(node = %link.node, %addr, error = %e, "handshake failed"),
+                Err(e) => {
+                    if let Some(suppressed) = shared.log_limits.outbound.allow(&shared.stats) {
+                        warn!(node = %link.node, %addr, error = %e, suppressed, "handshake failed");
+                    }
+                }
             },
             Ok(Err(e)) => debug!(node = %link.node, %addr, error = %e, "connect failed"),
             Err(_) => debug!(node = %link.node, %addr, "connect timed out"),
         }
     }
-    let _ = cmds.send(Cmd::LinkDown { link, conn_id });
+    let _ = cmds.life.send(Cmd::LinkDown { link, conn_id });
 }
 
 #[derive(Debug, thiserror::Error)]
 enum DialError {
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
-    #[error("expected node {expected} but {found} answered")]
-    WrongNode { expected: String, found: String },
     #[error("connection closed, reset or timed out during the handshake")]
     Io,
     #[error("bad frame during the handshake: {0}")]
     Frame(FrameError),
 }
 
-async fn client_handshake(stream: TcpStream, link: &LinkId, shared: &Shared) -> Result<(OwnedReadHalf, OwnedWriteHalf, BytesMut), DialError> {
+/// The client side of the handshake; returns the connection and the largest frame the peer
+/// accepts.
+async fn client_handshake(stream: TcpStream, link: &LinkId, shared: &Shared) -> Result<(OwnedReadHalf, OwnedWriteHalf, BytesMut, usize), DialError> {
     tune(&stream);
     let (mut r, mut w) = stream.into_split();
     let channel = &shared.channels.get(link.channel).name;
-    let (hs, hello) = ClientHandshake::start(&shared.name, channel, link.conn, &shared.cfg.cookie, nonce());
+    let hs = ClientHandshake::new(&shared.name, &link.node, channel, link.conn, &shared.cfg.cookie, nonce());
     let mut buf = BytesMut::with_capacity(8192);
     let exchange = async {
-        write_frame(&mut w, &hello).await.map_err(|_| DialError::Io)?;
         let mut dec = Decoder::new(HANDSHAKE_MAX_FRAME);
-        let frame = read_frame(&mut r, &mut buf, &mut dec).await.map_err(|e| match e {
-            ReadError::Frame(f) => DialError::Frame(f),
-            _ => DialError::Io,
-        })?;
-        let (proof, server) = match hs.on_frame(frame) {
-            Ok(ok) => ok,
-            Err(e) => {
-                shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-                if let Some(f) = e.refusal() {
-                    let _ = write_frame(&mut w, &f).await;
-                }
-                return Err(e.into());
-            }
+        let mut read = async |buf: &mut BytesMut| {
+            read_frame(&mut r, buf, &mut dec, HANDSHAKE_CHUNK).await.map_err(|e| match e {
+                ReadError::Frame(f) => DialError::Frame(f),
+                _ => DialError::Io,
+            })
         };
-        if server != link.node {
-            return Err(DialError::WrongNode { expected: link.node.clone(), found: server });
-        }
-        write_frame(&mut w, &proof).await.map_err(|_| DialError::Io)
+        let challenge = read(&mut buf).await?;
+        let fail = |e: HandshakeError| {
+            shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            e
+        };
+        let (hs, hello) = hs.on_challenge(challenge).map_err(fail)?;
+        write_frame(&mut w, &hello).await.map_err(|_| DialError::Io)?;
+        let accept = read(&mut buf).await?;
+        let max_frame = hs.on_accept(accept).map_err(fail)?;
+        Ok::<usize, DialError>(max_frame as usize)
     };
     match tokio::time::timeout(shared.cfg.handshake_timeout, exchange).await {
-        Ok(Ok(())) => Ok((r, w, buf)),
+        Ok(Ok(max_frame)) => Ok((r, w, buf, max_frame)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(DialError::Io),
     }
 }
 
-fn start_link(link: LinkId, conn_id: u64, mut r: OwnedReadHalf, w: OwnedWriteHalf, mut buf: BytesMut, shared: Arc<Shared>, cmds: UnboundedSender<Cmd>) {
+/// Starts the reader and writer of a dialed, authenticated link; returns its queue for the
+/// driver to register.
+#[allow(clippy::too_many_arguments)]
+fn start_link(link: LinkId, conn_id: u64, mut r: OwnedReadHalf, w: OwnedWriteHalf, mut buf: BytesMut, max_frame: usize, shared: Arc<Shared>, cmds: Cmds) -> LinkTx {
     let fd = std::os::fd::AsRawFd::as_raw_fd(w.as_ref());
-    let queue = Arc::new(LinkQueue::new(shared.cfg.max_queue_bytes, shared.stats.replaced_monotonic.clone(), fd));
+    let queue = Arc::new(LinkQueue::new(shared.cfg.max_queue_bytes, shared.stats.replaced_monotonic.clone(), fd, max_frame));
     let reader = {
-        let (link, shared, cmds) = (link.clone(), shared.clone(), cmds.clone());
+        let (link, shared, cmds, queue) = (link.clone(), shared.clone(), cmds.clone(), queue.clone());
         tokio::spawn(async move {
             // Reports the link down however this task ends: EOF, error, abort or panic.
             let _down = LinkDownOnDrop { link: link.clone(), conn_id, cmds: cmds.clone() };
@@ -275,37 +376,65 @@ fn start_link(link: LinkId, conn_id: u64, mut r: OwnedReadHalf, w: OwnedWriteHal
             if let Some(e) = read_loop(&mut r, &mut buf, &mut dec, &link.node, &shared, &cmds).await {
                 debug!(node = %link.node, error = %e, "link read failed");
             }
+            // The peer closed or reset the link (this task is aborted instead when we close it):
+            // what is still queued would go into a dead socket. Dropped and counted.
+            count_undelivered(&shared, &link, queue.abort());
         })
     };
-    tokio::spawn(write_loop(link.clone(), conn_id, w, queue.clone(), reader.abort_handle(), cmds.clone()));
-    let _ = cmds.send(Cmd::LinkUp { link, tx: LinkTx { conn_id, queue } });
+    shared.writers.fetch_add(1, Ordering::SeqCst);
+    tokio::spawn(write_loop(link, conn_id, w, queue.clone(), reader.abort_handle(), shared, cmds));
+    LinkTx { conn_id, queue }
+}
+
+fn count_undelivered(shared: &Shared, link: &LinkId, lost: usize) {
+    if lost == 0 {
+        return;
+    }
+    shared.stats.undelivered_on_close.fetch_add(lost as u64, Ordering::Relaxed);
+    if let Some(suppressed) = shared.log_limits.frames.allow(&shared.stats) {
+        info!(node = %link.node, lost, suppressed, "link closed with messages not written (counter undelivered_on_close)");
+    }
 }
 
 struct LinkDownOnDrop {
     link: LinkId,
     conn_id: u64,
-    cmds: UnboundedSender<Cmd>,
+    cmds: Cmds,
 }
 
 impl Drop for LinkDownOnDrop {
     fn drop(&mut self) {
         // A down for a link the driver already replaced or removed is ignored by its conn_id.
-        let _ = self.cmds.send(Cmd::LinkDown { link: self.link.clone(), conn_id: self.conn_id });
+        let _ = self.cmds.life.send(Cmd::LinkDown { link: self.link.clone(), conn_id: self.conn_id });
+    }
+}
+
+/// Counts a writer out when it ends, and wakes a stop waiting for the writers.
+struct WriterGuard(Arc<Shared>);
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        self.0.writers.fetch_sub(1, Ordering::SeqCst);
+        self.0.writer_done.notify_waiters();
     }
 }
 
 /// Writes batches until the queue is closed (then flushes and closes the socket) or a write fails.
-async fn write_loop(link: LinkId, conn_id: u64, mut w: OwnedWriteHalf, queue: Arc<LinkQueue>, reader: tokio::task::AbortHandle, cmds: UnboundedSender<Cmd>) {
+async fn write_loop(link: LinkId, conn_id: u64, mut w: OwnedWriteHalf, queue: Arc<LinkQueue>, reader: tokio::task::AbortHandle, shared: Arc<Shared>, cmds: Cmds) {
+    let _guard = WriterGuard(shared.clone());
     let mut items = Vec::with_capacity(256);
     let mut batch = BytesMut::with_capacity(256 * 1024);
     while queue.take_all(&mut items).await.is_some() {
         let mut released = 0;
+        // Items in `batch` not yet written.
+        let mut batched = 0;
         let mut ok = true;
         for item in items.drain(..) {
             released += LinkQueue::wire_len(&item);
             if !ok {
                 continue;
             }
+            batched += 1;
             match item {
                 Outgoing::Frame(bytes) => batch.extend_from_slice(&bytes),
                 Outgoing::Message { dest, payload } => {
@@ -314,25 +443,35 @@ async fn write_loop(link: LinkId, conn_id: u64, mut w: OwnedWriteHalf, queue: Ar
                         batch.extend_from_slice(&payload);
                     } else {
                         ok = write_with(&mut w, &mut batch, &payload).await;
+                        if ok {
+                            queue.written(std::mem::take(&mut batched));
+                        }
                     }
                 }
             }
-            if batch.len() >= 256 * 1024 {
-                ok = ok && write_all(&mut w, &mut batch).await;
+            if ok && batch.len() >= 256 * 1024 {
+                ok = write_all(&mut w, &mut batch).await;
+                if ok {
+                    queue.written(std::mem::take(&mut batched));
+                }
             }
         }
         ok = ok && write_all(&mut w, &mut batch).await;
+        if ok {
+            queue.written(batched);
+        }
         queue.release(released);
         if !ok {
             info!(node = %link.node, channel = link.channel, conn = link.conn, "link write failed");
             // Closed before the socket is dropped: no sender may write to its descriptor after.
-            queue.close();
+            // What the writer held and what is queued is lost: counted.
+            count_undelivered(&shared, &link, queue.abort());
             reader.abort();
-            let _ = cmds.send(Cmd::LinkDown { link, conn_id });
+            let _ = cmds.life.send(Cmd::LinkDown { link, conn_id });
             return;
         }
     }
-    // Closed by the driver (leave, removal): everything queued before the close went out.
+    // Closed by the driver (leave, removal, stop): everything queued before the close went out.
     let _ = w.shutdown().await;
     reader.abort();
 }

@@ -16,8 +16,8 @@
 //! neighbour.
 
 use crate::conn::{control_frame, dial, next_conn_id};
-use crate::{Cmd, Event, LinkTx, PeerRoutes, Shared};
-use partisan_core::membership::{Action, LinkId};
+use crate::{Cmd, CmdReceivers, Cmds, Event, LinkTx, PeerRoutes, Shared};
+use partisan_core::membership::{redial_delay, Action, LinkId};
 use partisan_core::frame::Frame;
 use partisan_core::overlay::{Overlay, Views};
 use partisan_core::plumtree::{self, Plumtree};
@@ -28,7 +28,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -41,7 +40,9 @@ struct Driver {
     overlay: Box<dyn LiveOverlay>,
     /// Plumtree over the overlay's neighbours, when broadcast is on.
     plumtree: Option<Plumtree>,
-    cmds: UnboundedSender<Cmd>,
+    cmds: Cmds,
+    /// Consecutive failed dials per link the driver owns (reset when it comes up).
+    failures: HashMap<LinkId, u32>,
     /// Connection id of the dial in flight or the connection up, per link.
     current: HashMap<LinkId, u64>,
     /// Whether the overlay leaves data channels to the shell (HyParView) or dials them itself.
@@ -60,14 +61,15 @@ pub(crate) async fn run(
     overlay: Box<dyn LiveOverlay>,
     shell_dials_data: bool,
     plumtree: Option<Plumtree>,
-    cmds: UnboundedSender<Cmd>,
-    mut rx: UnboundedReceiver<Cmd>,
+    cmds: Cmds,
+    mut rx: CmdReceivers,
 ) {
     let mut d = Driver {
         shared,
         overlay,
         plumtree,
         cmds,
+        failures: HashMap::new(),
         shell_dials_data,
         current: HashMap::new(),
         owned: HashSet::new(),
@@ -79,10 +81,20 @@ pub(crate) async fn run(
     loop {
         let next = d.overlay.poll_timeout().into_iter().chain(d.plumtree.as_ref().and_then(Plumtree::poll_timeout)).min();
         let deadline = next.map(|ms| d.epoch + Duration::from_millis(ms));
-        let cmd = match deadline {
-            Some(at) => tokio::select! {
-                cmd = rx.recv() => cmd,
-                _ = tokio::time::sleep_until(at) => {
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        // Lifecycle first (it keeps the routing table right), then the application's
+        // requests, then peers' frames.
+        let cmd = tokio::select! {
+                biased;
+                cmd = rx.life.recv() => cmd,
+                Some(cmd) = rx.api.recv() => Some(cmd),
+                Some(cmd) = rx.peer.recv() => Some(cmd),
+                _ = sleep => {
                     let now = d.now();
                     d.overlay.tick(now);
                     if let Some(pt) = d.plumtree.as_mut() {
@@ -91,8 +103,6 @@ pub(crate) async fn run(
                     d.execute();
                     continue;
                 }
-            },
-            None => rx.recv().await,
         };
         match cmd {
             Some(cmd) => d.handle(cmd),
@@ -114,10 +124,11 @@ impl Driver {
             Cmd::Leave(node) => self.overlay.leave(now, &node),
             Cmd::SetMembers(specs) => self.overlay.set_members(now, specs),
             Cmd::LinkUp { link, tx } => {
-                if self.current.get(&link) != Some(&tx.conn_id) {
-                    tx.queue.close(); // stale dial: nobody wants this connection any more
+                if self.current.get(&link) != Some(&tx.conn_id) || self.shared.stopping.load(Ordering::SeqCst) {
+                    tx.queue.close(); // stale dial (nobody wants this connection any more) or stopping
                     return;
                 }
+                self.failures.remove(&link);
                 self.register(&link, Some(tx));
                 if !self.owned.contains(&link) {
                     self.overlay.link_up(now, &link);
@@ -128,9 +139,9 @@ impl Driver {
                     return;
                 }
                 self.current.remove(&link);
-                self.register(&link, None);
+                let was_up = self.register(&link, None);
                 if self.owned.contains(&link) {
-                    self.schedule_redial(link);
+                    self.schedule_redial(link, was_up);
                 } else {
                     self.overlay.link_down(now, &link);
                 }
@@ -143,14 +154,18 @@ impl Driver {
             Cmd::Control { from, body } => {
                 if let Err(e) = self.overlay.control(now, &from, &body) {
                     self.shared.stats.bad_control.fetch_add(1, Ordering::Relaxed);
-                    warn!(from, error = %e, "control frame rejected");
+                    if let Some(suppressed) = self.shared.log_limits.frames.allow(&self.shared.stats) {
+                        warn!(from, error = %e, suppressed, "control frame rejected");
+                    }
                 }
             }
             Cmd::Broadcast { from, body } => {
                 let Some(pt) = self.plumtree.as_mut() else { return };
                 if let Err(e) = pt.receive(now, &from, &body) {
                     self.shared.stats.bad_control.fetch_add(1, Ordering::Relaxed);
-                    warn!(from, error = %e, "broadcast frame rejected");
+                    if let Some(suppressed) = self.shared.log_limits.frames.allow(&self.shared.stats) {
+                        warn!(from, error = %e, suppressed, "broadcast frame rejected");
+                    }
                 }
             }
             Cmd::Originate { msg_id, payload } => {
@@ -193,26 +208,39 @@ impl Driver {
     }
 
     fn dial(&mut self, link: LinkId) {
+        if self.shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
         let Some(addrs) = self.addrs.get(&link.node).cloned() else { return };
         let conn_id = next_conn_id();
         self.current.insert(link.clone(), conn_id);
         tokio::spawn(dial(link, addrs, conn_id, self.shared.clone(), self.cmds.clone()));
     }
 
-    fn schedule_redial(&self, link: LinkId) {
+    /// Redials after `connection_interval` + jitter, backing off while the link keeps failing
+    /// (see [`redial_delay`]).
+    fn schedule_redial(&mut self, link: LinkId, was_up: bool) {
         let mesh = self.shared.cfg.mesh;
         let jitter = if mesh.connection_jitter == 0 { 0 } else { rand::thread_rng().gen_range(0..=mesh.connection_jitter) };
-        let delay = Duration::from_millis(mesh.connection_interval + jitter);
+        let failures = if was_up {
+            self.failures.remove(&link);
+            0
+        } else {
+            let n = self.failures.entry(link.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let delay = Duration::from_millis(redial_delay(&mesh, failures, jitter));
         let cmds = self.cmds.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = cmds.send(Cmd::Redial(link));
+            let _ = cmds.life.send(Cmd::Redial(link));
         });
     }
 
     /// Sets (or clears) the queue of one link in the shared routing table, and reports channel
     /// events for the links the driver owns.
-    fn register(&self, link: &LinkId, tx: Option<LinkTx>) {
+    fn register(&self, link: &LinkId, tx: Option<LinkTx>) -> bool {
         let mut routes = self.shared.routes.write().unwrap_or_else(|e| e.into_inner());
         let channels = &self.shared.channels;
         let peer = routes.entry(link.node.clone()).or_insert_with(|| PeerRoutes {
@@ -221,7 +249,9 @@ impl Driver {
         let was_up = peer.up(link.channel);
         let up = tx.is_some();
         let slot = &mut peer.links[link.channel][link.conn as usize];
-        if let Some(old) = std::mem::replace(slot, tx) {
+        let old = std::mem::replace(slot, tx);
+        let had_link = old.is_some();
+        if let Some(old) = old {
             old.queue.close();
         }
         let is_up = peer.up(link.channel);
@@ -230,6 +260,7 @@ impl Driver {
             let (node, name) = (link.node.clone(), channels.get(link.channel).name.clone());
             self.shared.sink.event(if up { Event::ChannelUp(node, name) } else { Event::ChannelDown(node, name) });
         }
+        had_link
     }
 
     /// Dials the links of a node the overlay does not manage itself.

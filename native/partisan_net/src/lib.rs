@@ -32,7 +32,7 @@ pub mod queue;
 use bytes::Bytes;
 use partisan_core::channel::{ChannelError, ChannelSpec, ChannelTable, MonotonicKey};
 use partisan_core::relay::{RelayDecision, RelayState, DEFAULT_HOPS};
-use partisan_core::frame::{Dest, Frame};
+use partisan_core::frame::{self, Dest, Frame};
 use partisan_core::hyparview::{HyParView, HyParViewConfig};
 use partisan_core::plumtree::{Plumtree, PlumtreeConfig};
 use partisan_core::membership::{FullMesh, MeshConfig, NodeSpec, Role, Topology};
@@ -67,7 +67,14 @@ pub struct Config {
     pub incarnation: u64,
     pub worker_threads: usize,
     pub connect_timeout: Duration,
+    /// How long an accepted connection may take to authenticate.
     pub handshake_timeout: Duration,
+    /// Accepted connections that have not authenticated yet, at most, in all and per source
+    /// address; connections beyond are closed at once (and counted).
+    pub max_pending_handshakes: usize,
+    pub max_pending_handshakes_per_addr: usize,
+    /// How long [`Node::stop`] lets the writers flush their queues before it closes them.
+    pub stop_flush_timeout: Duration,
 }
 
 impl Config {
@@ -89,6 +96,9 @@ impl Config {
             worker_threads: 2,
             connect_timeout: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
+            max_pending_handshakes: 256,
+            max_pending_handshakes_per_addr: 64,
+            stop_flush_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -129,6 +139,26 @@ pub enum SendError {
     QueueFull,
     #[error("unknown channel")]
     UnknownChannel,
+    /// The frame would exceed the largest frame the receiving node accepts (it told us its
+    /// `max_frame_size` in the handshake), or this node's own when no link is involved.
+    #[error("a message of {size} bytes exceeds the maximum frame size of {max} bytes")]
+    MessageTooLarge { size: usize, max: usize },
+}
+
+/// A request to the driver was refused because its input queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the data plane's driver is overloaded (its input queue is full); retry later")]
+pub struct Overloaded;
+
+/// What [`Node::stop`] managed to flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StopReport {
+    /// Messages accepted by a send (`ok`) that were still queued or being written when the flush
+    /// timeout ran out, and were dropped.
+    pub undelivered: u64,
+    /// Whether every queue was written out within the timeout.
+    pub flushed: bool,
+    pub elapsed: Duration,
 }
 
 /// Why a received message could not be delivered (counted by the shell).
@@ -190,6 +220,16 @@ pub struct Stats {
     pub connections_accepted: AtomicU64,
     pub connections_dialed: AtomicU64,
     pub relayed: AtomicU64,
+    /// Messages accepted by a send that were dropped because their link closed first.
+    pub undelivered_on_close: AtomicU64,
+    /// Accepted connections closed at once because too many handshakes were pending.
+    pub handshakes_refused: AtomicU64,
+    /// Accepted connections that did not authenticate within `handshake_timeout`.
+    pub handshake_timeouts: AtomicU64,
+    /// Dials tried (each address of each attempt).
+    pub dial_attempts: AtomicU64,
+    /// Log lines the rate limits suppressed (the counters above keep the exact numbers).
+    pub log_lines_suppressed: AtomicU64,
 }
 
 impl Stats {
@@ -211,6 +251,11 @@ impl Stats {
             ("connections_accepted", g(&self.connections_accepted)),
             ("connections_dialed", g(&self.connections_dialed)),
             ("relayed", g(&self.relayed)),
+            ("undelivered_on_close", g(&self.undelivered_on_close)),
+            ("handshakes_refused", g(&self.handshakes_refused)),
+            ("handshake_timeouts", g(&self.handshake_timeouts)),
+            ("dial_attempts", g(&self.dial_attempts)),
+            ("log_lines_suppressed", g(&self.log_lines_suppressed)),
         ]
     }
 }
@@ -250,8 +295,113 @@ pub(crate) struct Shared {
     pub relay: std::sync::Mutex<RelayState>,
     pub next_relay_id: AtomicU64,
     pub stats: Stats,
+    /// Handshakes in progress, in all and per source address.
+    pub pending: conn::Pending,
+    /// Rate limits of the warnings a peer can trigger at will.
+    pub log_limits: LogLimits,
+    /// Set by [`Node::stop`]: no new connection is accepted or dialed.
+    pub stopping: std::sync::atomic::AtomicBool,
+    /// Writer tasks alive, and a wake-up when one ends (the stop flush waits on them).
+    pub writers: AtomicU64,
+    pub writer_done: tokio::sync::Notify,
     pub sink: Arc<dyn Sink>,
     pub cfg: Config,
+}
+
+/// At most one warning per kind and period; the rest are counted in `log_lines_suppressed` and
+/// summed up in the next warning.
+#[derive(Debug)]
+pub(crate) struct LogLimit {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+/// The period of [`LogLimit`].
+pub(crate) const LOG_PERIOD: Duration = Duration::from_secs(10);
+
+impl LogLimit {
+    fn new() -> Self {
+        LogLimit { state: std::sync::Mutex::new((None, 0)) }
+    }
+
+    /// `Some(n)` when a warning may be logged now, `n` being how many were suppressed since the
+    /// last one; `None` (and the suppression counted) otherwise.
+    pub(crate) fn allow(&self, stats: &Stats) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        match st.0 {
+            Some(last) if now.duration_since(last) < LOG_PERIOD => {
+                st.1 += 1;
+                stats.log_lines_suppressed.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            _ => {
+                st.0 = Some(now);
+                Some(std::mem::take(&mut st.1))
+            }
+        }
+    }
+}
+
+/// One [`LogLimit`] per kind of warning a remote peer can provoke.
+#[derive(Debug)]
+pub(crate) struct LogLimits {
+    /// Connections refused over the pending-handshake bounds.
+    pub refused: LogLimit,
+    /// Inbound handshakes that failed (garbage, wrong cookie, timeout).
+    pub inbound: LogLimit,
+    /// Our dials whose handshake failed.
+    pub outbound: LogLimit,
+    /// `accept` errors (out of descriptors, ...).
+    pub accept: LogLimit,
+    /// Bad frames and rejected control frames from authenticated peers.
+    pub frames: LogLimit,
+}
+
+impl LogLimits {
+    fn new() -> Self {
+        LogLimits { refused: LogLimit::new(), inbound: LogLimit::new(), outbound: LogLimit::new(), accept: LogLimit::new(), frames: LogLimit::new() }
+    }
+}
+
+/// The driver's inputs. Each source has its own bound:
+/// - `life`: connection lifecycle (link up/down, redial timers). Unbounded, but bounded in
+///   practice by the connection tasks: each sends at most two, and there is one per link.
+/// - `api`: requests from the application (join, leave, broadcast...): at most [`API_QUEUE`];
+///   beyond, the call returns [`Overloaded`] at once.
+/// - `peer`: control and broadcast frames read from peers: at most [`PEER_QUEUE`]; a reader
+///   waits for room, which pushes back on the peer through TCP.
+#[derive(Debug, Clone)]
+pub(crate) struct Cmds {
+    pub life: mpsc::UnboundedSender<Cmd>,
+    pub api: mpsc::Sender<Cmd>,
+    pub peer: mpsc::Sender<Cmd>,
+}
+
+pub(crate) const API_QUEUE: usize = 65_536;
+pub(crate) const PEER_QUEUE: usize = 1024;
+
+pub(crate) struct CmdReceivers {
+    pub life: mpsc::UnboundedReceiver<Cmd>,
+    pub api: mpsc::Receiver<Cmd>,
+    pub peer: mpsc::Receiver<Cmd>,
+}
+
+impl Cmds {
+    fn new() -> (Cmds, CmdReceivers) {
+        let (life, life_rx) = mpsc::unbounded_channel();
+        let (api, api_rx) = mpsc::channel(API_QUEUE);
+        let (peer, peer_rx) = mpsc::channel(PEER_QUEUE);
+        (Cmds { life, api, peer }, CmdReceivers { life: life_rx, api: api_rx, peer: peer_rx })
+    }
+
+    fn request(&self, cmd: Cmd) -> Result<(), Overloaded> {
+        match self.api.try_send(cmd) {
+            Ok(()) => Ok(()),
+            // Closed: the node is stopping; nothing to tell the caller.
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Overloaded),
+        }
+    }
 }
 
 /// A message relayed through the overlay (the fields of `Frame::Relay`).
@@ -275,7 +425,10 @@ impl Shared {
             Ok(()) => {}
             Err(DeliverError::Undecodable) => {
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(from, "undecodable message dropped");
+                // An authenticated peer could send these at will: rate-limited.
+                if let Some(suppressed) = self.log_limits.frames.allow(&self.stats) {
+                    tracing::warn!(from, suppressed, "undecodable message dropped (counter undecodable)");
+                }
             }
             Err(DeliverError::NoProcess) => {
                 self.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
@@ -343,7 +496,7 @@ pub(crate) enum Cmd {
 /// A running Partisan node. Dropping it (or [`Node::stop`]) closes every socket and thread.
 pub struct Node {
     shared: Arc<Shared>,
-    cmds: mpsc::UnboundedSender<Cmd>,
+    cmds: Cmds,
     runtime: Option<tokio::runtime::Runtime>,
     spec: NodeSpec,
 }
@@ -388,10 +541,15 @@ impl Node {
             relay: std::sync::Mutex::new(RelayState::new(&cfg.name, RELAY_CACHE)),
             next_relay_id: AtomicU64::new(1),
             stats: Stats::default(),
+            pending: conn::Pending::default(),
+            log_limits: LogLimits::new(),
+            stopping: Default::default(),
+            writers: AtomicU64::new(0),
+            writer_done: tokio::sync::Notify::new(),
             sink,
             cfg,
         });
-        let (cmds, rx) = mpsc::unbounded_channel();
+        let (cmds, rx) = Cmds::new();
         for listener in listeners {
             runtime.spawn(conn::accept_loop(listener, shared.clone(), cmds.clone()));
         }
@@ -412,32 +570,33 @@ impl Node {
         &self.shared.channels
     }
 
-    pub fn join(&self, spec: NodeSpec) {
-        let _ = self.cmds.send(Cmd::Join(spec));
+    pub fn join(&self, spec: NodeSpec) -> Result<(), Overloaded> {
+        self.cmds.request(Cmd::Join(spec))
     }
 
-    pub fn leave(&self, node: &str) {
-        let _ = self.cmds.send(Cmd::Leave(node.to_owned()));
+    pub fn leave(&self, node: &str) -> Result<(), Overloaded> {
+        self.cmds.request(Cmd::Leave(node.to_owned()))
     }
 
     /// Broadcasts a message with Plumtree (`partisan_plumtree_broadcast:broadcast/2`).
-    pub fn broadcast(&self, msg_id: Bytes, payload: Bytes) {
-        let _ = self.cmds.send(Cmd::Originate { msg_id, payload });
+    pub fn broadcast(&self, msg_id: Bytes, payload: Bytes) -> Result<(), Overloaded> {
+        self.cmds.request(Cmd::Originate { msg_id, payload })
     }
 
-    /// The handler's `merge/2` answer for a delivered broadcast.
+    /// The handler's `merge/2` answer for a delivered broadcast. Answers to the driver's own
+    /// questions bypass the request bound (there is one per question it asked).
     pub fn broadcast_merged(&self, msg_id: Bytes, is_new: bool) {
-        let _ = self.cmds.send(Cmd::Merged { msg_id, is_new });
+        let _ = self.cmds.life.send(Cmd::Merged { msg_id, is_new });
     }
 
     /// The handler's `graft/1` answer: the payload, or `None` when it is stale or unknown.
     pub fn broadcast_grafted(&self, node: &str, msg_id: Bytes, round: u32, payload: Option<Bytes>) {
-        let _ = self.cmds.send(Cmd::Grafted { node: node.to_owned(), msg_id, round, payload });
+        let _ = self.cmds.life.send(Cmd::Grafted { node: node.to_owned(), msg_id, round, payload });
     }
 
     /// Replaces the member list when an external membership strategy decides it.
-    pub fn set_members(&self, specs: Vec<NodeSpec>) {
-        let _ = self.cmds.send(Cmd::SetMembers(specs));
+    pub fn set_members(&self, specs: Vec<NodeSpec>) -> Result<(), Overloaded> {
+        self.cmds.request(Cmd::SetMembers(specs))
     }
 
     /// Sends a control frame (an external membership strategy's message) on `node`'s
@@ -467,8 +626,8 @@ impl Node {
     }
 
     /// Cuts every link to `node` and refuses new ones (`blocked`), or lets them be made again.
-    pub fn partition(&self, node: &str, blocked: bool) {
-        let _ = self.cmds.send(Cmd::Partition { node: node.to_owned(), blocked });
+    pub fn partition(&self, node: &str, blocked: bool) -> Result<(), Overloaded> {
+        self.cmds.request(Cmd::Partition { node: node.to_owned(), blocked })
     }
 
     /// Nodes currently cut off by [`Node::partition`], sorted.
@@ -532,6 +691,7 @@ impl Node {
             Err(SendError::QueueFull) => {
                 stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
             }
+            Err(SendError::MessageTooLarge { .. }) => {}
             Err(_) => {
                 stats.dropped_not_connected.fetch_add(1, Ordering::Relaxed);
             }
@@ -542,6 +702,13 @@ impl Node {
     /// Sends a message to `node` through the overlay when it is not a neighbour (transitive
     /// forwarding); straight to it when it is. `NotConnected` when this node has no neighbour.
     pub fn send_transitive(&self, node: &str, dest: Dest, payload: Bytes) -> Result<(), SendError> {
+        // A relayed frame carries the routing header on top of the message; every node on the
+        // way must accept it, so this node's own limit is the one checked (configure the same
+        // `max_frame_size` cluster-wide).
+        let size = frame::relay_frame_len(&self.shared.name, node, &dest, payload.len());
+        if size > self.shared.cfg.max_frame_size {
+            return Err(SendError::MessageTooLarge { size, max: self.shared.cfg.max_frame_size });
+        }
         let id = self.shared.next_relay_id.fetch_add(1, Ordering::Relaxed);
         let me = &self.shared.name;
         let msg = Relayed { origin: me.clone(), id, hops: DEFAULT_HOPS, target: node.to_owned(), dest, payload };
@@ -554,13 +721,57 @@ impl Node {
         }
     }
 
+    /// The counters, plus `handshakes_pending` (now) and `handshakes_pending_peak` (the most
+    /// at once since start).
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
-        self.shared.stats.snapshot()
+        let mut stats = self.shared.stats.snapshot();
+        let (pending, peak) = self.shared.pending.counts();
+        stats.push(("handshakes_pending", pending as u64));
+        stats.push(("handshakes_pending_peak", peak as u64));
+        stats
     }
 
-    /// Closes every connection and stops the runtime threads.
-    pub fn stop(mut self) {
+    /// Stops the node: no new connection is accepted or dialed, every send queue is written
+    /// out (for at most `stop_flush_timeout`), then every socket and thread is closed. Blocks
+    /// the calling thread for up to the flush timeout plus two seconds.
+    pub fn stop(mut self) -> StopReport {
+        let report = self.flush();
         self.shutdown();
+        report
+    }
+
+    /// Closes every queue (each writer writes what it holds, then closes its socket) and waits
+    /// until the writers are done or the flush timeout runs out.
+    fn flush(&self) -> StopReport {
+        let Some(rt) = self.runtime.as_ref() else { return StopReport::default() };
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        let deadline = start + shared.cfg.stop_flush_timeout;
+        let queues = || -> Vec<Arc<LinkQueue>> {
+            let routes = shared.routes.read().unwrap_or_else(|e| e.into_inner());
+            routes.values().flat_map(|p| p.links.iter().flatten().flatten()).map(|tx| tx.queue.clone()).collect()
+        };
+        let flushed = rt.block_on(async {
+            loop {
+                // Again on every round: a link the driver registered meanwhile is closed too.
+                for q in queues() {
+                    q.close();
+                }
+                if shared.writers.load(Ordering::SeqCst) == 0 {
+                    return true;
+                }
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return false;
+                }
+                let wait = (deadline - now).min(Duration::from_millis(20));
+                let _ = tokio::time::timeout(wait, shared.writer_done.notified()).await;
+            }
+        });
+        // The caller reports it (the NIF returns it; the manager logs it).
+        let undelivered = if flushed { 0 } else { queues().iter().map(|q| q.unwritten()).sum::<usize>() as u64 };
+        StopReport { undelivered, flushed, elapsed: start.elapsed() }
     }
 
     fn shutdown(&mut self) {

@@ -20,7 +20,7 @@
 
 use crate::SendError;
 use bytes::{Bytes, BytesMut};
-use partisan_core::frame::encode_message_header;
+use partisan_core::frame::{encode_message_header, message_frame_len, LENGTH_PREFIX};
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 use partisan_core::channel::{MonotonicKey, MonotonicQueue};
@@ -53,6 +53,14 @@ impl Outgoing {
             Outgoing::Frame(b) => b.len(),
         }
     }
+
+    /// The frame's length as its length prefix states it (what the receiver checks).
+    fn frame_len(&self) -> usize {
+        match self {
+            Outgoing::Message { dest, payload } => message_frame_len(dest, payload.len()),
+            Outgoing::Frame(b) => b.len().saturating_sub(LENGTH_PREFIX),
+        }
+    }
 }
 
 /// Messages at most this large may be written directly by the sender.
@@ -71,6 +79,8 @@ struct Inner {
     monotonic: MonotonicQueue<Outgoing>,
     bytes: usize,
     closed: bool,
+    /// Items the writer took and has not reported written.
+    inflight: usize,
     /// The writer took items and is writing them.
     writer_busy: bool,
     last_direct: Option<std::time::Instant>,
@@ -85,11 +95,13 @@ pub struct LinkQueue {
     replaced: Arc<AtomicU64>,
     /// The connection's socket, for direct writes by senders.
     fd: RawFd,
+    /// The largest frame the peer accepts (it said so in the handshake).
+    max_frame: usize,
 }
 
 impl LinkQueue {
-    pub fn new(max_bytes: usize, replaced: Arc<AtomicU64>, fd: RawFd) -> Self {
-        LinkQueue { inner: Mutex::new(Inner::default()), wake: Notify::new(), max_bytes, replaced, fd }
+    pub fn new(max_bytes: usize, replaced: Arc<AtomicU64>, fd: RawFd, max_frame: usize) -> Self {
+        LinkQueue { inner: Mutex::new(Inner::default()), wake: Notify::new(), max_bytes, replaced, fd, max_frame }
     }
 
     /// Writes a small message straight to the socket when nothing is queued or being written.
@@ -133,6 +145,11 @@ impl LinkQueue {
     /// Queues one item; `monotonic` gives the key under which it supersedes older items.
     pub fn push(&self, item: Outgoing, monotonic: Option<MonotonicKey>) -> Result<(), SendError> {
         let len = item.wire_len();
+        let size = item.frame_len();
+        if size > self.max_frame {
+            // The peer would close the link on it: refused here, where the sender learns of it.
+            return Err(SendError::MessageTooLarge { size, max: self.max_frame });
+        }
         {
             let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             if inner.closed {
@@ -172,10 +189,12 @@ impl LinkQueue {
                 let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
                 if !inner.fifo.is_empty() || !inner.monotonic.is_empty() {
                     inner.writer_busy = true;
+                    let before = out.len();
                     out.extend(inner.fifo.drain(..));
                     while let Some(item) = inner.monotonic.pop() {
                         out.push(item);
                     }
+                    inner.inflight += out.len() - before;
                     return Some(());
                 }
                 inner.writer_busy = false;
@@ -198,10 +217,41 @@ impl LinkQueue {
         }
     }
 
+    /// The writer wrote `items` of those it took.
+    pub fn written(&self, items: usize) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.inflight = inner.inflight.saturating_sub(items);
+    }
+
+    /// Items accepted by `push` and not yet written: queued, or taken by the writer and not
+    /// reported written.
+    pub fn unwritten(&self) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.fifo.len() + inner.monotonic.len() + inner.inflight
+    }
+
     /// Stops accepting items; the writer flushes what is queued, then ends.
     pub fn close(&self) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
         self.wake.notify_one();
+    }
+
+    /// The link is dead: stops accepting items, drops what is queued, and returns how many items
+    /// were accepted and will never be written (queued ones and those the writer holds).
+    /// Calling it again returns 0.
+    pub fn abort(&self) -> usize {
+        let lost = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.closed = true;
+            let lost = inner.fifo.len() + inner.monotonic.len() + inner.inflight;
+            inner.fifo.clear();
+            while inner.monotonic.pop().is_some() {}
+            inner.inflight = 0;
+            inner.bytes = 0;
+            lost
+        };
+        self.wake.notify_one();
+        lost
     }
 
     pub fn wire_len(item: &Outgoing) -> usize {

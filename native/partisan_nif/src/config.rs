@@ -23,7 +23,8 @@ mod atoms {
         topology, tag, full_mesh, client_server, static_ = "static", external, server, client, hyparview,
         active_max_size, active_min_size, active_rwl, passive_max_size, passive_rwl,
         random_promotion, random_promotion_interval, shuffle_interval, shuffle_k_active,
-        shuffle_k_passive, broadcast, lazy_tick_period, exchange_tick_period,
+        shuffle_k_passive, broadcast, lazy_tick_period, exchange_tick_period, handshake_timeout,
+        max_pending_handshakes, max_pending_handshakes_per_addr, stop_flush_timeout,
     }
 }
 
@@ -49,14 +50,27 @@ fn atom_string(t: Term, key: Atom) -> Result<String, Bad> {
     t.atom_to_string().map_err(|_| (atoms::bad_config(), key))
 }
 
+/// An integer in `0..=max`, never truncated: the range is checked on the full value (rustler's
+/// integer decoders would cast `257` to `1`).
+fn int_in(t: Term, max: u64) -> Option<u64> {
+    let v: i64 = t.decode().ok()?;
+    u64::try_from(v).ok().filter(|v| *v <= max)
+}
+
 fn ip(t: Term) -> Option<IpAddr> {
-    if let Ok((a, b, c, d)) = t.decode::<(u8, u8, u8, u8)>() {
-        return Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
-    }
     let parts = rustler::types::tuple::get_tuple(t).ok()?;
-    let v: Vec<u16> = parts.into_iter().map(|p| p.decode()).collect::<Result<_, _>>().ok()?;
-    let v: [u16; 8] = v.try_into().ok()?;
-    Some(IpAddr::V6(Ipv6Addr::from(v)))
+    match parts.len() {
+        4 => {
+            let v: Vec<u8> = parts.into_iter().map(|p| int_in(p, 255).map(|x| x as u8)).collect::<Option<_>>()?;
+            Some(IpAddr::V4(Ipv4Addr::new(v[0], v[1], v[2], v[3])))
+        }
+        8 => {
+            let v: Vec<u16> = parts.into_iter().map(|p| int_in(p, 65535).map(|x| x as u16)).collect::<Option<_>>()?;
+            let v: [u16; 8] = v.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(v)))
+        }
+        _ => None,
+    }
 }
 
 fn addrs(t: Term) -> Result<Vec<SocketAddr>, Bad> {
@@ -65,7 +79,7 @@ fn addrs(t: Term) -> Result<Vec<SocketAddr>, Bad> {
     list.into_iter()
         .map(|a| {
             let ip = ip(get(a, atoms::ip())?).ok_or(bad)?;
-            let port: u16 = get_as(a, atoms::port())?;
+            let port = int_in(get(a, atoms::port())?, 65535).ok_or(bad)? as u16;
             Ok(SocketAddr::new(ip, port))
         })
         .collect()
@@ -79,8 +93,15 @@ fn channels(t: Term) -> Result<Vec<ChannelSpec>, Bad> {
     for (name, opts) in iter {
         out.push(ChannelSpec {
             name: atom_string(name, atoms::channels())?,
-            parallelism: get_as(opts, atoms::parallelism())?,
-            monotonic: get_as(opts, atoms::monotonic())?,
+            parallelism: match int_in(get(opts, atoms::parallelism())?, 256) {
+                Some(p) if p >= 1 => p as u16,
+                _ => return Err(bad),
+            },
+            // Optional in a hand-written node spec, as in Partisan.
+            monotonic: match get(opts, atoms::monotonic()) {
+                Ok(m) => m.decode().map_err(|_| bad)?,
+                Err(_) => false,
+            },
         });
     }
     Ok(out)
@@ -101,6 +122,10 @@ pub fn parse(cfg: Term) -> Result<Parsed, Bad> {
     net.max_queue_bytes = get_as(cfg, atoms::max_queue_bytes())?;
     net.incarnation = get_as(cfg, atoms::incarnation())?;
     net.connect_timeout = Duration::from_millis(get_as(cfg, atoms::connect_timeout())?);
+    net.handshake_timeout = Duration::from_millis(get_as(cfg, atoms::handshake_timeout())?);
+    net.max_pending_handshakes = get_as(cfg, atoms::max_pending_handshakes())?;
+    net.max_pending_handshakes_per_addr = get_as(cfg, atoms::max_pending_handshakes_per_addr())?;
+    net.stop_flush_timeout = Duration::from_millis(get_as(cfg, atoms::stop_flush_timeout())?);
     net.worker_threads = get_as(cfg, atoms::io_threads())?;
     let tag: Atom = get_as(cfg, atoms::tag())?;
     let role = match tag {

@@ -16,7 +16,7 @@ mod log;
 
 use bytes::Bytes;
 use partisan_core::frame::Dest;
-use partisan_net::{Node, SendError};
+use partisan_net::{Node, Overloaded, SendError};
 use rustler::{Atom, Encoder, Env, NifResult, OwnedBinary, Term};
 use std::sync::{Arc, RwLock};
 
@@ -24,7 +24,8 @@ mod atoms {
     rustler::atoms! {
         ok, error, undefined, true_ = "true",
         not_started, already_started, not_connected, queue_full, unknown_channel, bad_destination,
-        bad_partition_key,
+        bad_partition_key, overloaded, message_too_large,
+        undelivered_on_stop, flushed, elapsed_ms,
         pid_id, reply,
     }
 }
@@ -109,9 +110,10 @@ fn start<'a>(env: Env<'a>, cfg: Term<'a>) -> NifResult<Term<'a>> {
     }
 }
 
-/// Closes every socket and stops the runtime threads.
+/// Flushes every send queue (for at most `stop_flush_timeout`), closes every socket and stops
+/// the runtime threads. Returns `{ok, #{undelivered_on_stop, flushed, elapsed_ms}}`.
 #[rustler::nif(schedule = "DirtyIo")]
-fn stop(env: Env) -> Atom {
+fn stop(env: Env) -> NifResult<Term> {
     let taken = RUNNING.write().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(running) = taken {
         // Senders may still hold a clone for a moment; wait for the last one.
@@ -125,11 +127,27 @@ fn stop(env: Env) -> Atom {
                 }
             }
         };
-        running.node.stop();
+        let report = running.node.stop();
         // Nothing can answer them any more: end every wait as a lost connection would.
         calls::notify_down(env, running.calls.lock().drain(), "noconnection");
+        let map = Term::map_from_pairs(
+            env,
+            &[
+                (atoms::undelivered_on_stop().encode(env), report.undelivered.encode(env)),
+                (atoms::flushed().encode(env), report.flushed.encode(env)),
+                (atoms::elapsed_ms().encode(env), (report.elapsed.as_millis() as u64).encode(env)),
+            ],
+        )?;
+        return Ok((atoms::ok(), map).encode(env));
     }
-    atoms::ok()
+    Ok((atoms::ok(), Term::map_new(env)).encode(env))
+}
+
+fn request_result(env: Env, result: Result<(), Overloaded>) -> Term {
+    match result {
+        Ok(()) => atoms::ok().encode(env),
+        Err(Overloaded) => err(env, atoms::overloaded()),
+    }
 }
 
 /// Spreads call ids of successive incarnations over the whole id space (splitmix64), so that
@@ -179,10 +197,7 @@ fn reply_nodes(env: Env) -> NifResult<Vec<Atom>> {
 fn join<'a>(env: Env<'a>, spec: Term<'a>) -> NifResult<Term<'a>> {
     let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
     match config::parse_spec(spec) {
-        Ok(spec) => {
-            r.node.join(spec);
-            Ok(atoms::ok().encode(env))
-        }
+        Ok(spec) => Ok(request_result(env, r.node.join(spec))),
         Err(reason) => Ok(err(env, reason)),
     }
 }
@@ -190,8 +205,7 @@ fn join<'a>(env: Env<'a>, spec: Term<'a>) -> NifResult<Term<'a>> {
 #[rustler::nif]
 fn leave<'a>(env: Env<'a>, node: Atom) -> NifResult<Term<'a>> {
     let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
-    r.node.leave(&node.to_term(env).atom_to_string()?);
-    Ok(atoms::ok().encode(env))
+    Ok(request_result(env, r.node.leave(&node.to_term(env).atom_to_string()?)))
 }
 
 fn to_atoms<'a>(env: Env<'a>, names: Vec<String>) -> NifResult<Vec<Atom>> {
@@ -255,8 +269,9 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
         return Ok(err(env, (atoms::unknown_channel(), channel)));
     };
     // The same hash for the caller's pid (no key) and for a pid given as key, so a message sent
-    // on behalf of a process (a monitor's DOWN) takes that process's connection.
-    let key = if key.is_atom() {
+    // on behalf of a process (a monitor's DOWN) takes that process's connection. An atom other
+    // than `undefined` is refused, not taken for "no key".
+    let key = if key == atoms::undefined().encode(env) {
         env.pid().encode(env).hash_internal(0)
     } else if key.is_pid() {
         key.hash_internal(0)
@@ -301,6 +316,7 @@ fn send_result<'a>(env: Env<'a>, result: Result<(), SendError>) -> Term<'a> {
         Err(SendError::NotConnected) => err(env, atoms::not_connected()),
         Err(SendError::QueueFull) => err(env, atoms::queue_full()),
         Err(SendError::UnknownChannel) => err(env, atoms::unknown_channel()),
+        Err(SendError::MessageTooLarge { size, max }) => err(env, (atoms::message_too_large(), size as u64, max as u64)),
     }
 }
 
@@ -319,8 +335,7 @@ fn send_transitive<'a>(env: Env<'a>, node: Atom, dest: Term<'a>, msg: Term<'a>) 
 #[rustler::nif]
 fn broadcast<'a>(env: Env<'a>, msg_id: rustler::Binary<'a>, payload: rustler::Binary<'a>) -> Term<'a> {
     let Some(r) = running() else { return err(env, atoms::not_started()) };
-    r.node.broadcast(Bytes::copy_from_slice(&msg_id), Bytes::copy_from_slice(&payload));
-    atoms::ok().encode(env)
+    request_result(env, r.node.broadcast(Bytes::copy_from_slice(&msg_id), Bytes::copy_from_slice(&payload)))
 }
 
 /// The handler's `merge/2` answer for a delivered broadcast.
@@ -346,10 +361,7 @@ fn broadcast_grafted<'a>(env: Env<'a>, node: Atom, msg_id: rustler::Binary<'a>, 
 fn set_members<'a>(env: Env<'a>, specs: Vec<Term<'a>>) -> NifResult<Term<'a>> {
     let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
     match specs.into_iter().map(config::parse_spec).collect::<Result<Vec<_>, _>>() {
-        Ok(specs) => {
-            r.node.set_members(specs);
-            Ok(atoms::ok().encode(env))
-        }
+        Ok(specs) => Ok(request_result(env, r.node.set_members(specs))),
         Err(reason) => Ok(err(env, reason)),
     }
 }
@@ -379,8 +391,7 @@ fn views(env: Env) -> NifResult<Term> {
 #[rustler::nif]
 fn partition<'a>(env: Env<'a>, node: Atom, blocked: bool) -> NifResult<Term<'a>> {
     let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
-    with_atom_str(env, node, |name| r.node.partition(name, blocked))?;
-    Ok(atoms::ok().encode(env))
+    Ok(request_result(env, with_atom_str(env, node, |name| r.node.partition(name, blocked))?))
 }
 
 /// Nodes currently cut off by `partition/2`.

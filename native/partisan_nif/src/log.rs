@@ -1,24 +1,41 @@
 //! Forwards the data plane's `tracing` events (warnings and errors) to Erlang's `logger`.
 //!
 //! Lines go through a channel to one forwarding thread, which sends
-//! `{partisan_log, Level, Line}` to the events process; the events process calls `logger`. The
+//! `{partisan_log, Line}` to the events process; the events process calls `logger`. The
 //! thread keeps `OwnedEnv` sends off the VM's scheduler threads whatever thread logged.
+//!
+//! Both hops are bounded, so a flood of warnings (the data plane rate-limits those a peer can
+//! provoke, but not every line) can neither grow memory here nor the events process's mailbox:
+//! the channel holds at most [`QUEUE`] lines (a line that does not fit is dropped), and the
+//! thread forwards at most [`RATE`] lines a second (a burst of [`BURST`]); what is dropped is
+//! counted and reported in one line when there is room again.
 
 use rustler::{Encoder, LocalPid, OwnedEnv};
 use std::io::Write;
-use std::sync::mpsc::{channel, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Lines waiting for the forwarding thread, at most.
+const QUEUE: usize = 1024;
+/// Lines forwarded to `logger` per second, at most, and the burst allowed above that.
+const RATE: f64 = 20.0;
+const BURST: f64 = 100.0;
+
+/// Lines dropped since the last report (queue full or over the rate).
+static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 mod atoms {
     rustler::atoms! { partisan_log }
 }
 
 static TARGET: Mutex<Option<LocalPid>> = Mutex::new(None);
-static LINES: OnceLock<Mutex<Sender<Vec<u8>>>> = OnceLock::new();
+static LINES: OnceLock<Mutex<SyncSender<Vec<u8>>>> = OnceLock::new();
 
 /// Installs the global subscriber once per VM (at NIF load).
 pub fn init() {
-    let (tx, rx) = channel::<Vec<u8>>();
+    let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
     if LINES.set(Mutex::new(tx)).is_err() {
         return;
     }
@@ -26,11 +43,30 @@ pub fn init() {
         .name("partisan-log".into())
         .spawn(move || {
             let mut env = OwnedEnv::new();
-            for line in rx {
+            let mut send = |text: String| {
                 let target = *TARGET.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(pid) = target {
-                    let text = String::from_utf8_lossy(&line).trim_end().to_owned();
                     let _ = env.send_and_clear(&pid, |e| (atoms::partisan_log(), text).encode(e));
+                }
+            };
+            let mut bucket = Bucket { tokens: BURST, at: Instant::now() };
+            loop {
+                let line = match rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(line) => Some(line),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
+                let dropped = DROPPED.load(Ordering::Relaxed);
+                if dropped > 0 && bucket.take() {
+                    DROPPED.fetch_sub(dropped, Ordering::Relaxed);
+                    send(format!("{dropped} data plane log lines dropped (more than {RATE} a second)"));
+                }
+                if let Some(line) = line {
+                    if bucket.take() {
+                        send(String::from_utf8_lossy(&line).trim_end().to_owned());
+                    } else {
+                        DROPPED.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         })
@@ -42,6 +78,26 @@ pub fn init() {
         .without_time()
         .with_writer(|| LineWriter(Vec::new()))
         .try_init();
+}
+
+/// A token bucket: [`RATE`] tokens a second, at most [`BURST`] saved up.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * RATE).min(BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Sets the process that receives log lines (the events process of the running node).
@@ -64,7 +120,10 @@ impl Write for LineWriter {
 impl Drop for LineWriter {
     fn drop(&mut self) {
         if let Some(lines) = LINES.get() {
-            let _ = lines.lock().unwrap_or_else(|e| e.into_inner()).send(std::mem::take(&mut self.0));
+            let sent = lines.lock().unwrap_or_else(|e| e.into_inner()).try_send(std::mem::take(&mut self.0));
+            if let Err(TrySendError::Full(_)) = sent {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -370,3 +370,32 @@ proptest! {
         net.assert_full_mesh();
     }
 }
+
+/// `connection_interval => 0, connection_jitter => 0` and a member that is gone: each failed dial
+/// doubles the wait before the next (from 100 ms up to 2 s) instead of redialing at once.
+#[test]
+fn failed_dials_back_off_even_with_a_zero_interval() {
+    let cfg = MeshConfig { connection_interval: 0, connection_jitter: 0, periodic_interval: 0 };
+    let mut mesh = FullMesh::new(spec("a@h", 1), 1, table(), cfg, 1);
+    mesh.join(0, spec("dead@h", 2));
+    let link = LinkId { node: "dead@h".into(), channel: 0, conn: 0 };
+    // The link was up once and dropped: the first redial is at once, as configured.
+    mesh.link_up(0, &link);
+    let mut now = 1_000;
+    mesh.link_down(now, &link);
+    let mut waits = vec![];
+    for _ in 0..8 {
+        let due = mesh.poll_timeout().unwrap();
+        waits.push(due - now);
+        now = due;
+        mesh.tick(now);
+        drain(&mut mesh);
+        mesh.link_down(now, &link); // the dial failed
+    }
+    assert_eq!(waits, [0, 100, 200, 400, 800, 1600, 2000, 2000]);
+    // Once the link is up again, a later drop redials at once again.
+    mesh.tick(mesh.poll_timeout().unwrap());
+    mesh.link_up(now, &link);
+    mesh.link_down(now, &link);
+    assert_eq!(mesh.poll_timeout(), Some(now));
+}
