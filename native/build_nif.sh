@@ -18,11 +18,19 @@ command -v cargo >/dev/null 2>&1 || {
 }
 
 messages="$(mktemp "${TMPDIR:-/tmp}/partisan_cargo.XXXXXX")"
-trap 'rm -f "$messages"' EXIT
+status="$(mktemp "${TMPDIR:-/tmp}/partisan_cargo.XXXXXX")"
+trap 'rm -f "$messages" "$status"' EXIT
 
-echo "partisan: building the Rust NIF (cargo build --profile $PROFILE -p partisan_nif)" >&2
-cargo build --profile "$PROFILE" --locked -p partisan_nif \
-    --message-format=json-render-diagnostics >"$messages"
+# JSON messages (stdout) to a file; cargo's progress and diagnostics (stderr) to the user as they
+# come, silent when there is nothing to build (an up-to-date dependency says nothing).
+{ cargo build --profile "$PROFILE" --locked -p partisan_nif \
+      --message-format=json-render-diagnostics 2>&1 1>&3 3>&-
+  echo $? >"$status"; } 3>"$messages" \
+  | awk '/^ *Compiling / && !built { built = 1
+                                     print "partisan: building the Rust NIF with cargo (1-3 minutes from scratch)" }
+         /^ *Finished / && !built { next }
+         { print; fflush() }' >&2
+[ "$(cat "$status")" = 0 ] || { echo "partisan: cargo build of the NIF failed" >&2; exit 1; }
 
 # The compiler-artifact message of the partisan_nif library lists the file it produced.
 artifact="$(grep '"reason":"compiler-artifact"' "$messages" \
@@ -34,7 +42,9 @@ if [ -z "$artifact" ] || [ ! -f "$artifact" ]; then
 fi
 
 mkdir -p priv
-# Copy to a temporary name and rename, so a VM that has the old library loaded keeps it intact.
-cp "$artifact" priv/libpartisan_nif.so.tmp
-mv priv/libpartisan_nif.so.tmp priv/libpartisan_nif.so
-echo "partisan: installed priv/libpartisan_nif.so from $artifact" >&2
+if ! cmp -s "$artifact" priv/libpartisan_nif.so; then
+    # Copy to a temporary name and rename, so a VM that has the old library loaded keeps it.
+    cp "$artifact" priv/libpartisan_nif.so.tmp
+    mv priv/libpartisan_nif.so.tmp priv/libpartisan_nif.so
+    echo "partisan: installed priv/libpartisan_nif.so from $artifact" >&2
+fi
