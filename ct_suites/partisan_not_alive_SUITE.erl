@@ -80,7 +80,12 @@ pids_leave_as_remote_refs_and_replies_arrive(Config) ->
     ok = call(B, partisan, forward_message, [From, {pong, call(B, partisan, self, [])}]),
     ok = wait(fun() -> [M || {pong, _} = M <- call(A, ?MODULE, collected, [na_sender])] =/= [] end),
     [{pong, RefB}] = [M || {pong, _} = M <- call(A, ?MODULE, collected, [na_sender])],
-    ?B = call(A, partisan_remote_ref, node, [RefB]).
+    ?B = call(A, partisan_remote_ref, node, [RefB]),
+    %% A message large enough to be rewritten on a dirty scheduler.
+    ok = call(A, ?MODULE, ask, [na_sender, {send_big, ?B, na_inbox}]),
+    ok = wait(fun() -> length(call(B, ?MODULE, collected, [na_inbox])) =:= 2 end),
+    [_, {big, From, Big}] = call(B, ?MODULE, collected, [na_inbox]),
+    300000 = byte_size(Big).
 
 %% C does not rewrite its pids (pid_encoding => false). It sends B a pid with the very numbers
 %% of a live process on B (the victim), inside a message and as the destination itself: on B the
@@ -146,6 +151,10 @@ collect(Acc) ->
             From ! {'$asked', partisan:forward_message(Node, Dest, {hello, Me, [#{pid => Me}],
                                                                    {nested, [Me, <<"bin">>]},
                                                                    make_ref()}, #{})},
+            collect(Acc);
+        {'$ask', From, {send_big, Node, Dest}} ->
+            %% Encodes to more than 256 KiB: rewritten on a dirty scheduler.
+            From ! {'$asked', partisan:forward_message(Node, Dest, {big, self(), binary:copy(<<7>>, 300000)}, #{})},
             collect(Acc);
         Msg ->
             collect([Msg | Acc])
