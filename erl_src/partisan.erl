@@ -336,6 +336,7 @@ spawn_monitor(Node, M, F, A) ->
 spawn_released(M, F, A) ->
     erlang:spawn(fun() -> receive '$partisan_release' -> erlang:apply(M, F, A) end end).
 
+-spec unreachable() -> no_return().
 unreachable() -> erlang:exit(noconnection).
 
 %% @doc Sends an exit signal to a process on any node (`erlang:exit/2'). Always `true'; as with
@@ -418,7 +419,7 @@ cancel_timer(Ref, Opts) -> erlang:cancel_timer(Ref, Opts).
 kill_connections(Node) when is_atom(Node) ->
     kill_connections([Node]);
 kill_connections(Nodes) when is_list(Nodes) ->
-    lists:foreach(fun(N) -> partisan_nif:partition(N, true), partisan_nif:partition(N, false) end, Nodes).
+    lists:foreach(fun(N) -> _ = partisan_nif:partition(N, true), _ = partisan_nif:partition(N, false) end, Nodes).
 
 %% @doc `node_spec(Node, #{})'.
 -spec node_spec(node() | binary() | string()) -> {ok, node_spec()} | {error, term()}.

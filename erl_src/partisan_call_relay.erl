@@ -18,6 +18,8 @@
 %% Eight relays run on every node (`partisan_otp:relay_for/1' picks one per caller).
 -module(partisan_call_relay).
 -behaviour(gen_server).
+%% OTP's alias replies are the improper list [alias | Mref] (gen:reply/2).
+-dialyzer({no_improper_lists, handle_info/2}).
 
 -export([start_link/1, node_lost/1, pending/0, execute/6]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
@@ -36,7 +38,7 @@ start_link(N) ->
 %% @doc `Node' is gone: its callers will never read an answer, so their calls are dropped.
 -spec node_lost(node()) -> ok.
 node_lost(Node) ->
-    [Relay ! {partisan_node_lost, Node} || Relay <- partisan_otp:relays()],
+    _ = [Relay ! {partisan_node_lost, Node} || Relay <- partisan_otp:relays()],
     ok.
 
 %% @doc Calls and function runs in progress on this node's relays (for tests and monitoring).

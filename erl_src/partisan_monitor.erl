@@ -334,7 +334,7 @@ lost(Node, S = #state{out = Out, in = In}) ->
     Owners1 = maps:fold(fun(Pid, {Mref, Refs, Watches}, Acc) ->
                                 case maps:take(Node, Watches) of
                                     {Count, Watches1} ->
-                                        [Pid ! {nodedown, Node} || _ <- lists:seq(1, Count)],
+                                        _ = [Pid ! {nodedown, Node} || _ <- lists:seq(1, Count)],
                                         keep_owner(Pid, {Mref, Refs, Watches1}, Acc);
                                     error -> Acc
                                 end
