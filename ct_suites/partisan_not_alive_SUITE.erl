@@ -136,6 +136,7 @@ alive_vms_send_pids_as_pids(_Config) ->
 
 %% @doc Starts and registers a process that keeps what it receives and runs the requests of
 %% `ask/2'.
+-spec collector(atom()) -> pid().
 collector(Name) ->
     Pid = spawn(fun() -> collect([]) end),
     true = register(Name, Pid),
@@ -161,22 +162,26 @@ collect(Acc) ->
     end.
 
 %% @doc What the collector `Name' received so far.
+-spec collected(atom()) -> [term()].
 collected(Name) ->
     Name ! {'$collected', self()},
     receive {'$collected', Msgs} -> Msgs after ?TIMEOUT -> error(timeout) end.
 
 %% @doc Has the collector `Name' run `Request'.
+-spec ask(atom(), {send_hello | send_big, node(), atom()}) -> term().
 ask(Name, Request) ->
     Name ! {'$ask', self(), Request},
     receive {'$asked', Result} -> Result after ?TIMEOUT -> error(timeout) end.
 
 %% @doc The id and serial of a registered process.
+-spec pid_numbers(atom()) -> {non_neg_integer(), non_neg_integer()}.
 pid_numbers(Name) ->
     [_, Id, Serial] = string:lexemes(pid_to_list(whereis(Name)), "<.>"),
     {list_to_integer(Id), list_to_integer(Serial)}.
 
 %% @doc Sends to `Node' a pid of this VM with the numbers `{Id, Serial}', as is: inside a message
 %% to `Inbox', and as the destination of another.
+-spec send_raw(node(), {non_neg_integer(), non_neg_integer()}, atom()) -> ok | {error, term()}.
 send_raw(Node, {Id, Serial}, Inbox) ->
     Raw = list_to_pid(lists:flatten(io_lib:format("<0.~b.~b>", [Id, Serial]))),
     ok = partisan:forward_message(Node, Raw, {to_raw_pid, should_never_arrive}, #{}),
