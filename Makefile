@@ -5,7 +5,7 @@ EBIN := _build/default/lib/partisan/ebin
 # The CT and demo controller nodes are alive on loopback; peers never meet over disterl.
 CT_NAME ?= ct@127.0.0.1
 
-.PHONY: all deps build test rust-test eunit ct mix-test dialyzer demo bench clean
+.PHONY: all deps build test rust-test eunit ct mix-test test-deps dialyzer demo bench clean
 
 all: build
 
@@ -30,7 +30,13 @@ dialyzer: build
 mix-test: build
 	MIX_ENV=test mix test
 
-test: rust-test eunit ct mix-test dialyzer bench-smoke
+# This repository as a new user's dependency: a fresh clone of HEAD in a new Mix project (path
+# dependency: compile, run, release) and a new rebar3 project (git dependency), each starting
+# partisan in an unnamed VM (~30 s with a built target/; see scripts/check_dependency.sh).
+test-deps: build
+	bash scripts/check_dependency.sh
+
+test: rust-test eunit ct mix-test test-deps dialyzer bench-smoke
 
 demo: build
 	@mkdir -p _build/demo

@@ -1,18 +1,48 @@
 # The same `partisan` application for Elixir projects: the Erlang sources of erl_src/ and the
 # Rust NIF, built by cargo through the `partisan_nif` compiler step below. No hex package.
 defmodule Mix.Tasks.Compile.PartisanNif do
-  @moduledoc "Builds the Rust NIF with cargo and installs it as priv/libpartisan_nif.so."
+  @moduledoc """
+  Builds the Rust NIF with cargo (`native/build_nif.sh`) and makes sure the application's
+  build directory has it in `priv/`.
+
+  cargo's progress is shown as it happens (a cold build takes 1-3 minutes).
+  """
   use Mix.Task.Compiler
 
   @impl true
   def run(_args) do
-    case System.cmd("sh", ["native/build_nif.sh"], stderr_to_stdout: true) do
+    root = Path.dirname(Mix.Project.project_file())
+    script = Path.join([root, "native", "build_nif.sh"])
+
+    case System.cmd("sh", [script], cd: root, stderr_to_stdout: true, into: IO.stream(:stdio, :line)) do
       {_, 0} ->
+        install_priv(Path.join(root, "priv"), Path.join(Mix.Project.app_path(), "priv"))
         {:ok, []}
 
-      {out, status} ->
-        Mix.shell().error(out)
-        Mix.raise("cargo build of the partisan NIF failed (exit #{status})")
+      {_, status} ->
+        Mix.raise("partisan: cargo build of the NIF failed (exit #{status}); see the output above")
+    end
+  end
+
+  # Mix links (or copies) priv/ into the build directory before any compiler runs, so on a
+  # fresh checkout, where priv/ appears only now, the build directory has none: link it now.
+  # Where Mix copied priv/ instead of linking it, refresh the copy.
+  defp install_priv(source, target) do
+    case File.read_link(target) do
+      {:ok, _} ->
+        :ok
+
+      {:error, _} ->
+        if File.dir?(target) do
+          File.cp!(Path.join(source, "libpartisan_nif.so"), Path.join(target, "libpartisan_nif.so"))
+        else
+          File.mkdir_p!(Path.dirname(target))
+
+          case Mix.Utils.symlink_or_copy(source, target) do
+            {:error, reason} -> Mix.raise("partisan: cannot install #{source} as #{target}: #{inspect(reason)}")
+            _ -> :ok
+          end
+        end
     end
   end
 end
@@ -30,7 +60,6 @@ defmodule Partisan.MixProject do
       language: :erlang,
       erlc_paths: ["erl_src"],
       erlc_options: [:debug_info],
-      elixirc_paths: elixirc_paths(Mix.env()),
       compilers: [:partisan_nif | Mix.compilers()],
       test_paths: ["test/elixir"],
       deps: [],
@@ -42,7 +71,4 @@ defmodule Partisan.MixProject do
   def application do
     [mod: {:partisan_app, []}, applications: [:kernel, :stdlib]]
   end
-
-  defp elixirc_paths(:test), do: ["test/support"]
-  defp elixirc_paths(_), do: []
 end

@@ -28,7 +28,10 @@ fi
 case "$SCENARIO" in
     echo|smoke)
         (cd "$ROOT" && cargo build --release --locked -q -p partisan_linkemu)
-        export BENCH_LINKEMU="$ROOT/target/release/partisan_linkemu" ;;
+        # Wherever cargo puts it (CARGO_TARGET_DIR, .cargo/config.toml), not always target/.
+        TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps --locked \
+            | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+        export BENCH_LINKEMU="$TARGET_DIR/release/partisan_linkemu" ;;
 esac
 
 # Not named partisan-*: code:priv_dir(partisan) would take such a directory for the app.

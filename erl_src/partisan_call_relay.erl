@@ -18,6 +18,8 @@
 %% Eight relays run on every node (`partisan_otp:relay_for/1' picks one per caller).
 -module(partisan_call_relay).
 -behaviour(gen_server).
+%% OTP's alias replies are the improper list [alias | Mref] (gen:reply/2).
+-dialyzer({no_improper_lists, handle_info/2}).
 
 %% OTP's call tag `[alias | Mref]' is an improper list.
 -dialyzer(no_improper_lists).

@@ -21,7 +21,7 @@
 %% Partisan v5 keys this release accepts but does not implement: the node starts and one warning
 %% names them.
 -define(NOT_IMPLEMENTED, [connection_ping, connect_disterl, retransmit_interval, causal_labels,
-                          pid_encoding, ref_encoding, metadata, ingress_delay, egress_delay,
+                          ref_encoding, metadata, ingress_delay, egress_delay,
                           xbot_enabled]).
 -define(HYPARVIEW_DEFAULTS, #{active_max_size => 6, active_min_size => 3, active_rwl => 6,
                               passive_max_size => 30, passive_rwl => 6, random_promotion => true,
@@ -35,10 +35,17 @@
 
 %% @doc Validates and caches the application env. Called by the application at start.
 -spec init() -> ok | {error, {invalid_config, atom(), string()}}.
+%%
+%% On a VM that is not alive, without a `name' key, the node gets a generated name
+%% (`partisan_<hex>@<host>'), kept in the application env (as `set/2' would) so that the next
+%% start in the same VM reuses it; the VM started alive since, the generated name is dropped for
+%% `node()'.
 init() ->
-    Env = maps:from_list(application:get_all_env(partisan)),
+    Env = forget_generated_name(maps:from_list(application:get_all_env(partisan))),
     case normalise(Env) of
-        {ok, Config} ->
+        {ok, Config = #{name := Name}} ->
+            is_map_key(name, Env) orelse erlang:node() =/= nonode@nohost orelse
+                remember_generated_name(Name),
             [logger:warning("partisan: ~ts", [W]) || W <- warnings(Env)],
             maps:foreach(fun(K, V) -> persistent_term:put(?KEY(K), V) end, Config);
         {error, _} = Error ->
@@ -59,6 +66,21 @@ warnings(Env) ->
                                     "encrypted (TLS is not implemented yet)", [K]))
         || K <- [tls_server_options, tls_client_options], is_map_key(K, Env),
            maps:get(K, Env) =/= []].
+
+remember_generated_name(Name) ->
+    persistent_term:put(?KEY(generated_name), Name),
+    application:set_env(partisan, name, Name).
+
+forget_generated_name(Env = #{name := Name}) ->
+    case persistent_term:get(?KEY(generated_name), undefined) of
+        Name when erlang:node() =/= nonode@nohost ->
+            application:unset_env(partisan, name),
+            maps:remove(name, Env);
+        _ ->
+            Env
+    end;
+forget_generated_name(Env) ->
+    Env.
 
 %% @doc The value of `Key'; errors with `{unknown_config, Key}' when unset and without default.
 -spec get(atom()) -> term().
@@ -100,7 +122,8 @@ default_channel() -> undefined.
 normalise(Env) ->
     Steps = [fun name/2, fun parallelism/2, fun channels/2, fun listen_addrs/2,
              fun manager/2, fun hyparview/2, fun intervals/2, fun limits/2, fun decode/2,
-             fun cookie/2, fun broadcast/2, fun monitor_probe/2, fun tls/2],
+             fun cookie/2, fun broadcast/2, fun monitor_probe/2, fun tls/2,
+             fun remote_refs/2],
     try
         {ok, lists:foldl(fun(Step, Acc) -> Step(Env, Acc) end, Env, Steps)}
     catch
@@ -111,11 +134,16 @@ normalise(Env) ->
 invalid(Key, Fmt, Args) ->
     throw({invalid, Key, lists:flatten(io_lib:format(Fmt, Args))}).
 
+%% Partisan v5: the partisan name is `node()', or on a VM that is not alive the `name' key or a
+%% generated one (so `mix test', `iex -S mix' and `rebar3 shell' start with partisan as a
+%% dependency).
 name(Env, Acc) ->
     case maps:get(name, Env, erlang:node()) of
+        nonode@nohost when is_map_key(name, Env) ->
+            invalid(name, "nonode@nohost is what every VM that is not alive calls itself: "
+                    "choose a name of the form name@host", []);
         nonode@nohost ->
-            invalid(name, "the VM is not alive: start it with -name (add -dist_listen false to "
-                    "open no disterl port) or set the partisan `name' key", []);
+            Acc#{name => generated_name()};
         Name when is_atom(Name) ->
             case string:split(atom_to_list(Name), "@") of
                 [[_ | _], [_ | _]] -> Acc#{name => Name};
@@ -124,6 +152,14 @@ name(Env, Acc) ->
         Other ->
             invalid(name, "~p must be an atom name@host", [Other])
     end.
+
+generated_name() ->
+    Host = case inet:gethostname() of
+        {ok, H} when H =/= [] -> H;
+        _ -> "localhost"
+    end,
+    Id = binary:encode_hex(rand:bytes(6)),
+    list_to_atom(lists:flatten(["partisan_", string:lowercase(binary_to_list(Id)), "@", Host])).
 
 parallelism(Env, Acc) ->
     case maps:get(parallelism, Env, 1) of
@@ -305,7 +341,9 @@ decode(Env, Acc) ->
 
 cookie(Env, Acc) ->
     case maps:get(cookie, Env, erlang:get_cookie()) of
-        nocookie -> invalid(cookie, "no cookie: set the partisan `cookie' key or start the VM alive", []);
+        nocookie when is_map_key(cookie, Env) ->
+            invalid(cookie, "nocookie is not a cookie: set a non-empty atom, string or binary", []);
+        nocookie -> Acc#{cookie => home_cookie()};
         C when is_atom(C) -> Acc#{cookie => atom_to_binary(C)};
         C when is_binary(C), C =/= <<>> -> Acc#{cookie => C};
         C when is_list(C), C =/= [] -> Acc#{cookie => unicode:characters_to_binary(C)};
@@ -326,6 +364,42 @@ broadcast(Env, Acc) ->
         invalid(exchange_tick_period, "~p must be a positive integer (milliseconds)", [Exchange]),
     Acc#{broadcast => On, broadcast_mods => Mods, lazy_tick_period => Lazy,
          exchange_tick_period => Exchange}.
+
+%% A VM that is not alive has no cookie (`nocookie'): take the one Distributed Erlang would,
+%% ~/.erlang.cookie, so that two such VMs of one user join as alive ones would. Without that file,
+%% a random cookie: the node starts, but no other node can join it until `cookie' is set.
+home_cookie() ->
+    File = case init:get_argument(home) of
+        {ok, [[Home]]} -> filename:join(Home, ".erlang.cookie");
+        _ -> ".erlang.cookie"
+    end,
+    case file:read_file(File) of
+        {ok, Bin} when byte_size(Bin) > 0 ->
+            case string:trim(Bin) of
+                <<>> -> random_cookie(File);
+                Cookie -> Cookie
+            end;
+        _ ->
+            random_cookie(File)
+    end.
+
+random_cookie(File) ->
+    logger:warning("partisan: this VM is not alive and has no cookie (no `cookie' key, no ~ts): "
+                   "using a random one, so no other node can join this one; set the partisan "
+                   "`cookie' key", [File]),
+    binary:encode_hex(rand:bytes(16)).
+
+%% How pids in outgoing messages are rewritten when the VM is not alive (see `nif_config/1').
+remote_refs(Env, Acc) ->
+    Format = maps:get(remote_ref_format, Env, improper_list),
+    lists:member(Format, [improper_list, tuple, uri]) orelse
+        invalid(remote_ref_format, "~p must be improper_list, tuple or uri", [Format]),
+    Padding = maps:get(remote_ref_uri_padding, Env, false),
+    is_boolean(Padding) orelse invalid(remote_ref_uri_padding, "~p must be a boolean", [Padding]),
+    PidEncoding = maps:get(pid_encoding, Env, true),
+    is_boolean(PidEncoding) orelse invalid(pid_encoding, "~p must be a boolean", [PidEncoding]),
+    Acc#{remote_ref_format => Format, remote_ref_uri_padding => Padding,
+         pid_encoding => PidEncoding}.
 
 %% How the OTP layer tells that a node it is not linked with is gone (see partisan_monitor).
 monitor_probe(Env, Acc) ->
@@ -356,6 +430,11 @@ nif_config(C) ->
         hyparview => maps:get(hyparview, C, ?HYPARVIEW_DEFAULTS),
         tag => maps:get(tag, C, undefined),
         vm_node => erlang:node(),
+        %% Pids name their node only when the VM is alive: otherwise pids of this VM in outgoing
+        %% messages become remote references of this partisan node.
+        pid_rewrite => maps:get(pid_encoding, C, true) andalso erlang:node() =:= nonode@nohost,
+        remote_ref_format => maps:get(remote_ref_format, C, improper_list),
+        remote_ref_uri_padding => maps:get(remote_ref_uri_padding, C, false),
         creation => creation(),
         incarnation => erlang:system_time(microsecond)
     }.

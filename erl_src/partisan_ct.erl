@@ -1,5 +1,10 @@
 %% @doc Helpers for multi-node Common Test suites of applications that use `partisan'.
 %%
+%% The node running the suite must be alive with a long name (`rebar3 ct --name ct@127.0.0.1',
+%% `ct_run -name ct@127.0.0.1'): it reaches the peers over Distributed Erlang. `start_node/2' and
+%% `start_cluster/2' return `{error, {not_alive, Why}}' otherwise. A peer is a `{Pid, Node}'
+%% pair (`peer()'): `Pid' for `peer:stop/1', `Node' for `rpc/4'; `nodes/1' gives the names.
+%%
 %% Peers are started with OTP's `peer' module as longname nodes on 127.0.0.1 with
 %% `-connect_all false' (they meet only over Partisan; the test node reaches each one over
 %% disterl, with `erpc'), and with this node's non-OTP code paths, so the `partisan' application
@@ -53,6 +58,28 @@ start_cluster(Names, Env) ->
 %% it): stop it with `stop_cluster/1'.
 -spec start_node(atom(), env()) -> {ok, peer()} | {error, term()}.
 start_node(Name, Env) ->
+    case alive_with_long_name() of
+        ok -> start_peer(Name, Env);
+        {error, _} = Error -> Error
+    end.
+
+%% Peers are Name@127.0.0.1 (long names); only an alive node with long names can reach them.
+alive_with_long_name() ->
+    case {erlang:is_alive(), net_kernel:longnames()} of
+        {true, true} ->
+            ok;
+        {false, _} ->
+            {error, {not_alive, "partisan_ct needs this node alive with a long name: "
+                     "rebar3 ct --name ct@127.0.0.1 (or ct_run -name ct@127.0.0.1, "
+                     "erl -name ct@127.0.0.1)"}};
+        {true, _} ->
+            {error, {not_alive, lists:flatten(
+                                  io_lib:format("partisan_ct needs long names (-name), not short "
+                                                "names: this node is ~p; use rebar3 ct --name "
+                                                "ct@127.0.0.1", [node()]))}}
+    end.
+
+start_peer(Name, Env) ->
     Args = ["-connect_all", "false", "-pa" | code_paths()],
     case peer:start(#{name => Name, host => "127.0.0.1", longnames => true, args => Args}) of
         {ok, Pid, Node} ->
@@ -124,9 +151,6 @@ kill_node(Node) ->
 rpc(Node, M, F, A) ->
     erpc:call(Node, M, F, A, ?RPC_TIMEOUT).
 
-%% @doc Spawns (on the calling node) a process that sends every message it receives to `To' as
-%% `{partisan_ct, Self, Msg}'. Call it on a peer with `rpc/4' to get a receiver there.
--spec forwarder(pid()) -> pid().
 %% @doc The node names of peers started by `start_cluster/2' or `start_node/2'.
 -spec nodes([peer()]) -> [node()].
 nodes(Peers) ->
@@ -154,6 +178,9 @@ check_delivery(From, To, Channel, Timeout) ->
             Error
     end.
 
+%% @doc Spawns (on the calling node) a process that sends every message it receives to `To' as
+%% `{partisan_ct, Self, Msg}'. Call it on a peer with `rpc/4' to get a receiver there.
+-spec forwarder(pid()) -> pid().
 forwarder(To) ->
     spawn(fun() -> forward(To) end).
 

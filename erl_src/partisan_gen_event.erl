@@ -177,6 +177,7 @@ init_it(Starter, Parent, Name, Mod, Args, Opts) -> gen_event:init_it(Starter, Pa
 system_continue(Parent, Debug, Misc) -> gen_event:system_continue(Parent, Debug, Misc).
 -dialyzer({nowarn_function, system_terminate/4}).
 %% @private
+-spec system_terminate(term(), pid(), [sys:dbg_opt()], term()) -> no_return().
 system_terminate(Reason, Parent, Debug, Misc) -> gen_event:system_terminate(Reason, Parent, Debug, Misc).
 %% @private
 system_code_change(Misc, Module, OldVsn, Extra) -> gen_event:system_code_change(Misc, Module, OldVsn, Extra).

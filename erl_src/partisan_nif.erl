@@ -10,13 +10,13 @@
          is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
          partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
          broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
-         fail_replies/2, reply_nodes/0]).
+         fail_replies/2, reply_nodes/0, rewrite_pids/5]).
 
 -nifs([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
        is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
        partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
        broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
-       fail_replies/2, reply_nodes/0]).
+       fail_replies/2, reply_nodes/0, rewrite_pids/5]).
 
 %% A destination on the receiving node: a pid, a registered name, a pid of a remote reference, or
 %% a caller waiting for an answer (`await_reply/2').
@@ -88,8 +88,12 @@ is_connected(_Node, _Channel) -> ?NIF.
 is_fully_connected(_Node) -> ?NIF.
 %% @doc Encodes `Msg' and queues it for `Dest' on `Node'; never waits for the socket. `Key' is a
 %% partition key, a pid (the connection that pid's own messages take) or `undefined' (the caller's).
+%% On a VM that is not alive, pids of this VM in `Msg' leave as remote references of this
+%% partisan node (`pid_encoding'); `{cannot_rewrite_pids, Why}' if that is impossible (a term
+%% nested over a million levels deep).
 -spec send(node(), atom(), non_neg_integer() | pid() | undefined, dest(), term()) ->
-    ok | {error, not_connected | queue_full | unknown_channel | bad_destination | not_started | {unknown_channel, atom()}}.
+    ok | {error, not_connected | queue_full | unknown_channel | bad_destination | not_started
+                 | {unknown_channel, atom()} | {cannot_rewrite_pids, binary()}}.
 send(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
 %% @doc `send/5' on a dirty CPU scheduler, for messages whose encoding may take over 1 ms.
 -spec send_dirty(node(), atom(), non_neg_integer() | undefined, term(), term()) -> ok | {error, term()}.
@@ -135,6 +139,13 @@ fail_replies(_Node, _Reason) -> ?NIF.
 %% @doc Nodes that callers of this VM wait on.
 -spec reply_nodes() -> [node()].
 reply_nodes() -> ?NIF.
+%% @doc Rewrites the pids of node `MatchNode' in the encoded term `Etf' into remote references
+%% of `RefNode' in `Format' (`uri' padded when `Padded'), as `send/5' does on a VM that is not
+%% alive: `{ok, NewEtf}', `unchanged' when there is no such pid, `{error, Why}' for a malformed
+%% term. For tests and diagnostics (runs on a dirty scheduler).
+-spec rewrite_pids(binary(), node(), node(), improper_list | tuple | uri, boolean()) ->
+    {ok, binary()} | unchanged | {error, binary()}.
+rewrite_pids(_Etf, _MatchNode, _RefNode, _Format, _Padded) -> ?NIF.
 %% @doc Data plane counters.
 -spec stats() -> #{atom() => non_neg_integer()}.
 stats() -> ?NIF.

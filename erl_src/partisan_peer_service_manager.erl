@@ -65,7 +65,8 @@ config_keys() ->
      periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads,
      peer_service_manager, tag, hyparview, membership_strategy, broadcast, lazy_tick_period,
      exchange_tick_period, handshake_timeout, max_pending_handshakes,
-     max_pending_handshakes_per_addr, stop_flush_timeout].
+     max_pending_handshakes_per_addr, stop_flush_timeout,
+     pid_encoding, remote_ref_format, remote_ref_uri_padding].
 
 start_strategy(#{membership_strategy := Mod, periodic_interval := Interval}, Spec) ->
     {ok, Members, State} = Mod:init(Spec),

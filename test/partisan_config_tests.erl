@@ -84,7 +84,12 @@ bad_values_name_the_key_test_() ->
            {max_pending_handshakes, 0},
            {max_pending_handshakes_per_addr, -1},
            {stop_flush_timeout, 60001},
-           {hyparview, #{xbot_enabled => maybe}}],
+           {hyparview, #{xbot_enabled => maybe}},
+           {name, nonode@nohost},
+           {cookie, nocookie},
+           {remote_ref_format, binary},
+           {remote_ref_uri_padding, yes},
+           {pid_encoding, 1}],
     [?_assertMatch({error, {invalid_config, Key, [_ | _]}}, norm(#{Key => V})) || {Key, V} <- Bad].
 
 nif_config_has_what_the_nif_reads_test() ->
@@ -118,3 +123,32 @@ hardening_defaults_reach_the_nif_test() ->
     ?assertMatch(#{handshake_timeout := 5000, max_pending_handshakes := 256,
                    max_pending_handshakes_per_addr := 64, stop_flush_timeout := 5000},
                  partisan_config:nif_config(C)).
+
+%% EUnit runs in a VM that is not alive (rebar3's), as `mix test' or `rebar3 shell' of a project
+%% depending on partisan do: partisan starts there with a generated name, as in Partisan v5.
+not_alive_vm_gets_a_generated_name_test() ->
+    {ok, #{name := Name}} = partisan_config:normalise(#{cookie => <<"c">>}),
+    case erlang:node() of
+        nonode@nohost ->
+            ?assertMatch(["partisan_" ++ [_ | _], [_ | _]], string:split(atom_to_list(Name), "@")),
+            {ok, #{name := Other}} = partisan_config:normalise(#{cookie => <<"c">>}),
+            ?assertNotEqual(Name, Other);
+        Node ->
+            ?assertEqual(Node, Name)
+    end.
+
+not_alive_vm_without_cookie_key_still_has_a_cookie_test() ->
+    {ok, #{cookie := Cookie}} = partisan_config:normalise(#{name => 'n@127.0.0.1'}),
+    ?assert(is_binary(Cookie) andalso byte_size(Cookie) > 0).
+
+pids_are_rewritten_only_when_the_vm_is_not_alive_test() ->
+    {ok, C} = norm(#{}),
+    N = partisan_config:nif_config(C),
+    ?assertEqual(erlang:node() =:= nonode@nohost, maps:get(pid_rewrite, N)),
+    ?assertEqual(improper_list, maps:get(remote_ref_format, N)),
+    ?assertEqual(false, maps:get(remote_ref_uri_padding, N)),
+    {ok, Off} = norm(#{pid_encoding => false, remote_ref_format => uri, remote_ref_uri_padding => true}),
+    NOff = partisan_config:nif_config(Off),
+    ?assertEqual(false, maps:get(pid_rewrite, NOff)),
+    ?assertEqual(uri, maps:get(remote_ref_format, NOff)),
+    ?assertEqual(true, maps:get(remote_ref_uri_padding, NOff)).

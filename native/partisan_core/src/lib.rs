@@ -5,6 +5,7 @@
 //! same code, so what the tests prove about the protocol holds for the live runtime.
 //!
 //! - [`calls`]: callers waiting for a remote answer (one round trip per call, no late replies).
+//! - [`etf_pids`]: pids of a VM that is not alive rewritten to remote references in encoded terms.
 //! - [`frame`]: length-prefixed frames with a maximum size, and zero-copy message payloads.
 //! - [`handshake`]: mutual challenge-response over the cluster cookie.
 //! - [`channel`]: named channels, parallel connections, affinity, monotonic coalescing.
@@ -16,6 +17,7 @@
 
 pub mod calls;
 pub mod channel;
+pub mod etf_pids;
 pub mod frame;
 pub mod handshake;
 pub mod hyparview;

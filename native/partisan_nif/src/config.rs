@@ -5,6 +5,7 @@
 //! value still has the wrong shape.
 
 use partisan_core::channel::ChannelSpec;
+use partisan_core::etf_pids::RefFormat;
 use partisan_core::hyparview::HyParViewConfig;
 use partisan_core::plumtree::PlumtreeConfig;
 use partisan_core::membership::{MeshConfig, NodeSpec, Role, Topology};
@@ -25,6 +26,7 @@ mod atoms {
         random_promotion, random_promotion_interval, shuffle_interval, shuffle_k_active,
         shuffle_k_passive, broadcast, lazy_tick_period, exchange_tick_period, handshake_timeout,
         max_pending_handshakes, max_pending_handshakes_per_addr, stop_flush_timeout,
+        pid_rewrite, remote_ref_format, remote_ref_uri_padding, improper_list, tuple, uri,
     }
 }
 
@@ -34,6 +36,28 @@ pub struct Parsed {
     pub safe_decode: bool,
     pub vm_node: String,
     pub creation: u32,
+    /// Rewrite this VM's pids in outgoing messages (`pid_encoding`, VM not alive).
+    pub pid_rewrite: bool,
+    /// `remote_ref_format` and `remote_ref_uri_padding`.
+    pub ref_format: RefFormat,
+}
+
+/// An optional key: its default when absent, `bad_config` when present with the wrong shape.
+fn get_or<'a, T: rustler::Decoder<'a>>(map: Term<'a>, key: Atom, default: T) -> Result<T, Bad> {
+    match map.map_get(key.encode(map.get_env())) {
+        Ok(v) => v.decode().map_err(|_| (atoms::bad_config(), key)),
+        Err(_) => Ok(default),
+    }
+}
+
+fn ref_format(cfg: Term) -> Result<RefFormat, Bad> {
+    let padded = get_or(cfg, atoms::remote_ref_uri_padding(), false)?;
+    match get_or(cfg, atoms::remote_ref_format(), atoms::improper_list())? {
+        f if f == atoms::improper_list() => Ok(RefFormat::ImproperList),
+        f if f == atoms::tuple() => Ok(RefFormat::Tuple),
+        f if f == atoms::uri() => Ok(RefFormat::Uri { padded }),
+        _ => Err((atoms::bad_config(), atoms::remote_ref_format())),
+    }
 }
 
 type Bad = (Atom, Atom);
@@ -157,6 +181,8 @@ pub fn parse(cfg: Term) -> Result<Parsed, Bad> {
         safe_decode: get_as::<Atom>(cfg, atoms::decode())? == atoms::safe(),
         vm_node: atom_string(get(cfg, atoms::vm_node())?, atoms::vm_node())?,
         creation: get_as(cfg, atoms::creation())?,
+        pid_rewrite: get_or(cfg, atoms::pid_rewrite(), false)?,
+        ref_format: ref_format(cfg)?,
     })
 }
 

@@ -7,9 +7,16 @@
 //! Destinations resolve to *local* pids only. A pid in the external format decodes as local only
 //! if its node name and creation are this VM's, so a message addressed to a pid of an earlier
 //! incarnation of this node is dropped (and counted), never delivered to a new process.
+//!
+//! A VM that is not alive calls itself `nonode@nohost`, as every other such VM does, so a pid
+//! of `nonode@nohost` that arrives from a peer (one that did not rewrite its pids) would decode
+//! as a local pid here. On such a VM every payload is scanned first and those pids become remote
+//! references of the sending node ([`PidRewriter`]); a payload that cannot be scanned is
+//! dropped as undecodable, and a destination given as a raw pid is refused.
 
 use crate::calls::Calls;
 use bytes::Bytes;
+use partisan_core::etf_pids::{PidRewriter, RefFormat};
 use partisan_core::frame::Dest;
 use partisan_net::{DeliverError, Event, Sink};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
@@ -34,13 +41,17 @@ pub struct BeamSink {
     /// `NEW_PID_EXT` of this VM up to the id field: version, tag, node atom.
     pid_prefix: Vec<u8>,
     creation: u32,
+    /// When this VM is not alive: pids of `nonode@nohost` in received payloads become remote
+    /// references of the sender.
+    foreign_pids: Option<PidRewriter>,
 }
 
 impl BeamSink {
-    pub fn new(events: LocalPid, calls: Calls, safe: bool, vm_node: &str, creation: u32) -> Self {
+    pub fn new(events: LocalPid, calls: Calls, safe: bool, vm_node: &str, creation: u32, format: RefFormat) -> Self {
         let mut pid_prefix = vec![131, 88, 119, vm_node.len() as u8];
         pid_prefix.extend_from_slice(vm_node.as_bytes());
-        BeamSink { events, calls, safe, pid_prefix, creation }
+        let foreign_pids = (vm_node == NOT_ALIVE).then(|| PidRewriter::new(NOT_ALIVE, format));
+        BeamSink { events, calls, safe, pid_prefix, creation, foreign_pids }
     }
 
     fn resolve<'a>(&self, env: Env<'a>, dest: &Dest) -> Result<LocalPid, DeliverError> {
@@ -50,6 +61,8 @@ impl BeamSink {
             term.decode::<LocalPid>().map_err(|_| DeliverError::NoProcess)
         };
         match dest {
+            // Only a pid of another VM's `nonode@nohost` can name this VM by a raw pid.
+            Dest::Pid(_) if self.foreign_pids.is_some() => Err(DeliverError::NoProcess),
             Dest::Pid(etf) => pid_term(etf),
             Dest::Name(name) => {
                 let atom = Atom::existing_from_bytes(env, name.as_bytes()).map_err(|_| DeliverError::NoProcess)?;
@@ -66,7 +79,12 @@ impl BeamSink {
         }
     }
 
-    fn decode<'a>(&self, env: Env<'a>, payload: &[u8]) -> Result<Term<'a>, DeliverError> {
+    fn decode<'a>(&self, env: Env<'a>, from: &str, payload: &[u8]) -> Result<Term<'a>, DeliverError> {
+        let rewritten = match &self.foreign_pids {
+            Some(rw) => rw.rewrite(payload, from).map_err(|_| DeliverError::Undecodable)?,
+            None => None,
+        };
+        let payload = rewritten.as_deref().unwrap_or(payload);
         let decoded = if self.safe {
             env.binary_to_term(payload)
         } else {
@@ -90,11 +108,11 @@ impl Sink for BeamSink {
                     // Decode first: the waiter is taken only for an answer that will reach it,
                     // so a caller whose cancel fails can count on its mailbox.
                     Dest::Reply { id } => {
-                        let term = self.decode(env, &payload)?;
+                        let term = self.decode(env, from, &payload)?;
                         let waiter = self.calls.lock().take(*id, from).ok_or(DeliverError::LateReply)?;
                         (waiter.pid, term)
                     }
-                    _ => (self.resolve(env, dest)?, self.decode(env, &payload)?),
+                    _ => (self.resolve(env, dest)?, self.decode(env, from, &payload)?),
                 };
                 // SAFETY: called from a runtime thread (not a scheduler), so the caller env is
                 // NULL; the message env is the owned env, which is cleared right after.
@@ -113,6 +131,9 @@ impl Sink for BeamSink {
         });
     }
 }
+
+/// What a VM that is not alive calls itself.
+pub const NOT_ALIVE: &str = "nonode@nohost";
 
 fn node_atom(env: Env, name: &str) -> Atom {
     Atom::from_str(env, name).unwrap_or_else(|_| Atom::from_str(env, "invalid_node_name").expect("short atom"))

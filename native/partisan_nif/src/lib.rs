@@ -8,6 +8,11 @@
 //! `term_to_binary` and appends it to a connection queue; `start`, `stop` bind sockets and join
 //! threads, so they run on dirty I/O schedulers. Panics are caught by rustler and surface as an
 //! Erlang exception, never as a VM crash.
+//!
+//! On a VM that is not alive, `send` also rewrites the pids of this VM inside the encoded message
+//! into remote references of this partisan node ([`partisan_core::etf_pids`]); an encoded
+//! message of [`REWRITE_DIRTY_BYTES`] or more is handed to a dirty scheduler for that
+//! (`enif_schedule_nif`), so the walk never holds a normal scheduler for long.
 
 mod calls;
 mod config;
@@ -15,6 +20,7 @@ mod deliver;
 mod log;
 
 use bytes::Bytes;
+use partisan_core::etf_pids::PidRewriter;
 use partisan_core::frame::Dest;
 use partisan_net::{Node, Overloaded, SendError};
 use rustler::{Atom, Encoder, Env, NifResult, OwnedBinary, Term};
@@ -26,7 +32,7 @@ mod atoms {
         not_started, already_started, not_connected, queue_full, unknown_channel, bad_destination,
         bad_partition_key, overloaded, message_too_large,
         undelivered_on_stop, flushed, elapsed_ms,
-        pid_id, reply,
+        pid_id, reply, cannot_rewrite_pids, direct, transitive, nif_panicked,
     }
 }
 
@@ -38,6 +44,10 @@ struct Running {
     calls: calls::Calls,
     /// Channel atoms and their indices: a send finds its channel without reading the atom text.
     channel_atoms: Vec<(Atom, usize)>,
+    /// This partisan node's name: the node of the remote references pids become.
+    name: String,
+    /// Set when pids of this VM must not leave it as pids (VM not alive, `pid_encoding`).
+    rewriter: Option<PidRewriter>,
 }
 
 impl Running {
@@ -92,7 +102,9 @@ fn start<'a>(env: Env<'a>, cfg: Term<'a>) -> NifResult<Term<'a>> {
     };
     log::set_target(parsed.events);
     let calls = calls::Calls::new(first_call_id(parsed.net.incarnation));
-    let sink = Arc::new(deliver::BeamSink::new(parsed.events, calls.clone(), parsed.safe_decode, &parsed.vm_node, parsed.creation));
+    let sink = Arc::new(deliver::BeamSink::new(parsed.events, calls.clone(), parsed.safe_decode, &parsed.vm_node, parsed.creation, parsed.ref_format));
+    let name = parsed.net.name.clone();
+    let rewriter = parsed.pid_rewrite.then(|| PidRewriter::new(&parsed.vm_node, parsed.ref_format));
     match Node::start(parsed.net, sink) {
         Ok(node) => {
             let spec = config::encode_spec(env, node.spec());
@@ -103,7 +115,7 @@ fn start<'a>(env: Env<'a>, cfg: Term<'a>) -> NifResult<Term<'a>> {
                 .enumerate()
                 .map(|(i, c)| Atom::from_str(env, &c.name).map(|a| (a, i)))
                 .collect::<NifResult<_>>()?;
-            *slot = Some(Arc::new(Running { node, creation: parsed.creation, calls, channel_atoms }));
+            *slot = Some(Arc::new(Running { node, creation: parsed.creation, calls, channel_atoms, name, rewriter }));
             Ok((atoms::ok(), spec).encode(env))
         }
         Err(e) => Ok(err(env, e.to_string())),
@@ -246,13 +258,13 @@ fn is_fully_connected(env: Env, node: Atom) -> NifResult<bool> {
 /// (non-negative integer) or `undefined` for the caller's pid.
 #[rustler::nif]
 fn send<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
-    send_impl(env, node, channel, key, dest, msg)
+    send_impl(env, node, channel, key, dest, msg, false)
 }
 
 /// `send/5` for messages large enough that encoding them may take more than a millisecond.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn send_dirty<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
-    send_impl(env, node, channel, key, dest, msg)
+    send_impl(env, node, channel, key, dest, msg, true)
 }
 
 struct Etf(OwnedBinary);
@@ -263,30 +275,145 @@ impl AsRef<[u8]> for Etf {
     }
 }
 
-fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
-    let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
-    let Some(channel) = r.channel(channel) else {
-        return Ok(err(env, (atoms::unknown_channel(), channel)));
-    };
+/// Encoded messages of at least this many bytes have their pids rewritten on a dirty scheduler:
+/// the walk scans 1-4 GB/s, so below this it holds a normal scheduler for well under 1 ms.
+pub const REWRITE_DIRTY_BYTES: usize = 256 * 1024;
+
+/// A message ready to queue, or the term to return at once.
+enum Prepared<'a> {
+    Ready(Bytes),
+    Return(Term<'a>),
+}
+
+/// Encodes `msg`; on a VM that is not alive, rewrites this VM's pids in it. A large message to
+/// rewrite on a normal scheduler is handed to [`send_rewritten_dirty`] with `args` (what it
+/// needs to queue it) and the encoded term.
+fn prepare<'a>(env: Env<'a>, r: &Running, msg: Term<'a>, dirty: bool, args: &[Term<'a>]) -> Prepared<'a> {
+    let etf = msg.to_binary();
+    let Some(rw) = &r.rewriter else { return Prepared::Ready(Bytes::from_owner(Etf(etf))) };
+    if !dirty && etf.len() >= REWRITE_DIRTY_BYTES {
+        let mut argv: Vec<rustler::sys::ErlNifTerm> = args.iter().map(|t| t.as_c_arg()).collect();
+        argv.push(etf.release(env).to_term(env).as_c_arg());
+        // SAFETY: the env is this call's, the arguments are terms of it, and the function is an
+        // `extern "C"` NIF of the right signature that checks its arguments itself.
+        let term = unsafe {
+            rustler::sys::enif_schedule_nif(
+                env.as_c_arg(),
+                c"send_rewritten_dirty".as_ptr(),
+                rustler::SchedulerFlags::DirtyCpu as i32,
+                send_rewritten_dirty,
+                argv.len() as i32,
+                argv.as_ptr(),
+            )
+        };
+        // SAFETY: enif_schedule_nif returns a term of this env.
+        return Prepared::Return(unsafe { Term::new(env, term) });
+    }
+    match rw.rewrite(etf.as_slice(), &r.name) {
+        Ok(None) => Prepared::Ready(Bytes::from_owner(Etf(etf))),
+        Ok(Some(rewritten)) => Prepared::Ready(Bytes::from(rewritten)),
+        Err(e) => Prepared::Return(err(env, (atoms::cannot_rewrite_pids(), e.to_string()))),
+    }
+}
+
+/// The hash of a partition key: the caller's pid (`undefined`), a pid, or the integer itself.
+fn key_hash<'a>(env: Env<'a>, key: Term<'a>) -> Result<u64, Term<'a>> {
     // The same hash for the caller's pid (no key) and for a pid given as key, so a message sent
     // on behalf of a process (a monitor's DOWN) takes that process's connection. An atom other
     // than `undefined` is refused, not taken for "no key".
-    let key = if key == atoms::undefined().encode(env) {
-        env.pid().encode(env).hash_internal(0)
+    if key == atoms::undefined().encode(env) {
+        Ok(env.pid().encode(env).hash_internal(0))
     } else if key.is_pid() {
-        key.hash_internal(0)
+        Ok(key.hash_internal(0))
     } else {
-        match key.decode::<u64>() {
-            Ok(k) => k,
-            Err(_) => return Ok(err(env, (atoms::bad_partition_key(), key))),
-        }
+        key.decode::<u64>().map_err(|_| err(env, (atoms::bad_partition_key(), key)))
+    }
+}
+
+fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
+    let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
+    let Some(channel_ix) = r.channel(channel) else {
+        return Ok(err(env, (atoms::unknown_channel(), channel)));
     };
-    let dest = match decode_dest(dest) {
+    let key = match key_hash(env, key) {
+        Ok(k) => k,
+        Err(e) => return Ok(e),
+    };
+    let dest_parsed = match decode_dest(dest) {
         Ok(d) => d,
         Err(()) => return Ok(err(env, atoms::bad_destination())),
     };
-    let payload = Bytes::from_owner(Etf(msg.to_binary()));
+    let args = [atoms::direct().encode(env), node.encode(env), channel.encode(env), key.encode(env), dest];
+    let payload = match prepare(env, &r, msg, dirty, &args) {
+        Prepared::Ready(p) => p,
+        Prepared::Return(t) => return Ok(t),
+    };
+    Ok(send_result(env, with_atom_str(env, node, |name| r.node.send(name, channel_ix, key, dest_parsed, payload))?))
+}
+
+/// The second half of a send whose message is large and has pids to rewrite, on a dirty CPU
+/// scheduler: `[direct | transitive, Node, Channel, KeyHash, Dest, EncodedMsg]`.
+unsafe extern "C" fn send_rewritten_dirty(
+    env: *mut rustler::sys::ErlNifEnv,
+    argc: std::os::raw::c_int,
+    argv: *const rustler::sys::ErlNifTerm,
+) -> rustler::sys::ErlNifTerm {
+    let marker = ();
+    // SAFETY: called by the VM as a NIF: `env` is valid for this call and `argv` holds `argc`
+    // terms of it.
+    let env = unsafe { Env::new(&marker, env) };
+    let args: Vec<Term> = (0..argc.max(0) as usize).map(|i| unsafe { Term::new(env, *argv.add(i)) }).collect();
+    match std::panic::catch_unwind(|| send_rewritten(env, &args)) {
+        Ok(Ok(term)) => term.as_c_arg(),
+        Ok(Err(_)) => rustler::sys::enif_make_badarg(env.as_c_arg()),
+        Err(_) => rustler::sys::enif_raise_exception(env.as_c_arg(), atoms::nif_panicked().encode(env).as_c_arg()),
+    }
+}
+
+fn send_rewritten<'a>(env: Env<'a>, args: &[Term<'a>]) -> NifResult<Term<'a>> {
+    let [kind, node, channel, key, dest, etf] = args else { return Err(rustler::Error::BadArg) };
+    let (kind, node, channel, key, etf) =
+        (kind.decode::<Atom>()?, node.decode::<Atom>()?, channel.decode::<Atom>()?, key.decode::<u64>()?, etf.decode::<rustler::Binary>()?);
+    let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
+    let Some(rw) = &r.rewriter else { return Err(rustler::Error::BadArg) };
+    let Ok(dest) = decode_dest(*dest) else { return Ok(err(env, atoms::bad_destination())) };
+    let payload = match rw.rewrite(etf.as_slice(), &r.name) {
+        Ok(None) => Bytes::copy_from_slice(etf.as_slice()),
+        Ok(Some(rewritten)) => Bytes::from(rewritten),
+        Err(e) => return Ok(err(env, (atoms::cannot_rewrite_pids(), e.to_string()))),
+    };
+    if kind == atoms::transitive() {
+        return Ok(send_result(env, with_atom_str(env, node, |name| r.node.send_transitive(name, dest, payload))?));
+    }
+    let Some(channel) = r.channel(channel) else {
+        return Ok(err(env, (atoms::unknown_channel(), channel)));
+    };
     Ok(send_result(env, with_atom_str(env, node, |name| r.node.send(name, channel, key, dest, payload))?))
+}
+
+/// Rewrites the pids of node `MatchNode` inside an encoded term into remote references of
+/// `RefNode`, as `send` does on a VM that is not alive (where `MatchNode` is `nonode@nohost`):
+/// `{ok, Etf}`, `unchanged` (no such pid in it) or `{error, Why}`. For tests and diagnostics;
+/// dirty, since the term may be large.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn rewrite_pids<'a>(env: Env<'a>, etf: rustler::Binary<'a>, match_node: Atom, ref_node: Atom, format: Atom, padded: bool) -> NifResult<Term<'a>> {
+    use partisan_core::etf_pids::RefFormat;
+    let format = match format.to_term(env).atom_to_string()?.as_str() {
+        "improper_list" => RefFormat::ImproperList,
+        "tuple" => RefFormat::Tuple,
+        "uri" => RefFormat::Uri { padded },
+        _ => return Err(rustler::Error::BadArg),
+    };
+    let rw = PidRewriter::new(&match_node.to_term(env).atom_to_string()?, format);
+    match rw.rewrite(etf.as_slice(), &ref_node.to_term(env).atom_to_string()?) {
+        Ok(None) => Ok(Atom::from_str(env, "unchanged")?.encode(env)),
+        Ok(Some(out)) => {
+            let mut bin = rustler::NewBinary::new(env, out.len());
+            bin.as_mut_slice().copy_from_slice(&out);
+            Ok((atoms::ok(), Term::from(bin)).encode(env))
+        }
+        Err(e) => Ok(err(env, e.to_string())),
+    }
 }
 
 /// A destination term: a pid, a registered name (atom or binary), `{pid_id, Id, Serial}` or
@@ -323,10 +450,15 @@ fn send_result<'a>(env: Env<'a>, result: Result<(), SendError>) -> Term<'a> {
 /// Sends `Msg` to `Dest` on `Node` through the overlay (transitive forwarding): relayed by
 /// neighbours when `Node` is not one.
 #[rustler::nif]
-fn send_transitive<'a>(env: Env<'a>, node: Atom, dest: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
+fn send_transitive<'a>(env: Env<'a>, node: Atom, dest_term: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
     let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
-    let Ok(dest) = decode_dest(dest) else { return Ok(err(env, atoms::bad_destination())) };
-    let payload = Bytes::from_owner(Etf(msg.to_binary()));
+    let Ok(dest) = decode_dest(dest_term) else { return Ok(err(env, atoms::bad_destination())) };
+    let undefined = atoms::undefined().encode(env);
+    let args = [atoms::transitive().encode(env), node.encode(env), undefined, 0u64.encode(env), dest_term];
+    let payload = match prepare(env, &r, msg, false, &args) {
+        Prepared::Ready(p) => p,
+        Prepared::Return(t) => return Ok(t),
+    };
     Ok(send_result(env, with_atom_str(env, node, |name| r.node.send_transitive(name, dest, payload))?))
 }
 
