@@ -90,7 +90,13 @@ timeout_drops_late_reply(Config) ->
     {{exit, {timeout, {partisan_gen_server, call, [{kv, B}, {sleep, 600}, 100]}}}, Mailbox} =
         rpc(A, partisan_otp_ct, call_then_mailbox, [{kv, B}, {sleep, 600}, 100, 1500]),
     ?assertEqual([], Mailbox),
-    ?assertEqual(Late0 + 1, maps:get(late_replies, rpc(A, partisan, stats, []))),
+    %% The late reply reached the caller's node and was dropped there. (Through the overlay a
+    %% relayed message is best effort, so on HyParView it may also have been lost on the way.)
+    Late = maps:get(late_replies, rpc(A, partisan, stats, [])) - Late0,
+    case proplists:get_value(overlay, Config) of
+        full_mesh -> ?assertEqual(1, Late);
+        hyparview -> ?assert(Late =< 1)
+    end,
     %% The server is fine and answers the next call.
     ?assertEqual({ok, B}, ?CALL(A, {kv, B}, node, 5000)).
 

@@ -446,7 +446,15 @@ impl Shared {
     /// Returns whether it went anywhere.
     pub(crate) fn relay(&self, from: &str, msg: Relayed) -> bool {
         let Relayed { origin, id, hops, target, dest, payload } = msg;
-        let neighbours = self.up.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let channel = self.channels.default_index();
+        // Only neighbours whose default-channel link is up can carry it: a neighbour the overlay
+        // just reported up may still be dialing its data links, and a message sent "straight to
+        // the target" over no link would be lost instead of flooded.
+        let neighbours: Vec<String> = {
+            let up = self.up.read().unwrap_or_else(|e| e.into_inner());
+            let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            up.iter().filter(|n| routes.get(*n).is_some_and(|r| r.up(channel))).cloned().collect()
+        };
         let decision = self.relay.lock().unwrap_or_else(|e| e.into_inner()).decide(&origin, id, hops, &target, from, &neighbours);
         match decision {
             RelayDecision::Deliver => {
@@ -455,7 +463,6 @@ impl Shared {
             }
             RelayDecision::Forward { to, hops_left } => {
                 let frame = Frame::Relay { origin, id, hops: hops_left, target, dest, payload }.to_bytes();
-                let channel = self.channels.default_index();
                 let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
                 let mut sent = false;
                 for node in to {
