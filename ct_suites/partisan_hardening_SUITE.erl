@@ -296,7 +296,9 @@ bad_arguments_return_errors(Config) ->
          {{partisan_peer_service, resolve_partition, ["x"]}, {bad_node, "x"}},
          {{partisan_peer_service, on_up, ["x", fun(_) -> ok end]}, {bad_node, "x"}},
          {{partisan_peer_service, on_down, [B, not_a_fun]}, {bad_callback, not_a_fun}},
-         {{partisan_peer_service, on_up, [B, fun(_) -> ok end, 42]}, {bad_options, 42}}],
+         {{partisan_peer_service, on_up, [B, fun(_) -> ok end, 42]}, {bad_options, 42}},
+         {{partisan, monitor_nodes, [yes]}, {bad_flag, yes}},
+         {{partisan, monitor_nodes, [true, #{}]}, {bad_options, #{}}}],
     [case rpc(A, ?MODULE, apply_fun, [MFA]) of
          {returned, {error, Expected}} -> ok;
          {returned, {error, {Expected, _}}} -> ok;

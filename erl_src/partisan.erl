@@ -248,14 +248,18 @@ name_of({Name, _}) -> Name;
 name_of(Ref) -> partisan_remote_ref:to_name(Ref).
 
 %% @doc Subscribes the caller to `{nodeup, Node}' and `{nodedown, Node}' messages.
--spec monitor_nodes(boolean()) -> ok.
+-spec monitor_nodes(boolean()) -> ok | {error, {bad_flag, term()}}.
 monitor_nodes(Flag) -> monitor_nodes(Flag, []).
 
 %% @doc `monitor_nodes/1' with `net_kernel:monitor_nodes/2' options (`nodedown_reason',
 %% `{node_type, _}' give the `{nodeup, Node, Info}' form).
--spec monitor_nodes(boolean(), [term()]) -> ok.
+-spec monitor_nodes(boolean(), [term()]) -> ok | {error, {bad_flag, term()} | {bad_options, term()}}.
 monitor_nodes(Flag, Opts) when is_boolean(Flag), is_list(Opts) ->
-    partisan_peer_service_events:monitor_nodes(erlang:self(), Flag, Opts).
+    partisan_peer_service_events:monitor_nodes(erlang:self(), Flag, Opts);
+monitor_nodes(Flag, _Opts) when not is_boolean(Flag) ->
+    {error, {bad_flag, Flag}};
+monitor_nodes(_Flag, Opts) ->
+    {error, {bad_options, Opts}}.
 
 %% -- processes on any node -----------------------------------------------------
 
