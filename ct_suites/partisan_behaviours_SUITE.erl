@@ -14,7 +14,7 @@
          supervisor_restarts_child/1, sys_on_remote_server/1, proc_lib_spawns/1,
          transformed_module/1]).
 
--import(partisan_otp_ct, [rpc/4, wait/1, in/2, agent_msg/1]).
+-import(partisan_otp_ct, [ab/1, rpc/4, wait/1, in/2, agent_msg/1]).
 
 all() -> [{group, full_mesh}, {group, hyparview}].
 
@@ -22,17 +22,16 @@ groups() ->
     Tests = [statem_calls_and_timeouts, event_manager, supervised_handler,
              supervisor_restarts_child, sys_on_remote_server, proc_lib_spawns,
              transformed_module],
-    [{full_mesh, [], Tests}, {hyparview, [], Tests}].
+    partisan_otp_ct:groups(Tests).
 
 init_per_group(Group, Config) -> partisan_otp_ct:start_group(Group, "beh") ++ Config.
 end_per_group(_, Config) -> partisan_otp_ct:stop_group(Config).
 
 init_per_testcase(_, Config) ->
-    {A, B} = partisan_otp_ct:pair(Config),
-    [{a, A}, {b, B} | Config].
+    partisan_otp_ct:with_pair(Config).
 
 end_per_testcase(_, Config) ->
-    partisan_otp_ct:no_leaks(partisan_otp_ct:nodes(Config)).
+    partisan_otp_ct:no_leaks(Config).
 
 %% -- tests ------------------------------------------------------------------------
 
@@ -189,7 +188,6 @@ transformed_module(Config) ->
 
 %% -- helpers --------------------------------------------------------------------------
 
-ab(Config) -> {proplists:get_value(a, Config), proplists:get_value(b, Config)}.
 
 %% A, B (not neighbours when possible) and the others.
 order(Config) ->

@@ -25,15 +25,15 @@ groups() ->
              server_stops_mid_call, node_killed_mid_call, partitioned_mid_call,
              multi_call_with_a_node_down, requests, reply_from_another_process,
              concurrent_callers],
-    [{full_mesh, [], Tests}, {hyparview, [], Tests}].
+    partisan_otp_ct:groups(Tests).
 
 init_per_group(Group, Config) -> partisan_otp_ct:start_group(Group, "gs") ++ Config.
 end_per_group(_, Config) -> partisan_otp_ct:stop_group(Config).
 
-init_per_testcase(_, Config) ->
-    {A, B} = partisan_otp_ct:pair(Config),
-    {ok, Pid} = rpc(B, partisan_otp_test_server, start, [kv]),
-    [{a, A}, {b, B}, {server, Pid} | Config].
+init_per_testcase(_, Config0) ->
+    Config = partisan_otp_ct:with_pair(Config0),
+    {ok, Pid} = rpc(proplists:get_value(b, Config), partisan_otp_test_server, start, [kv]),
+    [{server, Pid} | Config].
 
 end_per_testcase(_, Config) ->
     B = proplists:get_value(b, Config),
@@ -41,7 +41,7 @@ end_per_testcase(_, Config) ->
         undefined -> ok;
         Pid -> rpc(B, erlang, exit, [Pid, kill])
     end,
-    partisan_otp_ct:no_leaks(partisan_otp_ct:nodes(Config)).
+    partisan_otp_ct:no_leaks(Config).
 
 %% -- tests ------------------------------------------------------------------------
 

@@ -26,20 +26,20 @@ groups() ->
              restarted_node, demonitor_flush_and_info, owner_exits, node_monitors,
              spawn_and_spawn_monitor, process_functions, send_after_and_cancel,
              node_spec_and_kill_connections],
-    [{full_mesh, [], Tests}, {hyparview, [], Tests}].
+    partisan_otp_ct:groups(Tests).
 
 init_per_group(Group, Config) -> partisan_otp_ct:start_group(Group, "mon") ++ Config.
 end_per_group(_, Config) -> partisan_otp_ct:stop_group(Config).
 
-init_per_testcase(_, Config) ->
-    {A, B} = partisan_otp_ct:pair(Config),
-    Agent = rpc(A, partisan_otp_ct, agent, [self()]),
-    [{a, A}, {b, B}, {agent, Agent} | Config].
+init_per_testcase(_, Config0) ->
+    Config = partisan_otp_ct:with_pair(Config0),
+    Agent = rpc(proplists:get_value(a, Config), partisan_otp_ct, agent, [self()]),
+    [{agent, Agent} | Config].
 
 end_per_testcase(_, Config) ->
     Agent = proplists:get_value(agent, Config),
     rpc(node(Agent), erlang, exit, [Agent, kill]),
-    partisan_otp_ct:no_leaks(partisan_otp_ct:nodes(Config)).
+    partisan_otp_ct:no_leaks(Config).
 
 %% -- tests ------------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 %% functions that run on peers (callers whose outcome is reported back to the test process).
 -module(partisan_otp_ct).
 
--export([start_group/2, stop_group/1, nodes/1, pair/1, rpc/4, wait/1, wait/2, recv/1, recv/2,
-         start_victim/2, quiet/1, no_leaks/1, partition/2, heal/2]).
+-export([groups/1, start_group/2, stop_group/1, nodes/1, pair/1, with_pair/1, ab/1, rpc/4,
+         wait/1, wait/2, recv/1, recv/2, start_victim/2, quiet/1, no_leaks/1, partition/2, heal/2]).
 %% Run on peers.
 -export([call/4, async/3, call_then_mailbox/4, await_call_inside/2, report/2, agent/1, in/2,
          agent_msg/1, agent_msg/2, no_agent_msg/2]).
@@ -22,6 +22,9 @@
                                           shuffle_interval => 1000,
                                           random_promotion_interval => 500},
                            monitor_probe_interval => 200, monitor_probe_timeout => 1000}).
+
+%% The same tests on the full mesh and on HyParView.
+groups(Tests) -> [{full_mesh, [], Tests}, {hyparview, [], Tests}].
 
 %% Starts the group's cluster: `full_mesh' (3 nodes) or `hyparview' (5 nodes, one component).
 start_group(full_mesh, Prefix) ->
@@ -52,6 +55,13 @@ pair(Config) ->
         {hyparview, [Pair | _]} -> Pair;
         _ -> {hd(Nodes), lists:nth(2, Nodes)}
     end.
+
+%% The test's pair (see pair/1) added to the config as `a' and `b'.
+with_pair(Config) ->
+    {A, B} = pair(Config),
+    [{a, A}, {b, B} | Config].
+
+ab(Config) -> {proplists:get_value(a, Config), proplists:get_value(b, Config)}.
 
 %% A node for a test that kills or cuts it off, joined to the group's cluster.
 start_victim(Name, Config) ->
@@ -97,7 +107,10 @@ recv(Tag) -> recv(Tag, ?TIMEOUT).
 recv(Tag, Timeout) ->
     receive {Tag, Msg} -> Msg after Timeout -> ct:fail({no_message, Tag}) end.
 
-%% Nothing is pending in the OTP layer of `Nodes': no monitor, watch or waiting call is left.
+%% Nothing is pending in the OTP layer of the group's nodes (or `Nodes'): no monitor, watch or
+%% waiting call is left.
+no_leaks(Config) when is_tuple(hd(Config)) ->
+    no_leaks(nodes(Config));
 no_leaks(Nodes) ->
     Empty = fun(N) ->
                     Info = rpc(N, partisan_monitor, info, []),

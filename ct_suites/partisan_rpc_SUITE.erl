@@ -13,24 +13,23 @@
 %% Run on peers.
 -export([raise/2, sleep_then/2, notify/2, outcome/2]).
 
--import(partisan_otp_ct, [rpc/4, wait/1, recv/1]).
+-import(partisan_otp_ct, [ab/1, rpc/4, wait/1, recv/1]).
 
 all() -> [{group, full_mesh}, {group, hyparview}].
 
 groups() ->
     Tests = [erpc_values_and_exceptions, erpc_timeout_and_noconnection, erpc_node_killed,
              erpc_multicall_and_casts, erpc_requests, rpc_call, never_disterl],
-    [{full_mesh, [], Tests}, {hyparview, [], Tests}].
+    partisan_otp_ct:groups(Tests).
 
 init_per_group(Group, Config) -> partisan_otp_ct:start_group(Group, "rpc") ++ Config.
 end_per_group(_, Config) -> partisan_otp_ct:stop_group(Config).
 
 init_per_testcase(_, Config) ->
-    {A, B} = partisan_otp_ct:pair(Config),
-    [{a, A}, {b, B} | Config].
+    partisan_otp_ct:with_pair(Config).
 
 end_per_testcase(_, Config) ->
-    partisan_otp_ct:no_leaks(partisan_otp_ct:nodes(Config)).
+    partisan_otp_ct:no_leaks(Config).
 
 %% -- tests ------------------------------------------------------------------------
 
@@ -121,7 +120,6 @@ never_disterl(Config) ->
 
 %% -- helpers --------------------------------------------------------------------------
 
-ab(Config) -> {proplists:get_value(a, Config), proplists:get_value(b, Config)}.
 
 %% partisan_erpc:F(Args) on `Node': the value, `{thrown, V}', or `{Class, Reason}'.
 erpc(Node, F, Args) -> rpc(Node, ?MODULE, outcome, [F, Args]).
