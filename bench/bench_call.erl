@@ -62,8 +62,10 @@ measure(#{a := A, b := B, pid_a := PA, pid_b := PB}, C, Rep, T, Ms) ->
     C0 = bench_common:cpu_begin([PA, PB]),
     {Calls, Lats} = erpc:call(A, ?MODULE, callers, [T, B, C, Ms], 60000),
     Cpu = bench_common:cpu_end(C0),
+    %% Both peers' CPU (% of one core over the window) per call, in µs.
+    CpuUs = maps:get(own, Cpu) / 100 * Ms * 1000 / max(1, Calls),
     S = #{rate => Calls * 1000 / Ms, p50 => percentile(Lats, 50), p99 => percentile(Lats, 99),
-          foreign => maps:get(foreign, Cpu)},
+          cpu => CpuUs, foreign => maps:get(foreign, Cpu)},
     io:format("  ~3b callers rep ~b ~-8ts ~10ts calls/s  p50 ~ts  p99 ~ts~n",
               [C, Rep, T, fmt_rate(maps:get(rate, S)), fmt_us(maps:get(p50, S)), fmt_us(maps:get(p99, S))]),
     {C, T, S}.
@@ -74,17 +76,19 @@ report(Started, CallerCounts, Ms, Reps, Results) ->
     Cell = fun(Vs, Fmt) -> io_lib:format("~ts (~ts–~ts)", [Fmt(median(Vs)), Fmt(lists:min(Vs)), Fmt(lists:max(Vs))]) end,
     Table = fun(Label, Res) ->
         Get = fun(C, T, K) -> [maps:get(K, S) || {C1, T1, S} <- Res, C1 =:= C, T1 =:= T] end,
-        [io_lib:format("| ~ts | ~b | ~ts | ~ts | ~ts | ~ts |~n",
+        [io_lib:format("| ~ts | ~b | ~ts | ~ts | ~ts | ~ts | ~.1f |~n",
                        [Label, C, T, Cell(Get(C, T, rate), fun bench_common:fmt_rate/1),
-                        Cell(Get(C, T, p50), fun bench_common:fmt_us/1), Cell(Get(C, T, p99), fun bench_common:fmt_us/1)])
+                        Cell(Get(C, T, p50), fun bench_common:fmt_us/1), Cell(Get(C, T, p99), fun bench_common:fmt_us/1),
+                        median(Get(C, T, cpu))])
          || C <- CallerCounts, T <- [partisan, disterl]]
     end,
     Ratio = fun(Label, Res) ->
         Get = fun(C, T, K) -> [maps:get(K, S) || {C1, T1, S} <- Res, C1 =:= C, T1 =:= T] end,
-        [io_lib:format("| ~ts | ~b | ~.2f× | ~.2f× | ~.2f× |~n",
+        [io_lib:format("| ~ts | ~b | ~.2f× | ~.2f× | ~.2f× | ~.2f× |~n",
                        [Label, C, median(Get(C, partisan, rate)) / median(Get(C, disterl, rate)),
                         median(Get(C, partisan, p50)) / median(Get(C, disterl, p50)),
-                        median(Get(C, partisan, p99)) / median(Get(C, disterl, p99))])
+                        median(Get(C, partisan, p99)) / median(Get(C, disterl, p99)),
+                        median(Get(C, partisan, cpu)) / median(Get(C, disterl, cpu))])
          || C <- CallerCounts]
     end,
     Foreign = [maps:get(foreign, S) || {_, _, Res} <- Results, {_, _, S} <- Res],
@@ -94,11 +98,11 @@ report(Started, CallerCounts, Ms, Reps, Results) ->
                              "transports; small integer request and answer~n~n", [Ms, ?WARMUP_MS, Reps]),
                "## Calls/s and call latency\n\n"
                "Median over the runs (min–max of the runs).\n\n"
-               "| peer flags | callers | transport | calls/s | p50 | p99 |\n|---|---:|---|---:|---:|---:|\n",
+               "| peer flags | callers | transport | calls/s | p50 | p99 | CPU µs/call (both peers) |\n|---|---:|---|---:|---:|---:|---:|\n",
                [Table(L, R) || {L, _, R} <- Results],
                "\n## partisan / disterl\n\n"
-               "calls/s above 1: partisan does more; latency below 1: partisan is faster.\n\n"
-               "| peer flags | callers | calls/s | p50 | p99 |\n|---|---:|---:|---:|---:|\n",
+               "calls/s above 1: partisan does more; latency and CPU below 1: partisan is faster / cheaper.\n\n"
+               "| peer flags | callers | calls/s | p50 | p99 | CPU/call |\n|---|---:|---:|---:|---:|---:|\n",
                [Ratio(L, R) || {L, _, R} <- Results], "\n",
                bench_common:noise_note(Foreign)],
     Base = bench_common:write_report("call", Report0),
