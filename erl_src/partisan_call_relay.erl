@@ -41,7 +41,8 @@ start_link(N) ->
 %% @doc `Node' is gone: its callers will never read an answer, so their calls are dropped.
 -spec node_lost(node()) -> ok.
 node_lost(Node) ->
-    lists:foreach(fun(Relay) -> Relay ! {partisan_node_lost, Node} end, partisan_otp:relays()).
+    %% While partisan stops, the relays may be gone before the monitor hears of the last nodes.
+    lists:foreach(fun(Relay) -> catch Relay ! {partisan_node_lost, Node} end, partisan_otp:relays()).
 
 %% @doc Calls and function runs in progress on this node's relays (for tests and monitoring).
 -spec pending() -> non_neg_integer().
