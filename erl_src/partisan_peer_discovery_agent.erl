@@ -65,7 +65,8 @@
                cb :: term(),
                %% Discovered nodes that are not members yet, until they answer a probe.
                pending = #{} :: #{node() => entry()},
-               probes = #{} :: #{reference() => node()}}).
+               %% Probes in flight: the prober's monitor and the node it probes.
+               probes = #{} :: #{pid() => {reference(), node()}}}).
 
 %% @doc Starts the agent, not linked (Partisan v5's API; the `partisan' application starts it
 %% under its supervisor).
@@ -204,7 +205,7 @@ code_change(_OldVsn, State, Data, _Extra) ->
 enabled({call, From}, enable, _Data) ->
     {keep_state_and_data, [{reply, From, ok}]};
 enabled({call, From}, disable, Data) ->
-    [erlang:demonitor(Ref, [flush]) || Ref <- maps:keys(Data#data.probes)],
+    [erlang:demonitor(Ref, [flush]) || {Ref, _} <- maps:values(Data#data.probes)],
     {next_state, disabled, Data#data{pending = #{}, probes = #{}},
      [{reply, From, ok}, {{timeout, lookup}, cancel}, {{timeout, retry}, cancel}]};
 enabled({call, From}, lookup, Data) ->
@@ -225,9 +226,15 @@ enabled(EventType, lookup, Data) when EventType =:= internal; EventType =:= {tim
 enabled({timeout, retry}, retry, Data) ->
     Data1 = probe_due(Data),
     {keep_state, Data1, retry(Data1)};
-enabled(info, {'DOWN', Ref, process, _, Result}, Data = #data{probes = Probes}) when is_map_key(Ref, Probes) ->
-    {Node, Probes1} = maps:take(Ref, Probes),
+enabled(info, {probe, Pid, Result}, Data = #data{probes = Probes}) when is_map_key(Pid, Probes) ->
+    {{Ref, Node}, Probes1} = maps:take(Pid, Probes),
+    erlang:demonitor(Ref, [flush]),
     Data1 = probed(Node, Result, Data#data{probes = Probes1}),
+    {keep_state, Data1, retry(Data1)};
+enabled(info, {'DOWN', _, process, Pid, Reason}, Data = #data{probes = Probes}) when is_map_key(Pid, Probes) ->
+    %% The prober died before it answered.
+    {{_, Node}, Probes1} = maps:take(Pid, Probes),
+    Data1 = probed(Node, {error, {probe_crashed, Reason}}, Data#data{probes = Probes1}),
     {keep_state, Data1, retry(Data1)};
 enabled(EventType, Event, Data) ->
     common(EventType, Event, enabled, Data).
@@ -245,7 +252,7 @@ disabled({call, From}, enable, Data) ->
     {next_state, enabled, Data, [{reply, From, ok}, {next_event, internal, lookup}]};
 disabled({call, From}, lookup, _Data) ->
     {keep_state_and_data, [{reply, From, {error, disabled}}]};
-disabled(info, {'DOWN', _, process, _, _}, _Data) ->
+disabled(info, {probe, _, _}, _Data) ->
     keep_state_and_data;
 disabled(EventType, Event, Data) ->
     common(EventType, Event, disabled, Data).
@@ -315,8 +322,9 @@ probe_due(Data = #data{pending = Pending, probes = Probes, opts = #{timeout := T
     lists:foldl(
       fun(Node, D = #data{pending = P, probes = Pr}) ->
               #{Node := E = #{spec := #{listen_addrs := Addrs}}} = P,
-              {_, Ref} = spawn_monitor(fun() -> exit({probe, probe(Addrs, Timeout)}) end),
-              D#data{pending = P#{Node => E#{probe => Ref}}, probes = Pr#{Ref => Node}}
+              Agent = self(),
+              {Pid, Ref} = spawn_monitor(fun() -> Agent ! {probe, self(), probe(Addrs, Timeout)} end),
+              D#data{pending = P#{Node => E#{probe => Ref}}, probes = Pr#{Pid => {Ref, Node}}}
       end, Data#data{probes = Probes}, Due).
 
 %% The node answers when one of its listen addresses accepts a TCP connection.
@@ -334,13 +342,12 @@ probed(Node, Result, Data = #data{pending = Pending}) ->
     case Pending of
         #{Node := E = #{spec := Spec, attempt := Attempt}} ->
             Outcome = case Result of
-                {probe, ok} ->
+                ok ->
                     case is_member(Node) of
                         true -> ok;
                         false -> partisan_peer_service:join(Spec)
                     end;
-                {probe, {error, _} = Error} -> Error;
-                Crash -> {error, Crash}
+                {error, _} = Error -> Error
             end,
             case Outcome of
                 ok ->
