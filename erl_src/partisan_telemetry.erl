@@ -5,7 +5,10 @@
 %% module can be loaded is checked once when `partisan' starts (`init/0') and cached in
 %% `persistent_term'; without it `execute/3' returns `ok' at once. The application resource
 %% lists `telemetry' as an optional application, so when it is present (a dependency of the
-%% host project) it is started before `partisan'.
+%% host project) OTP starts it before `partisan'. Where that order is not kept (Mix before
+%% Elixir 1.15 leaves optional applications out of the resource file), events are skipped until
+%% the `telemetry' application runs (its handler table process is registered), then that too is
+%% cached.
 %%
 %% The events (`events/0'); measurements and metadata are maps:
 %%
@@ -37,31 +40,33 @@
 -spec init() -> ok.
 init() ->
     Module = case code:ensure_loaded(telemetry) of
-                 {module, telemetry} -> telemetry;
+                 {module, telemetry} -> running(telemetry);
                  {error, _} -> undefined
              end,
     %% Only on a change: putting a persistent term again costs a global GC.
     persistent_term:get(?KEY, unchecked) =:= Module orelse persistent_term:put(?KEY, Module),
     ok.
 
-%% @doc Whether events go to `telemetry' (its module was found when `partisan' started).
+%% @doc Whether events go to `telemetry' (its module was found when `partisan' started, and its
+%% application runs).
 -spec available() -> boolean().
 available() ->
-    module() =/= undefined.
+    module() =:= telemetry.
 
 %% @doc Emits `Event' with `telemetry:execute/3' when `telemetry' is available; `ok' otherwise.
 %% Never raises (`telemetry' itself detaches a handler that fails).
 -spec execute([atom(), ...], #{atom() => number()}, #{atom() => term()}) -> ok.
 execute(Event, Measurements, Metadata) ->
     case module() of
-        undefined ->
-            ok;
-        Module ->
+        telemetry ->
+            Module = persistent_term:get(?KEY),
             try Module:execute(Event, Measurements, Metadata) of
                 _ -> ok
             catch
                 _:_ -> ok
-            end
+            end;
+        _ ->
+            ok
     end.
 
 %% @doc The name of every event `partisan' emits, e.g. for `telemetry:attach_many/4'.
@@ -76,6 +81,19 @@ events() ->
 
 module() ->
     case persistent_term:get(?KEY, unchecked) of
-        unchecked -> init(), persistent_term:get(?KEY);
-        Module -> Module
+        telemetry -> telemetry;
+        undefined -> undefined;
+        unchecked -> init(), module();
+        not_started ->
+            case running(telemetry) of
+                telemetry -> persistent_term:put(?KEY, telemetry), telemetry;
+                not_started -> not_started
+            end
+    end.
+
+%% `telemetry:execute/3' before the application started would log a warning per event.
+running(telemetry) ->
+    case whereis(telemetry_handler_table) of
+        undefined -> not_started;
+        _ -> telemetry
     end.
