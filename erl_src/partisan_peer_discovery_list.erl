@@ -90,18 +90,21 @@ parse(Address) ->
 parse(String, Address) when is_list(String) ->
     {NodeString, Port} =
         case string:split(String, ":", trailing) of
-            [Node, PortString] ->
-                case catch list_to_integer(PortString) of
-                    P when is_integer(P), P >= 1, P =< 65535 -> {Node, P};
-                    _ -> bad(Address)
-                end;
-            [Node] ->
-                {Node, default_port(Address)}
+            [Node, PortString] -> {Node, {given, PortString}};
+            [Node] -> {Node, default}
         end,
     {Name, Host} = name_host(NodeString, Address),
-    {Name, Host, Port};
+    {Name, Host, port(Port, Address)};
 parse(_, Address) ->
     bad(Address).
+
+port({given, PortString}, Address) ->
+    case catch list_to_integer(PortString) of
+        P when is_integer(P), P >= 1, P =< 65535 -> P;
+        _ -> bad(Address)
+    end;
+port(default, Address) ->
+    default_port(Address).
 
 name_host(Node, Address) ->
     case string:split(Node, "@") of
