@@ -74,6 +74,9 @@ list_backend_run() ->
         ?assertEqual(enabled, partisan_ct:rpc(L1, partisan_peer_discovery_agent, status, [])),
         {ok, Looked} = partisan_ct:rpc(L1, partisan_peer_discovery_agent, lookup, []),
         ?assertEqual([L1, L2, L3, L4], lists:sort([N || #{name := N} <- Looked])),
+        [{_, #{peers := 3, duration := D}, #{backend := partisan_peer_discovery_list, result := ok}, _} | _] =
+            partisan_ct:rpc(L1, partisan_telemetry_ct, events, [[partisan, peer_discovery, lookup]]),
+        ?assert(is_integer(D) andalso D >= 0),
 
         %% The fourth does not answer: L1 probes it again after 100, 200, 400, 800, 1600 ms.
         ok = wait(fun() -> length(unreachable(L1, L4)) >= 5 end),

@@ -16,8 +16,6 @@
 -define(ENV, #{channels => #{data => #{parallelism => 2}},
                connection_interval => 100, connection_jitter => 50}).
 -define(TIMEOUT, 10000).
-%% Drops and auth failures are reported within a second (partisan_net::report).
--define(REPORT_MS, 1000).
 
 all() ->
     [connections_nodes_and_membership, auth_failures, queue_full_and_drops,
@@ -101,12 +99,12 @@ auth_failures(_Config) ->
         [{_, #{count := _}, Out, _} | _] = events(X, [partisan, auth, failure]),
         ?assertEqual(#{direction => outbound, peer => G, reason => refused}, Out),
         partisan_ct:stop_cluster([Bad]),
-        %% The last report comes at most a second after the last failure.
-        timer:sleep(?REPORT_MS + 500),
+        %% With the intruder gone, the reports (a second apart at most) catch up with the counter.
+        Reported = fun() -> lists:sum([N || {_, #{count := N}, _, _} <- events(G, [partisan, auth, failure])]) end,
+        wait(fun() -> #{auth_failures := T} = rpc(G, partisan, stats, []), T =:= Reported() end),
         #{auth_failures := Total} = rpc(G, partisan, stats, []),
-        Reported = lists:sum([N || {_, #{count := N}, _, _} <- events(G, [partisan, auth, failure])]),
         ct:pal("~b auth failures at ~p, ~b events", [Total, G, length(events(G, [partisan, auth, failure]))]),
-        ?assertEqual(Total, Reported),
+        ?assert(Total > 0),
         ?assert(rpc(G, partisan, nodes, []) =:= [])
     after
         partisan_ct:stop_cluster([Good, Bad])
@@ -129,11 +127,11 @@ queue_full_and_drops(_Config) ->
         ct:pal("receiver frozen: ~b sends ok, then ~b refused with queue_full", [Oks, Refused]),
         ?assert(Refused > 0),
         _ = os:cmd("kill -CONT " ++ OsPid),
-        timer:sleep(?REPORT_MS + 500),
         #{dropped_queue_full := QF} = rpc(S, partisan, stats, []),
         ?assertEqual(Refused, QF),
+        %% The reports (a second apart at most) add up to the counter.
+        wait(fun() -> lists:sum([N || {_, #{count := N}, _, _} <- events(S, [partisan, queue, full])]) =:= QF end),
         Full = events(S, [partisan, queue, full]),
-        ?assertEqual(QF, lists:sum([N || {_, #{count := N}, _, _} <- Full])),
         ?assert(length(Full) =< 5),
         [?assertEqual(#{node => R, channel => undefined}, M) || {_, _, M, _} <- Full],
         DroppedFull = [N || {_, #{count := N}, #{reason := queue_full}, _}
