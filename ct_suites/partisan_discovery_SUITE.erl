@@ -1,7 +1,8 @@
 %% Peer discovery on real clusters: nodes started with the same `peer_discovery' config form one
 %% cluster without any join call.
 %%
-%% - The list backend: three of four listed nodes form a cluster; the fourth, down, is probed
+%% - The list backend: three of four listed nodes, enabled with partisan_peer_discovery_agent:enable/0
+%%   once a telemetry handler is attached, form a cluster; the fourth, down, is probed
 %%   again and again with a growing wait (observed through the agent's telemetry events and their
 %%   timestamps); started later without discovery of its own, it is joined by the others.
 %% - The DNS backend with A records, one node per address (127.0.0.2, .3, .4, as one node per
@@ -54,21 +55,23 @@ list_backend_run() ->
     Ports = free_ports(length(Names)),
     Addresses = [iolist_to_binary(io_lib:format("~s@127.0.0.1:~b", [N, P]))
                  || {N, P} <- lists:zip(Names, Ports)],
-    %% The first lookup waits half a second: the telemetry handler is attached by then.
-    Discovery = ?DISCOVERY#{type => partisan_peer_discovery_list, initial_delay => 500,
+    %% Configured but not enabled at start: each node is enabled once its telemetry handler is
+    %% attached, so that the first probes are seen too.
+    Discovery = ?DISCOVERY#{type => partisan_peer_discovery_list, enabled => false,
                             config => #{addresses => Addresses}},
     [L1, L2, L3, L4] = [node_name(N, "127.0.0.1") || N <- Names],
     %% Three nodes, each told about all four; nobody calls join.
-    Started = [case partisan_ct:start_node(N, ?ENV#{listen_port => P, peer_discovery => Discovery}) of
-                   {ok, {_, Node} = Peer} ->
-                       ok = partisan_ct:rpc(Node, partisan_telemetry_ct, attach, []),
-                       {ok, Peer};
-                   Error ->
-                       Error
-               end || {N, P} <- lists:zip(lists:sublist(Names, 3), lists:sublist(Ports, 3))],
+    Started = [partisan_ct:start_node(N, ?ENV#{listen_port => P, peer_discovery => Discovery})
+               || {N, P} <- lists:zip(lists:sublist(Names, 3), lists:sublist(Ports, 3))],
     Peers = [P || {ok, P} <- Started],
     try
         3 = length(Peers),
+        [begin
+             ok = partisan_ct:rpc(N, partisan_telemetry_ct, attach, []),
+             ?assertEqual(disabled, partisan_ct:rpc(N, partisan_peer_discovery_agent, status, [])),
+             ?assertEqual({error, disabled}, partisan_ct:rpc(N, partisan_peer_discovery_agent, lookup, [])),
+             ok = partisan_ct:rpc(N, partisan_peer_discovery_agent, enable, [])
+         end || N <- [L1, L2, L3]],
         ok = wait(fun() -> lists:all(fun(N) -> members(N) =:= [L1, L2, L3] end, [L1, L2, L3]) end),
         ok = partisan_ct:wait_fully_connected([L1, L2, L3], ?TIMEOUT),
         ?assertEqual(enabled, partisan_ct:rpc(L1, partisan_peer_discovery_agent, status, [])),
