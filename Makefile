@@ -5,7 +5,7 @@ EBIN := _build/default/lib/partisan/ebin
 # The CT and demo controller nodes are alive on loopback; peers never meet over disterl.
 CT_NAME ?= ct@127.0.0.1
 
-.PHONY: all deps build test rust-test eunit ct mix-test test-deps dialyzer demo bench clean
+.PHONY: all deps build test rust-test eunit ct mix-test test-deps test-examples dialyzer demo bench clean
 
 all: build
 
@@ -36,7 +36,13 @@ mix-test: build
 test-deps: build
 	bash scripts/check_dependency.sh
 
-test: rust-test eunit ct mix-test test-deps dialyzer bench-smoke
+# The examples (examples/elixir_release, examples/erlang_release) as shipped: each release built
+# (mix release, rebar3 release) and two instances of it, configured from the environment, that
+# find each other and exchange messages (~15 s; scripts/check_examples.sh).
+test-examples: build
+	bash scripts/check_examples.sh
+
+test: rust-test eunit ct mix-test test-deps test-examples dialyzer bench-smoke
 
 demo: build
 	@mkdir -p _build/demo

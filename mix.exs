@@ -69,6 +69,7 @@ defmodule Partisan.MixProject do
   end
 
   def application do
-    [mod: {:partisan_app, []}, applications: [:kernel, :stdlib]]
+    # telemetry is optional: started first when the host project has it (partisan_telemetry).
+    [mod: {:partisan_app, []}, applications: [:kernel, :stdlib, {:telemetry, :optional}]]
   end
 end

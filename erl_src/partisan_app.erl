@@ -8,6 +8,7 @@
 start(_Type, _Args) ->
     case partisan_config:init() of
         ok ->
+            ok = partisan_telemetry:init(),
             case partisan_nif:load() of
                 ok -> partisan_sup:start_link();
                 {error, _} = Error -> Error

@@ -123,7 +123,7 @@ normalise(Env) ->
     Steps = [fun name/2, fun parallelism/2, fun channels/2, fun listen_addrs/2,
              fun manager/2, fun hyparview/2, fun intervals/2, fun limits/2, fun decode/2,
              fun cookie/2, fun broadcast/2, fun monitor_probe/2, fun tls/2,
-             fun remote_refs/2],
+             fun remote_refs/2, fun peer_discovery/2],
     try
         {ok, lists:foldl(fun(Step, Acc) -> Step(Env, Acc) end, Env, Steps)}
     catch
@@ -400,6 +400,13 @@ remote_refs(Env, Acc) ->
     is_boolean(PidEncoding) orelse invalid(pid_encoding, "~p must be a boolean", [PidEncoding]),
     Acc#{remote_ref_format => Format, remote_ref_uri_padding => Padding,
          pid_encoding => PidEncoding}.
+
+%% `peer_discovery' (Partisan v5's): checked by the agent that reads it.
+peer_discovery(Env, Acc) ->
+    case partisan_peer_discovery_agent:normalise_config(maps:get(peer_discovery, Env, #{})) of
+        {ok, Opts} -> Acc#{peer_discovery => Opts};
+        {error, Why} -> invalid(peer_discovery, "~ts", [Why])
+    end.
 
 %% How the OTP layer tells that a node it is not linked with is gone (see partisan_monitor).
 monitor_probe(Env, Acc) ->

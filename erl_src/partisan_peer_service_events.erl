@@ -2,8 +2,9 @@
 %%
 %% The Rust driver sends `{partisan_event, ...}' here in order. This process runs `on_up' and
 %% `on_down' callbacks (each in its own process, so a slow or crashing callback delays nothing),
-%% sends `{nodeup, Node}' / `{nodedown, Node}' to `partisan:monitor_nodes/1,2' subscribers, and
-%% hands data plane log lines to `logger'.
+%% sends `{nodeup, Node}' / `{nodedown, Node}' to `partisan:monitor_nodes/1,2' subscribers,
+%% hands data plane log lines to `logger', and turns the data plane's events and reports into
+%% `[partisan, ...]' telemetry events (`partisan_telemetry').
 -module(partisan_peer_service_events).
 -behaviour(gen_server).
 
@@ -16,7 +17,9 @@
 -type callback() :: fun(() -> any()) | fun((node()) -> any()) | fun((node(), atom()) -> any()).
 
 -record(state, {callbacks = [] :: [{which(), node() | any, atom() | any, callback()}],
-                subscribers = #{} :: #{pid() => {reference(), [term()]}}}).
+                subscribers = #{} :: #{pid() => {reference(), [term()]}},
+                %% The last member list, for the telemetry event's joined/left.
+                members = [] :: [node()]}).
 
 %% @doc Starts the registered events process.
 -spec start_link() -> {ok, pid()} | {error, term()}.
@@ -39,7 +42,7 @@ monitor_nodes(Pid, Flag, Opts) ->
 
 %% @private
 init([]) ->
-    {ok, #state{}}.
+    {ok, #state{members = [partisan:node()]}}.
 
 %% @private
 handle_call({add_callback, Which, Node, Channel, Fun}, _From, S) ->
@@ -66,10 +69,12 @@ handle_cast(_, S) ->
 handle_info({partisan_event, node_up, Node}, S) ->
     run(up, Node, any, S),
     notify(nodeup, Node, S),
+    partisan_telemetry:execute([partisan, node, up], #{count => 1}, #{node => Node}),
     {noreply, S};
 handle_info({partisan_event, node_down, Node}, S) ->
     run(down, Node, any, S),
     notify(nodedown, Node, S),
+    partisan_telemetry:execute([partisan, node, down], #{count => 1}, #{node => Node}),
     {noreply, S};
 handle_info({partisan_event, channel_up, Node, Channel}, S) ->
     run(up, Node, Channel, S),
@@ -77,8 +82,30 @@ handle_info({partisan_event, channel_up, Node, Channel}, S) ->
 handle_info({partisan_event, channel_down, Node, Channel}, S) ->
     run(down, Node, Channel, S),
     {noreply, S};
-handle_info({partisan_event, members, Members}, S) ->
+handle_info({partisan_event, members, Members}, S = #state{members = Old}) ->
     ?LOG_DEBUG("partisan members: ~p", [Members]),
+    partisan_telemetry:execute([partisan, membership, change], #{members => length(Members)},
+                               #{node => partisan:node(), members => Members,
+                                 joined => Members -- Old, left => Old -- Members}),
+    {noreply, S#state{members = Members}};
+handle_info({partisan_event, connection_up, Node, Channel, Index}, S) ->
+    partisan_telemetry:execute([partisan, connection, up], #{count => 1},
+                               #{node => Node, channel => Channel, connection => Index}),
+    {noreply, S};
+handle_info({partisan_event, connection_down, Node, Channel, Index, Reason}, S) ->
+    partisan_telemetry:execute([partisan, connection, down], #{count => 1},
+                               #{node => Node, channel => Channel, connection => Index,
+                                 reason => Reason}),
+    {noreply, S};
+handle_info({partisan_event, dropped, Reason, Node, Channel, Count}, S) ->
+    Meta = #{node => Node, channel => Channel},
+    partisan_telemetry:execute([partisan, message, dropped], #{count => Count}, Meta#{reason => Reason}),
+    Reason =:= queue_full andalso
+        partisan_telemetry:execute([partisan, queue, full], #{count => Count}, Meta),
+    {noreply, S};
+handle_info({partisan_event, auth_failure, Direction, Peer, Reason, Count}, S) ->
+    partisan_telemetry:execute([partisan, auth, failure], #{count => Count},
+                               #{direction => Direction, peer => peer(Peer), reason => Reason}),
     {noreply, S};
 handle_info({partisan_event, removed, By}, S) ->
     ?LOG_NOTICE("partisan: removed from the cluster by ~p", [By]),
@@ -101,6 +128,15 @@ handle_info({'DOWN', _, process, Pid, _}, S = #state{subscribers = Subs}) ->
     {noreply, S#state{subscribers = maps:remove(Pid, Subs)}};
 handle_info(_, S) ->
     {noreply, S}.
+
+%% An inbound peer is its source address, as text from the data plane.
+peer(Addr) when is_binary(Addr) ->
+    case inet:parse_address(binary_to_list(Addr)) of
+        {ok, IP} -> IP;
+        {error, _} -> Addr
+    end;
+peer(Node) ->
+    Node.
 
 run(Which, Node, Channel, #state{callbacks = Cbs}) ->
     [spawn(fun() -> call(Fun, Node, Channel) end)

@@ -46,15 +46,19 @@ handle_cast(_, S) -> {noreply, S}.
 
 %% @private
 handle_info({partisan_event, bcast_deliver, IdBin, PayloadBin, From}, S) ->
-    IsNew = try
-                {Mod, MsgId} = binary_to_term(IdBin),
-                Mod:merge(MsgId, binary_to_term(PayloadBin)) =:= true
-            catch
-                Class:Reason ->
-                    ?LOG_WARNING("partisan broadcast from ~p not merged: ~p:~p", [From, Class, Reason]),
-                    false
-            end,
+    {Handler, IsNew} =
+        try
+            {Mod, MsgId} = binary_to_term(IdBin),
+            {Mod, Mod:merge(MsgId, binary_to_term(PayloadBin)) =:= true}
+        catch
+            Class:Reason ->
+                ?LOG_WARNING("partisan broadcast from ~p not merged: ~p:~p", [From, Class, Reason]),
+                {undefined, false}
+        end,
     ok = partisan_nif:broadcast_merged(IdBin, IsNew),
+    partisan_telemetry:execute([partisan, broadcast, delivered],
+                               #{count => 1, size => byte_size(PayloadBin)},
+                               #{from => From, handler => Handler, new => IsNew}),
     {noreply, S};
 handle_info({partisan_event, bcast_graft, Node, IdBin, Round}, S) ->
     Payload = try binary_to_term(IdBin) of

@@ -1,5 +1,6 @@
 %% @doc Top supervisor: the events process first (the data plane reports to it), the OTP layer
-%% (monitors, call relays), then the peer service manager, which owns the data plane's lifetime.
+%% (monitors, call relays), then the peer service manager, which owns the data plane's lifetime,
+%% and the peer discovery agent.
 -module(partisan_sup).
 -behaviour(supervisor).
 
@@ -26,5 +27,8 @@ init([]) ->
                %% closes the runtime (up to 2 s more).
                ++ [#{id => Manager, start => {Manager, start_link, []},
                      shutdown => partisan_config:get(stop_flush_timeout, 5000) + 5000,
-                     modules => [Manager, partisan_peer_service_manager]}],
+                     modules => [Manager, partisan_peer_service_manager]},
+                   %% Joins the nodes the `peer_discovery' backend finds (disabled without it).
+                   #{id => partisan_peer_discovery_agent,
+                     start => {partisan_peer_discovery_agent, start_link, []}}],
     {ok, {#{strategy => rest_for_one, intensity => 3, period => 10}, Children}}.

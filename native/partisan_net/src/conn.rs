@@ -8,7 +8,7 @@
 //! trigger at will are rate-limited ([`crate::LogLimit`]); the counters keep the exact numbers.
 
 use crate::queue::{LinkQueue, Outgoing};
-use crate::{Cmd, Cmds, LinkTx, Shared, StartError};
+use crate::{Cmd, Cmds, Direction, DropReason, Event, LinkTx, Shared, StartError};
 use bytes::{Bytes, BytesMut};
 use partisan_core::frame::{encode_message_header, Decoder, Frame, FrameError, NONCE_LEN};
 use partisan_core::handshake::{ClientHandshake, HandshakeError, ServerHandshake};
@@ -204,6 +204,7 @@ async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shar
         Ok(Ok(Ok(accepted))) => accepted,
         Ok(Ok(Err(e))) => {
             shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            shared.report_auth_failure(Direction::Inbound, peer.ip().to_string(), handshake_reason(&e));
             inbound_failed("handshake refused", &e);
             if let Some(f) = e.refusal() {
                 let _ = write_frame(&mut w, &f).await;
@@ -214,6 +215,7 @@ async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shar
         Ok(Err(ReadError::Frame(e))) => {
             shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
             shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            shared.report_auth_failure(Direction::Inbound, peer.ip().to_string(), "bad_frame");
             inbound_failed("garbage before authentication", &e);
             return;
         }
@@ -221,6 +223,7 @@ async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shar
         Err(_) => {
             shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
             shared.stats.handshake_timeouts.fetch_add(1, Ordering::Relaxed);
+            shared.report_auth_failure(Direction::Inbound, peer.ip().to_string(), "timeout");
             inbound_failed("handshake timed out", &"no proof in time");
             return;
         }
@@ -241,6 +244,42 @@ async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shar
     read_loop(&mut r, &mut buf, &mut dec, &hello.node, &shared, &cmds).await;
 }
 
+/// Why a connection's reader stopped.
+enum Ended {
+    /// The peer closed the connection.
+    Closed,
+    Io(std::io::Error),
+    /// The peer sent something that is not a frame it may send.
+    BadFrame,
+}
+
+impl Ended {
+    /// The reason reported in [`Event::ConnectionDown`].
+    fn reason(&self) -> &'static str {
+        match self {
+            Ended::Closed => "closed",
+            Ended::Io(e) => match e.kind() {
+                std::io::ErrorKind::ConnectionReset => "connection_reset",
+                std::io::ErrorKind::TimedOut => "timed_out",
+                _ => "io_error",
+            },
+            Ended::BadFrame => "bad_frame",
+        }
+    }
+}
+
+/// The `reason` of a failed handshake in [`Event::AuthFailed`].
+fn handshake_reason(e: &HandshakeError) -> &'static str {
+    match e {
+        HandshakeError::VersionMismatch { .. } => "version_mismatch",
+        HandshakeError::BadProof => "bad_proof",
+        HandshakeError::UnexpectedFrame { .. } => "unexpected_frame",
+        HandshakeError::Refused(_) => "refused",
+        HandshakeError::UnknownChannel { .. } => "unknown_channel",
+        HandshakeError::EmptyNodeName => "empty_node_name",
+    }
+}
+
 /// Dispatches frames from an authenticated peer until the connection ends.
 async fn read_loop(
     r: &mut OwnedReadHalf,
@@ -249,7 +288,7 @@ async fn read_loop(
     from: &str,
     shared: &Shared,
     cmds: &Cmds,
-) -> Option<std::io::Error> {
+) -> Ended {
     let bad_frame = |what: &str, error: &dyn std::fmt::Display| {
         if let Some(suppressed) = shared.log_limits.frames.allow(&shared.stats) {
             warn!(from, %error, suppressed, "{what}");
@@ -276,14 +315,14 @@ async fn read_loop(
             Ok(other) => {
                 shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
                 bad_frame("handshake frame after authentication; connection closed", &format!("{other:?}"));
-                return None;
+                return Ended::BadFrame;
             }
-            Err(ReadError::Closed) => return None,
-            Err(ReadError::Io(e)) => return Some(e),
+            Err(ReadError::Closed) => return Ended::Closed,
+            Err(ReadError::Io(e)) => return Ended::Io(e),
             Err(ReadError::Frame(e)) => {
                 shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
                 bad_frame("bad frame; connection closed", &e);
-                return None;
+                return Ended::BadFrame;
             }
         }
     }
@@ -345,6 +384,7 @@ async fn client_handshake(stream: TcpStream, link: &LinkId, shared: &Shared) -> 
         let challenge = read(&mut buf).await?;
         let fail = |e: HandshakeError| {
             shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            shared.report_auth_failure(Direction::Outbound, link.node.clone(), handshake_reason(&e));
             e
         };
         let (hs, hello) = hs.on_challenge(challenge).map_err(fail)?;
@@ -366,23 +406,30 @@ async fn client_handshake(stream: TcpStream, link: &LinkId, shared: &Shared) -> 
 fn start_link(link: LinkId, conn_id: u64, mut r: OwnedReadHalf, w: OwnedWriteHalf, mut buf: BytesMut, max_frame: usize, shared: Arc<Shared>, cmds: Cmds) -> LinkTx {
     let fd = std::os::fd::AsRawFd::as_raw_fd(w.as_ref());
     let queue = Arc::new(LinkQueue::new(shared.cfg.max_queue_bytes, shared.stats.replaced_monotonic.clone(), fd, max_frame));
+    let channel = shared.channels.get(link.channel).name.clone();
+    shared.sink.event(Event::ConnectionUp { node: link.node.clone(), channel: channel.clone(), conn: link.conn });
+    // Made here, not in the task: a task aborted before it first runs still drops it.
+    let down = LinkDownOnDrop { link: link.clone(), conn_id, cmds: cmds.clone(), shared: shared.clone(), channel, reason: Default::default() };
+    let reason = down.reason.clone();
     let reader = {
         let (link, shared, cmds, queue) = (link.clone(), shared.clone(), cmds.clone(), queue.clone());
         tokio::spawn(async move {
             // Reports the link down however this task ends: EOF, error, abort or panic.
-            let _down = LinkDownOnDrop { link: link.clone(), conn_id, cmds: cmds.clone() };
+            let down = down;
             // The peer sends nothing on a link it accepted but may (pings); EOF means it is gone.
             let mut dec = Decoder::new(shared.cfg.max_frame_size);
-            if let Some(e) = read_loop(&mut r, &mut buf, &mut dec, &link.node, &shared, &cmds).await {
+            let ended = read_loop(&mut r, &mut buf, &mut dec, &link.node, &shared, &cmds).await;
+            if let Ended::Io(e) = &ended {
                 debug!(node = %link.node, error = %e, "link read failed");
             }
+            down.set_reason(ended.reason());
             // The peer closed or reset the link (this task is aborted instead when we close it):
             // what is still queued would go into a dead socket. Dropped and counted.
             count_undelivered(&shared, &link, queue.abort());
         })
     };
     shared.writers.fetch_add(1, Ordering::SeqCst);
-    tokio::spawn(write_loop(link, conn_id, w, queue.clone(), reader.abort_handle(), shared, cmds));
+    tokio::spawn(write_loop(link, conn_id, w, queue.clone(), reader.abort_handle(), reason, shared, cmds));
     LinkTx { conn_id, queue }
 }
 
@@ -391,19 +438,44 @@ fn count_undelivered(shared: &Shared, link: &LinkId, lost: usize) {
         return;
     }
     shared.stats.undelivered_on_close.fetch_add(lost as u64, Ordering::Relaxed);
+    shared.report_drop(DropReason::UndeliveredOnClose, Some(&link.node), Some(link.channel), lost as u64);
     if let Some(suppressed) = shared.log_limits.frames.allow(&shared.stats) {
         info!(node = %link.node, lost, suppressed, "link closed with messages not written (counter undelivered_on_close)");
     }
+}
+
+/// Why a dialed connection ended; the first of its reader and writer to know sets it.
+type DownReason = Arc<Mutex<Option<&'static str>>>;
+
+fn set_reason(cell: &DownReason, reason: &'static str) {
+    cell.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(reason);
 }
 
 struct LinkDownOnDrop {
     link: LinkId,
     conn_id: u64,
     cmds: Cmds,
+    shared: Arc<Shared>,
+    channel: String,
+    reason: DownReason,
+}
+
+impl LinkDownOnDrop {
+    fn set_reason(&self, reason: &'static str) {
+        set_reason(&self.reason, reason);
+    }
 }
 
 impl Drop for LinkDownOnDrop {
     fn drop(&mut self) {
+        // A node that stops reports nothing more (its events process is going away too).
+        if !self.shared.stopping.load(Ordering::Relaxed) {
+            // Without a word from the reader or the writer: a panic or the runtime going away.
+            let reason = self.reason.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or("local_close");
+            let (node, channel) = (self.link.node.clone(), std::mem::take(&mut self.channel));
+            // Before the driver hears of it, so it arrives before the node's down event.
+            self.shared.sink.event(Event::ConnectionDown { node, channel, conn: self.link.conn, reason });
+        }
         // A down for a link the driver already replaced or removed is ignored by its conn_id.
         let _ = self.cmds.life.send(Cmd::LinkDown { link: self.link.clone(), conn_id: self.conn_id });
     }
@@ -420,7 +492,8 @@ impl Drop for WriterGuard {
 }
 
 /// Writes batches until the queue is closed (then flushes and closes the socket) or a write fails.
-async fn write_loop(link: LinkId, conn_id: u64, mut w: OwnedWriteHalf, queue: Arc<LinkQueue>, reader: tokio::task::AbortHandle, shared: Arc<Shared>, cmds: Cmds) {
+#[allow(clippy::too_many_arguments)]
+async fn write_loop(link: LinkId, conn_id: u64, mut w: OwnedWriteHalf, queue: Arc<LinkQueue>, reader: tokio::task::AbortHandle, reason: DownReason, shared: Arc<Shared>, cmds: Cmds) {
     let _guard = WriterGuard(shared.clone());
     let mut items = Vec::with_capacity(256);
     let mut batch = BytesMut::with_capacity(256 * 1024);
@@ -463,6 +536,7 @@ async fn write_loop(link: LinkId, conn_id: u64, mut w: OwnedWriteHalf, queue: Ar
         queue.release(released);
         if !ok {
             info!(node = %link.node, channel = link.channel, conn = link.conn, "link write failed");
+            set_reason(&reason, "write_failed");
             // Closed before the socket is dropped: no sender may write to its descriptor after.
             // What the writer held and what is queued is lost: counted.
             count_undelivered(&shared, &link, queue.abort());
@@ -472,6 +546,7 @@ async fn write_loop(link: LinkId, conn_id: u64, mut w: OwnedWriteHalf, queue: Ar
         }
     }
     // Closed by the driver (leave, removal, stop): everything queued before the close went out.
+    set_reason(&reason, "local_close");
     let _ = w.shutdown().await;
     reader.abort();
 }

@@ -28,6 +28,7 @@
 mod conn;
 mod driver;
 pub mod queue;
+pub mod report;
 
 use bytes::Bytes;
 use partisan_core::channel::{ChannelError, ChannelSpec, ChannelTable, MonotonicKey};
@@ -37,6 +38,8 @@ use partisan_core::hyparview::{HyParView, HyParViewConfig};
 use partisan_core::plumtree::{Plumtree, PlumtreeConfig};
 use partisan_core::membership::{FullMesh, MeshConfig, NodeSpec, Role, Topology};
 use queue::{LinkQueue, Outgoing};
+pub use report::{Direction, DropReason};
+use report::Key;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -192,6 +195,19 @@ pub enum Event {
     BroadcastGraft { node: String, msg_id: Bytes, round: u32 },
     /// Anti-entropy tick with `node`: the handler's `exchange/1` may run.
     BroadcastExchange { node: String },
+    /// A connection this node dialed passed the handshake (`conn` is its index in the channel).
+    /// Sent from the dialing task, before the driver hears of the link.
+    ConnectionUp { node: String, channel: String, conn: u16 },
+    /// That connection closed: `closed` (the peer closed it), `connection_reset`, `timed_out`
+    /// (keepalive), `io_error`, `bad_frame`, `write_failed` or `local_close` (this node closed it:
+    /// node down or removed, leave, partition). Not sent while this node stops.
+    ConnectionDown { node: String, channel: String, conn: u16, reason: &'static str },
+    /// `count` messages lost or refused for `reason` since the last report (see [`report`]).
+    /// `node`/`channel` are `None` where unknown (receive side) or folded.
+    Dropped { reason: DropReason, node: Option<String>, channel: Option<String>, count: u64 },
+    /// `count` handshakes that failed to authenticate since the last report. `peer` is the
+    /// source address (inbound) or the node dialed (outbound).
+    AuthFailed { direction: Direction, peer: String, reason: &'static str, count: u64 },
 }
 
 /// Where received messages and membership events go.
@@ -304,6 +320,8 @@ pub(crate) struct Shared {
     /// Writer tasks alive, and a wake-up when one ends (the stop flush waits on them).
     pub writers: AtomicU64,
     pub writer_done: tokio::sync::Notify,
+    /// Drops and failed handshakes, aggregated for the sink.
+    pub reports: Arc<report::Reports>,
     pub sink: Arc<dyn Sink>,
     pub cfg: Config,
 }
@@ -419,12 +437,23 @@ impl Shared {
         self.blocked.read().unwrap_or_else(|e| e.into_inner()).contains(node)
     }
 
+    /// Counts `n` messages lost or refused for the next report to the sink.
+    pub(crate) fn report_drop(&self, reason: DropReason, node: Option<&str>, channel: Option<usize>, n: u64) {
+        self.reports.add(Key::Dropped { reason, node: node.map(str::to_owned), channel }, n);
+    }
+
+    /// Counts a failed handshake for the next report to the sink.
+    pub(crate) fn report_auth_failure(&self, direction: Direction, peer: String, reason: &'static str) {
+        self.reports.add(Key::AuthFailed { direction, peer, reason }, 1);
+    }
+
     /// Hands a received message to the sink; what cannot be delivered is counted and logged.
     pub(crate) fn deliver(&self, from: &str, dest: &Dest, payload: Bytes) {
         match self.sink.deliver(from, dest, payload) {
             Ok(()) => {}
             Err(DeliverError::Undecodable) => {
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                self.report_drop(DropReason::Undecodable, Some(from), None, 1);
                 // An authenticated peer could send these at will: rate-limited.
                 if let Some(suppressed) = self.log_limits.frames.allow(&self.stats) {
                     tracing::warn!(from, suppressed, "undecodable message dropped (counter undecodable)");
@@ -432,10 +461,12 @@ impl Shared {
             }
             Err(DeliverError::NoProcess) => {
                 self.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
+                self.report_drop(DropReason::Undeliverable, Some(from), None, 1);
                 tracing::debug!(from, ?dest, "no such process; message dropped");
             }
             Err(DeliverError::LateReply) => {
                 self.stats.late_replies.fetch_add(1, Ordering::Relaxed);
+                self.report_drop(DropReason::LateReply, Some(from), None, 1);
                 tracing::debug!(from, ?dest, "reply to a call that is no longer waiting dropped");
             }
         }
@@ -530,6 +561,8 @@ impl Node {
         };
         let bound = listeners.iter().map(|l| l.local_addr().expect("bound listener")).collect();
         let spec = NodeSpec { name: cfg.name.clone(), listen_addrs: bound, channels: channels.specs().to_vec() };
+        let channel_names = channels.specs().iter().map(|s| s.name.clone()).collect();
+        let reports = report::Reports::new(runtime.handle().clone(), sink.clone(), channel_names);
         let (overlay, shell_dials_data): (Box<dyn driver::LiveOverlay>, bool) = match cfg.overlay {
             OverlayConfig::Mesh { topology, role } => {
                 let mesh = FullMesh::new(spec.clone(), cfg.incarnation, channels.clone(), cfg.mesh, cfg.incarnation);
@@ -553,6 +586,7 @@ impl Node {
             stopping: Default::default(),
             writers: AtomicU64::new(0),
             writer_done: tokio::sync::Notify::new(),
+            reports,
             sink,
             cfg,
         });
@@ -697,10 +731,12 @@ impl Node {
             }
             Err(SendError::QueueFull) => {
                 stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                self.shared.report_drop(DropReason::QueueFull, Some(node), Some(channel), 1);
             }
             Err(SendError::MessageTooLarge { .. }) => {}
             Err(_) => {
                 stats.dropped_not_connected.fetch_add(1, Ordering::Relaxed);
+                self.shared.report_drop(DropReason::NotConnected, Some(node), Some(channel), 1);
             }
         }
         result
@@ -724,6 +760,7 @@ impl Node {
             Ok(())
         } else {
             self.shared.stats.dropped_not_connected.fetch_add(1, Ordering::Relaxed);
+            self.shared.report_drop(DropReason::NotConnected, Some(node), None, 1);
             Err(SendError::NotConnected)
         }
     }

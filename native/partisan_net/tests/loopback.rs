@@ -261,3 +261,78 @@ fn stop_flushes_the_queues() {
         seen.insert(u32::from_be_bytes(payload[..4].try_into().unwrap()));
     }
 }
+
+/// Waits for the first event `f` accepts (other events are skipped).
+fn wait_event(rx: &Receiver<Event>, what: &str, f: impl Fn(&Event) -> bool) -> Event {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(e) if f(&e) => return e,
+            Ok(_) => {}
+            Err(_) => panic!("timed out waiting for {what}"),
+        }
+    }
+}
+
+#[test]
+fn connection_events_come_with_their_channel_and_reason() {
+    let (a, _am, a_events) = node("a@127.0.0.1", b"c");
+    let (b, _bm, b_events) = node("b@127.0.0.1", b"c");
+    b.join(a.spec().clone()).unwrap();
+    wait("connected", || a.is_fully_connected("b@127.0.0.1") && b.is_fully_connected("a@127.0.0.1"));
+    // Every connection b dialed to a reported itself up: data has parallelism 4.
+    let mut data_conns = std::collections::BTreeSet::new();
+    while data_conns.len() < 4 {
+        if let Event::ConnectionUp { conn, .. } = wait_event(&b_events, "b's data connections up", |e| {
+            matches!(e, Event::ConnectionUp { node, channel, .. } if node == "a@127.0.0.1" && channel == "data")
+        }) {
+            data_conns.insert(conn);
+        }
+    }
+    assert_eq!(data_conns.into_iter().collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    // b stops: a's connections to b report that the peer closed them, before the node's down.
+    b.stop();
+    let down = wait_event(&a_events, "a's connection to b down", |e| matches!(e, Event::ConnectionDown { .. } | Event::NodeDown(_)));
+    match down {
+        Event::ConnectionDown { node, reason, .. } => {
+            assert_eq!(node, "b@127.0.0.1");
+            assert!(["closed", "connection_reset"].contains(&reason), "{reason}");
+        }
+        other => panic!("node down before any connection down: {other:?}"),
+    }
+    wait_event(&a_events, "b down at a", |e| *e == Event::NodeDown("b@127.0.0.1".into()));
+}
+
+#[test]
+fn drops_and_auth_failures_are_reported_in_aggregate() {
+    let (a, _am, a_events) = node("a@127.0.0.1", b"right");
+    let (b, _bm, b_events) = node("b@127.0.0.1", b"wrong");
+    b.join(a.spec().clone()).unwrap();
+    let inbound = wait_event(&a_events, "inbound auth failure at a", |e| matches!(e, Event::AuthFailed { .. }));
+    match inbound {
+        Event::AuthFailed { direction, peer, reason, count } => {
+            assert_eq!((direction, peer.as_str(), reason), (partisan_net::Direction::Inbound, "127.0.0.1", "bad_proof"));
+            assert!(count >= 1);
+        }
+        _ => unreachable!(),
+    }
+    let outbound = wait_event(&b_events, "outbound auth failure at b", |e| matches!(e, Event::AuthFailed { .. }));
+    assert!(
+        matches!(&outbound, Event::AuthFailed { direction: partisan_net::Direction::Outbound, peer, reason: "refused", .. } if peer == "a@127.0.0.1"),
+        "{outbound:?}"
+    );
+    // 10,000 sends to a node that is not connected: counted exactly, reported in one event.
+    let data = a.channels().index_of("data").unwrap();
+    for _ in 0..10_000 {
+        let _ = a.send("zz@h", data, 0, Dest::Name("x".into()), Bytes::new());
+    }
+    let dropped = wait_event(&a_events, "drops reported", |e| matches!(e, Event::Dropped { .. }));
+    assert_eq!(
+        dropped,
+        Event::Dropped { reason: partisan_net::DropReason::NotConnected, node: Some("zz@h".into()), channel: Some("data".into()), count: 10_000 }
+    );
+    assert_eq!(stat(&a, "dropped_not_connected"), 10_000);
+    std::thread::sleep(partisan_net::report::REPORT_INTERVAL + Duration::from_millis(300));
+    assert!(!a_events.try_iter().any(|e| matches!(e, Event::Dropped { .. })), "one report for the whole flood");
+}

@@ -18,7 +18,7 @@ use crate::calls::Calls;
 use bytes::Bytes;
 use partisan_core::etf_pids::{PidRewriter, RefFormat};
 use partisan_core::frame::Dest;
-use partisan_net::{DeliverError, Event, Sink};
+use partisan_net::{DeliverError, Direction, Event, Sink};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 use std::cell::RefCell;
 
@@ -26,6 +26,7 @@ mod atoms {
     rustler::atoms! {
         partisan_event, node_up, node_down, channel_up, channel_down, members, removed, upcall,
         bcast_deliver, bcast_graft, bcast_exchange,
+        connection_up, connection_down, dropped, auth_failure, undefined,
     }
 }
 
@@ -125,6 +126,13 @@ impl Sink for BeamSink {
     }
 
     fn event(&self, event: Event) {
+        // `enif_send` without a caller env is for threads the VM does not manage. Events come
+        // from runtime threads; one raised while a scheduler tears the runtime down (a task
+        // dropped during `stop`) has nobody left to tell and is dropped here.
+        // SAFETY: enif_thread_type only reads the calling thread's type.
+        if unsafe { rustler::sys::enif_thread_type() } > 0 {
+            return;
+        }
         ENV.with(|cell| {
             let mut owned = cell.borrow_mut();
             let _ = owned.send_and_clear(&self.events, |env| encode_event(env, &event));
@@ -165,5 +173,22 @@ fn encode_event<'a>(env: Env<'a>, event: &Event) -> Term<'a> {
             (tag, atoms::bcast_graft(), node_atom(env, node), binary(env, msg_id), *round).encode(env)
         }
         Event::BroadcastExchange { node } => (tag, atoms::bcast_exchange(), node_atom(env, node)).encode(env),
+        Event::ConnectionUp { node, channel, conn } => {
+            (tag, atoms::connection_up(), node_atom(env, node), node_atom(env, channel), *conn).encode(env)
+        }
+        Event::ConnectionDown { node, channel, conn, reason } => {
+            (tag, atoms::connection_down(), node_atom(env, node), node_atom(env, channel), *conn, node_atom(env, reason)).encode(env)
+        }
+        Event::Dropped { reason, node, channel, count } => {
+            let or_undefined = |name: &Option<String>| name.as_deref().map_or(atoms::undefined(), |n| node_atom(env, n));
+            (tag, atoms::dropped(), node_atom(env, reason.as_str()), or_undefined(node), or_undefined(channel), *count).encode(env)
+        }
+        // Inbound, the peer is a source address (a binary: no atom for an unauthenticated peer).
+        Event::AuthFailed { direction: Direction::Inbound, peer, reason, count } => {
+            (tag, atoms::auth_failure(), node_atom(env, "inbound"), binary(env, peer.as_bytes()), node_atom(env, reason), *count).encode(env)
+        }
+        Event::AuthFailed { direction: Direction::Outbound, peer, reason, count } => {
+            (tag, atoms::auth_failure(), node_atom(env, "outbound"), node_atom(env, peer), node_atom(env, reason), *count).encode(env)
+        }
     }
 }

@@ -1,0 +1,4 @@
+import Config
+
+# Partisan's own debug lines (membership changes) are for debugging.
+config :logger, level: :info

@@ -1,0 +1,54 @@
+defmodule ElixirRelease.Greeter do
+  @moduledoc """
+  Greets every node that comes up, over Partisan: a `GenServer` call to the greeter of the other
+  node through `:partisan_gen_server` (the request and its reply travel on the `data` channel),
+  printed with the answer.
+  """
+  use GenServer
+  require Logger
+
+  def start_link(_), do: GenServer.start_link(__MODULE__, [], name: __MODULE__)
+
+  @impl true
+  def init([]) do
+    :ok = :partisan.monitor_nodes(true)
+    {:ok, %{}}
+  end
+
+  @impl true
+  def handle_info({:nodeup, node}, state) do
+    # Not from this process: two greeters calling each other at once would wait on each other.
+    Task.start(fn -> greet(node, 10) end)
+    {:noreply, state}
+  end
+
+  def handle_info({:nodedown, node}, state) do
+    Logger.info("#{node} is down")
+    {:noreply, state}
+  end
+
+  @impl true
+  def handle_call({:hello, from_node}, _from, state) do
+    IO.puts("elixir_release: #{from_node} greeted #{:partisan.node()}")
+    {:reply, {:welcome, :partisan.node()}, state}
+  end
+
+  # `{:nodeup, node}` comes with this node's first connection to `node`: the call goes once every
+  # channel is up. Its answer travels on `node`'s own connections to this one, which may still be
+  # opening: a call that gets no answer is tried again, a few times.
+  defp greet(node, 0), do: Logger.warning("#{node} did not answer")
+
+  defp greet(node, tries) do
+    wait_connected(node, 50)
+    reply = :partisan_gen_server.call({__MODULE__, node}, {:hello, :partisan.node()}, timeout: 1_000, channel: :data)
+    IO.puts("elixir_release: #{node} answered #{inspect(reply)}")
+  catch
+    :exit, {reason, _} when reason == :timeout or elem(reason, 0) == :nodedown -> greet(node, tries - 1)
+  end
+
+  defp wait_connected(_node, 0), do: false
+
+  defp wait_connected(node, tries) do
+    :partisan.is_fully_connected(node) || (Process.sleep(100) && wait_connected(node, tries - 1))
+  end
+end

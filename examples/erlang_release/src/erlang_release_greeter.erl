@@ -1,0 +1,63 @@
+%% @doc Greets every node that comes up, over Partisan: a `gen_server' call to the greeter of the
+%% other node through `partisan_gen_server' (the request and its reply travel on the `data'
+%% channel), printed with the answer.
+-module(erlang_release_greeter).
+-behaviour(gen_server).
+
+-export([start_link/0]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+
+-include_lib("kernel/include/logger.hrl").
+
+%% @doc Starts the registered greeter.
+-spec start_link() -> {ok, pid()} | {error, term()}.
+start_link() ->
+    gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
+
+%% @private
+init([]) ->
+    ok = partisan:monitor_nodes(true),
+    {ok, #{}}.
+
+%% @private
+handle_call({hello, FromNode}, _From, State) ->
+    io:format("erlang_release: ~p greeted ~p~n", [FromNode, partisan:node()]),
+    {reply, {welcome, partisan:node()}, State};
+handle_call(_, _From, State) ->
+    {reply, {error, unknown_call}, State}.
+
+%% @private
+handle_cast(_, State) ->
+    {noreply, State}.
+
+%% @private
+handle_info({nodeup, Node}, State) ->
+    %% Not from this process: two greeters calling each other at once would wait on each other.
+    _ = spawn(fun() -> greet(Node, 10) end),
+    {noreply, State};
+handle_info({nodedown, Node}, State) ->
+    ?LOG_INFO("~p is down", [Node]),
+    {noreply, State};
+handle_info(_, State) ->
+    {noreply, State}.
+
+%% `{nodeup, Node}' comes with this node's first connection to `Node': the call goes once every
+%% channel is up. Its answer travels on `Node''s own connections to this one, which may still be
+%% opening: a call that gets no answer is tried again, a few times.
+greet(Node, 0) ->
+    ?LOG_WARNING("~p did not answer", [Node]);
+greet(Node, Tries) ->
+    _ = wait_connected(Node, 50),
+    try partisan_gen_server:call({?MODULE, Node}, {hello, partisan:node()},
+                                 [{timeout, 1000}, {channel, data}]) of
+        Reply -> io:format("erlang_release: ~p answered ~p~n", [Node, Reply])
+    catch
+        exit:{Reason, _} when Reason =:= timeout; element(1, Reason) =:= nodedown ->
+            greet(Node, Tries - 1)
+    end.
+
+wait_connected(_Node, 0) ->
+    false;
+wait_connected(Node, Tries) ->
+    partisan:is_fully_connected(Node) orelse
+        begin timer:sleep(100), wait_connected(Node, Tries - 1) end.
