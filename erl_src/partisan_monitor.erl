@@ -85,7 +85,8 @@ monitor(Target, Opts) ->
     %% `release': the target waits (see partisan:spawn_monitor/4) until its monitor is set.
     Release = proplists:get_value(release, Opts, false),
     try gen_server:call(?MODULE, {monitor, self(), Target, Channel, Release}, infinity)
-    catch exit:{noproc, _} ->
+    catch exit:_ ->
+        %% The monitor layer is not running (or stopped meanwhile).
         Ref = make_ref(),
         self() ! {'DOWN', Ref, process, Target, notalive},
         Ref
@@ -96,7 +97,7 @@ monitor(Target, Opts) ->
 -spec demonitor(term(), [flush | info]) -> boolean().
 demonitor(Ref, Opts) ->
     Active = try gen_server:call(?MODULE, {demonitor, self(), Ref}, infinity)
-             catch exit:{noproc, _} -> false
+             catch exit:_ -> false
              end,
     %% The monitor process sends DOWN before it answers, so a DOWN is in the mailbox by now.
     lists:member(flush, Opts) andalso receive {'DOWN', Ref, _, _, _} -> true after 0 -> true end,
@@ -194,7 +195,11 @@ handle_cast(_, S) ->
 %% @private
 handle_info({?TAG, monitor, From, FromInc, WRef, Target, Channel, Release}, S) ->
     S1 = observe(From, FromInc, S),
-    {noreply, interest(From, watch_local(From, FromInc, WRef, Target, Channel, Release, S1))};
+    case maps:get(From, S1#state.incarnations) of
+        %% A late request of an incarnation that is already gone: nobody waits for it.
+        Current when FromInc < Current -> {noreply, S1};
+        _ -> {noreply, interest(From, watch_local(From, FromInc, WRef, Target, Channel, Release, S1))}
+    end;
 handle_info({?TAG, ack, From, Incarnation, Ref}, S) ->
     {noreply, acked(From, Ref, Incarnation, observe(From, Incarnation, S))};
 handle_info({?TAG, hello, From, Incarnation}, S) ->
