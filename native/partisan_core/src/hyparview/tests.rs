@@ -424,6 +424,92 @@ fn an_unanswered_request_is_given_up_and_another_peer_asked() {
     assert!(!connects(&actions).is_empty(), "another passive peer is asked");
 }
 
+/// A request is given up after two ticks of its own: before, the count of an earlier request to
+/// the same peer carried over, so a request sent just after the first one was answered could be
+/// given up one tick later, before its answer came back. A request that went out is withdrawn
+/// with a DISCONNECT on its link: a peer that accepted it late drops us again instead of keeping
+/// us as a neighbour we do not hold.
+#[test]
+fn a_request_waits_its_own_ticks_and_is_withdrawn_when_given_up() {
+    let mut n = node("n");
+    make_passive(&mut n, &["p"]);
+    let mut at = n.next_promotion.unwrap();
+    n.tick(at);
+    assert_eq!(connects(&drain(&mut n)), vec!["p"]);
+    n.link_up(at, &link("p"));
+    drain(&mut n);
+    at += 5000;
+    n.tick(at); // the first request has waited one tick
+    drain(&mut n);
+    recv(&mut n, "p", Message::NeighborReject); // its answer: p is asked again at once
+    assert_eq!(connects(&drain(&mut n)), vec!["p"]);
+    n.link_up(at, &link("p"));
+    drain(&mut n);
+    for _ in 0..2 {
+        at += 5000;
+        n.tick(at);
+        let actions = drain(&mut n);
+        assert!(!actions.contains(&Action::Disconnect { node: "p".into() }), "given up before two ticks of its own: {actions:?}");
+    }
+    at += 5000;
+    n.tick(at);
+    let actions = drain(&mut n);
+    assert_eq!(sent(&actions), vec![("p".into(), Message::Disconnect)], "withdrawn on its own link");
+    let withdrawn = actions.iter().position(|a| matches!(a, Action::SendControl { to, .. } if to == "p")).unwrap();
+    assert_eq!(actions.iter().position(|a| *a == Action::Disconnect { node: "p".into() }), Some(withdrawn + 1), "then closed");
+    assert!(n.passive_view().contains(&"p".to_string()));
+    // a request given up before its link came up never went out: nothing to withdraw
+    let mut m = node("m");
+    make_passive(&mut m, &["q"]);
+    let mut at = m.next_promotion.unwrap();
+    m.tick(at);
+    assert_eq!(connects(&drain(&mut m)), vec!["q"]);
+    for _ in 0..3 {
+        at += 5000;
+        m.tick(at);
+    }
+    let actions = drain(&mut m);
+    assert!(actions.contains(&Action::Disconnect { node: "q".into() }));
+    assert!(sent(&actions).is_empty());
+}
+
+/// A SHUFFLE or FORWARD_JOIN hop goes only to active peers: one from a node we hold neither as
+/// a neighbour nor as a peer we are asking means it holds us while we do not hold it (a reply
+/// matched to the wrong request, a DISCONNECT that crossed a request). It is told to drop us.
+#[test]
+fn a_non_neighbour_that_shuffles_or_forwards_a_join_to_us_is_told_to_drop_us() {
+    let mut n = node("n");
+    make_active(&mut n, "a");
+    make_passive(&mut n, &["p"]);
+    let shuffle = Message::Shuffle { origin: spec("o"), ttl: 2, sample: vec![spec("o")] };
+    // from a neighbour: walked on, nothing else
+    recv(&mut n, "a", shuffle.clone());
+    assert!(!sent(&drain(&mut n)).iter().any(|(_, m)| *m == Message::Disconnect));
+    // from a passive peer: DISCONNECT on a transient link, and the walk is still served
+    recv(&mut n, "p", shuffle.clone());
+    let actions = drain(&mut n);
+    assert!(connects(&actions).contains(&"p".to_string()));
+    n.link_up(0, &link("p"));
+    let actions = drain(&mut n);
+    assert_eq!(sent(&actions), vec![("p".into(), Message::Disconnect)]);
+    assert_eq!(disconnects(&actions), vec!["p"]);
+    assert_eq!(n.active_view(), vec!["a"]);
+    assert!(n.passive_view().contains(&"p".to_string()), "kept as passive");
+    recv(&mut n, "p", Message::ForwardJoin { joiner: spec("j"), ttl: 3 });
+    assert!(connects(&drain(&mut n)).contains(&"p".to_string()));
+    // from a peer we are asking: its answer will settle it
+    make_passive(&mut n, &["q"]);
+    n.link_down(0, &link("a")); // asks the passive peers at once
+    drain(&mut n);
+    n.link_up(0, &link("q"));
+    drain(&mut n);
+    recv(&mut n, "q", shuffle.clone());
+    assert!(!sent(&drain(&mut n)).iter().any(|(to, m)| to == "q" && *m == Message::Disconnect));
+    // from a node we know nothing of: no address to answer on
+    recv(&mut n, "zz", shuffle);
+    assert!(!connects(&drain(&mut n)).contains(&"zz".to_string()));
+}
+
 #[test]
 fn a_dropped_active_link_is_repaired_from_the_passive_view_at_once() {
     let mut n = node("n");
@@ -1106,6 +1192,63 @@ impl ShellNet {
         }
         cond(self)
     }
+}
+
+/// `partisan_hyparview_SUITE:heals_after_a_partition` (9 nodes, max 4, min 2, fast timers)
+/// on a network with the shell's timing and one-sided partitions: all join the first node, the
+/// overlay becomes healthy, each half knows itself (see [`ShellNet::side_knows_itself`]), the
+/// halves {n000..n003} and {n004..n008} are cut both ways; each must become healthy within 20 s,
+/// and the whole overlay within 20 s once the cut is resolved. Frames take up to 1 ms, 10 ms or
+/// 200 ms one way.
+///
+/// Before the fix, 2 of these seeds (at 200 ms) ended with a half link for good: a node gave up
+/// a NEIGHBOR_REQUEST one tick after sending it (the age of an earlier request to the same peer
+/// carried over), the peer accepted it, and its ACCEPT was ignored; or an ACCEPT of an earlier
+/// request was taken for the answer to a new one, which the peer then rejected. Either way one
+/// end held the other as a neighbour and the other did not, which nothing repaired.
+///
+/// A cluster that does not form within 20 s is counted and skipped: a K5 of full nodes next to
+/// a K4 whose nodes have room but ask only with low priority can stay split (two seeds in 10,000
+/// at 1 ms; see the README's known issues). None of these seeds does.
+#[test]
+fn partitioned_halves_heal_and_merge_again_on_a_shell_like_network() {
+    let cfg = HyParViewConfig {
+        active_max_size: 4,
+        active_min_size: 2,
+        shuffle_interval: 1000,
+        random_promotion_interval: 500,
+        ..Default::default()
+    };
+    let (mut failures, mut unformed) = (Vec::new(), Vec::new());
+    let cases = [(1000, 0..150), (10_000, 0..150), (200_000, 0..1000)];
+    let runs: u64 = cases.iter().map(|(_, seeds)| seeds.end - seeds.start).sum();
+    for (max_latency, seeds) in cases {
+        for seed in seeds {
+            let mut net = ShellNet::new(9, cfg, seed * 1000, max_latency);
+            let names: Vec<String> = net.nodes.keys().cloned().collect();
+            let (left, right) = (names[..4].to_vec(), names[4..].to_vec());
+            for n in &names[1..] {
+                net.join(n, &names[0]);
+                net.advance(500);
+            }
+            if !net.wait(20_000, |net| net.healthy(&names)) {
+                unformed.push((max_latency, seed));
+                continue;
+            }
+            assert!(net.wait(20_000, |net| net.side_knows_itself(&left) && net.side_knows_itself(&right)), "seed {seed}");
+            net.cut(&left, &right, true);
+            if !net.wait(20_000, |net| net.healthy(&left) && net.healthy(&right)) {
+                failures.push((max_latency, seed, "partitioned", net.views()));
+                continue;
+            }
+            net.cut(&left, &right, false);
+            if !net.wait(20_000, |net| net.healthy(&names)) {
+                failures.push((max_latency, seed, "resolved", net.views()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} runs did not heal; first (latency us, seed, phase, views): {:?}", failures.len(), failures[0]);
+    assert!(unformed.len() as u64 * 100 <= runs, "{} of {runs} clusters did not form: {unformed:?}", unformed.len());
 }
 
 /// The CT failure itself: a node whose views held only nodes of the other side when the cut
