@@ -69,10 +69,16 @@ heals_after_a_partition(Config) ->
     Nodes = nodes_of(Config),
     wait_healthy(Nodes),
     {Left, Right} = lists:split(4, Nodes),
-    %% A node that knows no peer on its own side is rightly stranded by the cut; wait until the
-    %% shuffles have taught every node at least one.
-    KnowsOwnSide = fun(Side) -> lists:all(fun(N) -> known(N) -- [N] -- (Nodes -- Side) =/= [] end, Side) end,
-    ok = partisan_ct:wait_until(fun() -> KnowsOwnSide(Left) andalso KnowsOwnSide(Right) end, ?TIMEOUT),
+    %% Nodes that know no one else on their side are rightly stranded by the cut: a node whose
+    %% views hold only nodes of the other side, or a pair that only knows each other, cannot link
+    %% up with the rest of its side until the partition ends. Wait until the shuffles have taught
+    %% each side itself: its nodes form one component of the "knows" relation (active and
+    %% passive views, either direction).
+    KnowsItself = fun(Side) -> reachable(hd(Side), known_within(Side)) =:= lists:sort(Side) end,
+    case partisan_ct:wait_until(fun() -> KnowsItself(Left) andalso KnowsItself(Right) end, ?TIMEOUT) of
+        ok -> ok;
+        {error, timeout} -> ct:fail({sides_do_not_know_themselves, [{N, known(N)} || N <- Nodes]})
+    end,
     Cut = fun(Side, Other) -> [{ok, O} = rpc(N, partisan_peer_service, inject_partition, [O, 0])
                                || N <- Side, O <- Other] end,
     Cut(Left, Right),
@@ -167,6 +173,13 @@ rpc(Node, M, F, A) -> partisan_ct:rpc(Node, M, F, A).
 known(Node) ->
     {ok, #{active := A, passive := P}} = rpc(Node, partisan_peer_service, get_local_state, []),
     A ++ P.
+
+%% The "knows" relation within `Side', undirected, as views for `reachable/2': N and P are
+%% linked when one holds the other in its active or passive view.
+known_within(Side) ->
+    Known = maps:from_list([{N, [P || P <- known(N), lists:member(P, Side)]} || N <- Side]),
+    maps:map(fun(N, Ps) -> lists:usort(Ps ++ [P || {P, Qs} <- maps:to_list(Known), lists:member(N, Qs)]) end,
+             Known).
 
 active_views(Nodes) ->
     [{N, maps:get(active, element(2, rpc(N, partisan_peer_service, get_local_state, [])))} || N <- Nodes].

@@ -765,13 +765,20 @@ impl Node {
         }
     }
 
-    /// The counters, plus `handshakes_pending` (now) and `handshakes_pending_peak` (the most
-    /// at once since start).
+    /// The counters, plus `handshakes_pending` (now), `handshakes_pending_peak` (the most at
+    /// once since start) and `queued_messages` (now: messages accepted by a send on a
+    /// connection that is up and not yet written to its socket, the ones that would count in
+    /// `undelivered_on_close` if their connections died now).
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         let mut stats = self.shared.stats.snapshot();
         let (pending, peak) = self.shared.pending.counts();
         stats.push(("handshakes_pending", pending as u64));
         stats.push(("handshakes_pending_peak", peak as u64));
+        let queued: usize = {
+            let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
+            routes.values().flat_map(|p| p.links.iter().flatten().flatten()).map(|tx| tx.queue.unwritten()).sum()
+        };
+        stats.push(("queued_messages", queued as u64));
         stats
     }
 

@@ -424,6 +424,92 @@ fn an_unanswered_request_is_given_up_and_another_peer_asked() {
     assert!(!connects(&actions).is_empty(), "another passive peer is asked");
 }
 
+/// A request is given up after two ticks of its own: before, the count of an earlier request to
+/// the same peer carried over, so a request sent just after the first one was answered could be
+/// given up one tick later, before its answer came back. A request that went out is withdrawn
+/// with a DISCONNECT on its link: a peer that accepted it late drops us again instead of keeping
+/// us as a neighbour we do not hold.
+#[test]
+fn a_request_waits_its_own_ticks_and_is_withdrawn_when_given_up() {
+    let mut n = node("n");
+    make_passive(&mut n, &["p"]);
+    let mut at = n.next_promotion.unwrap();
+    n.tick(at);
+    assert_eq!(connects(&drain(&mut n)), vec!["p"]);
+    n.link_up(at, &link("p"));
+    drain(&mut n);
+    at += 5000;
+    n.tick(at); // the first request has waited one tick
+    drain(&mut n);
+    recv(&mut n, "p", Message::NeighborReject); // its answer: p is asked again at once
+    assert_eq!(connects(&drain(&mut n)), vec!["p"]);
+    n.link_up(at, &link("p"));
+    drain(&mut n);
+    for _ in 0..2 {
+        at += 5000;
+        n.tick(at);
+        let actions = drain(&mut n);
+        assert!(!actions.contains(&Action::Disconnect { node: "p".into() }), "given up before two ticks of its own: {actions:?}");
+    }
+    at += 5000;
+    n.tick(at);
+    let actions = drain(&mut n);
+    assert_eq!(sent(&actions), vec![("p".into(), Message::Disconnect)], "withdrawn on its own link");
+    let withdrawn = actions.iter().position(|a| matches!(a, Action::SendControl { to, .. } if to == "p")).unwrap();
+    assert_eq!(actions.iter().position(|a| *a == Action::Disconnect { node: "p".into() }), Some(withdrawn + 1), "then closed");
+    assert!(n.passive_view().contains(&"p".to_string()));
+    // a request given up before its link came up never went out: nothing to withdraw
+    let mut m = node("m");
+    make_passive(&mut m, &["q"]);
+    let mut at = m.next_promotion.unwrap();
+    m.tick(at);
+    assert_eq!(connects(&drain(&mut m)), vec!["q"]);
+    for _ in 0..3 {
+        at += 5000;
+        m.tick(at);
+    }
+    let actions = drain(&mut m);
+    assert!(actions.contains(&Action::Disconnect { node: "q".into() }));
+    assert!(sent(&actions).is_empty());
+}
+
+/// A SHUFFLE or FORWARD_JOIN hop goes only to active peers: one from a node we hold neither as
+/// a neighbour nor as a peer we are asking means it holds us while we do not hold it (a reply
+/// matched to the wrong request, a DISCONNECT that crossed a request). It is told to drop us.
+#[test]
+fn a_non_neighbour_that_shuffles_or_forwards_a_join_to_us_is_told_to_drop_us() {
+    let mut n = node("n");
+    make_active(&mut n, "a");
+    make_passive(&mut n, &["p"]);
+    let shuffle = Message::Shuffle { origin: spec("o"), ttl: 2, sample: vec![spec("o")] };
+    // from a neighbour: walked on, nothing else
+    recv(&mut n, "a", shuffle.clone());
+    assert!(!sent(&drain(&mut n)).iter().any(|(_, m)| *m == Message::Disconnect));
+    // from a passive peer: DISCONNECT on a transient link, and the walk is still served
+    recv(&mut n, "p", shuffle.clone());
+    let actions = drain(&mut n);
+    assert!(connects(&actions).contains(&"p".to_string()));
+    n.link_up(0, &link("p"));
+    let actions = drain(&mut n);
+    assert_eq!(sent(&actions), vec![("p".into(), Message::Disconnect)]);
+    assert_eq!(disconnects(&actions), vec!["p"]);
+    assert_eq!(n.active_view(), vec!["a"]);
+    assert!(n.passive_view().contains(&"p".to_string()), "kept as passive");
+    recv(&mut n, "p", Message::ForwardJoin { joiner: spec("j"), ttl: 3 });
+    assert!(connects(&drain(&mut n)).contains(&"p".to_string()));
+    // from a peer we are asking: its answer will settle it
+    make_passive(&mut n, &["q"]);
+    n.link_down(0, &link("a")); // asks the passive peers at once
+    drain(&mut n);
+    n.link_up(0, &link("q"));
+    drain(&mut n);
+    recv(&mut n, "q", shuffle.clone());
+    assert!(!sent(&drain(&mut n)).iter().any(|(to, m)| to == "q" && *m == Message::Disconnect));
+    // from a node we know nothing of: no address to answer on
+    recv(&mut n, "zz", shuffle);
+    assert!(!connects(&drain(&mut n)).contains(&"zz".to_string()));
+}
+
 #[test]
 fn a_dropped_active_link_is_repaired_from_the_passive_view_at_once() {
     let mut n = node("n");
@@ -859,4 +945,360 @@ fn small_nearly_full_overlays_never_stay_split() {
             failures[0]
         );
     }
+}
+
+
+/// A network that plays `partisan_net`'s shell for every node, with its timing and its partition
+/// semantics, for the races the in-order [`Net`] cannot show. Time runs in microseconds (the
+/// overlays see milliseconds).
+/// - `Connect`: refused at once if the dialer blocks the target; else, after a dial delay, the
+///   target refuses it if it blocks the dialer (checked when the handshake completes), else
+///   `link_up`. The result of a dial the driver no longer expects (the node was disconnected, and
+///   maybe dialed again, meanwhile) is dropped, as the driver drops it by connection id.
+/// - `SendControl` goes out on the sender's own link if it is up (else it is dropped) and arrives
+///   after a latency, in order per connection; frames on different connections may overtake each
+///   other. The receiver reads it whomever it blocks: blocking only cuts one's own links and
+///   refuses new inbound handshakes.
+/// - `Disconnect` closes the sender's link after flushing: frames sent before it still arrive.
+/// - `block(a, b)` (`inject_partition` on `a`): `a`'s link to `b` goes down at once (`link_down`)
+///   and `a` dials `b` no more; `b`'s link to `a` stays up until `b` blocks `a` in turn.
+struct ShellNet {
+    nodes: BTreeMap<String, HyParView>,
+    /// (a, b): `a` blocks `b`.
+    blocked: BTreeSet<(String, String)>,
+    /// Each node's link to a node (dial in flight or up), as the driver's `current`: connection
+    /// id, and whether it is up.
+    current: BTreeMap<(String, String), (u64, bool)>,
+    /// Earliest time the next frame of a connection may arrive (FIFO per connection).
+    fifo: BTreeMap<u64, u64>,
+    queue: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64, ShellEvent)>>,
+    now: u64,
+    seq: u64,
+    next_conn: u64,
+    rng: SmallRng,
+    /// Largest one-way latency of a frame, in microseconds (a dial takes a round trip).
+    max_latency: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum ShellEvent {
+    Dialed { from: String, to: String, conn: u64 },
+    Refused { from: String, to: String, conn: u64 },
+    Deliver { from: String, to: String, body: Vec<u8> },
+}
+
+impl ShellNet {
+    fn new(count: usize, cfg: HyParViewConfig, seed: u64, max_latency: u64) -> Self {
+        let mut nodes = BTreeMap::new();
+        for i in 0..count {
+            let name = format!("n{i:03}");
+            nodes.insert(name.clone(), HyParView::new(spec(&name), &channels(), cfg, seed + i as u64).unwrap());
+        }
+        ShellNet {
+            nodes,
+            blocked: BTreeSet::new(),
+            current: BTreeMap::new(),
+            fifo: BTreeMap::new(),
+            queue: Default::default(),
+            now: 0,
+            seq: 0,
+            next_conn: 0,
+            rng: SmallRng::seed_from_u64(seed ^ 0x5eed),
+            max_latency,
+        }
+    }
+
+    fn ms(&self) -> u64 {
+        self.now / 1000
+    }
+
+    fn latency(&mut self) -> u64 {
+        self.rng.gen_range(self.max_latency / 10..=self.max_latency)
+    }
+
+    fn schedule(&mut self, at: u64, event: ShellEvent) {
+        self.seq += 1;
+        self.queue.push(std::cmp::Reverse((at, self.seq, event)));
+    }
+
+    /// Executes the actions of `name`, as the driver does after each input.
+    fn execute(&mut self, name: &str) {
+        while let Some(action) = self.nodes.get_mut(name).and_then(|n| n.poll_action()) {
+            match action {
+                Action::Connect { link, .. } => {
+                    self.next_conn += 1;
+                    let conn = self.next_conn;
+                    let (from, to) = (name.to_owned(), link.node);
+                    self.current.insert((from.clone(), to.clone()), (conn, false));
+                    if self.blocked.contains(&(from.clone(), to.clone())) {
+                        self.schedule(self.now, ShellEvent::Refused { from, to, conn });
+                    } else {
+                        let at = self.now + 2 * self.latency();
+                        self.schedule(at, ShellEvent::Dialed { from, to, conn });
+                    }
+                }
+                Action::Disconnect { node } => {
+                    self.current.remove(&(name.to_owned(), node));
+                }
+                Action::SendControl { to, body } => {
+                    if let Some(&(conn, true)) = self.current.get(&(name.to_owned(), to.clone())) {
+                        let at = (self.now + self.latency()).max(self.fifo.get(&conn).copied().unwrap_or(0));
+                        self.fifo.insert(conn, at);
+                        self.schedule(at, ShellEvent::Deliver { from: name.to_owned(), to, body: body.to_vec() });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn handle(&mut self, event: ShellEvent) {
+        let now = self.ms();
+        match event {
+            ShellEvent::Dialed { from, to, conn } => {
+                let key = (from.clone(), to.clone());
+                if self.current.get(&key) != Some(&(conn, false)) {
+                    return; // a stale dial: the driver closes it
+                }
+                if self.blocked.contains(&(to.clone(), from.clone())) {
+                    self.current.remove(&key);
+                    self.nodes.get_mut(&from).unwrap().link_down(now, &link(&to));
+                } else {
+                    self.current.insert(key, (conn, true));
+                    self.nodes.get_mut(&from).unwrap().link_up(now, &link(&to));
+                }
+                self.execute(&from);
+            }
+            ShellEvent::Refused { from, to, conn } => {
+                let key = (from.clone(), to.clone());
+                if self.current.get(&key) == Some(&(conn, false)) {
+                    self.current.remove(&key);
+                    self.nodes.get_mut(&from).unwrap().link_down(now, &link(&to));
+                    self.execute(&from);
+                }
+            }
+            ShellEvent::Deliver { from, to, body } => {
+                self.nodes.get_mut(&to).unwrap().control(now, &from, &body).unwrap();
+                self.execute(&to);
+            }
+        }
+    }
+
+    /// Runs frames, dials and timers up to `now + us`.
+    fn advance(&mut self, us: u64) {
+        let end = self.now + us;
+        loop {
+            let timer = self.nodes.values().filter_map(|n| n.poll_timeout()).min().map(|ms| ms * 1000);
+            let event = self.queue.peek().map(|e| e.0 .0);
+            let Some(next) = timer.into_iter().chain(event).min().filter(|t| *t <= end) else { break };
+            self.now = self.now.max(next);
+            if event == Some(next) {
+                let std::cmp::Reverse((_, _, event)) = self.queue.pop().unwrap();
+                self.handle(event);
+            } else {
+                let ms = self.ms();
+                let due: Vec<String> =
+                    self.nodes.iter().filter(|(_, n)| n.poll_timeout().is_some_and(|t| t <= ms)).map(|(k, _)| k.clone()).collect();
+                for name in due {
+                    self.nodes.get_mut(&name).unwrap().tick(ms);
+                    self.execute(&name);
+                }
+            }
+        }
+        self.now = end;
+    }
+
+    fn join(&mut self, name: &str, contact: &str) {
+        let now = self.ms();
+        self.nodes.get_mut(name).unwrap().join(now, spec(contact));
+        self.execute(name);
+    }
+
+    /// `a` blocks `b` (or no more): its link to `b` (dial or up) goes down at once.
+    fn block(&mut self, a: &str, b: &str, blocked: bool) {
+        let key = (a.to_owned(), b.to_owned());
+        if !blocked {
+            self.blocked.remove(&key);
+            return;
+        }
+        self.blocked.insert(key.clone());
+        if self.current.remove(&key).is_some() {
+            let now = self.ms();
+            self.nodes.get_mut(a).unwrap().link_down(now, &link(b));
+            self.execute(a);
+        }
+    }
+
+    /// The CT's `inject_partition`/`resolve_partition` loops: every node of `one` blocks (or
+    /// unblocks) every node of `other`, then the other way round, a fraction of a millisecond
+    /// apart.
+    fn cut(&mut self, one: &[String], other: &[String], blocked: bool) {
+        for (side, across) in [(one, other), (other, one)] {
+            for a in side {
+                for b in across {
+                    self.block(a, b, blocked);
+                    let gap = self.rng.gen_range(100..1000);
+                    self.advance(gap);
+                }
+            }
+        }
+    }
+
+    fn views(&self) -> Vec<(String, Vec<String>)> {
+        self.nodes.iter().map(|(n, h)| (n.clone(), h.active_view())).collect()
+    }
+
+    /// The CT's `wait_healthy`: every node of `group` has a non-empty active view of nodes of
+    /// `group`, views are symmetric, and `group` is one component.
+    fn healthy(&self, group: &[String]) -> bool {
+        let views: BTreeMap<&String, Vec<String>> = group.iter().map(|n| (n, self.nodes[n].active_view())).collect();
+        let symmetric = views.iter().all(|(n, vs)| !vs.is_empty() && vs.iter().all(|p| views.get(p).is_some_and(|back| back.contains(n))));
+        symmetric && self.connected(group, |a, b| views[a].contains(b))
+    }
+
+    /// Whether `group` is one component of the undirected graph whose edges `edge` gives.
+    fn connected(&self, group: &[String], edge: impl Fn(&String, &String) -> bool) -> bool {
+        let mut seen = BTreeSet::from([&group[0]]);
+        let mut stack = vec![&group[0]];
+        while let Some(n) = stack.pop() {
+            for p in group {
+                if (edge(n, p) || edge(p, n)) && seen.insert(p) {
+                    stack.push(p);
+                }
+            }
+        }
+        seen.len() == group.len()
+    }
+
+    /// The CT's precondition for a cut: the nodes of `side` know one another, through the
+    /// active and passive views of its members, as one component. A group of nodes that knows no
+    /// one else on its side (a single node that only knew nodes of the other side, or a pair that
+    /// only knew each other) cannot link up with the rest of the side until the partition ends.
+    fn side_knows_itself(&self, side: &[String]) -> bool {
+        let known = |a: &String, b: &String| {
+            let n = &self.nodes[a];
+            n.active_view().contains(b) || n.passive_view().contains(b)
+        };
+        self.connected(side, known)
+    }
+
+    /// Polls `cond` every 10 ms for at most `ms` milliseconds; whether it held.
+    fn wait(&mut self, ms: u64, cond: impl Fn(&ShellNet) -> bool) -> bool {
+        for _ in 0..ms / 10 {
+            if cond(self) {
+                return true;
+            }
+            self.advance(10_000);
+        }
+        cond(self)
+    }
+}
+
+/// `partisan_hyparview_SUITE:heals_after_a_partition` (9 nodes, max 4, min 2, fast timers)
+/// on a network with the shell's timing and one-sided partitions: all join the first node, the
+/// overlay becomes healthy, each half knows itself (see [`ShellNet::side_knows_itself`]), the
+/// halves {n000..n003} and {n004..n008} are cut both ways; each must become healthy within 20 s,
+/// and the whole overlay within 20 s once the cut is resolved. Frames take up to 1 ms, 10 ms or
+/// 200 ms one way.
+///
+/// Before the fix, 2 of these seeds (at 200 ms) ended with a half link for good: a node gave up
+/// a NEIGHBOR_REQUEST one tick after sending it (the age of an earlier request to the same peer
+/// carried over), the peer accepted it, and its ACCEPT was ignored; or an ACCEPT of an earlier
+/// request was taken for the answer to a new one, which the peer then rejected. Either way one
+/// end held the other as a neighbour and the other did not, which nothing repaired.
+///
+/// A cluster that does not form within 20 s is counted and skipped: a K5 of full nodes next to
+/// a K4 whose nodes have room but ask only with low priority can stay split (two seeds in 10,000
+/// at 1 ms; see the README's known issues). None of these seeds does.
+#[test]
+fn partitioned_halves_heal_and_merge_again_on_a_shell_like_network() {
+    let cfg = HyParViewConfig {
+        active_max_size: 4,
+        active_min_size: 2,
+        shuffle_interval: 1000,
+        random_promotion_interval: 500,
+        ..Default::default()
+    };
+    let (mut failures, mut unformed) = (Vec::new(), Vec::new());
+    let cases = [(1000, 0..150), (10_000, 0..150), (200_000, 0..1000)];
+    let runs: u64 = cases.iter().map(|(_, seeds)| seeds.end - seeds.start).sum();
+    for (max_latency, seeds) in cases {
+        for seed in seeds {
+            let mut net = ShellNet::new(9, cfg, seed * 1000, max_latency);
+            let names: Vec<String> = net.nodes.keys().cloned().collect();
+            let (left, right) = (names[..4].to_vec(), names[4..].to_vec());
+            for n in &names[1..] {
+                net.join(n, &names[0]);
+                net.advance(500);
+            }
+            if !net.wait(20_000, |net| net.healthy(&names)) {
+                unformed.push((max_latency, seed));
+                continue;
+            }
+            assert!(net.wait(20_000, |net| net.side_knows_itself(&left) && net.side_knows_itself(&right)), "seed {seed}");
+            net.cut(&left, &right, true);
+            if !net.wait(20_000, |net| net.healthy(&left) && net.healthy(&right)) {
+                failures.push((max_latency, seed, "partitioned", net.views()));
+                continue;
+            }
+            net.cut(&left, &right, false);
+            if !net.wait(20_000, |net| net.healthy(&names)) {
+                failures.push((max_latency, seed, "resolved", net.views()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} runs did not heal; first (latency us, seed, phase, views): {:?}", failures.len(), failures[0]);
+    assert!(unformed.len() as u64 * 100 <= runs, "{} of {runs} clusters did not form: {unformed:?}", unformed.len());
+}
+
+/// The CT failure itself: a node whose views held only nodes of the other side when the cut
+/// came (it had joined the first node, was dropped by it, and asked it back) is alone for as
+/// long as the partition lasts: active and passive views empty, the first node unreachable.
+/// No protocol can link it to nodes it never heard of; the CT now waits until each side knows
+/// itself before cutting. Once the partition is resolved, the probe of the unreachable node
+/// links it again.
+#[test]
+fn a_node_that_knows_only_the_other_side_is_alone_until_the_partition_ends() {
+    let cfg = HyParViewConfig {
+        active_max_size: 4,
+        active_min_size: 2,
+        shuffle_interval: 1000,
+        random_promotion_interval: 500,
+        ..Default::default()
+    };
+    let mut found = 0;
+    for seed in 0..300 {
+        let mut net = ShellNet::new(9, cfg, seed * 1000, 300);
+        let names: Vec<String> = net.nodes.keys().cloned().collect();
+        let (left, right) = (names[..4].to_vec(), names[4..].to_vec());
+        for n in &names[1..] {
+            net.join(n, &names[0]);
+            net.advance(500);
+        }
+        assert!(net.wait(20_000, |net| net.healthy(&names)));
+        // Cut at once (as the CT's precondition let happen), and only in runs with a stranded
+        // node: one that knows no node of its side and that no node of its side knows.
+        let knows = |a: &String, b: &String| {
+            let h = &net.nodes[a];
+            h.active_view().contains(b) || h.passive_view().contains(b)
+        };
+        let stranded: Vec<String> =
+            right.iter().filter(|n| right.iter().all(|p| !knows(n, p) && !knows(p, n))).cloned().collect();
+        if stranded.is_empty() {
+            continue;
+        }
+        found += 1;
+        net.cut(&left, &right, true);
+        net.advance(20_000_000);
+        for n in &stranded {
+            let h = &net.nodes[n];
+            assert!(h.active_view().is_empty() && h.passive_view().is_empty(), "seed {seed}: {n} {:?}", h.active_view());
+            assert!(h.unreachable_peers().iter().all(|p| left.contains(p)) && !h.unreachable_peers().is_empty());
+        }
+        let others: Vec<String> = right.iter().filter(|n| !stranded.contains(n)).cloned().collect();
+        assert!(others.is_empty() || net.healthy(&others) || !net.side_knows_itself(&others), "seed {seed}: {:?}", net.views());
+        net.cut(&left, &right, false);
+        assert!(net.wait(20_000, |net| net.healthy(&names)), "seed {seed}: not healed after the partition, {:?}", net.views());
+    }
+    assert!(found >= 3, "only {found} runs had a stranded node");
 }
