@@ -27,7 +27,7 @@
 
 mod conn;
 mod driver;
-pub mod queue;
+mod queue;
 
 use bytes::Bytes;
 use partisan_core::channel::{ChannelError, ChannelSpec, ChannelTable, MonotonicKey};
