@@ -100,7 +100,7 @@ send(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
 send_dirty(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
 %% @doc Sends `Msg' to `Dest' on `Node' through the overlay, relayed by neighbours when `Node'
 %% is not one (on the default channel).
--spec send_transitive(node(), term(), term()) -> ok | {error, not_connected | bad_destination | not_started}.
+-spec send_transitive(node(), term(), term()) -> ok | {error, not_connected | queue_full | bad_destination | not_started}.
 send_transitive(_Node, _Dest, _Msg) -> ?NIF.
 %% @doc The overlay's named views (HyParView: `active', `passive', `unreachable').
 -spec views() -> #{atom() => [node()]}.

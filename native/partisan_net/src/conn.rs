@@ -7,12 +7,14 @@
 //! that fails is counted and disconnected; the listener goes on. Warnings a remote peer can
 //! trigger at will are rate-limited ([`crate::LogLimit`]); the counters keep the exact numbers.
 
-use crate::queue::{write_batches, LinkQueue, Outgoing};
-use crate::{Cmd, Cmds, LinkTx, Shared, StartError};
-use bytes::{Bytes, BytesMut};
+use crate::queue::{write_batches, LinkQueue};
+use crate::lock::MutexExt;
+use crate::routes::LinkTx;
+use crate::{Cmd, Cmds, Shared, StartError};
+use bytes::BytesMut;
 use partisan_core::frame::{Decoder, Frame, FrameError, NONCE_LEN};
 use partisan_core::handshake::{ClientHandshake, HandshakeError, ServerHandshake};
-use partisan_core::membership::LinkId;
+use partisan_core::overlay::LinkId;
 use rand::RngCore;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -70,7 +72,7 @@ struct PendingInner {
 impl Pending {
     /// Counts one more handshake from `ip`, unless that would exceed a bound.
     fn try_admit(&self, ip: IpAddr, max_total: usize, max_per_addr: usize) -> bool {
-        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.inner.lock_unpoisoned();
         let from_ip = p.per_addr.get(&ip).copied().unwrap_or(0);
         if p.total >= max_total || from_ip >= max_per_addr {
             return false;
@@ -82,7 +84,7 @@ impl Pending {
     }
 
     fn release(&self, ip: IpAddr) {
-        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.inner.lock_unpoisoned();
         p.total = p.total.saturating_sub(1);
         if let Some(n) = p.per_addr.get_mut(&ip) {
             *n -= 1;
@@ -94,7 +96,7 @@ impl Pending {
 
     /// Handshakes in progress now, and the most there ever were at once.
     pub(crate) fn counts(&self) -> (usize, usize) {
-        let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let p = self.inner.lock_unpoisoned();
         (p.total, p.peak)
     }
 }
@@ -276,16 +278,10 @@ async fn read_loop(
                 shared.stats.messages_received.fetch_add(1, Ordering::Relaxed);
                 shared.deliver(from, &dest, payload);
             }
-            Ok(Frame::Relay { origin, id, hops, target, dest, payload }) => {
-                shared.relay(from, crate::Relayed { origin, id, hops, target, dest, payload });
-            }
-            // Waits for room in the driver's bounded input: a peer flooding control frames
-            // slows down its own connection, not the node.
-            Ok(Frame::Control { body }) => {
-                let _ = cmds.peer.send(Cmd::Control { from: from.to_owned(), body }).await;
-            }
-            Ok(Frame::Broadcast { body }) => {
-                let _ = cmds.peer.send(Cmd::Broadcast { from: from.to_owned(), body }).await;
+            // For the node (overlay, Plumtree, relaying). Waits for room in the driver's bounded
+            // input: a peer flooding such frames slows down its own connection, not the node.
+            Ok(frame @ (Frame::Control { .. } | Frame::Broadcast { .. } | Frame::Relay { .. })) => {
+                let _ = cmds.peer.send(Cmd::Frame { from: from.to_owned(), frame }).await;
             }
             Ok(Frame::Ping { .. } | Frame::Pong { .. }) => {}
             Ok(other) => {
@@ -446,9 +442,4 @@ async fn write_loop(link: LinkId, conn_id: u64, queue: Arc<LinkQueue>, reader: t
 
 pub(crate) fn next_conn_id() -> u64 {
     NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A control frame ready for a queue.
-pub(crate) fn control_frame(body: Bytes) -> Outgoing {
-    Outgoing::Frame(Frame::Control { body }.to_bytes())
 }

@@ -8,8 +8,9 @@ use partisan_core::channel::ChannelSpec;
 use partisan_core::etf_pids::RefFormat;
 use partisan_core::hyparview::HyParViewConfig;
 use partisan_core::plumtree::PlumtreeConfig;
-use partisan_core::membership::{MeshConfig, NodeSpec, Role, Topology};
-use partisan_net::OverlayConfig;
+use partisan_core::full_mesh::{LinkPolicy, Role};
+use partisan_core::node::{LinkTiming, OverlayConfig};
+use partisan_core::overlay::NodeSpec;
 use partisan_net::Config;
 use rustler::types::map::MapIterator;
 use rustler::{Atom, Encoder, Env, LocalPid, Term};
@@ -137,11 +138,11 @@ pub fn parse(cfg: Term) -> Result<Parsed, Bad> {
     let mut net = Config::new(&name, cookie.as_slice());
     net.listen_addrs = addrs(get(cfg, atoms::listen_addrs())?)?;
     net.channels = channels(get(cfg, atoms::channels())?)?;
-    net.mesh = MeshConfig {
+    net.node.timing = LinkTiming {
         connection_interval: get_as(cfg, atoms::connection_interval())?,
         connection_jitter: get_as(cfg, atoms::connection_jitter())?,
-        periodic_interval: get_as(cfg, atoms::periodic_interval())?,
     };
+    let periodic_interval = get_as(cfg, atoms::periodic_interval())?;
     net.max_frame_size = get_as(cfg, atoms::max_frame_size())?;
     net.max_queue_bytes = get_as(cfg, atoms::max_queue_bytes())?;
     net.incarnation = get_as(cfg, atoms::incarnation())?;
@@ -150,7 +151,7 @@ pub fn parse(cfg: Term) -> Result<Parsed, Bad> {
     net.max_pending_handshakes = get_as(cfg, atoms::max_pending_handshakes())?;
     net.max_pending_handshakes_per_addr = get_as(cfg, atoms::max_pending_handshakes_per_addr())?;
     net.stop_flush_timeout = Duration::from_millis(get_as(cfg, atoms::stop_flush_timeout())?);
-    net.worker_threads = get_as(cfg, atoms::io_threads())?;
+    net.io_threads = get_as(cfg, atoms::io_threads())?;
     let tag: Atom = get_as(cfg, atoms::tag())?;
     let role = match tag {
         t if t == atoms::server() => Role::Server,
@@ -158,15 +159,16 @@ pub fn parse(cfg: Term) -> Result<Parsed, Bad> {
         _ => Role::Peer,
     };
     let topology: Atom = get_as(cfg, atoms::topology())?;
-    net.overlay = match topology {
-        t if t == atoms::full_mesh() => OverlayConfig::Mesh { topology: Topology::FullMesh, role },
-        t if t == atoms::client_server() => OverlayConfig::Mesh { topology: Topology::ClientServer, role },
-        t if t == atoms::static_() => OverlayConfig::Mesh { topology: Topology::Static, role },
-        t if t == atoms::external() => OverlayConfig::Mesh { topology: Topology::External, role },
+    let full_mesh = |policy| OverlayConfig::FullMesh { policy, periodic_interval };
+    net.node.overlay = match topology {
+        t if t == atoms::full_mesh() => full_mesh(LinkPolicy::AllMembers),
+        t if t == atoms::client_server() => full_mesh(LinkPolicy::ClientServer(role)),
+        t if t == atoms::static_() => full_mesh(LinkPolicy::Static),
+        t if t == atoms::external() => full_mesh(LinkPolicy::External),
         t if t == atoms::hyparview() => OverlayConfig::HyParView(hyparview(get(cfg, atoms::hyparview())?)?),
         _ => return Err((atoms::bad_config(), atoms::topology())),
     };
-    net.broadcast = if get_as::<bool>(cfg, atoms::broadcast())? {
+    net.node.broadcast = if get_as::<bool>(cfg, atoms::broadcast())? {
         Some(PlumtreeConfig {
             lazy_tick_period: get_as(cfg, atoms::lazy_tick_period())?,
             exchange_tick_period: get_as(cfg, atoms::exchange_tick_period())?,
