@@ -25,6 +25,6 @@ init([]) ->
                %% Stopping the manager flushes the send queues first (stop_flush_timeout), then
                %% closes the runtime (up to 2 s more).
                ++ [#{id => Manager, start => {Manager, start_link, []},
-                     shutdown => partisan_config:get(stop_flush_timeout, 5000) + 5000,
+                     shutdown => partisan_config:get(stop_flush_timeout) + 5000,
                      modules => [Manager, partisan_peer_service_manager]}],
     {ok, {#{strategy => rest_for_one, intensity => 3, period => 10}, Children}}.

@@ -35,7 +35,7 @@
 use partisan_core::channel::{ChannelSpec, ChannelTable};
 use partisan_core::hyparview::HyParViewConfig;
 use partisan_core::node::{self, OverlayConfig};
-use partisan_core::plumtree;
+use partisan_core::plumtree::PlumtreeConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -163,19 +163,22 @@ impl Config {
             OverlayConfig::HyParView(hv) => validate_hyparview(hv)?,
         }
         if let Some(pt) = &self.node.broadcast {
-            for (key, ms) in [("lazy_tick_period", pt.lazy_tick_period), ("exchange_tick_period", pt.exchange_tick_period)] {
-                check((1..=MAX_MILLIS).contains(&ms), key, || format!("{ms} must be a positive integer up to {MAX_MILLIS} (milliseconds)"))?;
-            }
-            pt.validate().map_err(|e| match e {
-                plumtree::ConfigError::Zero(key @ ("lazy_tick_period" | "exchange_tick_period")) => ConfigError::new(key, "must be positive"),
-                other => ConfigError::new("broadcast", other),
-            })?;
+            validate_broadcast(pt)?;
         }
         Ok(())
     }
 }
 
-fn validate_hyparview(hv: &HyParViewConfig) -> Result<(), ConfigError> {
+/// The `broadcast` settings (`lazy_tick_period`, `exchange_tick_period` and Plumtree's bounds).
+pub fn validate_broadcast(pt: &PlumtreeConfig) -> Result<(), ConfigError> {
+    for (key, ms) in [("lazy_tick_period", pt.lazy_tick_period), ("exchange_tick_period", pt.exchange_tick_period)] {
+        check((1..=MAX_MILLIS).contains(&ms), key, || format!("{ms} must be a positive integer up to {MAX_MILLIS} (milliseconds)"))?;
+    }
+    pt.validate().map_err(|e| ConfigError::new("broadcast", e))
+}
+
+/// The `hyparview` settings.
+pub fn validate_hyparview(hv: &HyParViewConfig) -> Result<(), ConfigError> {
     for (key, ms) in [("random_promotion_interval", hv.random_promotion_interval), ("shuffle_interval", hv.shuffle_interval)] {
         check(ms <= MAX_MILLIS, "hyparview", || format!("{key} {ms} must be at most {MAX_MILLIS} (milliseconds)"))?;
     }
