@@ -28,6 +28,7 @@
 //! queue.close(); // the writer writes what was accepted, then returns
 //! ```
 
+use crate::lock::MutexExt;
 use crate::SendError;
 use bytes::{Bytes, BytesMut};
 use partisan_core::channel::{MonotonicKey, MonotonicQueue};
@@ -152,9 +153,7 @@ impl LinkQueue {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves the queue consistent (every update is a single
-        // step), so a poisoned lock is used as is.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock_unpoisoned()
     }
 
     /// Writes a small message straight to the socket when nothing is queued or being written.

@@ -19,6 +19,7 @@ mod config;
 mod deliver;
 mod log;
 
+use partisan_net::lock::RwLockExt;
 use bytes::Bytes;
 use partisan_core::etf_pids::PidRewriter;
 use partisan_core::frame::Dest;
@@ -84,7 +85,7 @@ fn with_atom_str<R>(env: Env, atom: Atom, f: impl FnOnce(&str) -> R) -> NifResul
 static RUNNING: RwLock<Option<Arc<Running>>> = RwLock::new(None);
 
 fn running() -> Option<Arc<Running>> {
-    RUNNING.read().unwrap_or_else(|e| e.into_inner()).clone()
+    RUNNING.read_unpoisoned().clone()
 }
 
 fn err<'a>(env: Env<'a>, reason: impl Encoder) -> Term<'a> {
@@ -121,7 +122,7 @@ fn config(env: Env) -> Term {
 /// node spec with the bound ports, or `{invalid_config, Key, Why}`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn start<'a>(env: Env<'a>, cfg: Term<'a>) -> NifResult<Term<'a>> {
-    let mut slot = RUNNING.write().unwrap_or_else(|e| e.into_inner());
+    let mut slot = RUNNING.write_unpoisoned();
     if slot.is_some() {
         return Ok(err(env, atoms::already_started()));
     }
@@ -157,7 +158,7 @@ fn start<'a>(env: Env<'a>, cfg: Term<'a>) -> NifResult<Term<'a>> {
 /// the runtime threads. Returns `{ok, #{undelivered_on_stop, flushed, elapsed_ms}}`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn stop(env: Env) -> NifResult<Term> {
-    let taken = RUNNING.write().unwrap_or_else(|e| e.into_inner()).take();
+    let taken = RUNNING.write_unpoisoned().take();
     if let Some(running) = taken {
         // Senders may still hold a clone for a moment; wait for the last one.
         let mut running = running;
