@@ -335,7 +335,7 @@ fn membership_cost<O: partisan_core::overlay::Overlay>(
 /// Which overlay one [`scaling`] task measures.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    Mesh,
+    FullMesh,
     HyParView,
     ClientServer,
 }
@@ -349,7 +349,7 @@ pub fn scaling(sizes: &[usize], net: NetConfig, seed: u64, threads: usize) -> Ve
     let channels = ChannelTable::new(vec![]).expect("the default channel table is valid");
     let quiet_hv = HyParViewConfig { shuffle_interval: 1 << 40, random_promotion_interval: 1 << 40, ..Default::default() };
     let tasks: Vec<(usize, Kind)> =
-        sizes.iter().flat_map(|&n| [(n, Kind::Mesh), (n, Kind::HyParView), (n, Kind::ClientServer)]).collect();
+        sizes.iter().flat_map(|&n| [(n, Kind::FullMesh), (n, Kind::HyParView), (n, Kind::ClientServer)]).collect();
     let any_earlier = |rng: &mut SmallRng, id: NodeId| rng.gen_range(0..id);
     let costs = par_map(&tasks, threads, |&(nodes, kind)| {
         let servers = servers_of(nodes) as NodeId;
