@@ -131,11 +131,9 @@ async fn read_frame(socket: &TcpStream, buf: &mut BytesMut, dec: &mut Decoder, c
         if buf.capacity() - buf.len() < chunk / 16 + 1 {
             buf.reserve(chunk);
         }
-        socket.readable().await.map_err(ReadError::Io)?;
-        match socket.try_read_buf(buf) {
+        match read_some(socket, buf).await {
             Ok(0) => return Err(ReadError::Closed),
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(ReadError::Io(e)),
         }
     }
@@ -145,6 +143,19 @@ async fn read_frame(socket: &TcpStream, buf: &mut BytesMut, dec: &mut Decoder, c
 const READ_CHUNK: usize = 64 * 1024;
 /// Read size during the handshake (its frames are small).
 const HANDSHAKE_CHUNK: usize = 512;
+
+/// One non-blocking read once the socket is readable. Polls readiness as `AsyncRead` does, so
+/// the reader takes part in tokio's cooperative budget.
+async fn read_some(socket: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| loop {
+        std::task::ready!(socket.poll_read_ready(cx))?;
+        match socket.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            result => return std::task::Poll::Ready(result),
+        }
+    })
+    .await
+}
 
 /// Writes one handshake frame (before the connection has a send queue).
 async fn write_frame(socket: &TcpStream, frame: &Frame) -> std::io::Result<()> {

@@ -38,6 +38,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -370,17 +371,19 @@ async fn write_all(socket: &TcpStream, batch: &mut BytesMut) -> io::Result<()> {
     Ok(())
 }
 
-/// One non-blocking write once the socket is writable; a write of 0 bytes is an error.
+/// One non-blocking write once the socket is writable; a write of 0 bytes is an error. Polls
+/// readiness as `AsyncWrite` does, so the writer takes part in tokio's cooperative budget.
 async fn write_some(socket: &TcpStream, mut write: impl FnMut(&TcpStream) -> io::Result<usize>) -> io::Result<usize> {
-    loop {
-        socket.writable().await?;
+    std::future::poll_fn(|cx| loop {
+        std::task::ready!(socket.poll_write_ready(cx))?;
         match write(socket) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => return Ok(n),
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => return Poll::Ready(Ok(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Poll::Ready(Err(e)),
         }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]
