@@ -7,6 +7,7 @@
 
 -export([all/0, init_per_suite/1, end_per_suite/1]).
 -export([handshake_reveals_nothing_before_the_client_proves/1,
+         data_plane_logs_keep_their_level/1,
          connection_flood_is_bounded/1,
          stop_flushes_accepted_messages/1,
          stop_reports_what_it_could_not_write/1,
@@ -30,7 +31,7 @@ all() ->
      stop_flushes_accepted_messages, stop_reports_what_it_could_not_write,
      oversized_message_is_refused_at_the_sender, messages_lost_with_a_dead_link_are_counted,
      bad_node_specs_are_refused, bad_arguments_return_errors, dead_member_is_redialed_with_backoff,
-     tls_is_never_silently_ignored].
+     tls_is_never_silently_ignored, data_plane_logs_keep_their_level].
 
 init_per_suite(Config) ->
     {ok, Peers} = partisan_ct:start_cluster(
@@ -390,6 +391,52 @@ tls_is_never_silently_ignored(_Config) ->
         catch peer:stop(Pid)
     end.
 
+%% The data plane's log lines reach logger at the level they were logged at: with
+%% PARTISAN_LOG=info, "node up" arrives as info and a garbage connection's line as a warning
+%% (every line used to arrive as a warning).
+data_plane_logs_keep_their_level(Config) ->
+    [A, _] = cluster(Config),
+    {ok, Pid, N} = peer:start(#{name => hard_log, host => "127.0.0.1", longnames => true,
+                                env => [{"PARTISAN_LOG", "info"}],
+                                args => ["-connect_all", "false", "-pa",
+                                         filename:dirname(code:which(partisan)), "-pa",
+                                         filename:dirname(code:which(?MODULE))]}),
+    try
+        [ok = rpc(N, application, set_env, [partisan, K, V])
+         || {K, V} <- [{cookie, ?COOKIE}, {channels, #{data => #{parallelism => 3}}}]],
+        ok = rpc(N, logger, set_primary_config, [level, info]),
+        ok = rpc(N, logger, add_handler, [hardening_capture, ?MODULE,
+                                          #{level => info, config => #{to => self()}}]),
+        {ok, _} = rpc(N, application, ensure_all_started, [partisan]),
+        ok = rpc(N, partisan_peer_service, sync_join, [rpc(A, partisan, node_spec, [])]),
+        #{listen_addrs := [#{ip := IP, port := Port} | _]} = rpc(N, partisan, node_spec, []),
+        {ok, S} = gen_tcp:connect(IP, Port, [binary, {active, false}]),
+        ok = gen_tcp:send(S, binary:copy(<<255>>, 64)),
+        _ = gen_tcp:recv(S, 0, ?TIMEOUT),
+        gen_tcp:close(S),
+        Logged = fun(Logs, Level, Words) ->
+                         [L || {Lv, L} <- Logs, Lv =:= Level,
+                               string:find(L, "partisan data plane") =/= nomatch,
+                               string:find(L, Words) =/= nomatch]
+                 end,
+        wait(fun() ->
+                     Logs = leveled_logs(peek),
+                     Logged(Logs, info, "node up") =/= [] andalso Logged(Logs, warning, "garbage") =/= []
+             end),
+        Logs = leveled_logs(take),
+        ct:pal("~p", [Logs]),
+        ?assertEqual([], Logged(Logs, warning, "node up") ++ Logged(Logs, info, "garbage"))
+    after
+        catch peer:stop(Pid)
+    end.
+
+%% The captured log lines as {Level, Text}; `peek' leaves them in the mailbox.
+leveled_logs(peek) ->
+    {messages, Msgs} = erlang:process_info(self(), messages),
+    [{Level, Text} || {hardening_log, Level, Text} <- Msgs];
+leveled_logs(take) ->
+    receive {hardening_log, Level, Text} -> [{Level, Text} | leveled_logs(take)] after 0 -> [] end.
+
 %% -- run on peers ---------------------------------------------------------------------
 
 %% Sends `N' binaries of `Size' bytes to `Dest', then stops partisan at once.
@@ -423,7 +470,7 @@ counter(N) ->
         _ -> counter(N + 1)
     end.
 
-%% logger handler: forwards warnings and above to the configured process as text.
+%% logger handler: forwards what passes its level to the configured process as text.
 log(#{msg := Msg, level := Level} = Event, #{config := #{to := To}}) ->
     Text = case Msg of
                {string, S} -> S;

@@ -6,10 +6,11 @@
 
 %% @private
 start(_Type, _Args) ->
-    case partisan_config:init() of
+    %% The data plane checks its own configuration keys: the NIF first.
+    case partisan_nif:load() of
         ok ->
             ok = partisan_telemetry:init(),
-            case partisan_nif:load() of
+            case partisan_config:init() of
                 ok -> partisan_sup:start_link();
                 {error, _} = Error -> Error
             end;

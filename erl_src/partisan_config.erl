@@ -1,13 +1,21 @@
 %% @doc Configuration of the `partisan' application: one accessor over the application env.
 %%
-%% `init/0' validates the env once at start, normalises it (channel lists become the channels
-%% map, old key names are mapped to new ones) and caches the result in `persistent_term', so
-%% `get/1,2' on the hot path is a constant-time read. A bad value stops the start with
-%% `{error, {invalid_config, Key, Why}}', where `Why' says what to fix.
+%% `init/0' validates the env once at start, normalises it and caches the result in
+%% `persistent_term', so `get/1,2' on the hot path is a constant-time read. A bad value stops the
+%% start with `{error, {invalid_config, Key, Why}}', where `Why' says what to fix.
+%%
+%% Each key has one owner, which holds its default and its checks. The data plane owns the keys
+%% it runs with (`partisan_nif:config_keys/0': listen addresses, channels, timing, limits,
+%% `hyparview', `broadcast', `decode', ...; the table is `partisan_net::config'): this module
+%% passes what the user set through `partisan_nif:check_config/1' and caches the effective values
+%% that come back, so what Erlang reads is what the data plane runs with. This module owns the
+%% keys only the Erlang side can decide or reads: `name', `cookie', `peer_service_manager',
+%% `tag', `membership_strategy', `broadcast_mods', `monitor_probe_*', `pid_encoding',
+%% `remote_ref_*', `tls', and the shape of `channels' (lists become a map).
 -module(partisan_config).
 
 -export([init/0, get/1, get/2, set/2, channels/0, parallelism/0, default_channel/0,
-         normalise/1, nif_config/1, warnings/1, channel_map/2]).
+         normalise/1, nif_config/0, nif_config/1, warnings/1, channel_map/2]).
 
 -compile({no_auto_import, [get/1]}).
 
@@ -23,10 +31,6 @@
 -define(NOT_IMPLEMENTED, [connection_ping, connect_disterl, retransmit_interval, causal_labels,
                           ref_encoding, metadata, ingress_delay, egress_delay,
                           xbot_enabled]).
--define(HYPARVIEW_DEFAULTS, #{active_max_size => 6, active_min_size => 3, active_rwl => 6,
-                              passive_max_size => 30, passive_rwl => 6, random_promotion => true,
-                              random_promotion_interval => 5000, shuffle_interval => 10000,
-                              shuffle_k_active => 3, shuffle_k_passive => 4}).
 
 -type channel() :: atom().
 -type channel_opts() :: #{parallelism := pos_integer(), monotonic := boolean(),
@@ -120,10 +124,9 @@ default_channel() -> undefined.
 %% @doc Validates an env map and returns it with defaults filled in and values normalised.
 -spec normalise(map()) -> {ok, map()} | {error, {invalid_config, atom(), string()}}.
 normalise(Env) ->
-    Steps = [fun name/2, fun parallelism/2, fun channels/2, fun listen_addrs/2,
-             fun manager/2, fun hyparview/2, fun intervals/2, fun limits/2, fun decode/2,
-             fun cookie/2, fun broadcast/2, fun monitor_probe/2, fun tls/2,
-             fun remote_refs/2, fun peer_discovery/2],
+    Steps = [fun name/2, fun channels/2, fun manager/2, fun cookie/2, fun broadcast_mods/2,
+             fun monitor_probe/2, fun tls/2, fun remote_refs/2, fun peer_discovery/2,
+             fun data_plane/2],
     try
         {ok, lists:foldl(fun(Step, Acc) -> Step(Env, Acc) end, Env, Steps)}
     catch
@@ -161,87 +164,50 @@ generated_name() ->
     Id = binary:encode_hex(rand:bytes(6)),
     list_to_atom(lists:flatten(["partisan_", string:lowercase(binary_to_list(Id)), "@", Host])).
 
-parallelism(Env, Acc) ->
-    case maps:get(parallelism, Env, 1) of
-        P when is_integer(P), P >= 1, P =< 256 -> Acc#{parallelism => P};
-        P -> invalid(parallelism, "~p must be an integer from 1 to 256", [P])
+%% The shape of `channels' (the data plane checks the values): a map `#{Name => Opts}' or a
+%% list of `Name', `{monotonic, Name}' and `{Name, Opts}', `Opts' a map or a proplist.
+channels(Env, Acc) ->
+    case maps:find(channels, Env) of
+        {ok, Given} -> Acc#{channels => channel_shape(Given)};
+        error -> maps:remove(channels, Acc)
     end.
 
-channels(Env, Acc = #{parallelism := P}) ->
-    Given = maps:get(channels, Env, #{}),
-    Map = channel_map(Given, P),
-    Defaults = #{undefined => #{parallelism => P, monotonic => false},
-                 ?MEMBERSHIP_CHANNEL => #{parallelism => 1, monotonic => false}},
-    Acc#{channels => maps:merge(Defaults, Map)}.
+channel_shape(Map) when is_map(Map) ->
+    maps:map(fun(Name, Opts) -> channel_opts(Name, Opts) end, Map);
+channel_shape(List) when is_list(List) ->
+    maps:from_list([channel_entry(E) || E <- List]);
+channel_shape(Other) ->
+    invalid(channels, "~p must be a map #{Name => Opts} or a list of Name, {monotonic, Name} "
+            "and {Name, Opts}", [Other]).
+
+channel_entry({monotonic, Name}) when is_atom(Name) -> {Name, #{monotonic => true}};
+channel_entry({Name, Opts}) when is_atom(Name) -> {Name, channel_opts(Name, Opts)};
+channel_entry(Name) when is_atom(Name) -> {Name, #{}};
+channel_entry(Other) ->
+    invalid(channels, "channel entry ~p is not Name, {monotonic, Name} or {Name, Opts}", [Other]).
+
+channel_opts(Name, Opts) when is_list(Opts) -> channel_opts(Name, maps:from_list(Opts));
+channel_opts(Name, Opts) when is_atom(Name), is_map(Opts) -> Opts;
+channel_opts(Name, Opts) ->
+    invalid(channels, "channel ~p: options ~p must be a map or proplist", [Name, Opts]).
 
 %% @doc Channels given as a map `#{Name => Opts}' or a list of `Name', `{monotonic, Name}' and
 %% `{Name, Opts}' (Opts a map or proplist; `parallelism' defaults to `P', `monotonic' to
 %% `false'), normalised to `#{Name => #{parallelism := N, monotonic := B}}'. Throws
-%% `{invalid, channels, Why}' for anything else.
+%% `{invalid, channels, Why}' for anything else. For node specs (`partisan_node_spec'); the
+%% configuration's channels are checked by the data plane.
 -spec channel_map(term(), pos_integer()) -> #{channel() => channel_opts()}.
-channel_map(Map, P) when is_map(Map) ->
-    maps:map(fun(Name, Opts) -> channel_opts(Name, Opts, P) end, Map);
-channel_map(List, P) when is_list(List) ->
-    maps:from_list([channel_entry(E, P) || E <- List]);
-channel_map(Other, _) ->
-    invalid(channels, "~p must be a map #{Name => Opts} or a list of Name, {monotonic, Name} "
-            "and {Name, Opts}", [Other]).
-
-channel_entry({monotonic, Name}, P) when is_atom(Name) ->
-    {Name, channel_opts(Name, #{monotonic => true}, P)};
-channel_entry({Name, Opts}, P) when is_atom(Name) ->
-    {Name, channel_opts(Name, Opts, P)};
-channel_entry(Name, P) when is_atom(Name) ->
-    {Name, channel_opts(Name, #{}, P)};
-channel_entry(Other, _) ->
-    invalid(channels, "channel entry ~p is not Name, {monotonic, Name} or {Name, Opts}", [Other]).
-
-channel_opts(Name, Opts, P) when is_list(Opts) ->
-    channel_opts(Name, maps:from_list(Opts), P);
-channel_opts(Name, Opts, P) when is_atom(Name), is_map(Opts) ->
-    Par = maps:get(parallelism, Opts, P),
-    Mono = maps:get(monotonic, Opts, false),
-    is_integer(Par) andalso Par >= 1 andalso Par =< 256 orelse
-        invalid(channels, "channel ~p: parallelism ~p must be an integer from 1 to 256", [Name, Par]),
-    is_boolean(Mono) orelse
-        invalid(channels, "channel ~p: monotonic ~p must be a boolean", [Name, Mono]),
-    Opts#{parallelism => Par, monotonic => Mono};
-channel_opts(Name, Opts, _) ->
-    invalid(channels, "channel ~p: options ~p must be a map or proplist", [Name, Opts]).
-
-listen_addrs(Env, Acc) ->
-    Addrs = case maps:find(listen_addrs, Env) of
-        {ok, L} when is_list(L), L =/= [] -> L;
-        {ok, Other} -> invalid(listen_addrs, "~p must be a non-empty list of #{ip, port}", [Other]);
-        error ->
-            IP = maps:get(listen_ip, Env, maps:get(peer_ip, Env, {127, 0, 0, 1})),
-            Port = maps:get(listen_port, Env, maps:get(peer_port, Env, 0)),
-            %% Name the key the user set, not the one it is translated to.
-            try [listen_addr({IP, Port})]
-            catch throw:{invalid, listen_addrs, Why} ->
-                Key = case listen_addr_ok(IP) of true -> listen_port; false -> listen_ip end,
-                throw({invalid, Key, Why})
-            end
-    end,
-    Acc#{listen_addrs => [listen_addr(A) || A <- Addrs]}.
-
-listen_addr_ok(IP) ->
-    try listen_addr({IP, 0}) of _ -> true catch throw:_ -> false end.
-
-listen_addr(#{ip := IP, port := Port}) -> listen_addr({IP, Port});
-listen_addr({IP, Port}) when is_integer(Port), Port >= 0, Port =< 65535 ->
-    case IP of
-        {_, _, _, _} -> #{ip => IP, port => Port};
-        {_, _, _, _, _, _, _, _} -> #{ip => IP, port => Port};
-        _ when is_list(IP) ->
-            case inet:parse_address(IP) of
-                {ok, Parsed} -> #{ip => Parsed, port => Port};
-                _ -> invalid(listen_addrs, "~p is not an IP address", [IP])
-            end;
-        _ -> invalid(listen_addrs, "~p is not an IP address tuple", [IP])
-    end;
-listen_addr(Other) ->
-    invalid(listen_addrs, "~p must be #{ip => IP, port => 0..65535}", [Other]).
+channel_map(Given, P) ->
+    maps:map(fun(Name, Opts) ->
+                     Par = maps:get(parallelism, Opts, P),
+                     Mono = maps:get(monotonic, Opts, false),
+                     is_integer(Par) andalso Par >= 1 andalso Par =< 256 orelse
+                         invalid(channels, "channel ~p: parallelism ~p must be an integer from 1 "
+                                 "to 256", [Name, Par]),
+                     is_boolean(Mono) orelse
+                         invalid(channels, "channel ~p: monotonic ~p must be a boolean", [Name, Mono]),
+                     Opts#{parallelism => Par, monotonic => Mono}
+             end, channel_shape(Given)).
 
 manager(Env, Acc) ->
     M = maps:get(peer_service_manager, Env, partisan_pluggable_peer_service_manager),
@@ -265,64 +231,6 @@ is_strategy(Mod) ->
         lists:all(fun({F, A}) -> erlang:function_exported(Mod, F, A) end,
                   [{init, 1}, {join, 3}, {leave, 2}, {periodic, 1}, {handle_message, 2}]).
 
-hyparview(Env, Acc) ->
-    Given = maps:get(hyparview, Env, #{}),
-    is_map(Given) orelse invalid(hyparview, "~p must be a map", [Given]),
-    %% Partisan v5's X-BOT optimisation is not implemented: the key is accepted (and warned about
-    %% when true) but not passed on.
-    HV = maps:merge(?HYPARVIEW_DEFAULTS, maps:remove(xbot_enabled, Given)),
-    is_boolean(maps:get(xbot_enabled, Given, false)) orelse
-        invalid(hyparview, "xbot_enabled ~p must be a boolean", [maps:get(xbot_enabled, Given)]),
-    maps:foreach(fun(random_promotion, V) ->
-                         is_boolean(V) orelse invalid(hyparview, "random_promotion ~p must be a boolean", [V]);
-                    (K, V) when is_map_key(K, ?HYPARVIEW_DEFAULTS) ->
-                         is_integer(V) andalso V >= 0 orelse
-                             invalid(hyparview, "~p ~p must be a non-negative integer", [K, V]);
-                    (K, _) ->
-                         invalid(hyparview, "unknown key ~p; known: ~p", [K, maps:keys(?HYPARVIEW_DEFAULTS)])
-                 end, HV),
-    #{active_min_size := Min, active_max_size := Max, active_rwl := ARWL, passive_rwl := PRWL} = HV,
-    Max >= 1 orelse invalid(hyparview, "active_max_size must be at least 1", []),
-    Min =< Max orelse invalid(hyparview, "active_min_size ~p exceeds active_max_size ~p", [Min, Max]),
-    PRWL =< ARWL andalso ARWL =< 255 orelse
-        invalid(hyparview, "passive_rwl ~p must not exceed active_rwl ~p (at most 255)", [PRWL, ARWL]),
-    Acc#{hyparview => HV}.
-
-intervals(Env, Acc) ->
-    Periodic = case maps:get(periodic_enabled, Env, true) of
-        false -> 0;
-        true -> non_neg(periodic_interval, maps:get(periodic_interval, Env, 10000))
-    end,
-    Acc#{connection_interval => non_neg(connection_interval, maps:get(connection_interval, Env, 1000)),
-         connection_jitter => non_neg(connection_jitter, maps:get(connection_jitter, Env, 1000)),
-         periodic_interval => Periodic,
-         connect_timeout => non_neg(connect_timeout, maps:get(connect_timeout, Env, 2000)),
-         handshake_timeout => in_range(handshake_timeout, maps:get(handshake_timeout, Env, 5000),
-                                       100, 60000, "milliseconds"),
-         stop_flush_timeout => in_range(stop_flush_timeout, maps:get(stop_flush_timeout, Env, 5000),
-                                        0, 60000, "milliseconds")}.
-
-limits(Env, Acc) ->
-    IoThreads = maps:get(io_threads, Env, min(erlang:system_info(schedulers_online), 4)),
-    (is_integer(IoThreads) andalso IoThreads >= 1 andalso IoThreads =< 64) orelse
-        invalid(io_threads, "~p must be an integer from 1 to 64", [IoThreads]),
-    Frame = maps:get(max_frame_size, Env, 64 bsl 20),
-    Queue = maps:get(max_queue_bytes, Env, 64 bsl 20),
-    (is_integer(Frame) andalso Frame >= 1024 andalso Frame < 1 bsl 32) orelse
-        invalid(max_frame_size, "~p must be an integer from 1024 to 4294967295", [Frame]),
-    (is_integer(Queue) andalso Queue >= 1024) orelse
-        invalid(max_queue_bytes, "~p must be an integer of at least 1024", [Queue]),
-    Pending = in_range(max_pending_handshakes, maps:get(max_pending_handshakes, Env, 256),
-                       1, 65536, "connections"),
-    PerAddr = in_range(max_pending_handshakes_per_addr,
-                       maps:get(max_pending_handshakes_per_addr, Env, 64), 1, 65536, "connections"),
-    Acc#{max_frame_size => Frame, max_queue_bytes => Queue, io_threads => IoThreads,
-         max_pending_handshakes => Pending, max_pending_handshakes_per_addr => PerAddr}.
-
-in_range(_, V, Min, Max, _) when is_integer(V), V >= Min, V =< Max -> V;
-in_range(Key, V, Min, Max, Unit) ->
-    invalid(Key, "~p must be an integer from ~p to ~p (~s)", [V, Min, Max, Unit]).
-
 %% A security key is never ignored: TLS is not implemented, so asking for it stops the start
 %% instead of running plain TCP.
 tls(Env, Acc) ->
@@ -331,12 +239,6 @@ tls(Env, Acc) ->
         true -> invalid(tls, "TLS is not implemented in this release: remove tls => true (and "
                         "run on a trusted network) or wait for a release with TLS", []);
         Other -> invalid(tls, "~p must be false (TLS is not implemented in this release)", [Other])
-    end.
-
-decode(Env, Acc) ->
-    case maps:get(decode, Env, trusted) of
-        D when D =:= safe; D =:= trusted -> Acc#{decode => D};
-        D -> invalid(decode, "~p must be safe or trusted", [D])
     end.
 
 cookie(Env, Acc) ->
@@ -350,20 +252,11 @@ cookie(Env, Acc) ->
         C -> invalid(cookie, "~p must be a non-empty atom, string or binary", [C])
     end.
 
-broadcast(Env, Acc) ->
-    On = maps:get(broadcast, Env, false),
-    is_boolean(On) orelse invalid(broadcast, "~p must be a boolean", [On]),
+broadcast_mods(Env, Acc) ->
     Mods = maps:get(broadcast_mods, Env, []),
     is_list(Mods) andalso lists:all(fun is_atom/1, Mods) orelse
         invalid(broadcast_mods, "~p must be a list of handler modules", [Mods]),
-    Lazy = maps:get(lazy_tick_period, Env, 1000),
-    Exchange = maps:get(exchange_tick_period, Env, 10000),
-    (is_integer(Lazy) andalso Lazy > 0) orelse
-        invalid(lazy_tick_period, "~p must be a positive integer (milliseconds)", [Lazy]),
-    (is_integer(Exchange) andalso Exchange > 0) orelse
-        invalid(exchange_tick_period, "~p must be a positive integer (milliseconds)", [Exchange]),
-    Acc#{broadcast => On, broadcast_mods => Mods, lazy_tick_period => Lazy,
-         exchange_tick_period => Exchange}.
+    Acc#{broadcast_mods => Mods}.
 
 %% A VM that is not alive has no cookie (`nocookie'): take the one Distributed Erlang would,
 %% ~/.erlang.cookie, so that two such VMs of one user join as alive ones would. Without that file,
@@ -419,38 +312,55 @@ monitor_probe(Env, Acc) ->
                 "monitor_probe_interval (~p)", [Timeout, Interval]),
     Acc#{monitor_probe_interval => Interval, monitor_probe_timeout => Timeout}.
 
-non_neg(_, V) when is_integer(V), V >= 0 -> V;
-non_neg(Key, V) -> invalid(Key, "~p must be a non-negative integer (milliseconds)", [V]).
+%% The data plane's keys: what the user set, checked and completed by the data plane.
+data_plane(Env, Acc) ->
+    ok = partisan_nif:load(),
+    Given = maps:with(partisan_nif:config_keys(), Env),
+    case partisan_nif:check_config(maps:merge(Given, data_plane_context(Acc))) of
+        {ok, Effective} ->
+            maps:merge(Acc, Effective);
+        {error, {invalid_config, Key, Why}} ->
+            case maps:find(Key, Env) of
+                {ok, Value} -> invalid(Key, "~p: ~ts", [Value, Why]);
+                error -> invalid(Key, "~ts", [Why])
+            end
+    end.
 
-%% @doc The map `partisan_nif:start/1' takes, from a normalised config.
+%% What the data plane reads beyond its keys: decided here.
+data_plane_context(C) ->
+    (maps:with([name, cookie, tag, channels], C))#{
+        overlay => overlay(maps:get(peer_service_manager, C),
+                           maps:get(membership_strategy, C, ?FULL_MEMBERSHIP)),
+        schedulers_online => erlang:system_info(schedulers_online)}.
+
+%% @doc The map `partisan_nif:start/1' takes, from the cached configuration.
+-spec nif_config() -> map().
+nif_config() ->
+    Keys = partisan_nif:config_keys() ++ [name, cookie, tag, channels, peer_service_manager,
+                                          membership_strategy, pid_encoding, remote_ref_format,
+                                          remote_ref_uri_padding],
+    nif_config(maps:from_list([{K, V} || K <- Keys, (V = get(K, '$undefined')) =/= '$undefined'])).
+
+%% @doc The map `partisan_nif:start/1' takes, from a normalised config: the effective values of
+%% the data plane's keys, unchanged, and what this side decided.
 -spec nif_config(map()) -> map().
 nif_config(C) ->
-    Keys = [name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
-            periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads,
-            broadcast, lazy_tick_period, exchange_tick_period, handshake_timeout,
-            max_pending_handshakes, max_pending_handshakes_per_addr, stop_flush_timeout],
-    (maps:with(Keys, C))#{
-        channels => maps:map(fun(_, O) -> maps:with([parallelism, monotonic], O) end,
-                             maps:get(channels, C)),
-        topology => topology(maps:get(peer_service_manager, C),
-                             maps:get(membership_strategy, C, ?FULL_MEMBERSHIP)),
-        hyparview => maps:get(hyparview, C, ?HYPARVIEW_DEFAULTS),
-        tag => maps:get(tag, C, undefined),
-        vm_node => erlang:node(),
-        %% Pids name their node only when the VM is alive: otherwise pids of this VM in outgoing
-        %% messages become remote references of this partisan node.
-        pid_rewrite => maps:get(pid_encoding, C, true) andalso erlang:node() =:= nonode@nohost,
-        remote_ref_format => maps:get(remote_ref_format, C, improper_list),
-        remote_ref_uri_padding => maps:get(remote_ref_uri_padding, C, false),
-        creation => creation(),
-        incarnation => erlang:system_time(microsecond)
-    }.
+    maps:merge(data_plane_context(C),
+               (maps:with(partisan_nif:config_keys(), C))#{
+                   vm_node => erlang:node(),
+                   %% Pids name their node only when the VM is alive: otherwise pids of this VM
+                   %% in outgoing messages become remote references of this partisan node.
+                   pid_rewrite => maps:get(pid_encoding, C, true) andalso erlang:node() =:= nonode@nohost,
+                   remote_ref_format => maps:get(remote_ref_format, C, improper_list),
+                   remote_ref_uri_padding => maps:get(remote_ref_uri_padding, C, false),
+                   creation => creation(),
+                   incarnation => erlang:system_time(microsecond)}).
 
-topology(partisan_pluggable_peer_service_manager, ?FULL_MEMBERSHIP) -> full_mesh;
-topology(partisan_pluggable_peer_service_manager, _Erlang) -> external;
-topology(partisan_client_server_peer_service_manager, _) -> client_server;
-topology(partisan_static_peer_service_manager, _) -> static;
-topology(partisan_hyparview_peer_service_manager, _) -> hyparview.
+overlay(partisan_pluggable_peer_service_manager, ?FULL_MEMBERSHIP) -> full_mesh;
+overlay(partisan_pluggable_peer_service_manager, _Erlang) -> external;
+overlay(partisan_client_server_peer_service_manager, _) -> client_server;
+overlay(partisan_static_peer_service_manager, _) -> static;
+overlay(partisan_hyparview_peer_service_manager, _) -> hyparview.
 
 %% The VM's creation as stored in its pids (0 when not alive).
 creation() ->

@@ -6,13 +6,14 @@
 -module(partisan_nif).
 
 -export([load/0]).
+-export([check_config/1, config_keys/0, config/0]).
 -export([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
          is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
          partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
          broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
          fail_replies/2, reply_nodes/0, rewrite_pids/5]).
 
--nifs([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
+-nifs([check_config/1, config_keys/0, config/0, start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
        is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
        partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
        broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
@@ -60,7 +61,18 @@ priv_dir() ->
 -define(NIF, erlang:nif_error({nif_not_loaded, ?MODULE})).
 
 
-%% @doc Starts the data plane with a config map built by `partisan_config:nif_config/1'.
+%% @doc Checks the data plane's configuration keys in `Config' (with the context
+%% `partisan_config' decided: name, cookie, overlay, tag, schedulers_online) and returns their
+%% effective values, defaults filled in.
+-spec check_config(map()) -> {ok, map()} | {error, {invalid_config, atom(), binary()}}.
+check_config(_Config) -> ?NIF.
+%% @doc The configuration keys the data plane owns (checks and defaults).
+-spec config_keys() -> [atom()].
+config_keys() -> ?NIF.
+%% @doc The effective values of the data plane's keys the running node started with.
+-spec config() -> {ok, map()} | {error, not_started}.
+config() -> ?NIF.
+%% @doc Starts the data plane with a config map built by `partisan_config:nif_config/0'.
 -spec start(map()) -> {ok, map()} | {error, term()}.
 start(_Config) -> ?NIF.
 %% @doc Flushes the send queues (for at most `stop_flush_timeout'), closes every connection
@@ -100,7 +112,7 @@ send(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
 send_dirty(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
 %% @doc Sends `Msg' to `Dest' on `Node' through the overlay, relayed by neighbours when `Node'
 %% is not one (on the default channel).
--spec send_transitive(node(), term(), term()) -> ok | {error, not_connected | bad_destination | not_started}.
+-spec send_transitive(node(), term(), term()) -> ok | {error, not_connected | queue_full | bad_destination | not_started}.
 send_transitive(_Node, _Dest, _Msg) -> ?NIF.
 %% @doc The overlay's named views (HyParView: `active', `passive', `unreachable').
 -spec views() -> #{atom() => [node()]}.

@@ -121,8 +121,9 @@ handle_info({partisan_event, upcall, From, Bin}, S) ->
     %% A control frame for the Erlang membership strategy hosted by the manager.
     partisan_peer_service_manager ! {partisan_upcall, From, Bin},
     {noreply, S};
-handle_info({partisan_log, Line}, S) ->
-    ?LOG_WARNING("partisan data plane: ~ts", [Line]),
+handle_info({partisan_log, Level, Line}, S) ->
+    %% At the level the data plane logged it at (error, warning, info or debug).
+    logger:log(Level, "partisan data plane: ~ts", [Line]),
     {noreply, S};
 handle_info({'DOWN', _, process, Pid, _}, S = #state{subscribers = Subs}) ->
     {noreply, S#state{subscribers = maps:remove(Pid, Subs)}};

@@ -46,29 +46,22 @@ strategy_leave(Spec) -> gen_server:call(?MODULE, {strategy, leave, Spec}).
 %% @private
 init([]) ->
     process_flag(trap_exit, true),
-    Config = maps:from_list([{K, partisan_config:get(K)} || K <- config_keys()]),
     Events = whereis(partisan_peer_service_events),
-    NifConfig = (partisan_config:nif_config(Config))#{events => Events},
+    NifConfig = (partisan_config:nif_config())#{events => Events},
     case partisan_nif:start(NifConfig) of
         {ok, Spec} ->
             persistent_term:put({?MODULE, node_spec}, Spec),
             case NifConfig of
-                #{topology := external} -> {ok, start_strategy(Config, Spec)};
+                #{overlay := external} -> {ok, start_strategy(Spec)};
                 _ -> {ok, undefined}
             end;
         {error, Reason} ->
             {stop, {data_plane_start_failed, Reason}}
     end.
 
-config_keys() ->
-    [name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
-     periodic_interval, max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads,
-     peer_service_manager, tag, hyparview, membership_strategy, broadcast, lazy_tick_period,
-     exchange_tick_period, handshake_timeout, max_pending_handshakes,
-     max_pending_handshakes_per_addr, stop_flush_timeout,
-     pid_encoding, remote_ref_format, remote_ref_uri_padding].
-
-start_strategy(#{membership_strategy := Mod, periodic_interval := Interval}, Spec) ->
+start_strategy(Spec) ->
+    Mod = partisan_config:get(membership_strategy),
+    Interval = partisan_config:get(periodic_interval),
     {ok, Members, State} = Mod:init(Spec),
     ok = partisan_nif:set_members(Members),
     _ = schedule(periodic, Interval),

@@ -26,7 +26,7 @@ init([]) ->
                %% Stopping the manager flushes the send queues first (stop_flush_timeout), then
                %% closes the runtime (up to 2 s more).
                ++ [#{id => Manager, start => {Manager, start_link, []},
-                     shutdown => partisan_config:get(stop_flush_timeout, 5000) + 5000,
+                     shutdown => partisan_config:get(stop_flush_timeout) + 5000,
                      modules => [Manager, partisan_peer_service_manager]},
                    %% Joins the nodes the `peer_discovery' backend finds (disabled without it).
                    #{id => partisan_peer_discovery_agent,

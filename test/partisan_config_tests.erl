@@ -33,14 +33,14 @@ client_server_needs_a_tag_test() ->
     M = partisan_client_server_peer_service_manager,
     ?assertMatch({error, {invalid_config, tag, _}}, norm(#{peer_service_manager => M})),
     {ok, C} = norm(#{peer_service_manager => M, tag => client}),
-    ?assertMatch(#{topology := client_server, tag := client}, partisan_config:nif_config(C)),
+    ?assertMatch(#{overlay := client_server, tag := client}, partisan_config:nif_config(C)),
     {ok, S} = norm(#{peer_service_manager => partisan_static_peer_service_manager}),
-    ?assertMatch(#{topology := static}, partisan_config:nif_config(S)).
+    ?assertMatch(#{overlay := static}, partisan_config:nif_config(S)).
 
 hyparview_defaults_and_overrides_test() ->
     {ok, C} = norm(#{peer_service_manager => partisan_hyparview_peer_service_manager,
                      hyparview => #{active_max_size => 5, shuffle_interval => 2000}}),
-    #{topology := hyparview, hyparview := HV} = partisan_config:nif_config(C),
+    #{overlay := hyparview, hyparview := HV} = partisan_config:nif_config(C),
     ?assertMatch(#{active_max_size := 5, active_min_size := 3, shuffle_interval := 2000,
                    passive_max_size := 30, random_promotion := true}, HV).
 
@@ -49,7 +49,7 @@ erlang_membership_strategy_test() ->
     ?assertMatch({error, {invalid_config, membership_strategy, _}},
                  norm(#{membership_strategy => no_such_module_xyz})),
     {ok, C} = norm(#{membership_strategy => partisan_full_membership_strategy}),
-    ?assertMatch(#{topology := full_mesh}, partisan_config:nif_config(C)).
+    ?assertMatch(#{overlay := full_mesh}, partisan_config:nif_config(C)).
 
 periodic_disabled_test() ->
     {ok, C} = norm(#{periodic_enabled => false}),
@@ -85,6 +85,11 @@ bad_values_name_the_key_test_() ->
            {max_pending_handshakes_per_addr, -1},
            {stop_flush_timeout, 60001},
            {hyparview, #{xbot_enabled => maybe}},
+           {hyparview, #{shuffle_interval => 0}},
+           {hyparview, #{random_promotion_interval => 0}},
+           {lazy_tick_period, 0},
+           {broadcast, yes},
+           {periodic_enabled, 1},
            {name, nonode@nohost},
            {cookie, nocookie},
            {remote_ref_format, binary},
@@ -152,3 +157,92 @@ pids_are_rewritten_only_when_the_vm_is_not_alive_test() ->
     ?assertEqual(false, maps:get(pid_rewrite, NOff)),
     ?assertEqual(uri, maps:get(remote_ref_format, NOff)),
     ?assertEqual(true, maps:get(remote_ref_uri_padding, NOff)).
+
+%% Passed the Erlang checks and then failed the start with an error of another shape: the data
+%% plane's own checks run when the configuration is read.
+a_zero_shuffle_interval_is_an_invalid_config_test() ->
+    HV = partisan_hyparview_peer_service_manager,
+    ?assertMatch({error, {invalid_config, hyparview, [_ | _]}},
+                 norm(#{peer_service_manager => HV, hyparview => #{shuffle_interval => 0}})),
+    {error, {invalid_config, hyparview, Why}} =
+        norm(#{peer_service_manager => HV, hyparview => #{shuffle_interval => 0}}),
+    ?assertNotEqual(nomatch, string:find(Why, "shuffle_interval")).
+
+%% Random configurations from values on both sides of every bound: whatever is accepted reaches
+%% the data plane unchanged (the values the Erlang side caches are the ones the data plane
+%% reads back, and a key set in its canonical form keeps its value), a sample of them starts
+%% the data plane, which then reports the same values; whatever is refused names a key that
+%% was set.
+accepted_values_reach_the_data_plane_unchanged_test_() ->
+    {timeout, 120, fun accepted_values_reach_the_data_plane_unchanged/0}.
+
+accepted_values_reach_the_data_plane_unchanged() ->
+    rand:seed(exsss, {12, 13, 14}),
+    Pools = #{parallelism => [1, 4, 256, 0, 257],
+              channels => [#{data => #{parallelism => 2}}, [gossip, {monotonic, state}],
+                           #{d => #{parallelism => 300}}, #{d => #{monotonic => 1}}],
+              connection_interval => [0, 100, 1000, -1],
+              connection_jitter => [0, 5, -5],
+              periodic_enabled => [true, false, maybe],
+              periodic_interval => [0, 500, -1],
+              listen_addrs => [[#{ip => {127, 0, 0, 1}, port => 0}], [{"127.0.0.1", 0}], [],
+                               [#{ip => {1, 2, 3}, port => 1}]],
+              max_frame_size => [1024, 1 bsl 20, 10],
+              max_queue_bytes => [1024, 1 bsl 26, 5],
+              io_threads => [1, 2, 0, 65],
+              connect_timeout => [0, 500, -1],
+              handshake_timeout => [100, 60000, 99],
+              max_pending_handshakes => [1, 256, 0],
+              max_pending_handshakes_per_addr => [1, 64, 65537],
+              stop_flush_timeout => [0, 100, 60001],
+              hyparview => [#{}, #{active_max_size => 5}, #{shuffle_interval => 0},
+                            #{active_min_size => 9}],
+              broadcast => [true, false, 1],
+              lazy_tick_period => [1, 1000, 0],
+              exchange_tick_period => [1, 10000, 0],
+              decode => [safe, trusted, sometimes],
+              peer_service_manager => [partisan_pluggable_peer_service_manager,
+                                       partisan_hyparview_peer_service_manager,
+                                       partisan_static_peer_service_manager]},
+    %% Keys whose canonical form is the form given here: their value must come back as set.
+    Canonical = [parallelism, connection_interval, connection_jitter, max_frame_size,
+                 max_queue_bytes, io_threads, connect_timeout, handshake_timeout,
+                 max_pending_handshakes, max_pending_handshakes_per_addr, stop_flush_timeout,
+                 broadcast, lazy_tick_period, exchange_tick_period, decode],
+    Results = [check_random_config(Pools, Canonical, N) || N <- lists:seq(1, 300)],
+    Started = length([ok || started <- Results]),
+    Accepted = Started + length([ok || accepted <- Results]),
+    %% Both outcomes are common: a test that only ever accepts or refuses proves little.
+    ?assertMatch({true, _, _}, {Accepted >= 30 andalso Accepted =< 270, Accepted, Started}),
+    ?assert(Started >= 5).
+
+check_random_config(Pools, Canonical, N) ->
+    Set = maps:from_list([{K, pick(Vs)} || {K, Vs} <- lists:sort(maps:to_list(Pools)),
+                                           rand:uniform(4) =:= 1]),
+    case norm(Set) of
+        {ok, C} ->
+            NifConfig = partisan_config:nif_config(C),
+            {ok, Effective} = partisan_nif:check_config(NifConfig),
+            ?assertEqual(maps:with(maps:keys(Effective), C), Effective),
+            [?assertEqual({K, V}, {K, maps:get(K, Effective)})
+             || {K, V} <- maps:to_list(maps:with(Canonical, Set))],
+            case N rem 8 of
+                0 ->
+                    {ok, _Spec} = partisan_nif:start(NifConfig#{events => self()}),
+                    Running = partisan_nif:config(),
+                    {ok, _} = partisan_nif:stop(),
+                    flush(),
+                    ?assertEqual({ok, Effective}, Running),
+                    started;
+                _ ->
+                    accepted
+            end;
+        {error, {invalid_config, Key, [_ | _]}} ->
+            ?assert(is_map_key(Key, Set)),
+            refused
+    end.
+
+pick(Values) -> lists:nth(rand:uniform(length(Values)), Values).
+
+flush() ->
+    receive _ -> flush() after 0 -> ok end.

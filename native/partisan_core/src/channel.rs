@@ -153,17 +153,16 @@ impl<T> Default for MonotonicQueue<T> {
 }
 
 impl<T> MonotonicQueue<T> {
-    /// Queues `item`; returns `true` when it replaced an older queued item of the same key.
-    pub fn push(&mut self, key: MonotonicKey, item: T) -> bool {
+    /// Queues `item`; returns the older queued item of the same key it replaced, if any.
+    pub fn push(&mut self, key: MonotonicKey, item: T) -> Option<T> {
         if let Some(slot) = self.latest.get_mut(&key) {
-            slot.1 = item;
-            return true;
+            return Some(std::mem::replace(&mut slot.1, item));
         }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.order.push_back((key.clone(), seq));
         self.latest.insert(key, (seq, item));
-        false
+        None
     }
 
     pub fn pop(&mut self) -> Option<T> {
@@ -219,14 +218,14 @@ mod tests {
     fn monotonic_queue_replaces_in_place() {
         let k = |d: u8, a: u64| MonotonicKey { dest: vec![d], affinity: a };
         let mut q = MonotonicQueue::default();
-        assert!(!q.push(k(1, 0), "a1"));
-        assert!(!q.push(k(2, 0), "b1"));
-        assert!(q.push(k(1, 0), "a2"));
-        assert!(!q.push(k(1, 9), "c1"));
+        assert_eq!(q.push(k(1, 0), "a1"), None);
+        assert_eq!(q.push(k(2, 0), "b1"), None);
+        assert_eq!(q.push(k(1, 0), "a2"), Some("a1"));
+        assert_eq!(q.push(k(1, 9), "c1"), None);
         assert_eq!(q.len(), 3);
         assert_eq!(q.pop(), Some("a2"));
         assert_eq!(q.pop(), Some("b1"));
-        assert!(!q.push(k(1, 0), "a3")); // a new item after the old one was sent
+        assert_eq!(q.push(k(1, 0), "a3"), None); // a new item after the old one was sent
         assert_eq!(q.pop(), Some("c1"));
         assert_eq!(q.pop(), Some("a3"));
         assert_eq!(q.pop(), None);

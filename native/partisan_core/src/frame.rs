@@ -89,7 +89,7 @@ pub enum Frame {
     Relay { origin: String, id: u64, hops: u8, target: String, dest: Dest, payload: Bytes },
     /// A Plumtree message in its own encoding (see [`crate::plumtree`]).
     Broadcast { body: Bytes },
-    /// An overlay protocol message in the core's own encoding (see `membership::Control`).
+    /// An overlay protocol message in the overlay's own encoding (see [`crate::overlay`]).
     Control { body: Bytes },
     Ping { seq: u64 },
     Pong { seq: u64 },

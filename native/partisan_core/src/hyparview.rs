@@ -11,16 +11,17 @@
 //!
 //! # Links
 //! An *active peer* is a node whose membership link (the one we dialed, see
-//! [`crate::membership`]) is up and that we keep in the active view; both ends dial, so the view
-//! is symmetric exactly when both links are up. Only the membership channel is dialed here: the
-//! shell opens the data channels of a peer on [`Action::NodeUp`] and closes them on
-//! [`Action::NodeDown`]/[`Action::Disconnect`], so a slow data channel never makes a neighbour
-//! look dead to the protocol.
+//! [`crate::full_mesh`]) is up and that we keep in the active view; both ends dial, so the view
+//! is symmetric exactly when both links are up. Only the membership link is dialed here, once
+//! ([`Action::Dial`]: a link that drops is repaired from the passive view, not redialed): the
+//! node ([`crate::node`]) opens the data channels of a peer on [`Action::NodeUp`] and closes
+//! them on [`Action::NodeDown`]/[`Action::Disconnect`], so a slow data channel never makes a
+//! neighbour look dead to the protocol.
 //!
 //! Messages to a node we have no link with (a JOIN to a contact, a SHUFFLE_REPLY to the origin of
-//! a walk, a NEIGHBOR_REJECT) travel on a *transient* link: [`Action::Connect`], queue the frame,
+//! a walk, a NEIGHBOR_REJECT) travel on a *transient* link: [`Action::Dial`], queue the frame,
 //! send it on `link_up`, then [`Action::Disconnect`] (which flushes first), as the paper's
-//! "temporary TCP connection". So no new shell action is needed.
+//! "temporary TCP connection".
 //!
 //! # Messages
 //! JOIN, FORWARD_JOIN (random walk of `active_rwl` hops; the walk adds the joiner to the passive
@@ -96,23 +97,21 @@
 //! ```
 //! use partisan_core::channel::ChannelTable;
 //! use partisan_core::hyparview::{HyParView, HyParViewConfig};
-//! use partisan_core::membership::{Action, NodeSpec};
-//! use partisan_core::overlay::Overlay;
+//! use partisan_core::overlay::{Action, LinkId, NodeSpec, Overlay};
 //!
 //! let channels = ChannelTable::new(vec![]).unwrap();
 //! let me = NodeSpec::new("a@h", vec!["127.0.0.1:9000".parse().unwrap()], vec![]);
 //! let mut a = HyParView::new(me, &channels, HyParViewConfig::default(), 7).unwrap();
 //! a.join(0, NodeSpec::new("b@h", vec!["127.0.0.1:9001".parse().unwrap()], vec![]));
 //! // dial the contact's membership link; the JOIN is sent once it is up
-//! assert!(matches!(a.poll_action(), Some(Action::Connect { link, .. }) if link.node == "b@h"));
-//! a.link_up(1, &partisan_core::membership::LinkId { node: "b@h".into(), channel: channels.membership_index(), conn: 0 });
+//! assert!(matches!(a.poll_action(), Some(Action::Dial { link, .. }) if link.node == "b@h"));
+//! a.link_up(1, &LinkId { node: "b@h".into(), channel: channels.membership_index(), conn: 0 });
 //! assert!(matches!(a.poll_action(), Some(Action::SendControl { to, .. }) if to == "b@h"));
 //! assert_eq!(a.active_view(), vec!["b@h"]);
 //! ```
 
 use crate::channel::ChannelTable;
-use crate::membership::{Action, ControlError, LinkId, NodeSpec};
-use crate::overlay::Overlay;
+use crate::overlay::{Action, ControlError, LinkId, NodeSpec, Overlay};
 use crate::wire::{Reader, WireError, WriteExt};
 use bytes::{BufMut, Bytes, BytesMut};
 use rand::rngs::SmallRng;
@@ -155,6 +154,31 @@ impl Default for HyParViewConfig {
             shuffle_k_active: 3,
             shuffle_k_passive: 4,
         }
+    }
+}
+
+impl HyParViewConfig {
+    /// Checks that the protocol can run with these parameters.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.active_max_size == 0 {
+            return Err(ConfigError::EmptyActiveView);
+        }
+        if self.active_min_size > self.active_max_size {
+            return Err(ConfigError::MinAboveMax { min: self.active_min_size, max: self.active_max_size });
+        }
+        if self.passive_rwl > self.active_rwl {
+            return Err(ConfigError::PassiveWalkLonger { passive: self.passive_rwl, active: self.active_rwl });
+        }
+        if self.shuffle_interval == 0 {
+            return Err(ConfigError::ZeroInterval("shuffle_interval"));
+        }
+        if self.random_promotion_interval == 0 {
+            return Err(ConfigError::ZeroInterval("random_promotion_interval"));
+        }
+        if self.shuffle_k_active + self.shuffle_k_passive >= MAX_SAMPLE {
+            return Err(ConfigError::ShuffleTooLarge);
+        }
+        Ok(())
     }
 }
 
@@ -328,7 +352,7 @@ fn read_sample(r: &mut Reader) -> Result<Vec<NodeSpec>, WireError> {
 
 /// What a link to a node is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+enum LinkPurpose {
     /// The node is in the active view (a reserved slot until the link is up).
     Active,
     /// A NEIGHBOR_REQUEST waits on this link for its answer; if the node turns out unreachable
@@ -342,7 +366,7 @@ enum Role {
 struct Link {
     spec: NodeSpec,
     up: bool,
-    role: Role,
+    purpose: LinkPurpose,
     /// Frames waiting for the link to come up (empty once it is up: frames then go out at once).
     pending: Vec<Bytes>,
 }
@@ -362,7 +386,7 @@ pub struct HyParView {
     membership_channel: usize,
     cfg: HyParViewConfig,
     rng: SmallRng,
-    /// One membership link per node we talk to; the active view is the links with role Active.
+    /// One membership link per node we talk to; the active view is the links with purpose Active.
     links: BTreeMap<String, Link>,
     passive: Vec<NodeSpec>,
     unreachable: Vec<Unreachable>,
@@ -384,24 +408,7 @@ impl HyParView {
     /// timers start with the first input, at a random offset within their interval so that
     /// nodes started together do not shuffle in lockstep.
     pub fn new(me: NodeSpec, channels: &ChannelTable, cfg: HyParViewConfig, seed: u64) -> Result<Self, ConfigError> {
-        if cfg.active_max_size == 0 {
-            return Err(ConfigError::EmptyActiveView);
-        }
-        if cfg.active_min_size > cfg.active_max_size {
-            return Err(ConfigError::MinAboveMax { min: cfg.active_min_size, max: cfg.active_max_size });
-        }
-        if cfg.passive_rwl > cfg.active_rwl {
-            return Err(ConfigError::PassiveWalkLonger { passive: cfg.passive_rwl, active: cfg.active_rwl });
-        }
-        if cfg.shuffle_interval == 0 {
-            return Err(ConfigError::ZeroInterval("shuffle_interval"));
-        }
-        if cfg.random_promotion_interval == 0 {
-            return Err(ConfigError::ZeroInterval("random_promotion_interval"));
-        }
-        if cfg.shuffle_k_active + cfg.shuffle_k_passive >= MAX_SAMPLE {
-            return Err(ConfigError::ShuffleTooLarge);
-        }
+        cfg.validate()?;
         Ok(HyParView {
             me,
             membership_channel: channels.membership_index(),
@@ -430,7 +437,7 @@ impl HyParView {
 
     /// Active peers whose link is up, sorted.
     pub fn active_view(&self) -> Vec<String> {
-        self.links.iter().filter(|(_, l)| l.role == Role::Active && l.up).map(|(n, _)| n.clone()).collect()
+        self.links.iter().filter(|(_, l)| l.purpose == LinkPurpose::Active && l.up).map(|(n, _)| n.clone()).collect()
     }
 
     /// Passive peers, in no particular order.
@@ -451,16 +458,16 @@ impl HyParView {
     }
 
     fn is_active(&self, name: &str) -> bool {
-        self.links.get(name).is_some_and(|l| l.role == Role::Active)
+        self.links.get(name).is_some_and(|l| l.purpose == LinkPurpose::Active)
     }
 
     /// Active view size, reserved slots included.
     fn active_len(&self) -> usize {
-        self.links.values().filter(|l| l.role == Role::Active).count()
+        self.links.values().filter(|l| l.purpose == LinkPurpose::Active).count()
     }
 
     fn requests_len(&self) -> usize {
-        self.links.values().filter(|l| matches!(l.role, Role::Request { .. })).count()
+        self.links.values().filter(|l| matches!(l.purpose, LinkPurpose::Request { .. })).count()
     }
 
     /// A random active peer with its link up, other than `except`.
@@ -468,7 +475,7 @@ impl HyParView {
         let candidates: Vec<&Link> = self
             .links
             .iter()
-            .filter(|(n, l)| l.role == Role::Active && l.up && !except.contains(&n.as_str()))
+            .filter(|(n, l)| l.purpose == LinkPurpose::Active && l.up && !except.contains(&n.as_str()))
             .map(|(_, l)| l)
             .collect();
         candidates.choose(&mut self.rng).map(|l| l.spec.clone())
@@ -480,7 +487,7 @@ impl HyParView {
 
     fn connect(&mut self, spec: &NodeSpec) {
         let link = LinkId { node: spec.name.clone(), channel: self.membership_channel, conn: 0 };
-        self.actions.push_back(Action::Connect { link, addrs: spec.listen_addrs.clone() });
+        self.actions.push_back(Action::Dial { link, addrs: spec.listen_addrs.clone() });
     }
 
     /// Sends on the node's link, queueing until it is up; opens a transient link if there is none.
@@ -490,7 +497,7 @@ impl HyParView {
             Some(link) if link.up => self.actions.push_back(Action::SendControl { to: to.name.clone(), body }),
             Some(link) => link.pending.push(body),
             None => {
-                let link = Link { spec: to.clone(), up: false, role: Role::Transient, pending: vec![body] };
+                let link = Link { spec: to.clone(), up: false, purpose: LinkPurpose::Transient, pending: vec![body] };
                 self.links.insert(to.name.clone(), link);
                 self.connect(to);
             }
@@ -503,7 +510,7 @@ impl HyParView {
         if link.up || link.pending.is_empty() {
             self.drop_link(name);
         } else {
-            link.role = Role::Transient;
+            link.purpose = LinkPurpose::Transient;
         }
     }
 
@@ -532,25 +539,25 @@ impl HyParView {
         }
         self.passive.retain(|p| p.name != spec.name);
         self.unreachable.retain(|u| u.spec.name != spec.name);
-        let existing = self.links.get(&spec.name).map(|l| (l.role, l.up));
-        if !matches!(existing, Some((Role::Active, _))) {
+        let existing = self.links.get(&spec.name).map(|l| (l.purpose, l.up));
+        if !matches!(existing, Some((LinkPurpose::Active, _))) {
             if self.active_len() >= self.cfg.active_max_size {
                 self.drop_random_active(&spec.name);
             }
             match self.links.get_mut(&spec.name) {
                 Some(link) => {
-                    if link.role == Role::Transient {
+                    if link.purpose == LinkPurpose::Transient {
                         // Re-added before a demotion's DISCONNECT went out: it must not go out.
                         link.pending.retain(|frame| frame[..] != [TAG_DISCONNECT]);
                     }
-                    link.role = Role::Active;
+                    link.purpose = LinkPurpose::Active;
                     link.spec = spec.clone();
                     if link.up {
                         self.node_up(&spec.name);
                     }
                 }
                 None => {
-                    let link = Link { spec: spec.clone(), up: false, role: Role::Active, pending: vec![] };
+                    let link = Link { spec: spec.clone(), up: false, purpose: LinkPurpose::Active, pending: vec![] };
                     self.links.insert(spec.name.clone(), link);
                     self.connect(&spec);
                 }
@@ -563,7 +570,7 @@ impl HyParView {
 
     fn drop_random_active(&mut self, keep: &str) {
         let candidates: Vec<&String> =
-            self.links.iter().filter(|(n, l)| l.role == Role::Active && n.as_str() != keep).map(|(n, _)| n).collect();
+            self.links.iter().filter(|(n, l)| l.purpose == LinkPurpose::Active && n.as_str() != keep).map(|(n, _)| n).collect();
         if let Some(victim) = candidates.choose(&mut self.rng).map(|n| (*n).clone()) {
             self.demote(&victim);
         }
@@ -651,7 +658,7 @@ impl HyParView {
         // a request just sent, before its answer could come back).
         self.request_ticks.remove(&spec.name);
         let body = Message::NeighborRequest { priority, addrs: self.my_addrs() }.encode();
-        let link = Link { spec: spec.clone(), up: false, role: Role::Request { retry_backoff }, pending: vec![body] };
+        let link = Link { spec: spec.clone(), up: false, purpose: LinkPurpose::Request { retry_backoff }, pending: vec![body] };
         self.links.insert(spec.name.clone(), link);
         self.connect(&spec);
     }
@@ -689,7 +696,7 @@ impl HyParView {
     /// it is ignored.
     fn expire_requests(&mut self) {
         let pending: Vec<String> =
-            self.links.iter().filter(|(_, l)| matches!(l.role, Role::Request { .. })).map(|(n, _)| n.clone()).collect();
+            self.links.iter().filter(|(_, l)| matches!(l.purpose, LinkPurpose::Request { .. })).map(|(n, _)| n.clone()).collect();
         self.request_ticks.retain(|n, _| pending.contains(n));
         for name in pending {
             let ticks = self.request_ticks.entry(name.clone()).or_insert(0);
@@ -726,7 +733,7 @@ impl HyParView {
         let actives: Vec<&NodeSpec> = self
             .links
             .values()
-            .filter(|l| l.role == Role::Active && l.up && l.spec.name != target.name)
+            .filter(|l| l.purpose == LinkPurpose::Active && l.up && l.spec.name != target.name)
             .map(|l| &l.spec)
             .collect();
         let mut sample: Vec<NodeSpec> = actives.choose_multiple(&mut self.rng, self.cfg.shuffle_k_active).map(|s| (*s).clone()).collect();
@@ -739,7 +746,7 @@ impl HyParView {
     fn on_join(&mut self, joiner: NodeSpec) {
         self.add_active(joiner.clone(), None);
         let others: Vec<NodeSpec> =
-            self.links.values().filter(|l| l.role == Role::Active && l.spec.name != joiner.name).map(|l| l.spec.clone()).collect();
+            self.links.values().filter(|l| l.purpose == LinkPurpose::Active && l.spec.name != joiner.name).map(|l| l.spec.clone()).collect();
         let msg = Message::ForwardJoin { joiner, ttl: self.cfg.active_rwl };
         for other in others {
             self.send(&other, &msg);
@@ -782,13 +789,13 @@ impl HyParView {
     /// Only an outstanding request is answered: an ACCEPT that crossed our DISCONNECT to the
     /// same peer must not bring it back (the peer drops us when the DISCONNECT arrives).
     fn on_accept(&mut self, peer: NodeSpec) {
-        if matches!(self.links.get(&peer.name), Some(l) if matches!(l.role, Role::Request { .. })) {
+        if matches!(self.links.get(&peer.name), Some(l) if matches!(l.purpose, LinkPurpose::Request { .. })) {
             self.add_active(peer, None);
         }
     }
 
     fn on_reject(&mut self, from: &str) {
-        if matches!(self.links.get(from), Some(l) if matches!(l.role, Role::Request { .. })) {
+        if matches!(self.links.get(from), Some(l) if matches!(l.purpose, LinkPurpose::Request { .. })) {
             self.drop_link(from);
             self.fill();
         }
@@ -796,8 +803,8 @@ impl HyParView {
 
     fn on_disconnect(&mut self, from: &str) {
         let Some(link) = self.links.get(from) else { return };
-        match link.role {
-            Role::Active => {
+        match link.purpose {
+            LinkPurpose::Active => {
                 let (spec, up) = (link.spec.clone(), link.up);
                 self.drop_link(from);
                 if up {
@@ -807,7 +814,7 @@ impl HyParView {
             }
             // Not an answer: the peer dropped us before our request reached it, and it will
             // still answer the request.
-            Role::Request { .. } | Role::Transient => {}
+            LinkPurpose::Request { .. } | LinkPurpose::Transient => {}
         }
     }
 
@@ -818,7 +825,7 @@ impl HyParView {
     /// with a DISCONNECT. One already on its way (we dropped the peer meanwhile) makes this one
     /// a no-op at the peer.
     fn check_held_by(&mut self, from: &str) {
-        if matches!(self.links.get(from).map(|l| l.role), Some(Role::Active | Role::Request { .. })) {
+        if matches!(self.links.get(from).map(|l| l.purpose), Some(LinkPurpose::Active | LinkPurpose::Request { .. })) {
             return;
         }
         let known = self
@@ -877,14 +884,14 @@ impl Overlay for HyParView {
             let names: Vec<String> = self.links.keys().cloned().collect();
             for name in names {
                 let Some(link) = self.links.get(&name) else { continue };
-                let (spec, role, up) = (link.spec.clone(), link.role, link.up);
-                if role == Role::Active {
+                let (spec, purpose, up) = (link.spec.clone(), link.purpose, link.up);
+                if purpose == LinkPurpose::Active {
                     self.send(&spec, &Message::Disconnect);
                     self.close(&name);
                     if up {
                         self.node_down(&name);
                     }
-                } else if matches!(role, Role::Request { .. }) {
+                } else if matches!(purpose, LinkPurpose::Request { .. }) {
                     self.drop_link(&name);
                 }
             }
@@ -895,15 +902,15 @@ impl Overlay for HyParView {
         }
         self.passive.retain(|p| p.name != node);
         self.unreachable.retain(|u| u.spec.name != node);
-        match self.links.get(node).map(|l| (l.role, l.up, l.spec.clone())) {
-            Some((Role::Active, up, spec)) => {
+        match self.links.get(node).map(|l| (l.purpose, l.up, l.spec.clone())) {
+            Some((LinkPurpose::Active, up, spec)) => {
                 self.send(&spec, &Message::Disconnect);
                 self.close(node);
                 if up {
                     self.node_down(node);
                 }
             }
-            Some((Role::Request { .. }, ..)) => self.drop_link(node),
+            Some((LinkPurpose::Request { .. }, ..)) => self.drop_link(node),
             _ => {}
         }
     }
@@ -918,14 +925,14 @@ impl Overlay for HyParView {
             return;
         }
         l.up = true;
-        let role = l.role;
+        let purpose = l.purpose;
         for body in std::mem::take(&mut l.pending) {
             self.actions.push_back(Action::SendControl { to: link.node.clone(), body });
         }
-        match role {
-            Role::Active => self.node_up(&link.node),
-            Role::Transient => self.drop_link(&link.node),
-            Role::Request { .. } => {}
+        match purpose {
+            LinkPurpose::Active => self.node_up(&link.node),
+            LinkPurpose::Transient => self.drop_link(&link.node),
+            LinkPurpose::Request { .. } => {}
         }
     }
 
@@ -937,8 +944,8 @@ impl Overlay for HyParView {
             return;
         }
         let Some(l) = self.links.remove(&link.node) else { return };
-        match l.role {
-            Role::Active => {
+        match l.purpose {
+            LinkPurpose::Active => {
                 if l.up {
                     self.node_down(&link.node);
                 }
@@ -946,12 +953,12 @@ impl Overlay for HyParView {
                 self.fill_target = self.cfg.active_max_size;
                 self.fill();
             }
-            Role::Request { retry_backoff } => {
+            LinkPurpose::Request { retry_backoff } => {
                 self.passive.retain(|p| p.name != link.node);
                 self.mark_unreachable(now, l.spec, retry_backoff);
                 self.fill();
             }
-            Role::Transient => {}
+            LinkPurpose::Transient => {}
         }
     }
 
@@ -1007,6 +1014,10 @@ impl Overlay for HyParView {
         members.push(self.me.name.clone());
         members.sort();
         members
+    }
+
+    fn views(&self) -> Vec<(&'static str, Vec<String>)> {
+        vec![("active", self.active_view()), ("passive", self.passive_view()), ("unreachable", self.unreachable_peers())]
     }
 }
 

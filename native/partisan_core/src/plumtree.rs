@@ -12,10 +12,11 @@
 //! deterministic sans-IO state machine; the live runtime and the simulator drive the same code.
 //!
 //! # Driving it
-//! The shell feeds the overlay's neighbour changes ([`Plumtree::neighbour_up`] /
+//! A [`crate::node::Node`] feeds it the overlay's neighbour changes ([`Plumtree::neighbour_up`] /
 //! [`Plumtree::neighbour_down`], from the overlay's `NodeUp`/`NodeDown`), local broadcasts, the
-//! Plumtree control frames received from neighbours ([`Plumtree::receive`]) and time
-//! ([`Plumtree::tick`] at [`Plumtree::poll_timeout`]), then drains [`Action`]s.
+//! Plumtree frames received from neighbours ([`Plumtree::receive`], carried as
+//! [`crate::frame::Frame::Broadcast`] on the membership channel) and time ([`Plumtree::tick`] at
+//! [`Plumtree::poll_timeout`]), then drains [`Action`]s.
 //!
 //! # The application decides delivery
 //! Partisan's handler (`partisan_plumtree_broadcast_handler`) owns the data: `merge/2` says
@@ -68,7 +69,7 @@
 //! assert_eq!(b.poll_action(), None); // nobody else to forward to
 //! ```
 
-use crate::membership::ControlError;
+use crate::overlay::ControlError;
 use crate::wire::{Reader, WireError};
 use bytes::{BufMut, Bytes, BytesMut};
 use rand::rngs::SmallRng;
@@ -128,6 +129,37 @@ impl Default for PlumtreeConfig {
             cache_bytes: 64 << 20,
             exchange_size: 256,
         }
+    }
+}
+
+impl PlumtreeConfig {
+    /// Checks that the protocol can run with these parameters.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (value, name) in [
+            (self.lazy_tick_period, "lazy_tick_period"),
+            (self.exchange_tick_period, "exchange_tick_period"),
+            (self.graft_timeout, "graft_timeout"),
+            (self.graft_retry_timeout, "graft_retry_timeout"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        for (value, name) in [
+            (self.max_ids, "max_ids"),
+            (self.max_pending, "max_pending"),
+            (self.max_missing, "max_missing"),
+            (self.max_announcers, "max_announcers"),
+            (self.max_lazy_queue, "max_lazy_queue"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.exchange_size > self.max_ids || self.exchange_size > MAX_BATCH {
+            return Err(ConfigError::ExchangeTooLarge(self.exchange_size));
+        }
+        Ok(())
     }
 }
 
@@ -409,30 +441,7 @@ impl Plumtree {
     /// A node with no neighbours; `seed` drives every random choice. The exchange timer starts
     /// with the first input, at a random offset within its period.
     pub fn new(me: impl Into<String>, cfg: PlumtreeConfig, seed: u64) -> Result<Self, ConfigError> {
-        for (value, name) in [
-            (cfg.lazy_tick_period, "lazy_tick_period"),
-            (cfg.exchange_tick_period, "exchange_tick_period"),
-            (cfg.graft_timeout, "graft_timeout"),
-            (cfg.graft_retry_timeout, "graft_retry_timeout"),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Zero(name));
-            }
-        }
-        for (value, name) in [
-            (cfg.max_ids, "max_ids"),
-            (cfg.max_pending, "max_pending"),
-            (cfg.max_missing, "max_missing"),
-            (cfg.max_announcers, "max_announcers"),
-            (cfg.max_lazy_queue, "max_lazy_queue"),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Zero(name));
-            }
-        }
-        if cfg.exchange_size > cfg.max_ids || cfg.exchange_size > MAX_BATCH {
-            return Err(ConfigError::ExchangeTooLarge(cfg.exchange_size));
-        }
+        cfg.validate()?;
         Ok(Plumtree {
             me: me.into(),
             cfg,

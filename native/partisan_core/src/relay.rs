@@ -18,11 +18,26 @@
 //! assert_eq!(b.decide("a", 1, 8, "d", "c", &neighbours), RelayDecision::Drop);
 //! ```
 
+use crate::frame::Dest;
+use bytes::Bytes;
 use std::collections::{HashSet, VecDeque};
 
 /// Hop budget of a new relayed message: enough for the diameter of a HyParView overlay of
 /// tens of thousands of nodes (about log(N) / log(active_max_size - 1)).
 pub const DEFAULT_HOPS: u8 = 16;
+
+/// A message relayed through the overlay (the fields of [`crate::frame::Frame::Relay`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    pub origin: String,
+    /// Unique per origin.
+    pub id: u64,
+    /// Hops it may still take.
+    pub hops: u8,
+    pub target: String,
+    pub dest: Dest,
+    pub payload: Bytes,
+}
 
 /// What to do with a relayed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +51,7 @@ pub enum RelayDecision {
 }
 
 /// The seen-cache of one node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RelayState {
     me: String,
     seen: HashSet<(String, u64)>,

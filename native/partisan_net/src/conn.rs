@@ -7,27 +7,24 @@
 //! that fails is counted and disconnected; the listener goes on. Warnings a remote peer can
 //! trigger at will are rate-limited ([`crate::LogLimit`]); the counters keep the exact numbers.
 
-use crate::queue::{LinkQueue, Outgoing};
-use crate::{Cmd, Cmds, Direction, DropReason, Event, LinkTx, Shared, StartError};
-use bytes::{Bytes, BytesMut};
-use partisan_core::frame::{encode_message_header, Decoder, Frame, FrameError, NONCE_LEN};
+use crate::queue::{write_batches, LinkQueue};
+use crate::lock::MutexExt;
+use crate::routes::LinkTx;
+use crate::{Cmd, Cmds, Direction, DropReason, Event, Shared, StartError};
+use bytes::BytesMut;
+use partisan_core::frame::{Decoder, Frame, FrameError, NONCE_LEN};
 use partisan_core::handshake::{ClientHandshake, HandshakeError, ServerHandshake};
-use partisan_core::membership::LinkId;
+use partisan_core::overlay::LinkId;
 use rand::RngCore;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 /// Handshake frames are small; anything larger before authentication is hostile.
 const HANDSHAKE_MAX_FRAME: usize = 4096;
-/// Payloads at least this large are written from their own buffer instead of being copied into
-/// the batch buffer.
-const COPY_LIMIT: usize = 16 * 1024;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -75,7 +72,7 @@ struct PendingInner {
 impl Pending {
     /// Counts one more handshake from `ip`, unless that would exceed a bound.
     fn try_admit(&self, ip: IpAddr, max_total: usize, max_per_addr: usize) -> bool {
-        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.inner.lock_unpoisoned();
         let from_ip = p.per_addr.get(&ip).copied().unwrap_or(0);
         if p.total >= max_total || from_ip >= max_per_addr {
             return false;
@@ -87,7 +84,7 @@ impl Pending {
     }
 
     fn release(&self, ip: IpAddr) {
-        let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.inner.lock_unpoisoned();
         p.total = p.total.saturating_sub(1);
         if let Some(n) = p.per_addr.get_mut(&ip) {
             *n -= 1;
@@ -99,7 +96,7 @@ impl Pending {
 
     /// Handshakes in progress now, and the most there ever were at once.
     pub(crate) fn counts(&self) -> (usize, usize) {
-        let p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let p = self.inner.lock_unpoisoned();
         (p.total, p.peak)
     }
 }
@@ -123,7 +120,10 @@ enum ReadError {
 }
 
 /// Reads until one whole frame is buffered. The buffer grows by at most `chunk` per read.
-async fn read_frame(r: &mut OwnedReadHalf, buf: &mut BytesMut, dec: &mut Decoder, chunk: usize) -> Result<Frame, ReadError> {
+///
+/// A connection's socket is shared (`&TcpStream`: the reader, the writer and the send queue's
+/// direct writes), so reads and writes use tokio's readiness API rather than split halves.
+async fn read_frame(socket: &TcpStream, buf: &mut BytesMut, dec: &mut Decoder, chunk: usize) -> Result<Frame, ReadError> {
     loop {
         if let Some(frame) = dec.decode(buf).map_err(ReadError::Frame)? {
             return Ok(frame);
@@ -131,7 +131,7 @@ async fn read_frame(r: &mut OwnedReadHalf, buf: &mut BytesMut, dec: &mut Decoder
         if buf.capacity() - buf.len() < chunk / 16 + 1 {
             buf.reserve(chunk);
         }
-        match r.read_buf(buf).await {
+        match read_some(socket, buf).await {
             Ok(0) => return Err(ReadError::Closed),
             Ok(_) => {}
             Err(e) => return Err(ReadError::Io(e)),
@@ -144,8 +144,37 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Read size during the handshake (its frames are small).
 const HANDSHAKE_CHUNK: usize = 512;
 
-async fn write_frame(w: &mut OwnedWriteHalf, frame: &Frame) -> std::io::Result<()> {
-    w.write_all(&frame.to_bytes()).await
+/// One non-blocking read once the socket is readable. Polls readiness as `AsyncRead` does, so
+/// the reader takes part in tokio's cooperative budget.
+async fn read_some(socket: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| loop {
+        std::task::ready!(socket.poll_read_ready(cx))?;
+        match socket.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            result => return std::task::Poll::Ready(result),
+        }
+    })
+    .await
+}
+
+/// Writes one handshake frame (before the connection has a send queue).
+async fn write_frame(socket: &TcpStream, frame: &Frame) -> std::io::Result<()> {
+    let bytes = frame.to_bytes();
+    let mut done = 0;
+    while done < bytes.len() {
+        socket.writable().await?;
+        match socket.try_write(&bytes[done..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn shutdown_write(socket: &TcpStream) {
+    let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write);
 }
 
 pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cmds: Cmds) {
@@ -185,14 +214,14 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cmds
 
 async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shared: Arc<Shared>, cmds: Cmds) {
     tune(&stream);
-    let (mut r, mut w) = stream.into_split();
+    let socket = &stream;
     let mut buf = BytesMut::with_capacity(HANDSHAKE_CHUNK);
     let mut dec = Decoder::new(HANDSHAKE_MAX_FRAME);
     let max_frame = u32::try_from(shared.cfg.max_frame_size).unwrap_or(u32::MAX);
     let hs = ServerHandshake::new(&shared.name, &shared.cfg.cookie, max_frame, nonce());
     let handshake = async {
-        write_frame(&mut w, &hs.challenge()).await.map_err(ReadError::Io)?;
-        let frame = read_frame(&mut r, &mut buf, &mut dec, HANDSHAKE_CHUNK).await?;
+        write_frame(socket, &hs.challenge()).await.map_err(ReadError::Io)?;
+        let frame = read_frame(socket, &mut buf, &mut dec, HANDSHAKE_CHUNK).await?;
         Ok(hs.on_hello(frame, |c, i| shared.channels.serves(c, i)))
     };
     let inbound_failed = |what: &str, error: &dyn std::fmt::Display| {
@@ -207,9 +236,9 @@ async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shar
             shared.report_auth_failure(Direction::Inbound, peer.ip().to_string(), handshake_reason(&e));
             inbound_failed("handshake refused", &e);
             if let Some(f) = e.refusal() {
-                let _ = write_frame(&mut w, &f).await;
+                let _ = write_frame(socket, &f).await;
             }
-            let _ = w.shutdown().await;
+            shutdown_write(socket);
             return;
         }
         Ok(Err(ReadError::Frame(e))) => {
@@ -233,15 +262,14 @@ async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shar
         debug!(%peer, node = %hello.node, "inbound connection from a partitioned node closed");
         return;
     }
-    if write_frame(&mut w, &accept).await.is_err() {
+    if write_frame(socket, &accept).await.is_err() {
         return;
     }
     debug!(%peer, node = %hello.node, channel = %hello.channel, conn = hello.conn_index, "inbound connection accepted");
     dec = Decoder::new(shared.cfg.max_frame_size);
-    // Keep the write half open: dropping it would half-close the socket and the dialer would
-    // take that for a dead link.
-    let _w = w;
-    read_loop(&mut r, &mut buf, &mut dec, &hello.node, &shared, &cmds).await;
+    // Nothing is written on an accepted link (the dialer sends on it); the socket stays open
+    // until the peer closes it, which ends the read loop.
+    read_loop(socket, &mut buf, &mut dec, &hello.node, &shared, &cmds).await;
 }
 
 /// Why a connection's reader stopped.
@@ -282,7 +310,7 @@ fn handshake_reason(e: &HandshakeError) -> &'static str {
 
 /// Dispatches frames from an authenticated peer until the connection ends.
 async fn read_loop(
-    r: &mut OwnedReadHalf,
+    socket: &TcpStream,
     buf: &mut BytesMut,
     dec: &mut Decoder,
     from: &str,
@@ -295,21 +323,15 @@ async fn read_loop(
         }
     };
     loop {
-        match read_frame(r, buf, dec, READ_CHUNK).await {
+        match read_frame(socket, buf, dec, READ_CHUNK).await {
             Ok(Frame::Message { dest, payload }) => {
                 shared.stats.messages_received.fetch_add(1, Ordering::Relaxed);
                 shared.deliver(from, &dest, payload);
             }
-            Ok(Frame::Relay { origin, id, hops, target, dest, payload }) => {
-                shared.relay(from, crate::Relayed { origin, id, hops, target, dest, payload });
-            }
-            // Waits for room in the driver's bounded input: a peer flooding control frames
-            // slows down its own connection, not the node.
-            Ok(Frame::Control { body }) => {
-                let _ = cmds.peer.send(Cmd::Control { from: from.to_owned(), body }).await;
-            }
-            Ok(Frame::Broadcast { body }) => {
-                let _ = cmds.peer.send(Cmd::Broadcast { from: from.to_owned(), body }).await;
+            // For the node (overlay, Plumtree, relaying). Waits for room in the driver's bounded
+            // input: a peer flooding such frames slows down its own connection, not the node.
+            Ok(frame @ (Frame::Control { .. } | Frame::Broadcast { .. } | Frame::Relay { .. })) => {
+                let _ = cmds.peer.send(Cmd::Frame { from: from.to_owned(), frame }).await;
             }
             Ok(Frame::Ping { .. } | Frame::Pong { .. }) => {}
             Ok(other) => {
@@ -335,10 +357,10 @@ pub(crate) async fn dial(link: LinkId, addrs: Vec<SocketAddr>, conn_id: u64, sha
     for addr in addrs {
         shared.stats.dial_attempts.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => match client_handshake(stream, &link, &shared).await {
-                Ok((r, w, buf, max_frame)) => {
+            Ok(Ok(stream)) => match client_handshake(&stream, &link, &shared).await {
+                Ok((buf, max_frame)) => {
                     shared.stats.connections_dialed.fetch_add(1, Ordering::Relaxed);
-                    let tx = start_link(link.clone(), conn_id, r, w, buf, max_frame, shared, cmds.clone());
+                    let tx = start_link(link.clone(), conn_id, Arc::new(stream), buf, max_frame, shared, cmds.clone());
                     let _ = cmds.life.send(Cmd::LinkUp { link, tx });
                     return;
                 }
@@ -365,18 +387,17 @@ enum DialError {
     Frame(FrameError),
 }
 
-/// The client side of the handshake; returns the connection and the largest frame the peer
-/// accepts.
-async fn client_handshake(stream: TcpStream, link: &LinkId, shared: &Shared) -> Result<(OwnedReadHalf, OwnedWriteHalf, BytesMut, usize), DialError> {
-    tune(&stream);
-    let (mut r, mut w) = stream.into_split();
+/// The client side of the handshake; returns what was read past it and the largest frame the
+/// peer accepts.
+async fn client_handshake(socket: &TcpStream, link: &LinkId, shared: &Shared) -> Result<(BytesMut, usize), DialError> {
+    tune(socket);
     let channel = &shared.channels.get(link.channel).name;
     let hs = ClientHandshake::new(&shared.name, &link.node, channel, link.conn, &shared.cfg.cookie, nonce());
     let mut buf = BytesMut::with_capacity(8192);
     let exchange = async {
         let mut dec = Decoder::new(HANDSHAKE_MAX_FRAME);
         let mut read = async |buf: &mut BytesMut| {
-            read_frame(&mut r, buf, &mut dec, HANDSHAKE_CHUNK).await.map_err(|e| match e {
+            read_frame(socket, buf, &mut dec, HANDSHAKE_CHUNK).await.map_err(|e| match e {
                 ReadError::Frame(f) => DialError::Frame(f),
                 _ => DialError::Io,
             })
@@ -388,13 +409,13 @@ async fn client_handshake(stream: TcpStream, link: &LinkId, shared: &Shared) -> 
             e
         };
         let (hs, hello) = hs.on_challenge(challenge).map_err(fail)?;
-        write_frame(&mut w, &hello).await.map_err(|_| DialError::Io)?;
+        write_frame(socket, &hello).await.map_err(|_| DialError::Io)?;
         let accept = read(&mut buf).await?;
         let max_frame = hs.on_accept(accept).map_err(fail)?;
         Ok::<usize, DialError>(max_frame as usize)
     };
     match tokio::time::timeout(shared.cfg.handshake_timeout, exchange).await {
-        Ok(Ok(max_frame)) => Ok((r, w, buf, max_frame)),
+        Ok(Ok(max_frame)) => Ok((buf, max_frame)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(DialError::Io),
     }
@@ -402,10 +423,8 @@ async fn client_handshake(stream: TcpStream, link: &LinkId, shared: &Shared) -> 
 
 /// Starts the reader and writer of a dialed, authenticated link; returns its queue for the
 /// driver to register.
-#[allow(clippy::too_many_arguments)]
-fn start_link(link: LinkId, conn_id: u64, mut r: OwnedReadHalf, w: OwnedWriteHalf, mut buf: BytesMut, max_frame: usize, shared: Arc<Shared>, cmds: Cmds) -> LinkTx {
-    let fd = std::os::fd::AsRawFd::as_raw_fd(w.as_ref());
-    let queue = Arc::new(LinkQueue::new(shared.cfg.max_queue_bytes, shared.stats.replaced_monotonic.clone(), fd, max_frame));
+fn start_link(link: LinkId, conn_id: u64, socket: Arc<TcpStream>, mut buf: BytesMut, max_frame: usize, shared: Arc<Shared>, cmds: Cmds) -> LinkTx {
+    let queue = Arc::new(LinkQueue::new(socket.clone(), shared.cfg.max_queue_bytes, max_frame, shared.stats.replaced_monotonic.clone()));
     let channel = shared.channels.get(link.channel).name.clone();
     shared.sink.event(Event::ConnectionUp { node: link.node.clone(), channel: channel.clone(), conn: link.conn });
     // Made here, not in the task: a task aborted before it first runs still drops it.
@@ -418,7 +437,7 @@ fn start_link(link: LinkId, conn_id: u64, mut r: OwnedReadHalf, w: OwnedWriteHal
             let down = down;
             // The peer sends nothing on a link it accepted but may (pings); EOF means it is gone.
             let mut dec = Decoder::new(shared.cfg.max_frame_size);
-            let ended = read_loop(&mut r, &mut buf, &mut dec, &link.node, &shared, &cmds).await;
+            let ended = read_loop(&socket, &mut buf, &mut dec, &link.node, &shared, &cmds).await;
             if let Ended::Io(e) = &ended {
                 debug!(node = %link.node, error = %e, "link read failed");
             }
@@ -429,7 +448,7 @@ fn start_link(link: LinkId, conn_id: u64, mut r: OwnedReadHalf, w: OwnedWriteHal
         })
     };
     shared.writers.fetch_add(1, Ordering::SeqCst);
-    tokio::spawn(write_loop(link, conn_id, w, queue.clone(), reader.abort_handle(), reason, shared, cmds));
+    tokio::spawn(write_loop(link, conn_id, queue.clone(), reader.abort_handle(), reason, shared, cmds));
     LinkTx { conn_id, queue }
 }
 
@@ -448,7 +467,7 @@ fn count_undelivered(shared: &Shared, link: &LinkId, lost: usize) {
 type DownReason = Arc<Mutex<Option<&'static str>>>;
 
 fn set_reason(cell: &DownReason, reason: &'static str) {
-    cell.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(reason);
+    cell.lock_unpoisoned().get_or_insert(reason);
 }
 
 struct LinkDownOnDrop {
@@ -471,7 +490,7 @@ impl Drop for LinkDownOnDrop {
         // A node that stops reports nothing more (its events process is going away too).
         if !self.shared.stopping.load(Ordering::Relaxed) {
             // Without a word from the reader or the writer: a panic or the runtime going away.
-            let reason = self.reason.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or("local_close");
+            let reason = self.reason.lock_unpoisoned().take().unwrap_or("local_close");
             let (node, channel) = (self.link.node.clone(), std::mem::take(&mut self.channel));
             // Before the driver hears of it, so it arrives before the node's down event.
             self.shared.sink.event(Event::ConnectionDown { node, channel, conn: self.link.conn, reason });
@@ -491,100 +510,22 @@ impl Drop for WriterGuard {
     }
 }
 
-/// Writes batches until the queue is closed (then flushes and closes the socket) or a write fails.
+/// Runs the link's writer until the queue is closed (everything accepted is written, then the
+/// write side shuts down) or a write fails (the link is down: what it held is counted lost).
 #[allow(clippy::too_many_arguments)]
-async fn write_loop(link: LinkId, conn_id: u64, mut w: OwnedWriteHalf, queue: Arc<LinkQueue>, reader: tokio::task::AbortHandle, reason: DownReason, shared: Arc<Shared>, cmds: Cmds) {
+async fn write_loop(link: LinkId, conn_id: u64, queue: Arc<LinkQueue>, reader: tokio::task::AbortHandle, reason: DownReason, shared: Arc<Shared>, cmds: Cmds) {
     let _guard = WriterGuard(shared.clone());
-    let mut items = Vec::with_capacity(256);
-    let mut batch = BytesMut::with_capacity(256 * 1024);
-    while queue.take_all(&mut items).await.is_some() {
-        let mut released = 0;
-        // Items in `batch` not yet written.
-        let mut batched = 0;
-        let mut ok = true;
-        for item in items.drain(..) {
-            released += LinkQueue::wire_len(&item);
-            if !ok {
-                continue;
-            }
-            batched += 1;
-            match item {
-                Outgoing::Frame(bytes) => batch.extend_from_slice(&bytes),
-                Outgoing::Message { dest, payload } => {
-                    encode_message_header(&dest, payload.len(), &mut batch);
-                    if payload.len() < COPY_LIMIT {
-                        batch.extend_from_slice(&payload);
-                    } else {
-                        ok = write_with(&mut w, &mut batch, &payload).await;
-                        if ok {
-                            queue.written(std::mem::take(&mut batched));
-                        }
-                    }
-                }
-            }
-            if ok && batch.len() >= 256 * 1024 {
-                ok = write_all(&mut w, &mut batch).await;
-                if ok {
-                    queue.written(std::mem::take(&mut batched));
-                }
-            }
-        }
-        ok = ok && write_all(&mut w, &mut batch).await;
-        if ok {
-            queue.written(batched);
-        }
-        queue.release(released);
-        if !ok {
-            info!(node = %link.node, channel = link.channel, conn = link.conn, "link write failed");
-            set_reason(&reason, "write_failed");
-            // Closed before the socket is dropped: no sender may write to its descriptor after.
-            // What the writer held and what is queued is lost: counted.
-            count_undelivered(&shared, &link, queue.abort());
-            reader.abort();
-            let _ = cmds.life.send(Cmd::LinkDown { link, conn_id });
-            return;
-        }
-    }
-    // Closed by the driver (leave, removal, stop): everything queued before the close went out.
-    set_reason(&reason, "local_close");
-    let _ = w.shutdown().await;
+    let result = write_batches(&queue).await;
+    // Set before the reader is aborted: its drop reports the reason.
+    set_reason(&reason, if result.is_err() { "write_failed" } else { "local_close" });
     reader.abort();
-}
-
-/// Writes the batch and then `payload` with vectored writes (one syscall for both when the
-/// socket takes them), and empties the batch.
-async fn write_with(w: &mut OwnedWriteHalf, batch: &mut BytesMut, payload: &[u8]) -> bool {
-    let (mut head, mut body) = (0, 0);
-    while head < batch.len() || body < payload.len() {
-        let slices = [std::io::IoSlice::new(&batch[head..]), std::io::IoSlice::new(&payload[body..])];
-        match w.write_vectored(&slices).await {
-            Ok(0) | Err(_) => return false,
-            Ok(mut n) => {
-                let from_head = n.min(batch.len() - head);
-                head += from_head;
-                n -= from_head;
-                body += n;
-            }
-        }
+    if let Err(error) = result {
+        info!(node = %link.node, channel = link.channel, conn = link.conn, %error, "link write failed");
+        count_undelivered(&shared, &link, queue.abort());
+        let _ = cmds.life.send(Cmd::LinkDown { link, conn_id });
     }
-    batch.clear();
-    true
-}
-
-async fn write_all(w: &mut OwnedWriteHalf, batch: &mut BytesMut) -> bool {
-    if batch.is_empty() {
-        return true;
-    }
-    let ok = w.write_all(batch).await.is_ok();
-    batch.clear();
-    ok
 }
 
 pub(crate) fn next_conn_id() -> u64 {
     NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A control frame ready for a queue.
-pub(crate) fn control_frame(body: Bytes) -> Outgoing {
-    Outgoing::Frame(Frame::Control { body }.to_bytes())
 }

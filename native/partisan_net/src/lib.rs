@@ -2,8 +2,9 @@
 //!
 //! `partisan_core` decides; this crate does the I/O it asks for. A [`Node`] owns a tokio runtime
 //! with a listener, one writer and one reader task per connection, and a *driver* task that owns
-//! the core's membership state machine and executes its actions (dial, send gossip, report a
-//! node up or down).
+//! the core's [`partisan_core::node::Node`] (overlay, Plumtree, relaying, link policy) and
+//! executes its actions: dial and close links, send frames, hand events to the [`Sink`]. The
+//! driver keeps only I/O and time: which connection serves a link, and when to wake the node.
 //!
 //! The data path bypasses the driver: [`Node::send`] looks the connection up in a shared routing
 //! table and appends to its queue from the caller's thread, and a reader task hands each message
@@ -25,110 +26,39 @@
 //! println!("listening on {:?}", node.spec().listen_addrs);
 //! ```
 
+pub mod config;
 mod conn;
 mod driver;
-pub mod queue;
+pub mod lock;
+mod queue;
 pub mod report;
+mod routes;
+
+pub use config::{Config, ConfigError};
 
 use bytes::Bytes;
-use partisan_core::channel::{ChannelError, ChannelSpec, ChannelTable, MonotonicKey};
-use partisan_core::relay::{RelayDecision, RelayState, DEFAULT_HOPS};
-use partisan_core::frame::{self, Dest, Frame};
-use partisan_core::hyparview::{HyParView, HyParViewConfig};
-use partisan_core::plumtree::{Plumtree, PlumtreeConfig};
-use partisan_core::membership::{FullMesh, MeshConfig, NodeSpec, Role, Topology};
-use queue::{LinkQueue, Outgoing};
+use lock::{MutexExt, RwLockExt};
+use partisan_core::channel::{ChannelTable, MonotonicKey};
+use partisan_core::frame::{self, Dest};
+use partisan_core::overlay::{LinkId, NodeSpec};
+use queue::Outgoing;
 pub use report::{Direction, DropReason};
 use report::Key;
-use std::collections::HashMap;
+use routes::Routes;
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Relayed (origin, id) pairs each node remembers.
-const RELAY_CACHE: usize = 65_536;
-
-/// Runtime configuration (validated by the Erlang side, checked again here).
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub name: String,
-    pub listen_addrs: Vec<SocketAddr>,
-    pub channels: Vec<ChannelSpec>,
-    pub cookie: Vec<u8>,
-    pub mesh: MeshConfig,
-    /// The overlay (`peer_service_manager`).
-    pub overlay: OverlayConfig,
-    /// Plumtree broadcast over the overlay's neighbours (`broadcast => true`).
-    pub broadcast: Option<PlumtreeConfig>,
-    /// Largest frame accepted from an authenticated peer, in bytes.
-    pub max_frame_size: usize,
-    /// Bytes that may wait in one connection's send queue.
-    pub max_queue_bytes: usize,
-    /// Grows across restarts of the same node name (start time in microseconds).
-    pub incarnation: u64,
-    pub worker_threads: usize,
-    pub connect_timeout: Duration,
-    /// How long an accepted connection may take to authenticate.
-    pub handshake_timeout: Duration,
-    /// Accepted connections that have not authenticated yet, at most, in all and per source
-    /// address; connections beyond are closed at once (and counted).
-    pub max_pending_handshakes: usize,
-    pub max_pending_handshakes_per_addr: usize,
-    /// How long [`Node::stop`] lets the writers flush their queues before it closes them.
-    pub stop_flush_timeout: Duration,
-}
-
-impl Config {
-    pub fn new(name: &str, cookie: &[u8]) -> Self {
-        Config {
-            name: name.to_owned(),
-            listen_addrs: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-            channels: vec![],
-            cookie: cookie.to_vec(),
-            mesh: MeshConfig::default(),
-            overlay: OverlayConfig::Mesh { topology: Topology::FullMesh, role: Role::Peer },
-            broadcast: None,
-            max_frame_size: 64 << 20,
-            max_queue_bytes: 64 << 20,
-            incarnation: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or(1),
-            worker_threads: 2,
-            connect_timeout: Duration::from_secs(2),
-            handshake_timeout: Duration::from_secs(5),
-            max_pending_handshakes: 256,
-            max_pending_handshakes_per_addr: 64,
-            stop_flush_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// Which overlay runs, with its parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverlayConfig {
-    /// Full mesh, client-server or static: gossiped membership, links by topology.
-    Mesh { topology: Topology, role: Role },
-    /// HyParView partial views.
-    HyParView(HyParViewConfig),
-}
-
+/// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("bad hyparview configuration: {0}")]
-    HyParView(#[from] partisan_core::hyparview::ConfigError),
-    #[error("bad broadcast configuration: {0}")]
-    Plumtree(#[from] partisan_core::plumtree::ConfigError),
-    #[error("bad channel configuration: {0}")]
-    Channels(#[from] ChannelError),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
-    #[error("no listen address configured")]
-    NoListenAddr,
-    #[error("node name {0:?} must be non-empty and at most 255 bytes")]
-    BadName(String),
     #[error("cannot start the I/O runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -138,7 +68,8 @@ pub enum StartError {
 pub enum SendError {
     #[error("not connected to the destination node on this channel")]
     NotConnected,
-    #[error("the connection's send queue is full")]
+    /// The connection's send queue is full (for a relayed message: the driver's input).
+    #[error("the send queue is full")]
     QueueFull,
     #[error("unknown channel")]
     UnknownChannel,
@@ -276,47 +207,35 @@ impl Stats {
     }
 }
 
-/// A registered outgoing connection.
-#[derive(Debug, Clone)]
-pub(crate) struct LinkTx {
-    pub conn_id: u64,
-    pub queue: Arc<LinkQueue>,
-}
-
-/// Per peer: `links[channel][conn]`, `Some` while that connection is up.
-#[derive(Debug)]
-pub(crate) struct PeerRoutes {
-    pub links: Vec<Vec<Option<LinkTx>>>,
-}
-
-impl PeerRoutes {
-    fn up(&self, channel: usize) -> bool {
-        self.links[channel].iter().any(Option::is_some)
-    }
+/// What API calls read of the node's state without a hop through the driver; the driver
+/// replaces it after every step that changed it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    /// Live members, this node included, sorted.
+    pub members: Vec<String>,
+    /// Nodes the overlay reports up, sorted (`partisan:nodes/0`).
+    pub neighbours: Vec<String>,
+    /// The overlay's named views (`get_local_state/0`).
+    pub views: Vec<(String, Vec<String>)>,
+    /// Whether a relayed message can leave this node now (a neighbour's default channel is up).
+    pub can_relay: bool,
 }
 
 /// State shared between the driver, the connection tasks and API callers.
 pub(crate) struct Shared {
     pub name: String,
     pub channels: ChannelTable,
-    pub routes: RwLock<HashMap<String, PeerRoutes>>,
-    pub members: RwLock<Vec<String>>,
-    /// Nodes the overlay reports up, sorted (`partisan:nodes/0`).
-    pub up: RwLock<Vec<String>>,
-    /// The overlay's named views (`get_local_state/0`).
-    pub views: RwLock<Vec<(String, Vec<String>)>>,
+    pub routes: Routes,
+    pub snapshot: RwLock<Snapshot>,
     /// Nodes cut off by `inject_partition`: no dial, no accepted handshake.
-    pub blocked: RwLock<std::collections::HashSet<String>>,
-    /// Seen-cache of relayed messages and the id of the next one this node originates.
-    pub relay: std::sync::Mutex<RelayState>,
-    pub next_relay_id: AtomicU64,
+    pub blocked: RwLock<HashSet<String>>,
     pub stats: Stats,
     /// Handshakes in progress, in all and per source address.
     pub pending: conn::Pending,
     /// Rate limits of the warnings a peer can trigger at will.
     pub log_limits: LogLimits,
     /// Set by [`Node::stop`]: no new connection is accepted or dialed.
-    pub stopping: std::sync::atomic::AtomicBool,
+    pub stopping: AtomicBool,
     /// Writer tasks alive, and a wake-up when one ends (the stop flush waits on them).
     pub writers: AtomicU64,
     pub writer_done: tokio::sync::Notify,
@@ -344,7 +263,7 @@ impl LogLimit {
     /// `Some(n)` when a warning may be logged now, `n` being how many were suppressed since the
     /// last one; `None` (and the suppression counted) otherwise.
     pub(crate) fn allow(&self, stats: &Stats) -> Option<u64> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.state.lock_unpoisoned();
         let now = std::time::Instant::now();
         match st.0 {
             Some(last) if now.duration_since(last) < LOG_PERIOD => {
@@ -422,19 +341,9 @@ impl Cmds {
     }
 }
 
-/// A message relayed through the overlay (the fields of `Frame::Relay`).
-pub(crate) struct Relayed {
-    pub origin: String,
-    pub id: u64,
-    pub hops: u8,
-    pub target: String,
-    pub dest: Dest,
-    pub payload: Bytes,
-}
-
 impl Shared {
     pub(crate) fn is_blocked(&self, node: &str) -> bool {
-        self.blocked.read().unwrap_or_else(|e| e.into_inner()).contains(node)
+        self.blocked.read_unpoisoned().contains(node)
     }
 
     /// Counts `n` messages lost or refused for the next report to the sink.
@@ -471,60 +380,20 @@ impl Shared {
             }
         }
     }
-
-    /// Routes a relayed message (one this node originates, `from` = its own name, or one that
-    /// arrived from a neighbour): delivers, forwards on the default channel, or drops it.
-    /// Returns whether it went anywhere.
-    pub(crate) fn relay(&self, from: &str, msg: Relayed) -> bool {
-        let Relayed { origin, id, hops, target, dest, payload } = msg;
-        let channel = self.channels.default_index();
-        // Only neighbours whose default-channel link is up can carry it: a neighbour the overlay
-        // just reported up may still be dialing its data links, and a message sent "straight to
-        // the target" over no link would be lost instead of flooded.
-        let neighbours: Vec<String> = {
-            let up = self.up.read().unwrap_or_else(|e| e.into_inner());
-            let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-            up.iter().filter(|n| routes.get(*n).is_some_and(|r| r.up(channel))).cloned().collect()
-        };
-        let decision = self.relay.lock().unwrap_or_else(|e| e.into_inner()).decide(&origin, id, hops, &target, from, &neighbours);
-        match decision {
-            RelayDecision::Deliver => {
-                self.deliver(&origin, &dest, payload);
-                true
-            }
-            RelayDecision::Forward { to, hops_left } => {
-                let frame = Frame::Relay { origin, id, hops: hops_left, target, dest, payload }.to_bytes();
-                let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-                let mut sent = false;
-                for node in to {
-                    let tx = routes.get(&node).and_then(|r| r.links[channel].iter().flatten().next());
-                    if let Some(tx) = tx {
-                        sent |= tx.queue.push(Outgoing::Frame(frame.clone()), None).is_ok();
-                    }
-                }
-                if sent {
-                    self.stats.relayed.fetch_add(1, Ordering::Relaxed);
-                }
-                sent
-            }
-            RelayDecision::Drop => false,
-        }
-    }
 }
 
 pub(crate) enum Cmd {
     Join(NodeSpec),
     Leave(String),
-    LinkUp { link: partisan_core::membership::LinkId, tx: LinkTx },
-    LinkDown { link: partisan_core::membership::LinkId, conn_id: u64 },
-    Control { from: String, body: Bytes },
+    LinkUp { link: LinkId, tx: routes::LinkTx },
+    LinkDown { link: LinkId, conn_id: u64 },
+    /// A control, broadcast or relay frame from an authenticated peer.
+    Frame { from: String, frame: frame::Frame },
     SetMembers(Vec<NodeSpec>),
-    /// Redial a link the driver owns, after its backoff.
-    Redial(partisan_core::membership::LinkId),
     /// Cut (or restore) every link to a node, as a network partition would.
     Partition { node: String, blocked: bool },
-    /// A Plumtree frame from a neighbour.
-    Broadcast { from: String, body: Bytes },
+    /// A message for a node that may not be a neighbour, relayed through the overlay.
+    Transitive { target: String, dest: Dest, payload: Bytes },
     /// Plumtree inputs from the application.
     Originate { msg_id: Bytes, payload: Bytes },
     Merged { msg_id: Bytes, is_new: bool },
@@ -540,17 +409,14 @@ pub struct Node {
 }
 
 impl Node {
-    /// Binds the listeners and starts the runtime threads.
+    /// Checks the configuration, binds the listeners and starts the runtime threads. Once
+    /// [`Config::validate`] accepts a configuration, only the operating system can refuse it
+    /// (an address in use, no threads).
     pub fn start(cfg: Config, sink: Arc<dyn Sink>) -> Result<Node, StartError> {
-        if cfg.name.is_empty() || cfg.name.len() > 255 {
-            return Err(StartError::BadName(cfg.name));
-        }
-        if cfg.listen_addrs.is_empty() {
-            return Err(StartError::NoListenAddr);
-        }
-        let channels = ChannelTable::new(cfg.channels.clone())?;
+        cfg.validate()?;
+        let channels = ChannelTable::new(cfg.channels.clone()).map_err(|e| ConfigError::new("channels", e))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cfg.worker_threads.max(1))
+            .worker_threads(cfg.io_threads)
             .thread_name("partisan-io")
             .enable_all()
             .build()
@@ -563,27 +429,17 @@ impl Node {
         let spec = NodeSpec { name: cfg.name.clone(), listen_addrs: bound, channels: channels.specs().to_vec() };
         let channel_names = channels.specs().iter().map(|s| s.name.clone()).collect();
         let reports = report::Reports::new(runtime.handle().clone(), sink.clone(), channel_names);
-        let (overlay, shell_dials_data): (Box<dyn driver::LiveOverlay>, bool) = match cfg.overlay {
-            OverlayConfig::Mesh { topology, role } => {
-                let mesh = FullMesh::new(spec.clone(), cfg.incarnation, channels.clone(), cfg.mesh, cfg.incarnation);
-                (Box::new(mesh.with_topology(topology, role)), false)
-            }
-            OverlayConfig::HyParView(hv) => (Box::new(HyParView::new(spec.clone(), &channels, hv, cfg.incarnation)?), true),
-        };
+        let node = partisan_core::node::Node::from_config(spec.clone(), channels.clone(), &cfg.node, cfg.incarnation).map_err(ConfigError::from)?;
         let shared = Arc::new(Shared {
             name: cfg.name.clone(),
+            routes: Routes::new(&channels),
             channels,
-            routes: RwLock::new(HashMap::new()),
-            members: RwLock::new(vec![cfg.name.clone()]),
-            up: RwLock::new(vec![]),
-            views: RwLock::new(vec![]),
-            blocked: RwLock::new(Default::default()),
-            relay: std::sync::Mutex::new(RelayState::new(&cfg.name, RELAY_CACHE)),
-            next_relay_id: AtomicU64::new(1),
+            snapshot: RwLock::new(Snapshot { members: vec![cfg.name.clone()], ..Snapshot::default() }),
+            blocked: RwLock::new(HashSet::new()),
             stats: Stats::default(),
             pending: conn::Pending::default(),
             log_limits: LogLimits::new(),
-            stopping: Default::default(),
+            stopping: AtomicBool::new(false),
             writers: AtomicU64::new(0),
             writer_done: tokio::sync::Notify::new(),
             reports,
@@ -594,11 +450,7 @@ impl Node {
         for listener in listeners {
             runtime.spawn(conn::accept_loop(listener, shared.clone(), cmds.clone()));
         }
-        let plumtree = match shared.cfg.broadcast {
-            Some(pt) => Some(Plumtree::new(shared.name.clone(), pt, shared.cfg.incarnation)?),
-            None => None,
-        };
-        runtime.spawn(driver::run(shared.clone(), overlay, shell_dials_data, plumtree, cmds.clone(), rx));
+        runtime.spawn(driver::run(shared.clone(), node, cmds.clone(), rx));
         Ok(Node { shared, cmds, runtime: Some(runtime), spec })
     }
 
@@ -609,6 +461,11 @@ impl Node {
 
     pub fn channels(&self) -> &ChannelTable {
         &self.shared.channels
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.cfg
     }
 
     pub fn join(&self, spec: NodeSpec) -> Result<(), Overloaded> {
@@ -643,27 +500,24 @@ impl Node {
     /// Sends a control frame (an external membership strategy's message) on `node`'s
     /// membership link.
     pub fn send_control(&self, node: &str, body: Bytes) -> Result<(), SendError> {
-        let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
+        let frame = Outgoing::Frame(frame::Frame::Control { body }.to_bytes());
         let membership = self.shared.channels.membership_index();
-        match routes.get(node).and_then(|r| r.links[membership].iter().flatten().next()) {
-            Some(tx) => tx.queue.push(conn::control_frame(body), None),
-            None => Err(SendError::NotConnected),
-        }
+        self.shared.routes.with_queue(node, membership, 0, |q| q.push(frame, None)).unwrap_or(Err(SendError::NotConnected))
     }
 
     /// Live members, this node included, sorted.
     pub fn members(&self) -> Vec<String> {
-        self.shared.members.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared.snapshot.read_unpoisoned().members.clone()
     }
 
     /// Peers the overlay reports up (neighbours), sorted.
     pub fn connected(&self) -> Vec<String> {
-        self.shared.up.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared.snapshot.read_unpoisoned().neighbours.clone()
     }
 
     /// The overlay's named views (HyParView: active, passive, unreachable).
     pub fn views(&self) -> Vec<(String, Vec<String>)> {
-        self.shared.views.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.shared.snapshot.read_unpoisoned().views.clone()
     }
 
     /// Cuts every link to `node` and refuses new ones (`blocked`), or lets them be made again.
@@ -673,22 +527,17 @@ impl Node {
 
     /// Nodes currently cut off by [`Node::partition`], sorted.
     pub fn partitions(&self) -> Vec<String> {
-        let mut nodes: Vec<String> = self.shared.blocked.read().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        let mut nodes: Vec<String> = self.shared.blocked.read_unpoisoned().iter().cloned().collect();
         nodes.sort();
         nodes
     }
 
     pub fn is_connected(&self, node: &str, channel: Option<usize>) -> bool {
-        let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
-        routes.get(node).is_some_and(|r| match channel {
-            Some(c) => c < r.links.len() && r.up(c),
-            None => (0..r.links.len()).any(|c| r.up(c)),
-        })
+        self.shared.routes.is_connected(node, channel)
     }
 
     pub fn is_fully_connected(&self, node: &str) -> bool {
-        let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
-        routes.get(node).is_some_and(|r| r.links.iter().flatten().all(Option::is_some))
+        self.shared.routes.is_fully_connected(node)
     }
 
     /// Queues a message for `node` on connection `key`-affine of `channel`. Returns at once.
@@ -708,22 +557,10 @@ impl Node {
         }
         .map(|dest| MonotonicKey { dest, affinity: key });
         let len = payload.len() as u64;
-        let result = {
-            let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
-            match routes.get(node).map(|r| &r.links[channel]) {
-                None => Err(SendError::NotConnected),
-                Some(conns) => {
-                    let preferred = self.shared.channels.connection_for(channel, key);
-                    // The affine connection keeps per-key order; while it is down, the next one
-                    // up takes over (order then holds again from the switch on).
-                    let tx = (0..conns.len()).map(|i| (preferred + i) % conns.len()).find_map(|i| conns[i].as_ref());
-                    match tx {
-                        Some(tx) => tx.queue.push(Outgoing::Message { dest, payload }, monotonic),
-                        None => Err(SendError::NotConnected),
-                    }
-                }
-            }
-        };
+        let preferred = self.shared.channels.connection_for(channel, key);
+        let item = Outgoing::Message { dest, payload };
+        let result =
+            self.shared.routes.with_queue(node, channel, preferred, |q| q.push(item, monotonic)).unwrap_or(Err(SendError::NotConnected));
         match result {
             Ok(()) => {
                 stats.messages_sent.fetch_add(1, Ordering::Relaxed);
@@ -743,7 +580,9 @@ impl Node {
     }
 
     /// Sends a message to `node` through the overlay when it is not a neighbour (transitive
-    /// forwarding); straight to it when it is. `NotConnected` when this node has no neighbour.
+    /// forwarding); straight to it when it is. The driver's node routes it; this call only
+    /// refuses what cannot go anywhere: `NotConnected` when no neighbour could carry it now,
+    /// `QueueFull` when the driver's input is full.
     pub fn send_transitive(&self, node: &str, dest: Dest, payload: Bytes) -> Result<(), SendError> {
         // A relayed frame carries the routing header on top of the message; every node on the
         // way must accept it, so this node's own limit is the one checked (configure the same
@@ -752,17 +591,19 @@ impl Node {
         if size > self.shared.cfg.max_frame_size {
             return Err(SendError::MessageTooLarge { size, max: self.shared.cfg.max_frame_size });
         }
-        let id = self.shared.next_relay_id.fetch_add(1, Ordering::Relaxed);
-        let me = &self.shared.name;
-        let msg = Relayed { origin: me.clone(), id, hops: DEFAULT_HOPS, target: node.to_owned(), dest, payload };
-        if self.shared.relay(me, msg) {
-            self.shared.stats.messages_sent.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        } else {
-            self.shared.stats.dropped_not_connected.fetch_add(1, Ordering::Relaxed);
+        let stats = &self.shared.stats;
+        if node != self.shared.name && !self.shared.snapshot.read_unpoisoned().can_relay {
+            stats.dropped_not_connected.fetch_add(1, Ordering::Relaxed);
             self.shared.report_drop(DropReason::NotConnected, Some(node), None, 1);
-            Err(SendError::NotConnected)
+            return Err(SendError::NotConnected);
         }
+        if let Err(Overloaded) = self.cmds.request(Cmd::Transitive { target: node.to_owned(), dest, payload }) {
+            stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+            self.shared.report_drop(DropReason::QueueFull, Some(node), None, 1);
+            return Err(SendError::QueueFull);
+        }
+        stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The counters, plus `handshakes_pending` (now), `handshakes_pending_peak` (the most at
@@ -774,10 +615,7 @@ impl Node {
         let (pending, peak) = self.shared.pending.counts();
         stats.push(("handshakes_pending", pending as u64));
         stats.push(("handshakes_pending_peak", peak as u64));
-        let queued: usize = {
-            let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
-            routes.values().flat_map(|p| p.links.iter().flatten().flatten()).map(|tx| tx.queue.unwritten()).sum()
-        };
+        let queued: usize = self.shared.routes.queues().iter().map(|q| q.unwritten()).sum();
         stats.push(("queued_messages", queued as u64));
         stats
     }
@@ -799,10 +637,7 @@ impl Node {
         shared.stopping.store(true, Ordering::SeqCst);
         let start = std::time::Instant::now();
         let deadline = start + shared.cfg.stop_flush_timeout;
-        let queues = || -> Vec<Arc<LinkQueue>> {
-            let routes = shared.routes.read().unwrap_or_else(|e| e.into_inner());
-            routes.values().flat_map(|p| p.links.iter().flatten().flatten()).map(|tx| tx.queue.clone()).collect()
-        };
+        let queues = || shared.routes.queues();
         let flushed = rt.block_on(async {
             loop {
                 // Again on every round: a link the driver registered meanwhile is closed too.

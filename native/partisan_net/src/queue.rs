@@ -1,45 +1,59 @@
-//! The bounded hand-off between senders (BEAM scheduler threads calling the NIF) and one
-//! connection's writer task.
+//! One connection's send queue: the bounded hand-off between senders (BEAM scheduler threads
+//! calling the NIF) and the connection's writer task, and the writer itself.
 //!
 //! A sender takes a short mutex, appends, and wakes the writer; it never waits for the socket.
-//! The writer swaps out everything queued in one go, so under load one wake-up and one `write`
-//! carry many messages. The queue is bounded in bytes: a sender that would exceed the bound gets
-//! [`SendError::QueueFull`] at once instead of growing memory without limit.
+//! The writer ([`write_batches`]) swaps out everything queued in one go, so under load one
+//! wake-up and one `write` carry many messages. The queue is bounded in bytes: a sender that
+//! would exceed the bound gets [`SendError::QueueFull`] at once instead of growing memory
+//! without limit.
 //!
 //! On a monotonic channel, a message replaces a queued older one with the same
-//! [`MonotonicKey`] (see `partisan_core::channel`).
+//! [`MonotonicKey`] (see `partisan_core::channel`); the replaced message is never written and
+//! its bytes leave the budget at once.
 //!
 //! When the link is quiet — queue empty, writer idle, no direct write in the last
 //! [`DIRECT_GAP`] — a small message does not wait for the writer at all: the sender writes the
-//! frame itself with one non-blocking `send`, which saves waking the writer thread (the largest
+//! frame itself with one non-blocking write, which saves waking the writer thread (the largest
 //! part of a round trip's latency). Under a stream of messages the gap rule sends the rest
-//! through the writer, which batches many frames per syscall. It happens under the queue's
-//! lock and only while the writer is not writing, so frames never interleave; what the socket
-//! does not take is queued for the writer in order. The writer closes the queue before it drops
-//! the socket, so the descriptor is never used after it closed.
+//! through the writer, which batches many frames per syscall. It happens under the queue's lock
+//! and only while the writer is not writing, so frames never interleave; what the socket does
+//! not take is queued for the writer, in order. The queue holds the socket (an `Arc` shared with
+//! the reader and the writer), so the descriptor a sender writes to stays open for as long as
+//! the sender can reach the queue; a closed queue is never written to.
+//!
+//! ```ignore
+//! let queue = Arc::new(LinkQueue::new(socket.clone(), 64 << 20, max_frame, replaced));
+//! tokio::spawn({ let queue = queue.clone(); async move { write_batches(&queue).await } });
+//! queue.push(Outgoing::Message { dest, payload }, None)?; // from any thread
+//! queue.close(); // the writer writes what was accepted, then returns
+//! ```
 
+use crate::lock::MutexExt;
 use crate::SendError;
 use bytes::{Bytes, BytesMut};
-use partisan_core::frame::{encode_message_header, message_frame_len, LENGTH_PREFIX};
-use std::cell::RefCell;
-use std::os::fd::RawFd;
 use partisan_core::channel::{MonotonicKey, MonotonicQueue};
-use partisan_core::frame::Dest;
+use partisan_core::frame::{encode_message_header, message_frame_len, Dest, LENGTH_PREFIX};
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 /// One item for the wire.
 #[derive(Debug)]
 pub enum Outgoing {
     Message { dest: Dest, payload: Bytes },
-    /// An already encoded frame (control frames).
+    /// An already encoded frame (control frames, the unwritten rest of a direct write).
     Frame(Bytes),
 }
 
 impl Outgoing {
-    fn wire_len(&self) -> usize {
+    /// What the item counts against the queue's byte budget.
+    fn budget_len(&self) -> usize {
         match self {
             Outgoing::Message { dest, payload } => {
                 payload.len()
@@ -67,7 +81,12 @@ impl Outgoing {
 const DIRECT_MAX: usize = 16 * 1024;
 /// A sender writes directly only if no direct write happened this recently on the link: a
 /// request-reply exchange (one message per round trip) qualifies, a stream goes to the writer.
-pub const DIRECT_GAP: std::time::Duration = std::time::Duration::from_micros(50);
+pub const DIRECT_GAP: Duration = Duration::from_micros(50);
+/// The writer writes its batch out once it holds this many bytes.
+const BATCH_BYTES: usize = 256 * 1024;
+/// Payloads at least this large are written from their own buffer instead of being copied into
+/// the batch.
+const COPY_LIMIT: usize = 16 * 1024;
 
 thread_local! {
     static FRAME: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(DIRECT_MAX + 512));
@@ -77,13 +96,20 @@ thread_local! {
 struct Inner {
     fifo: VecDeque<Outgoing>,
     monotonic: MonotonicQueue<Outgoing>,
+    /// Budget taken by the queued items and by those the writer holds.
     bytes: usize,
     closed: bool,
     /// Items the writer took and has not reported written.
     inflight: usize,
     /// The writer took items and is writing them.
     writer_busy: bool,
-    last_direct: Option<std::time::Instant>,
+    last_direct: Option<Instant>,
+}
+
+impl Inner {
+    fn is_empty(&self) -> bool {
+        self.fifo.is_empty() && self.monotonic.is_empty()
+    }
 }
 
 /// One connection's send queue.
@@ -92,28 +118,55 @@ pub struct LinkQueue {
     inner: Mutex<Inner>,
     wake: Notify,
     max_bytes: usize,
+    /// Monotonic messages superseded before they were written (the node's counter).
     replaced: Arc<AtomicU64>,
-    /// The connection's socket, for direct writes by senders.
-    fd: RawFd,
+    /// The connection's socket, for direct writes by senders; holding it keeps it open.
+    socket: Arc<TcpStream>,
     /// The largest frame the peer accepts (it said so in the handshake).
     max_frame: usize,
+    direct_gap: Duration,
 }
 
 impl LinkQueue {
-    pub fn new(max_bytes: usize, replaced: Arc<AtomicU64>, fd: RawFd, max_frame: usize) -> Self {
-        LinkQueue { inner: Mutex::new(Inner::default()), wake: Notify::new(), max_bytes, replaced, fd, max_frame }
+    pub fn new(socket: Arc<TcpStream>, max_bytes: usize, max_frame: usize, replaced: Arc<AtomicU64>) -> Self {
+        LinkQueue {
+            inner: Mutex::new(Inner::default()),
+            wake: Notify::new(),
+            max_bytes,
+            replaced,
+            socket,
+            max_frame,
+            direct_gap: DIRECT_GAP,
+        }
+    }
+
+    /// The same queue with another [`DIRECT_GAP`] (tests pick one no scheduling delay reaches).
+    #[cfg(test)]
+    fn with_direct_gap(mut self, gap: Duration) -> Self {
+        self.direct_gap = gap;
+        self
+    }
+
+    /// Bytes of the budget in use.
+    #[cfg(test)]
+    fn budget_used(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock_unpoisoned()
     }
 
     /// Writes a small message straight to the socket when nothing is queued or being written.
-    /// Returns the item back when it must be queued instead, with the bytes the socket did not
+    /// Returns the item back when it must be queued instead, or the bytes the socket did not
     /// take when it took part of the frame.
     fn try_direct(&self, inner: &mut Inner, item: Outgoing) -> Result<(), Outgoing> {
         let Outgoing::Message { dest, payload } = &item else { return Err(item) };
-        if inner.writer_busy || !inner.fifo.is_empty() || !inner.monotonic.is_empty() || payload.len() > DIRECT_MAX {
+        if inner.writer_busy || !inner.is_empty() || payload.len() > DIRECT_MAX {
             return Err(item);
         }
-        let now = std::time::Instant::now();
-        if inner.last_direct.is_some_and(|t| now.duration_since(t) < DIRECT_GAP) {
+        let now = Instant::now();
+        if inner.last_direct.is_some_and(|t| now.duration_since(t) < self.direct_gap) {
             return Err(item);
         }
         inner.last_direct = Some(now);
@@ -123,15 +176,11 @@ impl LinkQueue {
             frame.clear();
             encode_message_header(dest, payload.len(), &mut frame);
             frame.extend_from_slice(payload);
-            // SAFETY: the descriptor is open: the writer closes this queue (checked by the caller
-            // under the same lock) before it drops the socket. MSG_DONTWAIT never blocks the
-            // calling scheduler; MSG_NOSIGNAL turns a closed peer into an error, not a signal.
-            let sent = unsafe {
-                libc::send(self.fd, frame.as_ptr().cast(), frame.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-            };
-            match sent {
-                n if n as usize == frame.len() => Some(None),
-                n if n > 0 => Some(Some(Bytes::copy_from_slice(&frame[n as usize..]))),
+            // Non-blocking: a full socket buffer (or an error the writer will meet too) sends
+            // the frame through the writer instead.
+            match self.socket.try_write(&frame) {
+                Ok(n) if n == frame.len() => Some(None),
+                Ok(n) if n > 0 => Some(Some(Bytes::copy_from_slice(&frame[n..]))),
                 _ => None,
             }
         });
@@ -144,34 +193,34 @@ impl LinkQueue {
 
     /// Queues one item; `monotonic` gives the key under which it supersedes older items.
     pub fn push(&self, item: Outgoing, monotonic: Option<MonotonicKey>) -> Result<(), SendError> {
-        let len = item.wire_len();
         let size = item.frame_len();
         if size > self.max_frame {
             // The peer would close the link on it: refused here, where the sender learns of it.
             return Err(SendError::MessageTooLarge { size, max: self.max_frame });
         }
         {
-            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inner = self.lock();
             if inner.closed {
                 return Err(SendError::NotConnected);
             }
             // An item larger than the whole bound still goes through on an empty queue, so the
             // maximum message size is set by max_frame_size, not by the queue bound.
+            let len = item.budget_len();
             if inner.bytes > 0 && inner.bytes + len > self.max_bytes {
                 return Err(SendError::QueueFull);
             }
-            let item = if monotonic.is_none() {
-                match self.try_direct(&mut inner, item) {
+            let item = match monotonic {
+                None => match self.try_direct(&mut inner, item) {
                     Ok(()) => return Ok(()),
                     Err(rest) => rest,
-                }
-            } else {
-                item
+                },
+                Some(_) => item,
             };
-            inner.bytes += len;
+            inner.bytes += item.budget_len();
             match monotonic {
                 Some(key) => {
-                    if inner.monotonic.push(key, item) {
+                    if let Some(old) = inner.monotonic.push(key, item) {
+                        inner.bytes -= old.budget_len();
                         self.replaced.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -182,12 +231,13 @@ impl LinkQueue {
         Ok(())
     }
 
-    /// Waits for items and takes all of them. `None` once the queue is closed and drained.
-    pub async fn take_all(&self, out: &mut Vec<Outgoing>) -> Option<()> {
+    /// Waits for items and takes all of them, oldest first. `None` once the queue is closed and
+    /// drained.
+    async fn take_all(&self, out: &mut Vec<Outgoing>) -> Option<()> {
         loop {
             {
-                let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-                if !inner.fifo.is_empty() || !inner.monotonic.is_empty() {
+                let mut inner = self.lock();
+                if !inner.is_empty() {
                     inner.writer_busy = true;
                     let before = out.len();
                     out.extend(inner.fifo.drain(..));
@@ -206,42 +256,33 @@ impl LinkQueue {
         }
     }
 
-    /// Gives back the budget of items that were written.
-    pub fn release(&self, bytes: usize) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        // Replaced monotonic items were counted but never written; the floor keeps the
-        // accounting from underflowing, and a drained queue resets it exactly.
-        inner.bytes = inner.bytes.saturating_sub(bytes);
-        if inner.fifo.is_empty() && inner.monotonic.is_empty() {
-            inner.bytes = 0;
-        }
-    }
-
-    /// The writer wrote `items` of those it took.
-    pub fn written(&self, items: usize) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    /// The writer wrote `items` of those it took, taking `bytes` of the budget.
+    fn written(&self, items: usize, bytes: usize) {
+        let mut inner = self.lock();
+        debug_assert!(inner.inflight >= items && inner.bytes >= bytes, "accounting: {inner:?}, {items} items, {bytes} bytes");
         inner.inflight = inner.inflight.saturating_sub(items);
+        inner.bytes = inner.bytes.saturating_sub(bytes);
     }
 
     /// Items accepted by `push` and not yet written: queued, or taken by the writer and not
     /// reported written.
     pub fn unwritten(&self) -> usize {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.lock();
         inner.fifo.len() + inner.monotonic.len() + inner.inflight
     }
 
-    /// Stops accepting items; the writer flushes what is queued, then ends.
+    /// Stops accepting items; the writer writes what was accepted, then ends.
     pub fn close(&self) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.lock().closed = true;
         self.wake.notify_one();
     }
 
-    /// The link is dead: stops accepting items, drops what is queued, and returns how many items
-    /// were accepted and will never be written (queued ones and those the writer holds).
-    /// Calling it again returns 0.
+    /// The link is dead: stops accepting items, drops what is queued, shuts the socket down and
+    /// returns how many accepted items will never be written (queued ones and those the writer
+    /// holds). Calling it again returns 0.
     pub fn abort(&self) -> usize {
         let lost = {
-            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inner = self.lock();
             inner.closed = true;
             let lost = inner.fifo.len() + inner.monotonic.len() + inner.inflight;
             inner.fifo.clear();
@@ -250,11 +291,100 @@ impl LinkQueue {
             inner.bytes = 0;
             lost
         };
+        // The reader and the queue's other holders may keep the descriptor a while longer; the
+        // peer learns now that the link is gone.
+        let _ = socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Both);
         self.wake.notify_one();
         lost
     }
-
-    pub fn wire_len(item: &Outgoing) -> usize {
-        item.wire_len()
-    }
 }
+
+/// The writer of a connection: writes what the queue hands over, batching frames into few
+/// syscalls, until the queue is closed and drained (then it shuts the socket's write side down,
+/// so the peer reads everything and then EOF) or a write fails.
+pub(crate) async fn write_batches(queue: &LinkQueue) -> io::Result<()> {
+    let socket = &*queue.socket;
+    let mut items = Vec::with_capacity(256);
+    let mut batch = BytesMut::with_capacity(BATCH_BYTES);
+    while queue.take_all(&mut items).await.is_some() {
+        // Items and budget in `batch` (or in the payload being written), not yet reported.
+        let (mut batched, mut batched_bytes) = (0, 0);
+        let mut result = Ok(());
+        for item in items.drain(..) {
+            if result.is_err() {
+                continue; // the rest is dropped with the queue (abort counts it)
+            }
+            batched += 1;
+            batched_bytes += item.budget_len();
+            match item {
+                Outgoing::Frame(bytes) => batch.extend_from_slice(&bytes),
+                Outgoing::Message { dest, payload } => {
+                    encode_message_header(&dest, payload.len(), &mut batch);
+                    if payload.len() < COPY_LIMIT {
+                        batch.extend_from_slice(&payload);
+                    } else {
+                        result = write_with(socket, &mut batch, &payload).await;
+                        if result.is_ok() {
+                            queue.written(std::mem::take(&mut batched), std::mem::take(&mut batched_bytes));
+                        }
+                    }
+                }
+            }
+            if result.is_ok() && batch.len() >= BATCH_BYTES {
+                result = write_all(socket, &mut batch).await;
+                if result.is_ok() {
+                    queue.written(std::mem::take(&mut batched), std::mem::take(&mut batched_bytes));
+                }
+            }
+        }
+        if result.is_ok() {
+            result = write_all(socket, &mut batch).await;
+        }
+        result?;
+        queue.written(batched, batched_bytes);
+    }
+    socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write)
+}
+
+/// Writes the batch and then `payload` with vectored writes (one syscall for both when the
+/// socket takes them), and empties the batch.
+async fn write_with(socket: &TcpStream, batch: &mut BytesMut, payload: &[u8]) -> io::Result<()> {
+    let (mut head, mut body) = (0, 0);
+    while head < batch.len() || body < payload.len() {
+        let slices = [io::IoSlice::new(&batch[head..]), io::IoSlice::new(&payload[body..])];
+        let mut n = write_some(socket, |s| s.try_write_vectored(&slices)).await?;
+        let from_head = n.min(batch.len() - head);
+        head += from_head;
+        n -= from_head;
+        body += n;
+    }
+    batch.clear();
+    Ok(())
+}
+
+async fn write_all(socket: &TcpStream, batch: &mut BytesMut) -> io::Result<()> {
+    let mut done = 0;
+    while done < batch.len() {
+        done += write_some(socket, |s| s.try_write(&batch[done..])).await?;
+    }
+    batch.clear();
+    Ok(())
+}
+
+/// One non-blocking write once the socket is writable; a write of 0 bytes is an error. Polls
+/// readiness as `AsyncWrite` does, so the writer takes part in tokio's cooperative budget.
+async fn write_some(socket: &TcpStream, mut write: impl FnMut(&TcpStream) -> io::Result<usize>) -> io::Result<usize> {
+    std::future::poll_fn(|cx| loop {
+        std::task::ready!(socket.poll_write_ready(cx))?;
+        match write(socket) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => return Poll::Ready(Ok(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests;

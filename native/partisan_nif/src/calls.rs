@@ -7,6 +7,7 @@
 //! mailbox. When the called node is lost, or the data plane stops, every waiter gets
 //! `{'DOWN', Tag, process, Node, Reason}`, the message OTP's `gen:call` waits for.
 
+use partisan_net::lock::MutexExt;
 use partisan_core::calls::CallTable;
 use rustler::{Atom, Encoder, Env, LocalPid};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,7 +33,7 @@ impl Calls {
     }
 
     pub fn lock(&self) -> MutexGuard<'_, CallTable<Waiter>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.lock_unpoisoned()
     }
 }
 

@@ -1,16 +1,22 @@
-//! Term ⇄ Rust conversion of the runtime config and node specs.
+//! Term ⇄ Rust conversion of the configuration and of node specs.
 //!
-//! The Erlang side (`partisan_config`) validates user configuration and names the offending key;
-//! this module only converts the already-normalised map, and reports `{bad_config, Key}` if a
-//! value still has the wrong shape.
+//! The data plane's keys ([`KEYS`]), their defaults and their checks belong to
+//! `partisan_net::config`: this module reads each key the Erlang side passed (a key it did not
+//! pass keeps its default), reports a value of the wrong shape as `{invalid_config, Key, Why}`,
+//! and runs `Config::validate`. [`encode_data_plane`] gives the effective values back in the
+//! shapes the keys take, which `partisan_config` caches, so what the Erlang side reads is what
+//! the data plane runs with. Keys of the Erlang side (`name`, `cookie`, the overlay chosen by
+//! `peer_service_manager`, ...) arrive already decided, as context.
 
-use partisan_core::channel::ChannelSpec;
+use partisan_core::channel::{ChannelSpec, DEFAULT_CHANNEL, MEMBERSHIP_CHANNEL};
 use partisan_core::etf_pids::RefFormat;
+use partisan_core::full_mesh::{LinkPolicy, Role};
 use partisan_core::hyparview::HyParViewConfig;
+use partisan_core::node::{LinkTiming, OverlayConfig};
+use partisan_core::overlay::NodeSpec;
 use partisan_core::plumtree::PlumtreeConfig;
-use partisan_core::membership::{MeshConfig, NodeSpec, Role, Topology};
-use partisan_net::OverlayConfig;
-use partisan_net::Config;
+use partisan_net::config::{validate_broadcast, validate_hyparview, MAX_PARALLELISM};
+use partisan_net::{Config, ConfigError};
 use rustler::types::map::MapIterator;
 use rustler::{Atom, Encoder, Env, LocalPid, Term};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -18,22 +24,70 @@ use std::time::Duration;
 
 mod atoms {
     rustler::atoms! {
-        bad_config, name, listen_addrs, channels, cookie, connection_interval, connection_jitter,
-        periodic_interval, max_frame_size, max_queue_bytes, decode, safe, events, vm_node,
-        creation, ip, port, parallelism, monotonic, incarnation, connect_timeout, io_threads,
-        topology, tag, full_mesh, client_server, static_ = "static", external, server, client, hyparview,
+        invalid_config, name, listen_addrs, listen_ip, listen_port, peer_ip, peer_port, channels,
+        parallelism, monotonic, cookie, connection_interval, connection_jitter, periodic_enabled,
+        periodic_interval, max_frame_size, max_queue_bytes, decode, safe, trusted, events, vm_node,
+        creation, ip, port, incarnation, connect_timeout, io_threads, schedulers_online, overlay,
+        tag, full_mesh, client_server, static_ = "static", external, server, client, hyparview,
         active_max_size, active_min_size, active_rwl, passive_max_size, passive_rwl,
         random_promotion, random_promotion_interval, shuffle_interval, shuffle_k_active,
-        shuffle_k_passive, broadcast, lazy_tick_period, exchange_tick_period, handshake_timeout,
-        max_pending_handshakes, max_pending_handshakes_per_addr, stop_flush_timeout,
-        pid_rewrite, remote_ref_format, remote_ref_uri_padding, improper_list, tuple, uri,
+        shuffle_k_passive, xbot_enabled, broadcast, lazy_tick_period, exchange_tick_period,
+        handshake_timeout, max_pending_handshakes, max_pending_handshakes_per_addr,
+        stop_flush_timeout, pid_rewrite, remote_ref_format, remote_ref_uri_padding,
+        improper_list, tuple, uri,
     }
 }
 
-pub struct Parsed {
+/// The configuration keys the data plane owns (`partisan_nif:config_keys/0`): the Erlang side
+/// passes their values as the user set them, and neither defaults nor checks them itself.
+pub const KEYS: &[&str] = &[
+    "listen_addrs",
+    "listen_ip",
+    "listen_port",
+    "peer_ip",
+    "peer_port",
+    "parallelism",
+    "channels",
+    "connection_interval",
+    "connection_jitter",
+    "periodic_enabled",
+    "periodic_interval",
+    "hyparview",
+    "broadcast",
+    "lazy_tick_period",
+    "exchange_tick_period",
+    "max_frame_size",
+    "max_queue_bytes",
+    "io_threads",
+    "connect_timeout",
+    "handshake_timeout",
+    "max_pending_handshakes",
+    "max_pending_handshakes_per_addr",
+    "stop_flush_timeout",
+    "decode",
+];
+
+/// The data plane's keys, as read: what [`Config`] holds, and the keys that only fill it in.
+#[derive(Debug, Clone)]
+pub struct DataPlane {
     pub net: Config,
-    pub events: LocalPid,
+    /// Connections of a channel that does not say (`parallelism`).
+    pub parallelism: u16,
+    /// `periodic_interval` (0 with `periodic_enabled => false`), returned whatever the overlay.
+    pub periodic_interval: u64,
+    /// `hyparview`, checked and returned whatever the overlay.
+    pub hyparview: HyParViewConfig,
+    /// `lazy_tick_period` and `exchange_tick_period`, checked and returned whether `broadcast`
+    /// is on or not.
+    pub plumtree: PlumtreeConfig,
+    /// `decode => safe`: message payloads go through the safe term decoder.
     pub safe_decode: bool,
+}
+
+/// What `partisan_nif:start/1` reads beyond the data plane's keys.
+pub struct Start {
+    pub data: DataPlane,
+    pub events: LocalPid,
     pub vm_node: String,
     pub creation: u32,
     /// Rewrite this VM's pids in outgoing messages (`pid_encoding`, VM not alive).
@@ -42,36 +96,24 @@ pub struct Parsed {
     pub ref_format: RefFormat,
 }
 
-/// An optional key: its default when absent, `bad_config` when present with the wrong shape.
-fn get_or<'a, T: rustler::Decoder<'a>>(map: Term<'a>, key: Atom, default: T) -> Result<T, Bad> {
-    match map.map_get(key.encode(map.get_env())) {
-        Ok(v) => v.decode().map_err(|_| (atoms::bad_config(), key)),
-        Err(_) => Ok(default),
-    }
+/// `{invalid_config, Key, Why}`.
+pub fn error_term<'a>(env: Env<'a>, e: &ConfigError) -> Term<'a> {
+    let key = Atom::from_str(env, e.key).expect("configuration keys are short atoms");
+    (atoms::invalid_config(), key, e.why.as_str()).encode(env)
 }
 
-fn ref_format(cfg: Term) -> Result<RefFormat, Bad> {
-    let padded = get_or(cfg, atoms::remote_ref_uri_padding(), false)?;
-    match get_or(cfg, atoms::remote_ref_format(), atoms::improper_list())? {
-        f if f == atoms::improper_list() => Ok(RefFormat::ImproperList),
-        f if f == atoms::tuple() => Ok(RefFormat::Tuple),
-        f if f == atoms::uri() => Ok(RefFormat::Uri { padded }),
-        _ => Err((atoms::bad_config(), atoms::remote_ref_format())),
-    }
+fn bad(key: &'static str, why: &str) -> ConfigError {
+    ConfigError::new(key, why)
 }
 
-type Bad = (Atom, Atom);
-
-fn get<'a>(map: Term<'a>, key: Atom) -> Result<Term<'a>, Bad> {
-    map.map_get(key.encode(map.get_env())).map_err(|_| (atoms::bad_config(), key))
+fn get<'a>(map: Term<'a>, key: &str) -> Option<Term<'a>> {
+    let atom = Atom::from_str(map.get_env(), key).ok()?;
+    map.map_get(atom.encode(map.get_env())).ok()
 }
 
-fn get_as<'a, T: rustler::Decoder<'a>>(map: Term<'a>, key: Atom) -> Result<T, Bad> {
-    get(map, key)?.decode().map_err(|_| (atoms::bad_config(), key))
-}
-
-fn atom_string(t: Term, key: Atom) -> Result<String, Bad> {
-    t.atom_to_string().map_err(|_| (atoms::bad_config(), key))
+/// A context key the Erlang side always passes.
+fn required<'a>(map: Term<'a>, key: &'static str) -> Result<Term<'a>, ConfigError> {
+    get(map, key).ok_or_else(|| bad(key, "missing"))
 }
 
 /// An integer in `0..=max`, never truncated: the range is checked on the full value (rustler's
@@ -81,7 +123,33 @@ fn int_in(t: Term, max: u64) -> Option<u64> {
     u64::try_from(v).ok().filter(|v| *v <= max)
 }
 
+/// Key `key` of `map`: a non-negative integer, or `default` when absent.
+fn int(map: Term, key: &'static str, default: u64, what: &str) -> Result<u64, ConfigError> {
+    match get(map, key) {
+        None => Ok(default),
+        Some(t) => int_in(t, u64::MAX >> 1).ok_or_else(|| bad(key, &format!("must be a non-negative integer ({what})"))),
+    }
+}
+
+fn millis(map: Term, key: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    int(map, key, default.as_millis() as u64, "milliseconds").map(Duration::from_millis)
+}
+
+fn boolean(map: Term, key: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match get(map, key) {
+        None => Ok(default),
+        Some(t) => t.decode().map_err(|_| bad(key, "must be true or false")),
+    }
+}
+
+fn atom_string(t: Term, key: &'static str) -> Result<String, ConfigError> {
+    t.atom_to_string().map_err(|_| bad(key, "must be an atom"))
+}
+
 fn ip(t: Term) -> Option<IpAddr> {
+    if let Ok(text) = t.decode::<String>() {
+        return text.parse().ok(); // a charlist or a binary, "10.0.0.1" or "::1"
+    }
     let parts = rustler::types::tuple::get_tuple(t).ok()?;
     match parts.len() {
         4 => {
@@ -97,118 +165,289 @@ fn ip(t: Term) -> Option<IpAddr> {
     }
 }
 
-fn addrs(t: Term) -> Result<Vec<SocketAddr>, Bad> {
-    let bad = (atoms::bad_config(), atoms::listen_addrs());
-    let list: Vec<Term> = t.decode().map_err(|_| bad)?;
-    list.into_iter()
-        .map(|a| {
-            let ip = ip(get(a, atoms::ip())?).ok_or(bad)?;
-            let port = int_in(get(a, atoms::port())?, 65535).ok_or(bad)? as u16;
-            Ok(SocketAddr::new(ip, port))
-        })
-        .collect()
+fn ip_string(t: Term) -> Option<IpAddr> {
+    // An Erlang string arrives as a list of integers.
+    let codes: Vec<u32> = t.decode().ok()?;
+    let text: String = codes.into_iter().map(char::from_u32).collect::<Option<_>>()?;
+    text.parse().ok()
 }
 
-/// Channels as the normalised map `#{Name => #{parallelism := N, monotonic := B}}`.
-fn channels(t: Term) -> Result<Vec<ChannelSpec>, Bad> {
-    let bad = (atoms::bad_config(), atoms::channels());
-    let iter = MapIterator::new(t).ok_or(bad)?;
+fn any_ip(t: Term) -> Option<IpAddr> {
+    ip(t).or_else(|| ip_string(t))
+}
+
+/// `#{ip := IP, port := Port}` or `{IP, Port}`, `IP` a tuple or a string.
+fn addr(t: Term) -> Option<SocketAddr> {
+    let (ip_term, port_term) = match rustler::types::tuple::get_tuple(t) {
+        Ok(parts) if parts.len() == 2 => (parts[0], parts[1]),
+        _ => (get(t, "ip")?, get(t, "port")?),
+    };
+    Some(SocketAddr::new(any_ip(ip_term)?, int_in(port_term, 65535)? as u16))
+}
+
+/// `listen_addrs`, or the single address of `listen_ip`/`listen_port` (old names: `peer_ip`,
+/// `peer_port`); an error names the key that was set.
+fn listen_addrs(cfg: Term) -> Result<Vec<SocketAddr>, ConfigError> {
+    if let Some(list) = get(cfg, "listen_addrs") {
+        let why = "must be a non-empty list of #{ip => IP, port => 0..65535} (IP a tuple or a string)";
+        let items: Vec<Term> = list.decode().map_err(|_| bad("listen_addrs", why))?;
+        return items.into_iter().map(|a| addr(a).ok_or_else(|| bad("listen_addrs", why))).collect();
+    }
+    let (ip_key, ip_term) = match (get(cfg, "listen_ip"), get(cfg, "peer_ip")) {
+        (Some(t), _) => ("listen_ip", Some(t)),
+        (None, Some(t)) => ("peer_ip", Some(t)),
+        (None, None) => ("listen_ip", None),
+    };
+    let (port_key, port_term) = match (get(cfg, "listen_port"), get(cfg, "peer_port")) {
+        (Some(t), _) => ("listen_port", Some(t)),
+        (None, Some(t)) => ("peer_port", Some(t)),
+        (None, None) => ("listen_port", None),
+    };
+    let ip = match ip_term {
+        Some(t) => any_ip(t).ok_or_else(|| bad(ip_key, "must be an IP address (a tuple or a string)"))?,
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    let port = match port_term {
+        Some(t) => int_in(t, 65535).ok_or_else(|| bad(port_key, "must be an integer from 0 to 65535"))? as u16,
+        None => 0,
+    };
+    Ok(vec![SocketAddr::new(ip, port)])
+}
+
+/// `channels` in the shape the Erlang side normalised it to, `#{Name => Opts}`; a channel that
+/// does not give its `parallelism` gets `parallelism`.
+fn channels(map: Term, parallelism: u16) -> Result<Vec<ChannelSpec>, ConfigError> {
+    let why = "must be a map #{Name => #{parallelism => 1..256, monotonic => boolean()}}";
     let mut out = Vec::new();
-    for (name, opts) in iter {
-        out.push(ChannelSpec {
-            name: atom_string(name, atoms::channels())?,
-            parallelism: match int_in(get(opts, atoms::parallelism())?, 256) {
-                Some(p) if p >= 1 => p as u16,
-                _ => return Err(bad),
-            },
-            // Optional in a hand-written node spec, as in Partisan.
-            monotonic: match get(opts, atoms::monotonic()) {
-                Ok(m) => m.decode().map_err(|_| bad)?,
-                Err(_) => false,
-            },
-        });
+    for (name, opts) in MapIterator::new(map).ok_or_else(|| bad("channels", why))? {
+        let name = name.atom_to_string().map_err(|_| bad("channels", "channel names must be atoms"))?;
+        let parallelism = match get(opts, "parallelism") {
+            // The range is checked by `Config::validate`, which names the channel.
+            Some(p) => int_in(p, u16::MAX.into()).map(|p| p as u16).ok_or_else(|| bad("channels", why))?,
+            None => parallelism,
+        };
+        let monotonic = match get(opts, "monotonic") {
+            Some(m) => m.decode().map_err(|_| bad("channels", why))?,
+            None => false,
+        };
+        out.push(ChannelSpec { name, parallelism, monotonic });
     }
     Ok(out)
 }
 
-pub fn parse(cfg: Term) -> Result<Parsed, Bad> {
-    let name = atom_string(get(cfg, atoms::name())?, atoms::name())?;
-    let cookie: rustler::Binary = get_as(cfg, atoms::cookie())?;
-    let mut net = Config::new(&name, cookie.as_slice());
-    net.listen_addrs = addrs(get(cfg, atoms::listen_addrs())?)?;
-    net.channels = channels(get(cfg, atoms::channels())?)?;
-    net.mesh = MeshConfig {
-        connection_interval: get_as(cfg, atoms::connection_interval())?,
-        connection_jitter: get_as(cfg, atoms::connection_jitter())?,
-        periodic_interval: get_as(cfg, atoms::periodic_interval())?,
+/// The configured channels, and the default (`parallelism` connections) and membership (one)
+/// channels when they are not configured.
+fn node_channels(cfg: Term, parallelism: u16) -> Result<Vec<ChannelSpec>, ConfigError> {
+    let mut out = match get(cfg, "channels") {
+        Some(map) => channels(map, parallelism)?,
+        None => vec![],
     };
-    net.max_frame_size = get_as(cfg, atoms::max_frame_size())?;
-    net.max_queue_bytes = get_as(cfg, atoms::max_queue_bytes())?;
-    net.incarnation = get_as(cfg, atoms::incarnation())?;
-    net.connect_timeout = Duration::from_millis(get_as(cfg, atoms::connect_timeout())?);
-    net.handshake_timeout = Duration::from_millis(get_as(cfg, atoms::handshake_timeout())?);
-    net.max_pending_handshakes = get_as(cfg, atoms::max_pending_handshakes())?;
-    net.max_pending_handshakes_per_addr = get_as(cfg, atoms::max_pending_handshakes_per_addr())?;
-    net.stop_flush_timeout = Duration::from_millis(get_as(cfg, atoms::stop_flush_timeout())?);
-    net.worker_threads = get_as(cfg, atoms::io_threads())?;
-    let tag: Atom = get_as(cfg, atoms::tag())?;
-    let role = match tag {
-        t if t == atoms::server() => Role::Server,
-        t if t == atoms::client() => Role::Client,
+    for (name, p) in [(DEFAULT_CHANNEL, parallelism), (MEMBERSHIP_CHANNEL, 1)] {
+        if !out.iter().any(|c| c.name == name) {
+            out.push(ChannelSpec::new(name, p, false));
+        }
+    }
+    Ok(out)
+}
+
+/// `hyparview`: the keys given override the defaults.
+fn hyparview(cfg: Term) -> Result<HyParViewConfig, ConfigError> {
+    let mut hv = HyParViewConfig::default();
+    let Some(map) = get(cfg, "hyparview") else { return Ok(hv) };
+    let entries = MapIterator::new(map).ok_or_else(|| bad("hyparview", "must be a map"))?;
+    for (key, value) in entries {
+        let key = key.atom_to_string().unwrap_or_default();
+        let count = |max: u64| {
+            int_in(value, max).ok_or_else(|| bad("hyparview", &format!("{key} must be an integer from 0 to {max}")))
+        };
+        let flag = || value.decode::<bool>().map_err(|_| bad("hyparview", &format!("{key} must be true or false")));
+        match key.as_str() {
+            "active_max_size" => hv.active_max_size = count(u32::MAX.into())? as usize,
+            "active_min_size" => hv.active_min_size = count(u32::MAX.into())? as usize,
+            "active_rwl" => hv.active_rwl = count(255)? as u8,
+            "passive_max_size" => hv.passive_max_size = count(u32::MAX.into())? as usize,
+            "passive_rwl" => hv.passive_rwl = count(255)? as u8,
+            "random_promotion" => hv.random_promotion = flag()?,
+            "random_promotion_interval" => hv.random_promotion_interval = count(u64::MAX >> 1)?,
+            "shuffle_interval" => hv.shuffle_interval = count(u64::MAX >> 1)?,
+            "shuffle_k_active" => hv.shuffle_k_active = count(255)? as usize,
+            "shuffle_k_passive" => hv.shuffle_k_passive = count(255)? as usize,
+            // Partisan v5's X-BOT optimisation is not implemented: accepted (the Erlang side
+            // warns when it is true) and ignored.
+            "xbot_enabled" => {
+                flag()?;
+            }
+            _ => {
+                let known = "active_max_size, active_min_size, active_rwl, passive_max_size, passive_rwl, random_promotion, \
+                             random_promotion_interval, shuffle_interval, shuffle_k_active, shuffle_k_passive, xbot_enabled";
+                return Err(bad("hyparview", &format!("unknown key {key}; known: {known}")));
+            }
+        }
+    }
+    Ok(hv)
+}
+
+fn overlay(cfg: Term, periodic_interval: u64, hv: HyParViewConfig) -> Result<OverlayConfig, ConfigError> {
+    let role = match get(cfg, "tag").and_then(|t| t.decode::<Atom>().ok()) {
+        Some(t) if t == atoms::server() => Role::Server,
+        Some(t) if t == atoms::client() => Role::Client,
         _ => Role::Peer,
     };
-    let topology: Atom = get_as(cfg, atoms::topology())?;
-    net.overlay = match topology {
-        t if t == atoms::full_mesh() => OverlayConfig::Mesh { topology: Topology::FullMesh, role },
-        t if t == atoms::client_server() => OverlayConfig::Mesh { topology: Topology::ClientServer, role },
-        t if t == atoms::static_() => OverlayConfig::Mesh { topology: Topology::Static, role },
-        t if t == atoms::external() => OverlayConfig::Mesh { topology: Topology::External, role },
-        t if t == atoms::hyparview() => OverlayConfig::HyParView(hyparview(get(cfg, atoms::hyparview())?)?),
-        _ => return Err((atoms::bad_config(), atoms::topology())),
+    let full_mesh = |policy| Ok(OverlayConfig::FullMesh { policy, periodic_interval });
+    match required(cfg, "overlay")?.decode::<Atom>() {
+        Ok(o) if o == atoms::full_mesh() => full_mesh(LinkPolicy::AllMembers),
+        Ok(o) if o == atoms::client_server() => full_mesh(LinkPolicy::ClientServer(role)),
+        Ok(o) if o == atoms::static_() => full_mesh(LinkPolicy::Static),
+        Ok(o) if o == atoms::external() => full_mesh(LinkPolicy::External),
+        Ok(o) if o == atoms::hyparview() => Ok(OverlayConfig::HyParView(hv)),
+        _ => Err(bad("overlay", "must be full_mesh, client_server, static, external or hyparview")),
+    }
+}
+
+/// Reads and checks the data plane's keys (absent ones take their defaults) with the context
+/// the Erlang side decided: `name`, `cookie`, `overlay`, `tag`, `schedulers_online` and, to
+/// start, `incarnation`.
+pub fn read_data_plane(cfg: Term) -> Result<DataPlane, ConfigError> {
+    let name = atom_string(required(cfg, "name")?, "name")?;
+    let cookie: rustler::Binary = required(cfg, "cookie")?.decode().map_err(|_| bad("cookie", "must be a binary"))?;
+    let mut net = Config::new(&name, cookie.as_slice());
+    if let Some(t) = get(cfg, "incarnation") {
+        net.incarnation = t.decode().map_err(|_| bad("incarnation", "must be a non-negative integer"))?;
+    }
+    let defaults = Config::new(&name, b"");
+    net.listen_addrs = listen_addrs(cfg)?;
+    let parallelism = match get(cfg, "parallelism") {
+        None => 1,
+        Some(t) => int_in(t, MAX_PARALLELISM.into())
+            .filter(|p| *p >= 1)
+            .ok_or_else(|| bad("parallelism", &format!("must be an integer from 1 to {MAX_PARALLELISM}")))? as u16,
     };
-    net.broadcast = if get_as::<bool>(cfg, atoms::broadcast())? {
-        Some(PlumtreeConfig {
-            lazy_tick_period: get_as(cfg, atoms::lazy_tick_period())?,
-            exchange_tick_period: get_as(cfg, atoms::exchange_tick_period())?,
-            ..PlumtreeConfig::default()
-        })
-    } else {
-        None
+    net.channels = node_channels(cfg, parallelism)?;
+    let timing = LinkTiming::default();
+    net.node.timing = LinkTiming {
+        connection_interval: int(cfg, "connection_interval", timing.connection_interval, "milliseconds")?,
+        connection_jitter: int(cfg, "connection_jitter", timing.connection_jitter, "milliseconds")?,
     };
-    Ok(Parsed {
-        net,
-        events: get_as(cfg, atoms::events())?,
-        safe_decode: get_as::<Atom>(cfg, atoms::decode())? == atoms::safe(),
-        vm_node: atom_string(get(cfg, atoms::vm_node())?, atoms::vm_node())?,
-        creation: get_as(cfg, atoms::creation())?,
-        pid_rewrite: get_or(cfg, atoms::pid_rewrite(), false)?,
-        ref_format: ref_format(cfg)?,
+    let periodic_interval = match boolean(cfg, "periodic_enabled", true)? {
+        true => int(cfg, "periodic_interval", 10_000, "milliseconds")?,
+        false => 0,
+    };
+    let hv = hyparview(cfg)?;
+    validate_hyparview(&hv)?;
+    net.node.overlay = overlay(cfg, periodic_interval, hv)?;
+    let pt_defaults = PlumtreeConfig::default();
+    let plumtree = PlumtreeConfig {
+        lazy_tick_period: int(cfg, "lazy_tick_period", pt_defaults.lazy_tick_period, "milliseconds")?,
+        exchange_tick_period: int(cfg, "exchange_tick_period", pt_defaults.exchange_tick_period, "milliseconds")?,
+        ..pt_defaults
+    };
+    net.node.broadcast = boolean(cfg, "broadcast", false)?.then_some(plumtree);
+    net.max_frame_size = int(cfg, "max_frame_size", defaults.max_frame_size as u64, "bytes")? as usize;
+    net.max_queue_bytes = int(cfg, "max_queue_bytes", defaults.max_queue_bytes as u64, "bytes")? as usize;
+    let schedulers = get(cfg, "schedulers_online").and_then(|t| int_in(t, 1 << 16)).unwrap_or(1) as usize;
+    net.io_threads = int(cfg, "io_threads", Config::default_io_threads(schedulers) as u64, "threads")? as usize;
+    net.connect_timeout = millis(cfg, "connect_timeout", defaults.connect_timeout)?;
+    net.handshake_timeout = millis(cfg, "handshake_timeout", defaults.handshake_timeout)?;
+    net.max_pending_handshakes = int(cfg, "max_pending_handshakes", defaults.max_pending_handshakes as u64, "connections")? as usize;
+    net.max_pending_handshakes_per_addr =
+        int(cfg, "max_pending_handshakes_per_addr", defaults.max_pending_handshakes_per_addr as u64, "connections")? as usize;
+    net.stop_flush_timeout = millis(cfg, "stop_flush_timeout", defaults.stop_flush_timeout)?;
+    let safe_decode = match get(cfg, "decode").map(|t| t.decode::<Atom>()) {
+        None => false,
+        Some(Ok(d)) if d == atoms::safe() => true,
+        Some(Ok(d)) if d == atoms::trusted() => false,
+        Some(_) => return Err(bad("decode", "must be safe or trusted")),
+    };
+    net.validate()?;
+    // Checked even when broadcast is off, as the keys are.
+    validate_broadcast(&plumtree)?;
+    Ok(DataPlane { net, parallelism, periodic_interval, hyparview: hv, plumtree, safe_decode })
+}
+
+/// Everything `partisan_nif:start/1` takes.
+pub fn read_start(cfg: Term) -> Result<Start, ConfigError> {
+    let data = read_data_plane(cfg)?;
+    let padded = boolean(cfg, "remote_ref_uri_padding", false)?;
+    let ref_format = match get(cfg, "remote_ref_format").map(|t| t.decode::<Atom>()) {
+        None => RefFormat::ImproperList,
+        Some(Ok(f)) if f == atoms::improper_list() => RefFormat::ImproperList,
+        Some(Ok(f)) if f == atoms::tuple() => RefFormat::Tuple,
+        Some(Ok(f)) if f == atoms::uri() => RefFormat::Uri { padded },
+        Some(_) => return Err(bad("remote_ref_format", "must be improper_list, tuple or uri")),
+    };
+    Ok(Start {
+        data,
+        events: required(cfg, "events")?.decode().map_err(|_| bad("events", "must be a local pid"))?,
+        vm_node: atom_string(required(cfg, "vm_node")?, "vm_node")?,
+        creation: required(cfg, "creation")?.decode().map_err(|_| bad("creation", "must be an integer"))?,
+        pid_rewrite: boolean(cfg, "pid_rewrite", false)?,
+        ref_format,
     })
 }
 
-/// The normalised `hyparview` map (every key present).
-fn hyparview(m: Term) -> Result<HyParViewConfig, Bad> {
-    Ok(HyParViewConfig {
-        active_max_size: get_as(m, atoms::active_max_size())?,
-        active_min_size: get_as(m, atoms::active_min_size())?,
-        active_rwl: get_as(m, atoms::active_rwl())?,
-        passive_max_size: get_as(m, atoms::passive_max_size())?,
-        passive_rwl: get_as(m, atoms::passive_rwl())?,
-        random_promotion: get_as(m, atoms::random_promotion())?,
-        random_promotion_interval: get_as(m, atoms::random_promotion_interval())?,
-        shuffle_interval: get_as(m, atoms::shuffle_interval())?,
-        shuffle_k_active: get_as(m, atoms::shuffle_k_active())?,
-        shuffle_k_passive: get_as(m, atoms::shuffle_k_passive())?,
-    })
+/// The effective values of the data plane's keys, in the shapes the keys take (`listen_ip`,
+/// `listen_port`, `peer_ip`, `peer_port` and `periodic_enabled` are folded into `listen_addrs`
+/// and `periodic_interval`).
+pub fn encode_data_plane<'a>(env: Env<'a>, d: &DataPlane) -> Term<'a> {
+    let net = &d.net;
+    let ms = |d: Duration| d.as_millis() as u64;
+    let hv = &d.hyparview;
+    let hyparview = pairs(
+        env,
+        &[
+            (atoms::active_max_size(), hv.active_max_size.encode(env)),
+            (atoms::active_min_size(), hv.active_min_size.encode(env)),
+            (atoms::active_rwl(), hv.active_rwl.encode(env)),
+            (atoms::passive_max_size(), hv.passive_max_size.encode(env)),
+            (atoms::passive_rwl(), hv.passive_rwl.encode(env)),
+            (atoms::random_promotion(), hv.random_promotion.encode(env)),
+            (atoms::random_promotion_interval(), hv.random_promotion_interval.encode(env)),
+            (atoms::shuffle_interval(), hv.shuffle_interval.encode(env)),
+            (atoms::shuffle_k_active(), hv.shuffle_k_active.encode(env)),
+            (atoms::shuffle_k_passive(), hv.shuffle_k_passive.encode(env)),
+        ],
+    );
+    let decode = if d.safe_decode { atoms::safe() } else { atoms::trusted() };
+    pairs(
+        env,
+        &[
+            (atoms::listen_addrs(), encode_addrs(env, &net.listen_addrs)),
+            (atoms::parallelism(), d.parallelism.encode(env)),
+            (atoms::channels(), encode_channels(env, &net.channels)),
+            (atoms::connection_interval(), net.node.timing.connection_interval.encode(env)),
+            (atoms::connection_jitter(), net.node.timing.connection_jitter.encode(env)),
+            (atoms::periodic_interval(), d.periodic_interval.encode(env)),
+            (atoms::hyparview(), hyparview),
+            (atoms::broadcast(), net.node.broadcast.is_some().encode(env)),
+            (atoms::lazy_tick_period(), d.plumtree.lazy_tick_period.encode(env)),
+            (atoms::exchange_tick_period(), d.plumtree.exchange_tick_period.encode(env)),
+            (atoms::max_frame_size(), (net.max_frame_size as u64).encode(env)),
+            (atoms::max_queue_bytes(), (net.max_queue_bytes as u64).encode(env)),
+            (atoms::io_threads(), net.io_threads.encode(env)),
+            (atoms::connect_timeout(), ms(net.connect_timeout).encode(env)),
+            (atoms::handshake_timeout(), ms(net.handshake_timeout).encode(env)),
+            (atoms::max_pending_handshakes(), net.max_pending_handshakes.encode(env)),
+            (atoms::max_pending_handshakes_per_addr(), net.max_pending_handshakes_per_addr.encode(env)),
+            (atoms::stop_flush_timeout(), ms(net.stop_flush_timeout).encode(env)),
+            (atoms::decode(), decode.encode(env)),
+        ],
+    )
 }
 
-/// A Partisan node spec map: `#{name, listen_addrs => [#{ip, port}], channels => #{...}}`.
-pub fn parse_spec(spec: Term) -> Result<NodeSpec, Bad> {
-    let name = atom_string(get(spec, atoms::name())?, atoms::name())?;
-    let listen_addrs = addrs(get(spec, atoms::listen_addrs())?)?;
-    let channels = match get(spec, atoms::channels()) {
-        Ok(c) => channels(c)?,
-        Err(_) => vec![],
+fn pairs<'a>(env: Env<'a>, pairs: &[(Atom, Term<'a>)]) -> Term<'a> {
+    let pairs: Vec<(Term, Term)> = pairs.iter().map(|(k, v)| (k.encode(env), *v)).collect();
+    Term::map_from_pairs(env, &pairs).expect("distinct keys")
+}
+
+/// A Partisan node spec map, `#{name, listen_addrs => [#{ip, port}], channels => #{...}}`, as
+/// `partisan_node_spec` validated it; the error says what does not have the expected shape.
+pub fn parse_spec(spec: Term) -> Result<NodeSpec, String> {
+    let name = get(spec, "name").and_then(|n| n.atom_to_string().ok()).ok_or("name must be an atom")?;
+    let addrs: Vec<Term> = get(spec, "listen_addrs").and_then(|a| a.decode().ok()).ok_or("listen_addrs must be a list")?;
+    let listen_addrs = addrs.into_iter().map(addr).collect::<Option<_>>().ok_or("listen_addrs must be #{ip, port} maps")?;
+    let channels = match get(spec, "channels") {
+        Some(map) => channels(map, 1).map_err(|e| e.why)?,
+        None => vec![],
     };
     Ok(NodeSpec { name, listen_addrs, channels })
 }
@@ -226,33 +465,30 @@ fn encode_ip<'a>(env: Env<'a>, ip: IpAddr) -> Term<'a> {
     }
 }
 
-pub fn encode_spec<'a>(env: Env<'a>, spec: &NodeSpec) -> Term<'a> {
-    let addrs: Vec<Term> = spec
-        .listen_addrs
-        .iter()
-        .map(|a| {
-            Term::map_from_pairs(env, &[(atoms::ip().encode(env), encode_ip(env, a.ip())), (atoms::port().encode(env), a.port().encode(env))])
-                .expect("distinct keys")
-        })
-        .collect();
-    let mut chans = Term::map_new(env);
-    for c in &spec.channels {
-        let opts = Term::map_from_pairs(
-            env,
-            &[(atoms::parallelism().encode(env), c.parallelism.encode(env)), (atoms::monotonic().encode(env), c.monotonic.encode(env))],
-        )
-        .expect("distinct keys");
+fn encode_addrs<'a>(env: Env<'a>, addrs: &[SocketAddr]) -> Term<'a> {
+    let addrs: Vec<Term> =
+        addrs.iter().map(|a| pairs(env, &[(atoms::ip(), encode_ip(env, a.ip())), (atoms::port(), a.port().encode(env))])).collect();
+    addrs.encode(env)
+}
+
+fn encode_channels<'a>(env: Env<'a>, channels: &[ChannelSpec]) -> Term<'a> {
+    let mut map = Term::map_new(env);
+    for c in channels {
+        let opts = pairs(env, &[(atoms::parallelism(), c.parallelism.encode(env)), (atoms::monotonic(), c.monotonic.encode(env))]);
         let name = Atom::from_str(env, &c.name).expect("channel names are short").encode(env);
-        chans = chans.map_put(name, opts).expect("map");
+        map = map.map_put(name, opts).expect("map");
     }
+    map
+}
+
+pub fn encode_spec<'a>(env: Env<'a>, spec: &NodeSpec) -> Term<'a> {
     let name = Atom::from_str(env, &spec.name).expect("node names are short");
-    Term::map_from_pairs(
+    pairs(
         env,
         &[
-            (atoms::name().encode(env), name.encode(env)),
-            (atoms::listen_addrs().encode(env), addrs.encode(env)),
-            (atoms::channels().encode(env), chans),
+            (atoms::name(), name.encode(env)),
+            (atoms::listen_addrs(), encode_addrs(env, &spec.listen_addrs)),
+            (atoms::channels(), encode_channels(env, &spec.channels)),
         ],
     )
-    .expect("distinct keys")
 }

@@ -19,10 +19,11 @@ mod config;
 mod deliver;
 mod log;
 
+use partisan_net::lock::RwLockExt;
 use bytes::Bytes;
 use partisan_core::etf_pids::PidRewriter;
 use partisan_core::frame::Dest;
-use partisan_net::{Node, Overloaded, SendError};
+use partisan_net::{Node, Overloaded, SendError, StartError};
 use rustler::{Atom, Encoder, Env, NifResult, OwnedBinary, Term};
 use std::sync::{Arc, RwLock};
 
@@ -32,7 +33,7 @@ mod atoms {
         not_started, already_started, not_connected, queue_full, unknown_channel, bad_destination,
         bad_partition_key, overloaded, message_too_large,
         undelivered_on_stop, flushed, elapsed_ms,
-        pid_id, reply, cannot_rewrite_pids, direct, transitive, nif_panicked,
+        pid_id, reply, cannot_rewrite_pids, direct, transitive, nif_panicked, bad_node_spec,
     }
 }
 
@@ -48,6 +49,8 @@ struct Running {
     name: String,
     /// Set when pids of this VM must not leave it as pids (VM not alive, `pid_encoding`).
     rewriter: Option<PidRewriter>,
+    /// The data plane's keys it started with.
+    config: config::DataPlane,
 }
 
 impl Running {
@@ -82,30 +85,58 @@ fn with_atom_str<R>(env: Env, atom: Atom, f: impl FnOnce(&str) -> R) -> NifResul
 static RUNNING: RwLock<Option<Arc<Running>>> = RwLock::new(None);
 
 fn running() -> Option<Arc<Running>> {
-    RUNNING.read().unwrap_or_else(|e| e.into_inner()).clone()
+    RUNNING.read_unpoisoned().clone()
 }
 
 fn err<'a>(env: Env<'a>, reason: impl Encoder) -> Term<'a> {
     (atoms::error(), reason).encode(env)
 }
 
-/// Starts the data plane with a validated config map; returns the node spec with bound ports.
+/// Reads and checks the data plane's keys of a config map (`partisan_config` passes what the
+/// user set, with the context it decided); returns their effective values, defaults filled in,
+/// or `{invalid_config, Key, Why}`.
+#[rustler::nif]
+fn check_config<'a>(env: Env<'a>, cfg: Term<'a>) -> Term<'a> {
+    match config::read_data_plane(cfg) {
+        Ok(data) => (atoms::ok(), config::encode_data_plane(env, &data)).encode(env),
+        Err(e) => err(env, config::error_term(env, &e)),
+    }
+}
+
+/// The configuration keys the data plane owns.
+#[rustler::nif]
+fn config_keys(env: Env) -> NifResult<Vec<Atom>> {
+    config::KEYS.iter().map(|k| Atom::from_str(env, k)).collect()
+}
+
+/// The effective values of the data plane's keys the running node started with.
+#[rustler::nif]
+fn config(env: Env) -> Term {
+    match running() {
+        Some(r) => (atoms::ok(), config::encode_data_plane(env, &r.config)).encode(env),
+        None => err(env, atoms::not_started()),
+    }
+}
+
+/// Starts the data plane with a config map built by `partisan_config:nif_config/0`; returns the
+/// node spec with the bound ports, or `{invalid_config, Key, Why}`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn start<'a>(env: Env<'a>, cfg: Term<'a>) -> NifResult<Term<'a>> {
-    let mut slot = RUNNING.write().unwrap_or_else(|e| e.into_inner());
+    let mut slot = RUNNING.write_unpoisoned();
     if slot.is_some() {
         return Ok(err(env, atoms::already_started()));
     }
-    let parsed = match config::parse(cfg) {
-        Ok(p) => p,
-        Err(reason) => return Ok(err(env, reason)),
+    let start = match config::read_start(cfg) {
+        Ok(start) => start,
+        Err(e) => return Ok(err(env, config::error_term(env, &e))),
     };
-    log::set_target(parsed.events);
-    let calls = calls::Calls::new(first_call_id(parsed.net.incarnation));
-    let sink = Arc::new(deliver::BeamSink::new(parsed.events, calls.clone(), parsed.safe_decode, &parsed.vm_node, parsed.creation, parsed.ref_format));
-    let name = parsed.net.name.clone();
-    let rewriter = parsed.pid_rewrite.then(|| PidRewriter::new(&parsed.vm_node, parsed.ref_format));
-    match Node::start(parsed.net, sink) {
+    log::set_target(start.events);
+    let net = start.data.net.clone();
+    let calls = calls::Calls::new(first_call_id(net.incarnation));
+    let sink = Arc::new(deliver::BeamSink::new(start.events, calls.clone(), start.data.safe_decode, &start.vm_node, start.creation, start.ref_format));
+    let name = net.name.clone();
+    let rewriter = start.pid_rewrite.then(|| PidRewriter::new(&start.vm_node, start.ref_format));
+    match Node::start(net, sink) {
         Ok(node) => {
             let spec = config::encode_spec(env, node.spec());
             let channel_atoms = node
@@ -115,9 +146,10 @@ fn start<'a>(env: Env<'a>, cfg: Term<'a>) -> NifResult<Term<'a>> {
                 .enumerate()
                 .map(|(i, c)| Atom::from_str(env, &c.name).map(|a| (a, i)))
                 .collect::<NifResult<_>>()?;
-            *slot = Some(Arc::new(Running { node, creation: parsed.creation, calls, channel_atoms, name, rewriter }));
+            *slot = Some(Arc::new(Running { node, creation: start.creation, calls, channel_atoms, name, rewriter, config: start.data }));
             Ok((atoms::ok(), spec).encode(env))
         }
+        Err(StartError::Config(e)) => Ok(err(env, config::error_term(env, &e))),
         Err(e) => Ok(err(env, e.to_string())),
     }
 }
@@ -126,7 +158,7 @@ fn start<'a>(env: Env<'a>, cfg: Term<'a>) -> NifResult<Term<'a>> {
 /// the runtime threads. Returns `{ok, #{undelivered_on_stop, flushed, elapsed_ms}}`.
 #[rustler::nif(schedule = "DirtyIo")]
 fn stop(env: Env) -> NifResult<Term> {
-    let taken = RUNNING.write().unwrap_or_else(|e| e.into_inner()).take();
+    let taken = RUNNING.write_unpoisoned().take();
     if let Some(running) = taken {
         // Senders may still hold a clone for a moment; wait for the last one.
         let mut running = running;
@@ -210,7 +242,7 @@ fn join<'a>(env: Env<'a>, spec: Term<'a>) -> NifResult<Term<'a>> {
     let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
     match config::parse_spec(spec) {
         Ok(spec) => Ok(request_result(env, r.node.join(spec))),
-        Err(reason) => Ok(err(env, reason)),
+        Err(why) => Ok(err(env, (atoms::bad_node_spec(), why))),
     }
 }
 
@@ -494,7 +526,7 @@ fn set_members<'a>(env: Env<'a>, specs: Vec<Term<'a>>) -> NifResult<Term<'a>> {
     let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
     match specs.into_iter().map(config::parse_spec).collect::<Result<Vec<_>, _>>() {
         Ok(specs) => Ok(request_result(env, r.node.set_members(specs))),
-        Err(reason) => Ok(err(env, reason)),
+        Err(why) => Ok(err(env, (atoms::bad_node_spec(), why))),
     }
 }
 

@@ -2,16 +2,14 @@
 //! mass crash (the measurements of Leitão, Pereira, Rodrigues, "Epidemic Broadcast Trees",
 //! SRDS 2007).
 //!
-//! [`PlumtreeNode`] is one node of the live runtime's stack: the HyParView overlay and the
-//! Plumtree core glued as the driver (`partisan_net`) glues them: the overlay's `NodeUp` /
-//! `NodeDown` are Plumtree's `neighbour_up` / `neighbour_down`, Plumtree frames travel on the
-//! membership link (told apart from HyParView's by their tags, 32–36 against 16–24), and the
-//! handler is a store that answers `merge/2` at once ("new" for an id it has not stored) and
+//! The nodes are the live runtime's composition ([`partisan_core::node::Node`] with HyParView
+//! and broadcast on): the overlay's neighbours are Plumtree's, Plumtree frames travel as
+//! broadcast frames on the membership links. On each node runs a [`BroadcastStore`], the
+//! application's handler: it answers `merge/2` at once ("new" for an id it has not stored) and
 //! `graft/1` from what it stored.
 //!
-//! The experiment takes a stabilized HyParView overlay (the same one, same seed, as the
-//! HyParView experiments), stacks Plumtree on it ([`plumtree_over`]) and broadcasts, one message
-//! every `spacing_ms` from a random live node:
+//! The experiment takes a stabilized overlay (the same one, same seed, as the HyParView
+//! experiments) and broadcasts, one message every `spacing_ms` from a random live node:
 //! - [`Phase::Steady`]: no failures. The first broadcast floods every active-view link, the
 //!   duplicates prune links to lazy, and once the eager links form a spanning tree every node
 //!   gets each payload exactly once (RMR 0).
@@ -33,22 +31,22 @@
 //! use partisan_sim::experiments::{build_hyparview, HyParViewSetup};
 //! let base = build_hyparview(&HyParViewSetup { nodes: 60, stabilize_rounds: 2, ..Default::default() }).unwrap();
 //! let setup = PlumtreeSetup { steady_broadcasts: 4, undetected_broadcasts: 1, repaired_broadcasts: 2, fractions: vec![0.3], ..Default::default() };
-//! let result = plumtree_experiment(&base, &setup, 1).unwrap();
+//! let result = plumtree_experiment(&base, &setup, 1);
 //! assert!(result.steady.iter().all(|r| r.reliability() == 1.0));
 //! assert_eq!(result.crashes[0].rows.len(), 3);
 //! ```
 
-use crate::experiments::{node_seed, par_map, REPAIR_WINDOW_MS};
-use crate::net::Sim;
+use crate::experiments::{par_map, HyParViewSim, REPAIR_WINDOW_MS};
+use crate::net::App;
 use bytes::Bytes;
-use partisan_core::hyparview::HyParView;
-use partisan_core::membership::{Action, ControlError, LinkId, NodeSpec};
+use partisan_core::frame::Frame;
+use partisan_core::node::{Event, Node};
 use partisan_core::overlay::Overlay;
-use partisan_core::plumtree::{self, BroadcastMetrics, Message, Plumtree, PlumtreeConfig};
+use partisan_core::plumtree::{BroadcastMetrics, Message};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 /// What a node saw of one message.
 #[derive(Debug, Clone, Default)]
@@ -61,150 +59,55 @@ struct Receipt {
     payload: Option<Bytes>,
 }
 
-/// One node: HyParView, Plumtree on its neighbours, and a handler that stores payloads.
-#[derive(Debug, Clone)]
-pub struct PlumtreeNode {
-    hv: HyParView,
-    pt: Plumtree,
+/// Partisan's broadcast handler on a simulated node: stores what it merges, answers grafts from
+/// the store, and (as a probe) counts the payload frames each message arrived in.
+#[derive(Debug, Clone, Default)]
+pub struct BroadcastStore {
     log: BTreeMap<Bytes, Receipt>,
-    out: VecDeque<Action>,
 }
 
-/// Plumtree frames start with a tag in this range ([`Message`]); HyParView's use 16–24.
-const PLUMTREE_TAGS: std::ops::RangeInclusive<u8> = 32..=36;
-
-impl PlumtreeNode {
-    /// Stacks Plumtree on a running HyParView node: its current active peers are Plumtree's
-    /// neighbours (what the overlay's `NodeUp`s would have told it).
-    pub fn new(hv: HyParView, cfg: PlumtreeConfig, seed: u64, now: u64) -> Result<Self, plumtree::ConfigError> {
-        let mut pt = Plumtree::new(hv.name(), cfg, seed)?;
-        for peer in hv.active_view() {
-            pt.neighbour_up(now, &peer);
-        }
-        let mut node = PlumtreeNode { hv, pt, log: BTreeMap::new(), out: VecDeque::new() };
-        node.pump(now);
-        Ok(node)
-    }
-
-    pub fn hyparview(&self) -> &HyParView {
-        &self.hv
-    }
-
-    pub fn plumtree(&self) -> &Plumtree {
-        &self.pt
-    }
-
-    /// A local broadcast (`partisan_plumtree_broadcast:broadcast/2`); the origin has delivered it.
-    pub fn broadcast(&mut self, now: u64, msg_id: Bytes, payload: Bytes) -> Result<(), plumtree::BroadcastError> {
-        self.pt.broadcast(now, msg_id.clone(), payload.clone())?;
+impl BroadcastStore {
+    /// A local broadcast (`partisan_plumtree_broadcast:broadcast/2`): the origin has delivered
+    /// it.
+    pub fn broadcast<O: Overlay>(&mut self, node: &mut Node<O>, now: u64, msg_id: Bytes, payload: Bytes) {
+        node.broadcast(now, msg_id.clone(), payload.clone()).expect("broadcast is on and the message id fresh and valid");
         self.log.insert(msg_id, Receipt { payloads: 0, hop: Some(0), payload: Some(payload) });
-        self.pump(now);
-        Ok(())
     }
 
     /// Payload frames received for `msg_id` and the hop count of its delivery, if any.
     pub fn receipt(&self, msg_id: &[u8]) -> (u64, Option<u32>) {
         self.log.get(msg_id).map_or((0, None), |r| (r.payloads, r.hop))
     }
-
-    /// Runs the glue until neither state machine has anything left to say.
-    fn pump(&mut self, now: u64) {
-        loop {
-            let mut progressed = false;
-            while let Some(action) = self.hv.poll_action() {
-                progressed = true;
-                match &action {
-                    Action::NodeUp { node } => self.pt.neighbour_up(now, node),
-                    Action::NodeDown { node } => self.pt.neighbour_down(now, node),
-                    _ => {}
-                }
-                self.out.push_back(action);
-            }
-            while let Some(action) = self.pt.poll_action() {
-                progressed = true;
-                match action {
-                    plumtree::Action::SendTo { node, body } => self.out.push_back(Action::SendControl { to: node, body }),
-                    plumtree::Action::Deliver { msg_id, payload, hops, .. } => {
-                        // the handler's merge/2: new unless already stored
-                        let receipt = self.log.entry(msg_id.clone()).or_default();
-                        let is_new = receipt.hop.is_none();
-                        if is_new {
-                            receipt.hop = Some(hops);
-                            receipt.payload = Some(payload);
-                        }
-                        self.pt.merge_result(now, &msg_id, is_new);
-                    }
-                    plumtree::Action::Graft { node, msg_id, round } => {
-                        let payload = self.log.get(&msg_id).and_then(|r| r.payload.clone());
-                        self.pt.graft_result(now, &node, &msg_id, round, payload);
-                    }
-                    plumtree::Action::Exchange { .. } => {}
-                }
-            }
-            if !progressed {
-                return;
-            }
-        }
-    }
 }
 
-impl Overlay for PlumtreeNode {
-    fn join(&mut self, now: u64, spec: NodeSpec) {
-        self.hv.join(now, spec);
-        self.pump(now);
-    }
-    fn leave(&mut self, now: u64, node: &str) {
-        self.hv.leave(now, node);
-        self.pump(now);
-    }
-    fn link_up(&mut self, now: u64, link: &LinkId) {
-        self.hv.link_up(now, link);
-        self.pump(now);
-    }
-    fn link_down(&mut self, now: u64, link: &LinkId) {
-        self.hv.link_down(now, link);
-        self.pump(now);
-    }
-    fn control(&mut self, now: u64, from: &str, body: &[u8]) -> Result<(), ControlError> {
-        let result = match body.first() {
-            Some(tag) if PLUMTREE_TAGS.contains(tag) => {
-                if let Ok(Message::Gossip { msg_id, .. }) = Message::decode(body) {
-                    self.log.entry(msg_id).or_default().payloads += 1;
+impl App for BroadcastStore {
+    fn event<O: Overlay>(&mut self, node: &mut Node<O>, now: u64, event: Event) {
+        match event {
+            Event::BroadcastDeliver { msg_id, payload, hops, .. } => {
+                // merge/2: new unless already stored
+                let receipt = self.log.entry(msg_id.clone()).or_default();
+                let is_new = receipt.hop.is_none();
+                if is_new {
+                    receipt.hop = Some(hops);
+                    receipt.payload = Some(payload);
                 }
-                self.pt.receive(now, from, body)
+                node.broadcast_merged(now, &msg_id, is_new);
             }
-            _ => self.hv.control(now, from, body),
-        };
-        self.pump(now);
-        result
-    }
-    fn tick(&mut self, now: u64) {
-        if self.hv.poll_timeout().is_some_and(|t| t <= now) {
-            self.hv.tick(now);
+            Event::BroadcastGraft { node: peer, msg_id, round } => {
+                let payload = self.log.get(&msg_id).and_then(|r| r.payload.clone());
+                node.broadcast_grafted(now, &peer, &msg_id, round, payload);
+            }
+            _ => {}
         }
-        if self.pt.poll_timeout().is_some_and(|t| t <= now) {
-            self.pt.tick(now);
-        }
-        self.pump(now);
     }
-    fn poll_action(&mut self) -> Option<Action> {
-        self.out.pop_front()
-    }
-    fn poll_timeout(&self) -> Option<u64> {
-        self.hv.poll_timeout().into_iter().chain(self.pt.poll_timeout()).min()
-    }
-    fn members(&self) -> Vec<String> {
-        self.hv.members()
-    }
-}
 
-/// Stacks Plumtree on every node of (a copy of) a HyParView simulation.
-pub fn plumtree_over(base: &Sim<HyParView>, cfg: PlumtreeConfig, seed: u64) -> Result<Sim<PlumtreeNode>, plumtree::ConfigError> {
-    // validate once, so that the map below cannot fail
-    Plumtree::new("check", cfg, 0)?;
-    Ok(base.clone().map(|id, hv, now| {
-        PlumtreeNode::new(hv, cfg, node_seed(seed, id) ^ 0x504c_554d, now).expect("config validated above")
-    }))
+    fn frame(&mut self, _from: &str, frame: &Frame) {
+        if let Frame::Broadcast { body } = frame {
+            if let Ok(Message::Gossip { msg_id, .. }) = Message::decode(body) {
+                self.log.entry(msg_id).or_default().payloads += 1;
+            }
+        }
+    }
 }
 
 /// When a broadcast was sent, relative to the crash.
@@ -269,10 +172,10 @@ impl BroadcastRow {
     }
 }
 
-/// How the Plumtree experiment runs.
+/// How the Plumtree experiment runs (Plumtree's own settings are the overlay's:
+/// [`crate::experiments::HyParViewSetup::broadcast`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlumtreeSetup {
-    pub config: PlumtreeConfig,
     pub seed: u64,
     pub steady_broadcasts: u32,
     /// Broadcasts between the crash and its detection (which comes right after the last one).
@@ -287,7 +190,6 @@ pub struct PlumtreeSetup {
 impl Default for PlumtreeSetup {
     fn default() -> Self {
         PlumtreeSetup {
-            config: PlumtreeConfig::default(),
             seed: 1,
             steady_broadcasts: 20,
             undetected_broadcasts: 4,
@@ -329,45 +231,44 @@ fn msg_id(index: u32) -> Bytes {
 }
 
 /// Sets [`BroadcastRow::reached_by_end`] of `rows` from the live nodes of `sim` now.
-fn count_by_end(sim: &Sim<PlumtreeNode>, rows: &mut [BroadcastRow]) {
+fn count_by_end(sim: &HyParViewSim, rows: &mut [BroadcastRow]) {
     let alive = sim.alive();
     for row in rows {
         let id = msg_id(row.index);
-        row.reached_by_end = alive.iter().filter_map(|n| sim.node(*n)).filter(|n| n.receipt(&id).1.is_some()).count() as u64;
+        row.reached_by_end = alive.iter().filter_map(|n| sim.app(*n)).filter(|s| s.receipt(&id).1.is_some()).count() as u64;
     }
 }
 
 /// (repair GRAFTs, swaps) sent so far by the live nodes.
-fn graft_totals(sim: &Sim<PlumtreeNode>) -> (u64, u64) {
-    sim.alive().iter().filter_map(|id| sim.node(*id)).map(|n| n.pt.stats()).fold((0, 0), |(g, w), s| {
+fn graft_totals(sim: &HyParViewSim) -> (u64, u64) {
+    let stats = sim.alive().into_iter().filter_map(|id| sim.node(id)?.plumtree().map(|pt| pt.stats()));
+    stats.fold((0, 0), |(g, w), s| {
         (g + s.graft_sent - s.swaps, w + s.swaps)
     })
 }
 
-fn tree_links(sim: &Sim<PlumtreeNode>) -> usize {
+fn tree_links(sim: &HyParViewSim) -> usize {
     let directed: usize = sim
         .alive()
         .iter()
-        .filter_map(|id| sim.node(*id))
-        .map(|n| n.pt.eager_peers().iter().filter(|p| sim.id_of(p).is_some_and(|q| sim.is_alive(q))).count())
+        .filter_map(|id| sim.node(*id)?.plumtree())
+        .map(|pt| pt.eager_peers().iter().filter(|p| sim.id_of(p).is_some_and(|q| sim.is_alive(q))).count())
         .sum();
     directed / 2
 }
 
 /// Sends broadcast `index` from a random live node, runs `spacing_ms`, measures it.
-pub fn broadcast_once(sim: &mut Sim<PlumtreeNode>, index: u32, phase: Phase, spacing_ms: u64, rng: &mut SmallRng) -> BroadcastRow {
+pub fn broadcast_once(sim: &mut HyParViewSim, index: u32, phase: Phase, spacing_ms: u64, rng: &mut SmallRng) -> BroadcastRow {
     let alive = sim.alive();
     let origin = *alive.choose(rng).expect("a live node to broadcast from");
     let msg_id = msg_id(index);
     let (grafts_before, swaps_before) = graft_totals(sim);
-    sim.input(origin, |n, now| {
-        n.broadcast(now, msg_id.clone(), Bytes::from_static(PAYLOAD)).expect("a fresh, valid message id");
-    });
+    sim.input(origin, |node, store, now| store.broadcast(node, now, msg_id.clone(), Bytes::from_static(PAYLOAD)));
     sim.run_for(spacing_ms);
     let mut metrics = BroadcastMetrics::default();
     for id in &alive {
-        let Some(node) = sim.node(*id) else { continue };
-        let (payloads, hop) = node.receipt(&msg_id);
+        let Some(store) = sim.app(*id) else { continue };
+        let (payloads, hop) = store.receipt(&msg_id);
         metrics.payload_messages += payloads;
         if let Some(hop) = hop {
             metrics.reached += 1;
@@ -388,7 +289,7 @@ pub fn broadcast_once(sim: &mut Sim<PlumtreeNode>, index: u32, phase: Phase, spa
 
 /// Crashes `fraction` of the nodes of (a copy of) the steady-state `sim` silently and follows
 /// the broadcasts until after the repair.
-pub fn crash_run(steady: &Sim<PlumtreeNode>, next_index: u32, fraction: f64, setup: &PlumtreeSetup) -> CrashRun {
+pub fn crash_run(steady: &HyParViewSim, next_index: u32, fraction: f64, setup: &PlumtreeSetup) -> CrashRun {
     let mut sim = steady.clone();
     let mut rng = SmallRng::seed_from_u64(setup.seed ^ fraction.to_bits() ^ 0x4352_4153);
     let crashed = sim.pick_fraction(fraction, &mut rng);
@@ -408,10 +309,10 @@ pub fn crash_run(steady: &Sim<PlumtreeNode>, next_index: u32, fraction: f64, set
     CrashRun { fraction, crashed: crashed.len(), rows }
 }
 
-/// Plumtree on `base`: the steady-state broadcasts, then one crash run per fraction (on up to
-/// `threads` threads; the numbers do not depend on it).
-pub fn plumtree_experiment(base: &Sim<HyParView>, setup: &PlumtreeSetup, threads: usize) -> Result<PlumtreeResult, plumtree::ConfigError> {
-    let mut sim = plumtree_over(base, setup.config, setup.seed)?;
+/// Broadcasts on (a copy of) `base`, which runs with broadcast on: the steady-state broadcasts,
+/// then one crash run per fraction (on up to `threads` threads; the numbers do not depend on it).
+pub fn plumtree_experiment(base: &HyParViewSim, setup: &PlumtreeSetup, threads: usize) -> PlumtreeResult {
+    let mut sim = base.clone();
     let mut rng = SmallRng::seed_from_u64(setup.seed ^ 0x5354_4541);
     let mut steady: Vec<BroadcastRow> = (1..=setup.steady_broadcasts)
         .map(|index| broadcast_once(&mut sim, index, Phase::Steady, setup.spacing_ms, &mut rng))
@@ -419,7 +320,7 @@ pub fn plumtree_experiment(base: &Sim<HyParView>, setup: &PlumtreeSetup, threads
     count_by_end(&sim, &mut steady);
     let next = setup.steady_broadcasts + 1;
     let crashes = par_map(&setup.fractions, threads, |&fraction| crash_run(&sim, next, fraction, setup));
-    Ok(PlumtreeResult { nodes: base.len(), steady, crashes })
+    PlumtreeResult { nodes: base.len(), steady, crashes }
 }
 
 /// Aggregates of the broadcasts of one phase.

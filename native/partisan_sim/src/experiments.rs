@@ -13,7 +13,9 @@
 //! frames per membership change (one join, one leave) as N grows, with periodic traffic switched
 //! off so only the change is counted.
 //!
-//! Plumtree over HyParView lives in [`crate::broadcast`].
+//! Plumtree over HyParView lives in [`crate::broadcast`]. Every node is the live runtime's
+//! composition ([`partisan_core::node::Node`]): overlay, link policy (the data links of each
+//! neighbour are dialed too) and, on the HyParView overlays, Plumtree.
 //!
 //! ```
 //! use partisan_sim::experiments::*;
@@ -23,11 +25,14 @@
 //! assert!(row.reliability_rounds[2] > 0.95);
 //! ```
 
+use crate::broadcast::BroadcastStore;
 use crate::graph::{DegreeStats, Graph};
-use crate::net::{NetConfig, NodeId, Sim};
+use crate::net::{App, NetConfig, NodeId, Sim};
 use partisan_core::channel::ChannelTable;
-use partisan_core::hyparview::{ConfigError, HyParView, HyParViewConfig};
-use partisan_core::membership::{FullMesh, MeshConfig, Role, Topology};
+use partisan_core::full_mesh::{FullMesh, LinkPolicy, Role};
+use partisan_core::hyparview::{HyParView, HyParViewConfig};
+use partisan_core::node::{self, LinkTiming, Node};
+use partisan_core::plumtree::PlumtreeConfig;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -40,6 +45,9 @@ pub const REPAIR_WINDOW_MS: u64 = 2_000;
 /// Broadcast sources per reliability measurement (the result is their mean).
 pub const SOURCES: usize = 20;
 
+/// HyParView nodes with broadcast on, each with its broadcast handler.
+pub type HyParViewSim = Sim<HyParView, BroadcastStore>;
+
 /// How the HyParView overlay is built.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HyParViewSetup {
@@ -50,6 +58,9 @@ pub struct HyParViewSetup {
     pub join_spacing_ms: u64,
     pub net: NetConfig,
     pub config: HyParViewConfig,
+    /// Plumtree on every node (the broadcast experiments use it; the others only see its
+    /// exchange ticks).
+    pub broadcast: PlumtreeConfig,
 }
 
 impl Default for HyParViewSetup {
@@ -61,6 +72,7 @@ impl Default for HyParViewSetup {
             join_spacing_ms: 10,
             net: NetConfig::default(),
             config: HyParViewConfig::default(),
+            broadcast: PlumtreeConfig::default(),
         }
     }
 }
@@ -70,12 +82,15 @@ pub(crate) fn node_seed(seed: u64, id: NodeId) -> u64 {
 }
 
 /// Builds and stabilizes a HyParView overlay.
-pub fn build_hyparview(setup: &HyParViewSetup) -> Result<Sim<HyParView>, ConfigError> {
+pub fn build_hyparview(setup: &HyParViewSetup) -> Result<HyParViewSim, node::ConfigError> {
     let channels = ChannelTable::new(vec![]).expect("the default channel table is valid");
-    let mut sim = Sim::new(setup.net, channels.membership_index(), setup.seed);
+    let mut sim = Sim::new(setup.net, setup.seed);
     for id in 0..setup.nodes as NodeId {
-        let spec = Sim::<HyParView>::spec_for(id);
-        sim.add_node(HyParView::new(spec, &channels, setup.config, node_seed(setup.seed, id))?);
+        let spec = HyParViewSim::spec_for(id);
+        let seed = node_seed(setup.seed, id);
+        let hv = HyParView::new(spec.clone(), &channels, setup.config, seed)?;
+        let node = Node::new(&spec.name, channels.clone(), hv, LinkTiming::default(), Some(setup.broadcast), seed)?;
+        sim.add_node(node, BroadcastStore::default());
     }
     let mut rng = SmallRng::seed_from_u64(setup.seed ^ 0x4a4f_494e);
     for id in 1..setup.nodes as NodeId {
@@ -114,7 +129,7 @@ pub struct CrashRow {
 
 /// Crashes `fraction` of the nodes of (a copy of) `base` at once and follows `rounds` shuffle
 /// periods.
-pub fn crash_experiment(base: &Sim<HyParView>, fraction: f64, rounds: u32, seed: u64) -> CrashRow {
+pub fn crash_experiment<A: App>(base: &Sim<HyParView, A>, fraction: f64, rounds: u32, seed: u64) -> CrashRow {
     let mut sim = base.clone();
     let mut rng = SmallRng::seed_from_u64(seed ^ fraction.to_bits());
     sim.crash_fraction(fraction, &mut rng);
@@ -127,7 +142,7 @@ pub fn crash_experiment(base: &Sim<HyParView>, fraction: f64, rounds: u32, seed:
     let components_repaired = graph.components();
     let healed = |r: f64, c: usize| c == 1 && r >= 1.0;
     let mut heal_rounds = healed(reliability_repaired, components_repaired).then_some(0);
-    let interval = sim.node(sim.alive()[0]).map_or(10_000, |n| n.config().shuffle_interval);
+    let interval = sim.node(sim.alive()[0]).map_or(10_000, |n| n.overlay().config().shuffle_interval);
     let (mut reliability_rounds, mut components_rounds) = (Vec::new(), Vec::new());
     let mut graph = graph;
     for round in 1..=rounds {
@@ -157,7 +172,7 @@ pub fn crash_experiment(base: &Sim<HyParView>, fraction: f64, rounds: u32, seed:
 
 /// [`crash_experiment`] for each fraction, on `threads` threads; rows in the order of
 /// `fractions`, identical whatever the thread count.
-pub fn crash_sweep(base: &Sim<HyParView>, fractions: &[f64], rounds: u32, seed: u64, threads: usize) -> Vec<CrashRow> {
+pub fn crash_sweep<A: App + Sync>(base: &Sim<HyParView, A>, fractions: &[f64], rounds: u32, seed: u64, threads: usize) -> Vec<CrashRow> {
     par_map(fractions, threads, |&fraction| crash_experiment(base, fraction, rounds, seed))
 }
 
@@ -191,7 +206,7 @@ pub struct ViewStats {
     pub reliability: f64,
 }
 
-pub fn view_stats(sim: &Sim<HyParView>, seed: u64) -> ViewStats {
+pub fn view_stats<A: App>(sim: &Sim<HyParView, A>, seed: u64) -> ViewStats {
     let graph = Graph::of(sim);
     ViewStats {
         in_degree: graph.in_degrees(),
@@ -213,14 +228,14 @@ pub struct PartitionRow {
     pub reliability_after: f64,
 }
 
-pub fn partition_experiment(base: &Sim<HyParView>, duration_ms: u64, max_rounds: u32, seed: u64) -> PartitionRow {
+pub fn partition_experiment<A: App>(base: &Sim<HyParView, A>, duration_ms: u64, max_rounds: u32, seed: u64) -> PartitionRow {
     let mut sim = base.clone();
     let mut rng = SmallRng::seed_from_u64(seed ^ duration_ms);
     sim.partition(|id| id % 2);
     sim.run_for(duration_ms);
     let components_during = Graph::of(&sim).components();
     sim.partition(|_| 0);
-    let interval = sim.node(0).map_or(10_000, |n| n.config().shuffle_interval);
+    let interval = sim.node(0).map_or(10_000, |n| n.overlay().config().shuffle_interval);
     let mut heal_rounds = None;
     let mut reliability_after = 0.0;
     for round in 1..=max_rounds {
@@ -305,22 +320,22 @@ fn membership_cost<O: partisan_core::overlay::Overlay>(
         sim.join(id, c);
         sim.run_for(SETTLE_MS);
     }
-    let before = sim.stats().control_frames;
+    let before = sim.stats().frames;
     let c = contact(&mut rng, last);
     sim.join(last, c);
     sim.run_for(SETTLE_MS);
-    let joined = sim.stats().control_frames;
+    let joined = sim.stats().frames;
     let links = (0..sim.len() as NodeId).map(|id| sim.links_up_from(id)).collect();
     let peers = (0..sim.len() as NodeId).map(|id| sim.peers_up_from(id)).collect();
     sim.leave(last);
     sim.run_for(SETTLE_MS);
-    Cost { links, peers, join: joined - before, leave: sim.stats().control_frames - joined }
+    Cost { links, peers, join: joined - before, leave: sim.stats().frames - joined }
 }
 
 /// Which overlay one [`scaling`] task measures.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    Mesh,
+    FullMesh,
     HyParView,
     ClientServer,
 }
@@ -333,30 +348,30 @@ enum Kind {
 pub fn scaling(sizes: &[usize], net: NetConfig, seed: u64, threads: usize) -> Vec<ScalingRow> {
     let channels = ChannelTable::new(vec![]).expect("the default channel table is valid");
     let quiet_hv = HyParViewConfig { shuffle_interval: 1 << 40, random_promotion_interval: 1 << 40, ..Default::default() };
-    let quiet_mesh = MeshConfig { periodic_interval: 0, ..Default::default() };
     let tasks: Vec<(usize, Kind)> =
-        sizes.iter().flat_map(|&n| [(n, Kind::Mesh), (n, Kind::HyParView), (n, Kind::ClientServer)]).collect();
+        sizes.iter().flat_map(|&n| [(n, Kind::FullMesh), (n, Kind::HyParView), (n, Kind::ClientServer)]).collect();
     let any_earlier = |rng: &mut SmallRng, id: NodeId| rng.gen_range(0..id);
     let costs = par_map(&tasks, threads, |&(nodes, kind)| {
         let servers = servers_of(nodes) as NodeId;
+        let timing = LinkTiming::default();
         if let Kind::HyParView = kind {
-            let mut hv = Sim::new(net, channels.membership_index(), seed);
+            let mut hv = Sim::new(net, seed);
             for id in 0..nodes as NodeId {
                 let spec = Sim::<HyParView>::spec_for(id);
-                hv.add_node(HyParView::new(spec, &channels, quiet_hv, node_seed(seed, id)).expect("valid config"));
+                let overlay = HyParView::new(spec.clone(), &channels, quiet_hv, node_seed(seed, id)).expect("valid config");
+                hv.add_node(Node::new(&spec.name, channels.clone(), overlay, timing, None, node_seed(seed, id)).expect("no broadcast"), ());
             }
             return membership_cost(hv, seed, any_earlier);
         }
-        let mut sim = Sim::new(net, channels.membership_index(), seed);
+        let mut sim = Sim::new(net, seed);
         for id in 0..nodes as NodeId {
             let spec = Sim::<FullMesh>::spec_for(id);
-            let mesh = FullMesh::new(spec, u64::from(id) + 1, channels.clone(), quiet_mesh, node_seed(seed, id));
-            sim.add_node(match kind {
-                Kind::ClientServer => {
-                    mesh.with_topology(Topology::ClientServer, if id < servers { Role::Server } else { Role::Client })
-                }
-                _ => mesh,
-            });
+            let policy = match kind {
+                Kind::ClientServer => LinkPolicy::ClientServer(if id < servers { Role::Server } else { Role::Client }),
+                _ => LinkPolicy::AllMembers,
+            };
+            let mesh = FullMesh::new(spec.clone(), u64::from(id) + 1, channels.clone(), policy, 0);
+            sim.add_node(Node::new(&spec.name, channels.clone(), mesh, timing, None, node_seed(seed, id)).expect("no broadcast"), ());
         }
         match kind {
             Kind::ClientServer => membership_cost(sim, seed, |rng, id| rng.gen_range(0..id.min(servers))),

@@ -13,7 +13,7 @@
 //! assert!((g.reliability(&[0]) - 2.0 / 3.0).abs() < 1e-9);
 //! ```
 
-use crate::net::{NodeId, Sim};
+use crate::net::{App, NodeId, Sim};
 use partisan_core::overlay::Overlay;
 
 /// The overlay graph restricted to live nodes.
@@ -36,7 +36,7 @@ pub struct DegreeStats {
 }
 
 impl Graph {
-    pub fn of<O: Overlay>(sim: &Sim<O>) -> Graph {
+    pub fn of<O: Overlay, A: App>(sim: &Sim<O, A>) -> Graph {
         let count = sim.len();
         let mut adjacency = vec![Vec::new(); count];
         let alive: Vec<bool> = (0..count as NodeId).map(|id| sim.is_alive(id)).collect();

@@ -29,9 +29,7 @@ enum CliError {
     #[error("could not write {path}: {source}")]
     Write { path: String, source: std::io::Error },
     #[error(transparent)]
-    Config(#[from] partisan_core::hyparview::ConfigError),
-    #[error(transparent)]
-    PlumtreeConfig(#[from] partisan_core::plumtree::ConfigError),
+    Config(#[from] partisan_core::node::ConfigError),
 }
 
 struct Args {
@@ -82,8 +80,8 @@ fn parse_args() -> Result<Args, CliError> {
 /// How to read the Plumtree tables (Leitão, Pereira, Rodrigues, SRDS 2007).
 const PLUMTREE_NOTES: &str = "### Plumtree over HyParView: how to read the tables
 
-Plumtree runs on the HyParView overlays above (same seed, stacked on the stabilized overlay as \
-the live driver stacks it: the overlay's NodeUp/NodeDown are Plumtree's neighbours). Every link \
+Plumtree runs on the HyParView overlays above (same seed: every simulated node is the live \
+runtime's composition, whose overlay neighbours are Plumtree's neighbours). Every link \
 starts eager, so the first broadcast floods the active views (RMR about active view size − 2); \
 its duplicates prune links to lazy, after which the eager links form a spanning tree (tree = \
 live − 1) and each node receives each payload once: RMR 0, the paper's \"RMR → 0 once the tree \
@@ -136,9 +134,9 @@ fn run() -> Result<(), CliError> {
          {} broadcasts without failures, then {} crashed at once, silently: {} broadcasts before the survivors notice, \
          {} after the links dropped and HyParView repaired its views; one broadcast every {} s from a random live node, \
          the handler's merge answered at once.\n",
-        pt_setup.config.lazy_tick_period,
-        pt_setup.config.graft_timeout,
-        pt_setup.config.exchange_tick_period / 1000,
+        HyParViewSetup::default().broadcast.lazy_tick_period,
+        HyParViewSetup::default().broadcast.graft_timeout,
+        HyParViewSetup::default().broadcast.exchange_tick_period / 1000,
         pt_setup.steady_broadcasts,
         pt_setup.fractions.iter().map(|f| format!("{:.0}%", f * 100.0)).collect::<Vec<_>>().join(" or "),
         pt_setup.undetected_broadcasts,
@@ -176,7 +174,7 @@ fn run() -> Result<(), CliError> {
         );
         if pt_sizes.contains(&nodes) {
             let t = Instant::now();
-            let result = plumtree_experiment(&base, &pt_setup, threads)?;
+            let result = plumtree_experiment(&base, &pt_setup, threads);
             let crash_table = report::plumtree_crash_table(&result, &pt_setup);
             println!("{crash_table}");
             for crash in &result.crashes {

@@ -1,11 +1,15 @@
-//! The virtual network: plays the shell for every node, the way `partisan_net` does for one.
+//! The virtual network: plays the shell for every node, the way `partisan_net`'s driver does for
+//! one. Each simulated node is a [`partisan_core::node::Node`] — the same composition of overlay,
+//! Plumtree, relaying and link policy the live runtime runs — with an [`App`] on top that gets
+//! its events, as the live runtime's `Sink` does.
 //!
-//! - `Connect` opens a link after a round trip if the target runs and is on the same side of
-//!   the partition (`link_up`), else fails after the round trip (`link_down`, connection refused).
-//! - `SendControl` travels on the sender's membership link if it is up (as the live runtime, a
-//!   frame for a node without a link is dropped), after a latency drawn per message, lost with
-//!   probability `loss`, and in order per (sender, receiver) pair as on one TCP connection.
-//! - `Disconnect` closes the sender's links to the node; frames already in flight still arrive.
+//! - `Dial` opens a link after a round trip if the target runs and is on the same side of the
+//!   partition (`link_up`), else fails after the round trip (`link_down`, connection refused).
+//! - `Send` travels on the sender's link of the frame's channel if one is up (as the live
+//!   runtime, a frame for a node without a link is dropped), after a latency drawn per frame,
+//!   lost with probability `loss`, and in order per (sender, receiver) pair as on TCP. Frames
+//!   are the live ones, encoded: the receiver parses them as its reader would.
+//! - `Close` and `Disconnect` close the sender's links; frames already in flight still arrive.
 //! - A crash removes the node at once; every link to it drops at its other end after one latency
 //!   (the TCP reset), frames in flight to it are lost. A partition drops every link across it
 //!   the same way and refuses new ones until it is healed.
@@ -16,27 +20,45 @@
 //! ```
 //! use partisan_core::channel::ChannelTable;
 //! use partisan_core::hyparview::{HyParView, HyParViewConfig};
+//! use partisan_core::node::{LinkTiming, Node};
 //! use partisan_sim::net::{NetConfig, Sim};
 //! let channels = ChannelTable::new(vec![]).unwrap();
-//! let mut sim = Sim::new(NetConfig::default(), channels.membership_index(), 1);
+//! let mut sim: Sim<HyParView> = Sim::new(NetConfig::default(), 1);
 //! for i in 0..3 {
 //!     let spec = Sim::<HyParView>::spec_for(i);
-//!     sim.add_node(HyParView::new(spec, &channels, HyParViewConfig::default(), i as u64).unwrap());
+//!     let hv = HyParView::new(spec.clone(), &channels, HyParViewConfig::default(), i as u64).unwrap();
+//!     sim.add_node(Node::new(&spec.name, channels.clone(), hv, LinkTiming::default(), None, i as u64).unwrap(), ());
 //! }
 //! sim.join(1, 0);
 //! sim.join(2, 0);
 //! sim.run_for(1_000);
-//! assert_eq!(sim.node(0).unwrap().active_view(), vec!["n00001", "n00002"]);
+//! assert_eq!(sim.node(0).unwrap().overlay().active_view(), vec!["n00001", "n00002"]);
 //! ```
 
 use bytes::Bytes;
-use partisan_core::membership::{Action, LinkId, NodeSpec};
-use partisan_core::overlay::Overlay;
+use partisan_core::frame::{Frame, LENGTH_PREFIX};
+use partisan_core::node::{Action, Event as NodeEvent, Node};
+use partisan_core::overlay::{LinkId, NodeSpec, Overlay};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
+
+/// What runs on top of a simulated node: it gets the node's events (what the live runtime hands
+/// its `Sink`) and may answer them through the node, as Partisan's broadcast handler answers
+/// `merge/2` and `graft/1`.
+pub trait App: Clone {
+    fn event<O: Overlay>(&mut self, node: &mut Node<O>, now: u64, event: NodeEvent);
+    /// A frame the node is about to receive: a measurement probe (a live application sees no
+    /// frames).
+    fn frame(&mut self, _from: &str, _frame: &Frame) {}
+}
+
+/// No application: events are dropped.
+impl App for () {
+    fn event<O: Overlay>(&mut self, _: &mut Node<O>, _: u64, _: NodeEvent) {}
+}
 
 /// Index of a node in the simulation.
 pub type NodeId = u32;
@@ -65,7 +87,7 @@ impl Latency {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NetConfig {
     pub latency: Latency,
-    /// Probability that a control frame is lost.
+    /// Probability that a frame is lost.
     pub loss: f64,
 }
 
@@ -75,12 +97,13 @@ impl Default for NetConfig {
     }
 }
 
-/// Counters of what the overlays asked the network to do.
+/// Counters of what the nodes asked the network to do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    pub control_frames: u64,
-    pub control_bytes: u64,
-    pub connects: u64,
+    /// Frames sent on a link (control, broadcast and relay frames).
+    pub frames: u64,
+    pub frame_bytes: u64,
+    pub dials: u64,
     /// Frames for a node without a link up (dropped, as the live runtime does).
     pub unsent: u64,
     pub lost: u64,
@@ -93,7 +116,7 @@ enum Event {
     Tick { node: NodeId },
     Connected { from: NodeId, to: NodeId, channel: usize, conn: u16, attempt: u64 },
     LinkLost { from: NodeId, to: NodeId, channel: usize, conn: u16, attempt: u64 },
-    Deliver { from: NodeId, to: NodeId, body: Bytes },
+    Deliver { from: NodeId, to: NodeId, frame: Bytes },
 }
 
 #[derive(Debug, Clone)]
@@ -131,13 +154,21 @@ struct LinkState {
     up: bool,
 }
 
-/// The simulation: nodes running overlay `O` over the virtual network.
+/// One simulated node and its application.
 #[derive(Debug, Clone)]
-pub struct Sim<O> {
+struct Host<O, A> {
+    node: Node<O>,
+    app: A,
+}
+
+/// The simulation: nodes running overlay `O`, each with application `A`, over the virtual
+/// network.
+#[derive(Debug, Clone)]
+pub struct Sim<O, A = ()> {
     now: u64,
     seq: u64,
     queue: BinaryHeap<Scheduled>,
-    nodes: Vec<Option<O>>,
+    hosts: Vec<Option<Host<O, A>>>,
     specs: Vec<NodeSpec>,
     ids: HashMap<String, NodeId>,
     side: Vec<u32>,
@@ -147,20 +178,19 @@ pub struct Sim<O> {
     /// The tick each node has in the queue.
     timers: Vec<Option<u64>>,
     next_attempt: u64,
-    membership_channel: usize,
     cfg: NetConfig,
     rng: SmallRng,
     scratch: Vec<Action>,
     stats: Stats,
 }
 
-impl<O: Overlay> Sim<O> {
-    pub fn new(cfg: NetConfig, membership_channel: usize, seed: u64) -> Self {
+impl<O: Overlay, A: App> Sim<O, A> {
+    pub fn new(cfg: NetConfig, seed: u64) -> Self {
         Sim {
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
-            nodes: Vec::new(),
+            hosts: Vec::new(),
             specs: Vec::new(),
             ids: HashMap::new(),
             side: Vec::new(),
@@ -168,7 +198,6 @@ impl<O: Overlay> Sim<O> {
             fifo: HashMap::new(),
             timers: Vec::new(),
             next_attempt: 0,
-            membership_channel,
             cfg,
             rng: SmallRng::seed_from_u64(seed),
             scratch: Vec::new(),
@@ -182,13 +211,14 @@ impl<O: Overlay> Sim<O> {
         NodeSpec::new(&format!("n{id:05}"), vec![SocketAddr::new(ip.into(), 9000)], vec![])
     }
 
-    /// Adds a node; it must have been created with `Sim::spec_for(next id)`.
-    pub fn add_node(&mut self, overlay: O) -> NodeId {
-        let id = self.nodes.len() as NodeId;
+    /// Adds a node; it must be named as `Sim::spec_for(next id)`.
+    pub fn add_node(&mut self, node: Node<O>, app: A) -> NodeId {
+        let id = self.hosts.len() as NodeId;
         let spec = Self::spec_for(id);
+        assert_eq!(node.name(), spec.name, "nodes are added in the order of their ids");
         self.ids.insert(spec.name.clone(), id);
         self.specs.push(spec);
-        self.nodes.push(Some(overlay));
+        self.hosts.push(Some(Host { node, app }));
         self.side.push(0);
         self.timers.push(None);
         id
@@ -203,15 +233,19 @@ impl<O: Overlay> Sim<O> {
     }
 
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.hosts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.hosts.is_empty()
     }
 
-    pub fn node(&self, id: NodeId) -> Option<&O> {
-        self.nodes.get(id as usize)?.as_ref()
+    pub fn node(&self, id: NodeId) -> Option<&Node<O>> {
+        self.hosts.get(id as usize)?.as_ref().map(|h| &h.node)
+    }
+
+    pub fn app(&self, id: NodeId) -> Option<&A> {
+        self.hosts.get(id as usize)?.as_ref().map(|h| &h.app)
     }
 
     pub fn is_alive(&self, id: NodeId) -> bool {
@@ -219,7 +253,7 @@ impl<O: Overlay> Sim<O> {
     }
 
     pub fn alive(&self) -> Vec<NodeId> {
-        (0..self.nodes.len() as NodeId).filter(|id| self.is_alive(*id)).collect()
+        (0..self.hosts.len() as NodeId).filter(|id| self.is_alive(*id)).collect()
     }
 
     pub fn id_of(&self, name: &str) -> Option<NodeId> {
@@ -239,71 +273,26 @@ impl<O: Overlay> Sim<O> {
         peers.len()
     }
 
-    /// Gives `node` an input through `f(overlay, now)` (a local broadcast, say) and executes
+    /// Gives `node` an input through `f(node, app, now)` (a local broadcast, say) and executes
     /// the actions it produced. Nothing happens for a crashed node.
-    pub fn input(&mut self, node: NodeId, f: impl FnOnce(&mut O, u64)) {
+    pub fn input(&mut self, node: NodeId, f: impl FnOnce(&mut Node<O>, &mut A, u64)) {
         let now = self.now;
-        if let Some(n) = self.nodes[node as usize].as_mut() {
-            f(n, now);
+        if let Some(host) = self.hosts[node as usize].as_mut() {
+            f(&mut host.node, &mut host.app, now);
             self.after_input(node);
         }
-    }
-
-    /// The same network, links, clock and events with every node replaced by `f(id, node)`
-    /// (a protocol stacked on the overlay, say); the new nodes' actions are executed and their
-    /// timers armed at once.
-    pub fn map<P: Overlay>(self, mut f: impl FnMut(NodeId, O, u64) -> P) -> Sim<P> {
-        let now = self.now;
-        let nodes: Vec<Option<P>> = self
-            .nodes
-            .into_iter()
-            .enumerate()
-            .map(|(id, n)| n.map(|n| f(id as NodeId, n, now)))
-            .collect();
-        let mut sim = Sim {
-            now,
-            seq: self.seq,
-            queue: self.queue,
-            nodes,
-            specs: self.specs,
-            ids: self.ids,
-            side: self.side,
-            links: self.links,
-            fifo: self.fifo,
-            timers: self.timers,
-            next_attempt: self.next_attempt,
-            membership_channel: self.membership_channel,
-            cfg: self.cfg,
-            rng: self.rng,
-            scratch: Vec::new(),
-            stats: self.stats,
-        };
-        for id in 0..sim.nodes.len() as NodeId {
-            if sim.is_alive(id) {
-                sim.after_input(id);
-            }
-        }
-        sim
     }
 
     /// `node` joins through `contact` (`partisan_peer_service:join/1`).
     pub fn join(&mut self, node: NodeId, contact: NodeId) {
         let spec = self.specs[contact as usize].clone();
-        let now = self.now;
-        if let Some(n) = self.nodes[node as usize].as_mut() {
-            n.join(now, spec);
-            self.after_input(node);
-        }
+        self.input(node, |n, _, now| n.join(now, spec));
     }
 
     /// `node` leaves the cluster (`partisan_peer_service:leave/0`).
     pub fn leave(&mut self, node: NodeId) {
         let name = self.specs[node as usize].name.clone();
-        let now = self.now;
-        if let Some(n) = self.nodes[node as usize].as_mut() {
-            n.leave(now, &name);
-            self.after_input(node);
-        }
+        self.input(node, |n, _, now| n.leave(now, &name));
     }
 
     /// Crashes nodes at once: their state is gone, their links drop at the other ends.
@@ -317,7 +306,7 @@ impl<O: Overlay> Sim<O> {
     /// New connections to a crashed node are still refused after one round trip.
     pub fn crash_detected_after(&mut self, crashed: &[NodeId], detect_ms: u64) {
         for &id in crashed {
-            self.nodes[id as usize] = None;
+            self.hosts[id as usize] = None;
             self.timers[id as usize] = None;
         }
         self.drop_links_after(detect_ms, |sim, from, to| !sim.is_alive(from) || !sim.is_alive(to));
@@ -346,19 +335,15 @@ impl<O: Overlay> Sim<O> {
         for (id, side) in self.side.iter_mut().enumerate() {
             *side = side_of(id as NodeId);
         }
-        self.drop_links(|sim, from, to| sim.side[from as usize] != sim.side[to as usize]);
+        self.drop_links_after(0, |sim, from, to| sim.side[from as usize] != sim.side[to as usize]);
     }
 
     fn reachable(&self, from: NodeId, to: NodeId) -> bool {
         self.is_alive(to) && self.side[from as usize] == self.side[to as usize]
     }
 
-    /// Links of crashed dialers vanish; live dialers of a cut link see it drop after a latency.
-    fn drop_links(&mut self, cut: impl Fn(&Self, NodeId, NodeId) -> bool) {
-        self.drop_links_after(0, cut);
-    }
-
-    /// [`Self::drop_links`], the live dialers noticing `delay_ms` later.
+    /// Links of crashed dialers vanish; live dialers of a cut link see it drop `delay_ms` plus a
+    /// latency later.
     fn drop_links_after(&mut self, delay_ms: u64, cut: impl Fn(&Self, NodeId, NodeId) -> bool) {
         let cut: Vec<(LinkKey, LinkState)> =
             self.links.iter().filter(|(k, _)| cut(self, k.0, k.1)).map(|(k, s)| (*k, *s)).collect();
@@ -393,17 +378,13 @@ impl<O: Overlay> Sim<O> {
     }
 
     fn handle(&mut self, event: Event) {
-        let now = self.now;
         match event {
             Event::Tick { node } => {
-                if self.timers[node as usize] != Some(now) {
+                if self.timers[node as usize] != Some(self.now) {
                     return; // superseded by an earlier deadline, or the node crashed
                 }
                 self.timers[node as usize] = None;
-                if let Some(n) = self.nodes[node as usize].as_mut() {
-                    n.tick(now);
-                    self.after_input(node);
-                }
+                self.input(node, |n, _, now| n.tick(now));
             }
             Event::Connected { from, to, channel, conn, attempt } => {
                 let key = (from, to, channel, conn);
@@ -414,16 +395,10 @@ impl<O: Overlay> Sim<O> {
                 let up = self.reachable(from, to);
                 if up {
                     self.links.insert(key, LinkState { attempt, up: true });
+                    self.input(from, |n, _, now| n.link_up(now, &link));
                 } else {
                     self.links.remove(&key);
-                }
-                if let Some(n) = self.nodes[from as usize].as_mut() {
-                    if up {
-                        n.link_up(now, &link);
-                    } else {
-                        n.link_down(now, &link);
-                    }
-                    self.after_input(from);
+                    self.input(from, |n, _, now| n.link_down(now, &link));
                 }
             }
             Event::LinkLost { from, to, channel, conn, attempt } => {
@@ -433,40 +408,48 @@ impl<O: Overlay> Sim<O> {
                 }
                 self.links.remove(&key);
                 let link = self.link_id(to, channel, conn);
-                if let Some(n) = self.nodes[from as usize].as_mut() {
-                    n.link_down(now, &link);
-                    self.after_input(from);
-                }
+                self.input(from, |n, _, now| n.link_down(now, &link));
             }
-            Event::Deliver { from, to, body } => {
+            Event::Deliver { from, to, frame } => {
                 if !self.reachable(from, to) {
                     return;
                 }
-                let name = &self.specs[from as usize].name;
-                if let Some(n) = self.nodes[to as usize].as_mut() {
-                    if n.control(now, name, &body).is_err() {
-                        self.stats.rejected += 1;
-                    }
-                    self.after_input(to);
-                }
+                let Ok(frame) = Frame::parse(frame.slice(LENGTH_PREFIX..)) else {
+                    self.stats.rejected += 1;
+                    return;
+                };
+                let name = self.specs[from as usize].name.clone();
+                let mut rejected = false;
+                self.input(to, |n, app, now| {
+                    app.frame(&name, &frame);
+                    rejected = n.receive(now, &name, frame).is_err();
+                });
+                self.stats.rejected += u64::from(rejected);
             }
         }
     }
 
-    /// Executes the actions `id` produced and re-arms its timer.
+    /// Hands `id`'s events to its application (which may give the node more inputs), executes
+    /// its other actions on the network, and re-arms its timer.
     fn after_input(&mut self, id: NodeId) {
         let mut actions = std::mem::take(&mut self.scratch);
-        if let Some(n) = self.nodes[id as usize].as_mut() {
-            actions.extend(std::iter::from_fn(|| n.poll_action()));
+        let now = self.now;
+        if let Some(host) = self.hosts[id as usize].as_mut() {
+            while let Some(action) = host.node.poll_action() {
+                match action {
+                    Action::Event(event) => host.app.event(&mut host.node, now, event),
+                    other => actions.push(other),
+                }
+            }
         }
         for action in actions.drain(..) {
             self.execute(id, action);
         }
         self.scratch = actions;
-        let deadline = self.nodes[id as usize].as_ref().and_then(|n| n.poll_timeout());
+        let deadline = self.node(id).and_then(|n| n.poll_timeout());
         if let Some(at) = deadline {
-            if self.timers[id as usize] != Some(at.max(self.now)) {
-                let at = at.max(self.now);
+            let at = at.max(self.now);
+            if self.timers[id as usize] != Some(at) {
                 self.timers[id as usize] = Some(at);
                 self.schedule(at, Event::Tick { node: id });
             }
@@ -475,14 +458,18 @@ impl<O: Overlay> Sim<O> {
 
     fn execute(&mut self, from: NodeId, action: Action) {
         match action {
-            Action::Connect { link, .. } => {
+            Action::Dial { link, .. } => {
                 let Some(&to) = self.ids.get(&link.node) else { return };
                 self.next_attempt += 1;
                 let attempt = self.next_attempt;
-                self.stats.connects += 1;
+                self.stats.dials += 1;
                 self.links.insert((from, to, link.channel, link.conn), LinkState { attempt, up: false });
                 let rtt = self.cfg.latency.sample(&mut self.rng) + self.cfg.latency.sample(&mut self.rng);
                 self.schedule(self.now + rtt, Event::Connected { from, to, channel: link.channel, conn: link.conn, attempt });
+            }
+            Action::Close { link } => {
+                let Some(&to) = self.ids.get(&link.node) else { return };
+                self.links.remove(&(from, to, link.channel, link.conn));
             }
             Action::Disconnect { node } => {
                 let Some(&to) = self.ids.get(&node) else { return };
@@ -492,18 +479,15 @@ impl<O: Overlay> Sim<O> {
                     self.links.remove(&key);
                 }
             }
-            Action::SendControl { to, body } => {
-                let Some(&to) = self.ids.get(&to) else { return };
-                let on_link = self
-                    .links
-                    .range((from, to, self.membership_channel, 0)..=(from, to, self.membership_channel, u16::MAX))
-                    .any(|(_, s)| s.up);
+            Action::Send { node, channel, frame } => {
+                let Some(&to) = self.ids.get(&node) else { return };
+                let on_link = self.links.range((from, to, channel, 0)..=(from, to, channel, u16::MAX)).any(|(_, s)| s.up);
                 if !on_link {
                     self.stats.unsent += 1;
                     return;
                 }
-                self.stats.control_frames += 1;
-                self.stats.control_bytes += body.len() as u64;
+                self.stats.frames += 1;
+                self.stats.frame_bytes += frame.len() as u64;
                 if self.cfg.loss > 0.0 && self.rng.gen_bool(self.cfg.loss) {
                     self.stats.lost += 1;
                     return;
@@ -512,10 +496,9 @@ impl<O: Overlay> Sim<O> {
                 let last = self.fifo.entry((from, to)).or_insert(0);
                 let at = earliest.max(*last);
                 *last = at;
-                self.schedule(at, Event::Deliver { from, to, body });
+                self.schedule(at, Event::Deliver { from, to, frame });
             }
-            // Membership events are for applications; the experiments read the views directly.
-            _ => {}
+            Action::Event(_) => unreachable!("events go to the application in after_input"),
         }
     }
 }

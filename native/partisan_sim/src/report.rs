@@ -142,7 +142,7 @@ pub fn partition_table(rows: &[PartitionRow]) -> String {
 pub fn scaling_table(rows: &[ScalingRow]) -> String {
     let mut out = String::from("### Membership cost: full mesh vs HyParView\n\n");
     out.push_str("Links = connections a node dialed (full mesh: default + membership channel to every member; ");
-    out.push_str("HyParView: membership link to each active peer). Frames = control frames sent by all nodes.\n\n");
+    out.push_str("HyParView: membership and default channel to each active peer). Frames = control frames sent by all nodes.\n\n");
     out.push_str("| nodes | mesh links/node | mesh frames/join | mesh frames/leave | HyParView links/node | HyParView frames/join | HyParView frames/leave |\n");
     out.push_str("|---|---|---|---|---|---|---|\n");
     for r in rows {

@@ -69,7 +69,8 @@ fn full_mesh_cost_grows_with_n_and_hyparview_stays_flat() {
     for r in &rows {
         // default + membership channel to each other member
         assert_eq!(r.mesh_links_per_node, 2.0 * (r.nodes as f64 - 1.0), "{r:?}");
-        assert!(r.hyparview_links_per_node <= 6.0);
+        // a membership and a default-channel link per neighbour, at most active_max_size of them
+        assert!(r.hyparview_links_per_node <= 2.0 * 6.0, "{r:?}");
         assert!(r.hyparview_frames_per_leave <= 6);
     }
     assert!(rows[2].mesh_frames_per_join > 3 * rows[1].mesh_frames_per_join, "{rows:?}");
@@ -89,4 +90,47 @@ fn client_server_clients_link_exactly_to_the_servers() {
         assert!(cs.frames_per_join < r.mesh_frames_per_join && cs.frames_per_leave < r.mesh_frames_per_leave, "{r:?}");
     }
     assert_eq!(rows[1].client_server.servers, 3);
+}
+
+/// What a node's application received through the overlay: (origin, payload).
+#[derive(Debug, Clone, Default)]
+struct Inbox(Vec<(String, bytes::Bytes)>);
+
+impl partisan_sim::net::App for Inbox {
+    fn event<O: partisan_core::overlay::Overlay>(&mut self, _: &mut partisan_core::node::Node<O>, _: u64, event: partisan_core::node::Event) {
+        if let partisan_core::node::Event::Deliver { origin, payload, .. } = event {
+            self.0.push((origin, payload));
+        }
+    }
+}
+
+/// `transitive => true` on a simulated 200-node overlay: a message to a node that is not a
+/// neighbour crosses the overlay on relay frames and is delivered once.
+#[test]
+fn a_relayed_message_crosses_a_200_node_overlay_once() {
+    use partisan_core::channel::ChannelTable;
+    use partisan_core::frame::Dest;
+    use partisan_core::hyparview::{HyParView, HyParViewConfig};
+    use partisan_core::node::{LinkTiming, Node};
+    use partisan_sim::net::Sim;
+    let channels = ChannelTable::new(vec![]).unwrap();
+    let mut sim: Sim<HyParView, Inbox> = Sim::new(NetConfig::default(), 19);
+    for id in 0..200 {
+        let spec = Sim::<HyParView, Inbox>::spec_for(id);
+        let hv = HyParView::new(spec.clone(), &channels, HyParViewConfig::default(), u64::from(id)).unwrap();
+        sim.add_node(Node::new(&spec.name, channels.clone(), hv, LinkTiming::default(), None, u64::from(id)).unwrap(), Inbox::default());
+    }
+    for id in 1..200 {
+        sim.join(id, id / 2);
+        sim.run_for(10);
+    }
+    sim.run_for(60_000);
+    let neighbours: Vec<String> = sim.node(0).unwrap().neighbours().cloned().collect();
+    let target = (1..200).find(|id| !neighbours.contains(&Sim::<HyParView, Inbox>::spec_for(*id).name)).unwrap();
+    let target_name = Sim::<HyParView, Inbox>::spec_for(target).name;
+    sim.input(0, |node, _, now| node.send_transitive(now, &target_name, Dest::Name("inbox".into()), bytes::Bytes::from_static(b"hi")).unwrap());
+    sim.run_for(5_000);
+    assert_eq!(sim.app(target).unwrap().0, [("n00000".to_string(), bytes::Bytes::from_static(b"hi"))]);
+    let elsewhere: usize = (0..200).filter(|id| *id != target).map(|id| sim.app(id).unwrap().0.len()).sum();
+    assert_eq!(elsewhere, 0);
 }

@@ -63,7 +63,7 @@ fn sent(actions: &[Action]) -> Vec<(String, Message)> {
 }
 
 fn connects(actions: &[Action]) -> Vec<String> {
-    actions.iter().filter_map(|a| if let Action::Connect { link, .. } = a { Some(link.node.clone()) } else { None }).collect()
+    actions.iter().filter_map(|a| if let Action::Dial { link, .. } = a { Some(link.node.clone()) } else { None }).collect()
 }
 
 fn disconnects(actions: &[Action]) -> Vec<String> {
@@ -728,7 +728,7 @@ impl Net {
             let now = self.now;
             for (from, action) in work {
                 match action {
-                    Action::Connect { link, .. } => {
+                    Action::Dial { link, .. } => {
                         let ok = self.reachable(&from, &link.node);
                         let Some(n) = self.nodes.get_mut(&from) else { continue };
                         if ok {

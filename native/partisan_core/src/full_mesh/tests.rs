@@ -1,8 +1,12 @@
-//! Full-mesh tests: single-machine checks plus a small deterministic network of meshes.
+//! Full-mesh tests: the state machine alone, and networks of nodes running it.
 
 use super::*;
+use crate::frame::Frame;
+use crate::node::{Action as NodeAction, Event, LinkTiming, Node};
+use crate::testnet;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 
 fn spec(name: &str, port: u16) -> NodeSpec {
     NodeSpec::new(name, vec![SocketAddr::from(([127, 0, 0, 1], port))], vec![])
@@ -16,23 +20,25 @@ fn drain(mesh: &mut FullMesh) -> Vec<Action> {
     std::iter::from_fn(|| mesh.poll_action()).collect()
 }
 
-/// Instant-delivery network: a Connect succeeds at once when the target runs, control frames
-/// arrive in order, a crash drops every link to the crashed node.
+fn lone_mesh(name: &str, port: u16, policy: LinkPolicy) -> FullMesh {
+    FullMesh::new(spec(name, port), 1, table(), policy, 1000)
+}
+
+/// Nodes running the full mesh over the test network; each node's name is its start order's
+/// port (`a` 9000, `b` 9001, ...), a restart takes the next incarnation.
 struct Net {
-    nodes: BTreeMap<String, FullMesh>,
-    now: u64,
-    events: Vec<(String, Action)>,
+    net: testnet::Net<FullMesh>,
     next_incarnation: u64,
-    topology: fn(&str) -> (Topology, Role),
+    policy: fn(&str) -> LinkPolicy,
 }
 
 impl Net {
     fn new(names: &[&str]) -> Self {
-        Net::with_topology(names, |_| (Topology::FullMesh, Role::Peer))
+        Net::with_policy(names, |_| LinkPolicy::AllMembers)
     }
 
-    fn with_topology(names: &[&str], topology: fn(&str) -> (Topology, Role)) -> Self {
-        let mut net = Net { nodes: BTreeMap::new(), now: 0, events: vec![], next_incarnation: 1, topology };
+    fn with_policy(names: &[&str], policy: fn(&str) -> LinkPolicy) -> Self {
+        let mut net = Net { net: testnet::Net::new(), next_incarnation: 1, policy };
         for n in names {
             net.start(n);
         }
@@ -40,89 +46,34 @@ impl Net {
     }
 
     fn start(&mut self, name: &str) {
-        let port = 9000 + self.nodes.len() as u16;
         let inc = self.next_incarnation;
         self.next_incarnation += 1;
-        let cfg = MeshConfig { connection_interval: 100, connection_jitter: 50, periodic_interval: 1000 };
-        let (topology, role) = (self.topology)(name);
-        let mesh = FullMesh::new(spec(name, port), inc, table(), cfg, inc).with_topology(topology, role);
-        self.nodes.insert(name.into(), mesh);
+        let timing = LinkTiming { connection_interval: 100, connection_jitter: 50 };
+        let mesh = FullMesh::new(spec(name, port_of(name)), inc, table(), (self.policy)(name), 1000);
+        self.net.add(Node::new(name, table(), mesh, timing, None, inc).unwrap());
     }
 
-    fn crash(&mut self, name: &str) {
-        self.nodes.remove(name);
-        let links: Vec<(usize, u16)> = table().links().collect();
-        for mesh in self.nodes.values_mut() {
-            for &(channel, conn) in &links {
-                mesh.link_down(self.now, &LinkId { node: name.into(), channel, conn });
-            }
-        }
-        self.run();
+    fn mesh(&self, name: &str) -> &FullMesh {
+        self.net.nodes[name].overlay()
     }
 
-    fn with(&mut self, name: &str, f: impl FnOnce(&mut FullMesh, u64)) {
-        let now = self.now;
-        f(self.nodes.get_mut(name).unwrap(), now);
-        self.run();
+    fn with(&mut self, name: &str, f: impl FnOnce(&mut Node<FullMesh>, u64)) {
+        self.net.with(name, f)
     }
 
-    /// Delivers actions until the network is quiet.
-    fn run(&mut self) {
-        for _ in 0..10_000 {
-            let mut work = Vec::new();
-            for (name, mesh) in &mut self.nodes {
-                while let Some(a) = mesh.poll_action() {
-                    work.push((name.clone(), a));
-                }
-            }
-            if work.is_empty() {
-                return;
-            }
-            for (from, action) in work {
-                self.events.push((from.clone(), action.clone()));
-                match action {
-                    Action::Connect { link, .. } => {
-                        let up = self.nodes.contains_key(&link.node);
-                        let mesh = self.nodes.get_mut(&from).unwrap();
-                        if up { mesh.link_up(self.now, &link) } else { mesh.link_down(self.now, &link) }
-                    }
-                    Action::SendControl { to, body } => {
-                        if let Some(mesh) = self.nodes.get_mut(&to) {
-                            mesh.control(self.now, &from, &body).unwrap();
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        panic!("network did not quiesce");
-    }
-
-    fn advance(&mut self, ms: u64) {
-        let end = self.now + ms;
-        while let Some(t) = self.nodes.values().filter_map(|m| m.poll_timeout()).min().filter(|t| *t <= end) {
-            self.now = t.max(self.now);
-            let now = self.now;
-            for mesh in self.nodes.values_mut() {
-                mesh.tick(now);
-            }
-            self.run();
-        }
-        self.now = end;
+    fn count(&self, at: &str, pred: impl Fn(&NodeAction) -> bool) -> usize {
+        self.net.count(at, pred)
     }
 
     fn assert_full_mesh(&self) {
-        let names: BTreeSet<String> = self.nodes.keys().cloned().collect();
-        for (name, mesh) in &self.nodes {
+        let names: BTreeSet<String> = self.net.nodes.keys().cloned().collect();
+        for name in &names {
+            let mesh = self.mesh(name);
             assert_eq!(mesh.members().into_iter().collect::<BTreeSet<_>>(), names, "members at {name}");
             for other in names.iter().filter(|n| *n != name) {
                 assert!(mesh.is_fully_connected(other), "{name} not fully connected to {other}");
             }
         }
-    }
-
-    fn count(&self, at: &str, pred: impl Fn(&Action) -> bool) -> usize {
-        self.events.iter().filter(|(n, a)| n == at && pred(a)).count()
     }
 }
 
@@ -135,8 +86,8 @@ fn joining_any_member_connects_to_all() {
     }
     net.assert_full_mesh();
     // node up fires once per peer, channel up once per (peer, channel)
-    assert_eq!(net.count("a", |x| matches!(x, Action::NodeUp { .. })), 4);
-    assert_eq!(net.count("a", |x| matches!(x, Action::ChannelUp { .. })), 4 * 3);
+    assert_eq!(net.count("a", |x| matches!(x, NodeAction::Event(Event::NodeUp(_)))), 4);
+    assert_eq!(net.count("a", |x| matches!(x, NodeAction::Event(Event::ChannelUp { .. }))), 4 * 3);
 }
 
 #[test]
@@ -145,22 +96,22 @@ fn crash_marks_down_retries_and_restart_rejoins_itself() {
     net.with("b", |m, now| m.join(now, spec("a", 9000)));
     net.with("c", |m, now| m.join(now, spec("a", 9000)));
     net.assert_full_mesh();
-    net.crash("c");
-    assert_eq!(net.count("a", |x| matches!(x, Action::NodeDown { node } if node == "c")), 1);
-    assert!(!net.nodes["a"].is_connected("c", None));
-    assert_eq!(net.nodes["a"].connected(), vec!["b".to_string()]);
-    // retries fire after the interval (plus jitter) and fail while c is down
-    let before = net.count("a", |x| matches!(x, Action::Connect { link, .. } if link.node == "c"));
-    net.advance(151);
-    let after = net.count("a", |x| matches!(x, Action::Connect { link, .. } if link.node == "c"));
-    assert_eq!(after - before, 4, "one retry per link within interval + jitter");
-    // c restarts with a new incarnation and knows nobody; a's retry reaches it and gossip
+    net.net.crash(&["c"]);
+    assert_eq!(net.count("a", |x| matches!(x, NodeAction::Event(Event::NodeDown(n)) if n == "c")), 1);
+    assert!(!net.mesh("a").is_connected("c", None));
+    assert_eq!(net.mesh("a").connected(), vec!["b".to_string()]);
+    // the node redials after the interval (plus jitter), and fails while c is down
+    let dials = |net: &Net| net.count("a", |x| matches!(x, NodeAction::Dial { link, .. } if link.node == "c"));
+    let before = dials(&net);
+    net.net.advance(151);
+    assert_eq!(dials(&net) - before, 4, "one redial per link within interval + jitter");
+    // c restarts with a new incarnation and knows nobody; a's redial reaches it and gossip
     // teaches it the cluster.
     net.start("c");
-    net.advance(400);
+    net.net.advance(400);
     net.assert_full_mesh();
-    let inc_c = net.nodes["c"].me.incarnation;
-    assert_eq!(net.nodes["a"].members.get("c").unwrap().incarnation, inc_c);
+    let inc_c = net.mesh("c").me.incarnation;
+    assert_eq!(net.mesh("a").members.get("c").unwrap().incarnation, inc_c);
 }
 
 #[test]
@@ -169,14 +120,14 @@ fn removing_a_node_resets_it_and_others_forget_it() {
     net.with("b", |m, now| m.join(now, spec("a", 9000)));
     net.with("c", |m, now| m.join(now, spec("a", 9000)));
     net.with("a", |m, now| m.leave(now, "c"));
-    assert_eq!(net.nodes["a"].members(), vec!["a", "b"]);
-    assert_eq!(net.nodes["b"].members(), vec!["a", "b"]);
-    assert_eq!(net.nodes["c"].members(), vec!["c"]);
-    assert_eq!(net.count("c", |x| matches!(x, Action::Removed { by } if by == "a")), 1);
-    // no more retries towards the removed node
-    net.advance(5000);
-    assert!(!net.nodes["a"].is_connected("c", None));
-    assert_eq!(net.nodes["a"].members(), vec!["a", "b"]);
+    assert_eq!(net.mesh("a").members(), vec!["a", "b"]);
+    assert_eq!(net.mesh("b").members(), vec!["a", "b"]);
+    assert_eq!(net.mesh("c").members(), vec!["c"]);
+    assert_eq!(net.count("c", |x| matches!(x, NodeAction::Event(Event::Removed { by }) if by == "a")), 1);
+    // no more redials towards the removed node
+    net.net.advance(5000);
+    assert!(!net.mesh("a").is_connected("c", None));
+    assert_eq!(net.mesh("a").members(), vec!["a", "b"]);
     // and it can join again
     net.with("c", |m, now| m.join(now, spec("b", 9001)));
     net.assert_full_mesh();
@@ -188,10 +139,10 @@ fn leaving_oneself_tells_the_others() {
     net.with("b", |m, now| m.join(now, spec("a", 9000)));
     net.with("c", |m, now| m.join(now, spec("b", 9001)));
     net.with("b", |m, now| m.leave(now, "b"));
-    assert_eq!(net.nodes["a"].members(), vec!["a", "c"]);
-    assert_eq!(net.nodes["c"].members(), vec!["a", "c"]);
-    assert_eq!(net.nodes["b"].members(), vec!["b"]);
-    assert!(net.nodes["b"].connected().is_empty());
+    assert_eq!(net.mesh("a").members(), vec!["a", "c"]);
+    assert_eq!(net.mesh("c").members(), vec!["a", "c"]);
+    assert_eq!(net.mesh("b").members(), vec!["b"]);
+    assert!(net.mesh("b").connected().is_empty());
     net.with("b", |m, now| m.join(now, spec("c", 9002)));
     net.assert_full_mesh();
 }
@@ -204,19 +155,19 @@ fn stale_gossip_does_not_undo_a_departure() {
         let mut net = Net::new(&["a", "b", "c"]);
         net.with("b", |m, now| m.join(now, spec("a", 9000)));
         net.with("c", |m, now| m.join(now, spec("a", 9000)));
-        let stale = encode_gossip(net.nodes["b"].member_table());
+        let stale = encode_gossip(net.mesh("b").member_table());
         if removed_by_other {
             net.with("a", |m, now| m.leave(now, "c"));
         } else {
             net.with("c", |m, now| m.leave(now, "c"));
         }
-        net.nodes.get_mut("c").unwrap().control(net.now, "b", &stale).unwrap();
-        net.run();
-        assert_eq!(net.nodes["c"].members(), vec!["c"]);
-        assert_eq!(net.nodes["a"].members(), vec!["a", "b"]);
-        assert_eq!(net.nodes["b"].members(), vec!["a", "b"]);
-        net.advance(3000); // periodic gossip changes nothing
-        assert_eq!(net.nodes["c"].members(), vec!["c"]);
+        let stale = Frame::Control { body: stale };
+        net.with("c", |n, now| n.receive(now, "b", stale).unwrap());
+        assert_eq!(net.mesh("c").members(), vec!["c"]);
+        assert_eq!(net.mesh("a").members(), vec!["a", "b"]);
+        assert_eq!(net.mesh("b").members(), vec!["a", "b"]);
+        net.net.advance(3000); // periodic gossip changes nothing
+        assert_eq!(net.mesh("c").members(), vec!["c"]);
         // re-adding from the cluster side works: a's gossip knows c's current entry
         net.with("a", |m, now| m.join(now, spec("c", 9002)));
         net.assert_full_mesh();
@@ -230,17 +181,17 @@ fn periodic_gossip_repairs_a_lost_update() {
     // a learns of x from a frame that b never saw
     let x = Member { spec: spec("x", 9100), incarnation: 5, version: 0, left: false, role: Role::Peer };
     let body = encode_gossip(std::iter::once(&x));
-    drain(net.nodes.get_mut("b").unwrap());
-    net.nodes.get_mut("a").unwrap().control(0, "x", &body).unwrap();
-    drain(net.nodes.get_mut("a").unwrap()); // drop a's immediate gossip
-    assert!(!net.nodes["b"].members().contains(&"x".to_string()));
-    net.advance(1000);
-    assert!(net.nodes["b"].members().contains(&"x".to_string()));
+    let a = net.net.nodes.get_mut("a").unwrap();
+    a.receive(0, "x", Frame::Control { body }).unwrap();
+    while a.poll_action().is_some() {} // drop a's immediate gossip (and its dials of x)
+    assert!(!net.mesh("b").members().contains(&"x".to_string()));
+    net.net.advance(1000);
+    assert!(net.mesh("b").members().contains(&"x".to_string()));
 }
 
 #[test]
 fn stale_entries_lose_and_links_for_unknown_nodes_are_ignored() {
-    let mut mesh = FullMesh::new(spec("a", 1), 10, table(), MeshConfig::default(), 1);
+    let mut mesh = FullMesh::new(spec("a", 1), 10, table(), LinkPolicy::AllMembers, 1000);
     let newer = Member { spec: spec("b", 2), incarnation: 9, version: 3, left: false, role: Role::Peer };
     let older = Member { spec: spec("b", 3), incarnation: 9, version: 2, left: true, role: Role::Peer };
     mesh.control(0, "b", &encode_gossip(std::iter::once(&newer))).unwrap();
@@ -264,15 +215,16 @@ fn port_of(name: &str) -> u16 {
 #[test]
 fn client_server_links_clients_only_to_servers() {
     // nodes a, b are servers; c, d, e clients (ports follow the start order a..e)
-    let role = |n: &str| (Topology::ClientServer, if n < "c" { Role::Server } else { Role::Client });
-    let mut net = Net::with_topology(&["a", "b", "c", "d", "e"], role);
+    let policy = |n: &str| LinkPolicy::ClientServer(if n < "c" { Role::Server } else { Role::Client });
+    let mut net = Net::with_policy(&["a", "b", "c", "d", "e"], policy);
     net.with("b", |m, now| m.join(now, spec("a", port_of("a"))));
     for c in ["c", "d", "e"] {
         net.with(c, |m, now| m.join(now, spec("a", port_of("a"))));
     }
-    net.advance(3000);
+    net.net.advance(3000);
     let all: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(|s| s.to_string()).collect();
-    for (name, mesh) in &net.nodes {
+    for (name, node) in &net.net.nodes {
+        let mesh = node.overlay();
         assert_eq!(mesh.members(), all, "every node knows every member ({name})");
         let expected: Vec<String> = if name.as_str() < "c" {
             all.iter().filter(|n| *n != name).cloned().collect()
@@ -286,31 +238,31 @@ fn client_server_links_clients_only_to_servers() {
     }
     // a client that joined another client drops that link once gossip tells it the role
     net.with("d", |m, now| m.join(now, spec("e", port_of("e"))));
-    net.advance(3000);
-    assert_eq!(net.nodes["d"].connected(), vec!["a", "b"]);
+    net.net.advance(3000);
+    assert_eq!(net.mesh("d").connected(), vec!["a", "b"]);
 }
 
 #[test]
 fn static_links_exactly_the_joined_pairs() {
-    let mut net = Net::with_topology(&["a", "b", "c"], |_| (Topology::Static, Role::Peer));
+    let mut net = Net::with_policy(&["a", "b", "c"], |_| LinkPolicy::Static);
     net.with("a", |m, now| m.join(now, spec("b", port_of("b"))));
     net.with("c", |m, now| m.join(now, spec("b", port_of("b"))));
-    net.advance(5000); // periodic gossip does not spread third parties
-    assert_eq!(net.nodes["a"].connected(), vec!["b"]);
-    assert_eq!(net.nodes["c"].connected(), vec!["b"]);
-    assert_eq!(net.nodes["b"].connected(), vec!["a", "c"]);
-    assert_eq!(net.nodes["a"].members(), vec!["a", "b"]);
-    assert!(net.nodes["b"].is_fully_connected("a") && net.nodes["b"].is_fully_connected("c"));
+    net.net.advance(5000); // periodic gossip does not spread third parties
+    assert_eq!(net.mesh("a").connected(), vec!["b"]);
+    assert_eq!(net.mesh("c").connected(), vec!["b"]);
+    assert_eq!(net.mesh("b").connected(), vec!["a", "c"]);
+    assert_eq!(net.mesh("a").members(), vec!["a", "b"]);
+    assert!(net.mesh("b").is_fully_connected("a") && net.mesh("b").is_fully_connected("c"));
 }
 
 #[test]
 fn external_membership_links_exactly_the_listed_members_and_hands_control_up() {
-    let mut mesh = FullMesh::new(spec("a", 1), 1, table(), MeshConfig::default(), 1).with_topology(Topology::External, Role::Peer);
+    let mut mesh = lone_mesh("a", 1, LinkPolicy::External);
     mesh.set_members(0, vec![spec("a", 1), spec("b", 2), spec("c", 3)]);
-    let connects = drain(&mut mesh).iter().filter(|x| matches!(x, Action::Connect { .. })).count();
-    assert_eq!(connects, 2 * 4, "two peers, four links each");
+    let kept = drain(&mut mesh).iter().filter(|x| matches!(x, Action::Keep { .. })).count();
+    assert_eq!(kept, 2 * 4, "two peers, four links each");
     assert_eq!(mesh.members(), vec!["a", "b", "c"]);
-    mesh.link_up(0, &LinkId { node: "b".into(), channel: mesh.channels().membership_index(), conn: 0 });
+    mesh.link_up(0, &LinkId { node: "b".into(), channel: table().membership_index(), conn: 0 });
     assert!(!drain(&mut mesh).iter().any(|x| matches!(x, Action::SendControl { .. })), "no gossip of its own");
     mesh.control(0, "b", b"strategy bytes").unwrap();
     assert_eq!(drain(&mut mesh), vec![Action::Upcall { from: "b".into(), body: Bytes::from_static(b"strategy bytes") }]);
@@ -320,8 +272,8 @@ fn external_membership_links_exactly_the_listed_members_and_hands_control_up() {
     assert!(!actions.iter().any(|x| matches!(x, Action::SendControl { .. })));
     assert_eq!(mesh.members(), vec!["a", "b"]);
     assert_eq!(mesh.poll_timeout(), None, "no periodic gossip timer");
-    // set_members means nothing to other topologies
-    let mut full = FullMesh::new(spec("a", 1), 1, table(), MeshConfig::default(), 1);
+    // set_members means nothing to other policies
+    let mut full = lone_mesh("a", 1, LinkPolicy::AllMembers);
     full.set_members(0, vec![spec("b", 2)]);
     assert_eq!(full.members(), vec!["a"]);
 }
@@ -344,7 +296,7 @@ fn gossip_roundtrips_and_garbage_is_an_error() {
 proptest! {
     #[test]
     fn random_control_bodies_never_panic(data in proptest::collection::vec(any::<u8>(), 0..400)) {
-        let mut mesh = FullMesh::new(spec("a", 1), 1, table(), MeshConfig::default(), 1);
+        let mut mesh = lone_mesh("a", 1, LinkPolicy::AllMembers);
         let _ = mesh.control(0, "b", &data);
         let mut with_tag = vec![TAG_GOSSIP];
         with_tag.extend_from_slice(&data);
@@ -371,31 +323,19 @@ proptest! {
     }
 }
 
-/// `connection_interval => 0, connection_jitter => 0` and a member that is gone: each failed dial
-/// doubles the wait before the next (from 100 ms up to 2 s) instead of redialing at once.
+/// A partition drops every link across it; the node keeps redialing them (the full mesh keeps
+/// every link) and the mesh is whole again once the partition heals.
 #[test]
-fn failed_dials_back_off_even_with_a_zero_interval() {
-    let cfg = MeshConfig { connection_interval: 0, connection_jitter: 0, periodic_interval: 0 };
-    let mut mesh = FullMesh::new(spec("a@h", 1), 1, table(), cfg, 1);
-    mesh.join(0, spec("dead@h", 2));
-    let link = LinkId { node: "dead@h".into(), channel: 0, conn: 0 };
-    // The link was up once and dropped: the first redial is at once, as configured.
-    mesh.link_up(0, &link);
-    let mut now = 1_000;
-    mesh.link_down(now, &link);
-    let mut waits = vec![];
-    for _ in 0..8 {
-        let due = mesh.poll_timeout().unwrap();
-        waits.push(due - now);
-        now = due;
-        mesh.tick(now);
-        drain(&mut mesh);
-        mesh.link_down(now, &link); // the dial failed
-    }
-    assert_eq!(waits, [0, 100, 200, 400, 800, 1600, 2000, 2000]);
-    // Once the link is up again, a later drop redials at once again.
-    mesh.tick(mesh.poll_timeout().unwrap());
-    mesh.link_up(now, &link);
-    mesh.link_down(now, &link);
-    assert_eq!(mesh.poll_timeout(), Some(now));
+fn links_across_a_healed_partition_come_back() {
+    let mut net = Net::new(&["a", "b", "c"]);
+    net.with("b", |m, now| m.join(now, spec("a", 9000)));
+    net.with("c", |m, now| m.join(now, spec("a", 9000)));
+    net.net.partition(|n| u8::from(n == "a"));
+    net.net.advance(1000);
+    assert!(net.mesh("a").connected().is_empty());
+    assert_eq!(net.mesh("b").connected(), vec!["c"]);
+    assert_eq!(net.mesh("a").members(), vec!["a", "b", "c"], "still members, only unreachable");
+    net.net.partition(|_| 0);
+    net.net.advance(3000);
+    net.assert_full_mesh();
 }

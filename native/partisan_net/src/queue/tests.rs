@@ -1,0 +1,215 @@
+//! The send queue over a real connected socket pair (loopback TCP): what the peer reads is what
+//! the queue promised.
+
+use super::*;
+use bytes::Buf;
+use partisan_core::frame::{Decoder, Frame};
+use std::sync::atomic::AtomicUsize;
+use tokio::io::AsyncReadExt;
+
+/// A connected pair: the queue's side (shared, as a link's socket is) and the peer's.
+async fn socket_pair() -> (Arc<TcpStream>, TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ours = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (peer, _) = listener.accept().await.unwrap();
+    // tokio learns that a new socket is writable from its first readiness event; wait for it so
+    // that a direct write is tried rather than refused for want of it.
+    ours.writable().await.unwrap();
+    (Arc::new(ours), peer)
+}
+
+fn queue(socket: Arc<TcpStream>, max_bytes: usize, gap: Duration) -> (LinkQueue, Arc<AtomicU64>) {
+    let replaced = Arc::new(AtomicU64::new(0));
+    (LinkQueue::new(socket, max_bytes, 1 << 20, replaced.clone()).with_direct_gap(gap), replaced)
+}
+
+/// Message `n`: its payload is `n` (4 bytes), padded to `size` bytes.
+fn msg(n: u32, size: usize) -> Outgoing {
+    let mut payload = n.to_be_bytes().to_vec();
+    payload.resize(size.max(4), 0);
+    Outgoing::Message { dest: Dest::Name("p".into()), payload: payload.into() }
+}
+
+fn key(k: u8) -> Option<MonotonicKey> {
+    Some(MonotonicKey { dest: vec![k], affinity: 0 })
+}
+
+/// Reads message frames until `count` arrived (`None`: until EOF); returns their numbers.
+async fn read_numbers(peer: &mut TcpStream, count: Option<usize>) -> Vec<u32> {
+    let mut dec = Decoder::new(1 << 20);
+    let mut buf = BytesMut::new();
+    let mut numbers = vec![];
+    while count != Some(numbers.len()) {
+        match dec.decode(&mut buf).unwrap() {
+            Some(Frame::Message { mut payload, .. }) => numbers.push(payload.get_u32()),
+            Some(other) => panic!("unexpected frame {other:?}"),
+            None => {
+                if peer.read_buf(&mut buf).await.unwrap() == 0 {
+                    assert!(buf.is_empty(), "EOF inside a frame");
+                    break;
+                }
+            }
+        }
+    }
+    numbers
+}
+
+/// Waits (10 s at most) until `f` holds: for what the writer reports after the peer could read.
+async fn until(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..10_000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn a_quiet_link_is_written_by_the_sender_and_a_busy_one_by_the_writer() {
+    let (socket, mut peer) = socket_pair().await;
+    let (q, _) = queue(socket, 1 << 20, Duration::from_secs(3600));
+    q.push(msg(1, 4), None).unwrap();
+    assert_eq!(q.unwritten(), 0, "written by the sender itself, no writer runs");
+    assert_eq!(read_numbers(&mut peer, Some(1)).await, [1]);
+    q.push(msg(2, 4), None).unwrap();
+    assert_eq!(q.unwritten(), 1, "a second message within the gap waits for the writer");
+
+    let (socket, _peer) = socket_pair().await;
+    let (q, _) = queue(socket, 1 << 20, Duration::ZERO);
+    q.push(msg(1, DIRECT_MAX + 1), None).unwrap();
+    assert_eq!(q.unwritten(), 1, "a large message goes to the writer");
+    let mut held = vec![];
+    q.take_all(&mut held).await.unwrap();
+    q.push(msg(2, 4), None).unwrap();
+    assert_eq!(q.unwritten(), 2, "so does any message while the writer is writing");
+    q.written(1, held[0].budget_len());
+    let mut held = vec![];
+    q.take_all(&mut held).await.unwrap();
+    q.written(1, held[0].budget_len());
+    q.push(msg(3, 4), key(1)).unwrap();
+    assert_eq!(q.unwritten(), 1, "and a monotonic message, which a newer one may still replace");
+}
+
+#[tokio::test]
+async fn messages_arrive_in_the_order_they_were_pushed() {
+    let (socket, mut peer) = socket_pair().await;
+    let (q, _) = queue(socket, 64 << 20, Duration::ZERO);
+    let q = Arc::new(q);
+    let writer = tokio::spawn({
+        let q = q.clone();
+        async move { write_batches(&q).await }
+    });
+    let reader = tokio::spawn(async move { read_numbers(&mut peer, None).await });
+    for n in 0..2000u32 {
+        // every 100th is written from its own buffer, the others batched or written directly
+        let size = if n % 100 == 0 { COPY_LIMIT + 1 } else { 16 };
+        q.push(msg(n, size), None).unwrap();
+        if n % 7 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    q.close();
+    writer.await.unwrap().unwrap();
+    assert_eq!(reader.await.unwrap(), (0..2000).collect::<Vec<_>>());
+    assert_eq!(q.budget_used(), 0);
+}
+
+#[tokio::test]
+async fn a_newer_monotonic_message_replaces_the_queued_one_in_its_place() {
+    let (socket, mut peer) = socket_pair().await;
+    let (q, replaced) = queue(socket, 1 << 20, Duration::ZERO);
+    q.push(msg(1, 100), key(1)).unwrap();
+    q.push(msg(2, 50), key(2)).unwrap();
+    q.push(msg(3, 300), key(1)).unwrap();
+    q.push(msg(4, 10), key(1)).unwrap();
+    assert_eq!(replaced.load(Ordering::Relaxed), 2);
+    assert_eq!(q.unwritten(), 2);
+    assert_eq!(q.budget_used(), msg(4, 10).budget_len() + msg(2, 50).budget_len(), "replaced messages leave the budget");
+    q.close();
+    write_batches(&q).await.unwrap();
+    assert_eq!(read_numbers(&mut peer, None).await, [4, 2], "the newest of key 1, where the first of key 1 stood");
+    assert_eq!((q.unwritten(), q.budget_used()), (0, 0));
+}
+
+#[tokio::test]
+async fn the_byte_budget_refuses_with_queue_full_until_the_writer_frees_it() {
+    let (socket, mut peer) = socket_pair().await;
+    let (q, _) = queue(socket, 1000, Duration::ZERO);
+    let q = Arc::new(q);
+    // monotonic, distinct keys: queued (never written directly) and never replaced
+    let each = msg(0, 200).budget_len();
+    for n in 0..(1000 / each) as u8 {
+        q.push(msg(n.into(), 200), key(n)).unwrap();
+    }
+    assert_eq!(q.push(msg(99, 200), key(99)), Err(SendError::QueueFull));
+    assert_eq!(q.budget_used(), (1000 / each) * each);
+    let writer = tokio::spawn({
+        let q = q.clone();
+        async move { write_batches(&q).await }
+    });
+    assert_eq!(read_numbers(&mut peer, Some(1000 / each)).await.len(), 1000 / each);
+    until("the writer gave the budget back", || q.budget_used() == 0).await;
+    // one item larger than the whole budget still goes through an empty queue, alone
+    q.push(msg(7, 5000), key(7)).unwrap();
+    assert_eq!(q.push(msg(8, 10), key(8)), Err(SendError::QueueFull));
+    // and the peer's frame limit is checked before anything else
+    let too_large = msg(9, 2 << 20);
+    assert!(matches!(q.push(too_large, None), Err(SendError::MessageTooLarge { max, .. }) if max == 1 << 20));
+    q.close();
+    writer.await.unwrap().unwrap();
+    assert_eq!(read_numbers(&mut peer, None).await, [7]);
+}
+
+/// A sender pushes as fast as it can (directly when the link is quiet, else through the writer)
+/// while the queue is closed under it: every push that returned `Ok` is read by the peer, in
+/// order, and every later one fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_while_a_sender_pushes_loses_nothing_that_was_accepted() {
+    let (socket, mut peer) = socket_pair().await;
+    let (q, _) = queue(socket, 64 << 20, Duration::ZERO);
+    let q = Arc::new(q);
+    let writer = tokio::spawn({
+        let q = q.clone();
+        async move { write_batches(&q).await }
+    });
+    let reader = tokio::spawn(async move { read_numbers(&mut peer, None).await });
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let sender = std::thread::spawn({
+        let (q, accepted) = (q.clone(), accepted.clone());
+        move || {
+            for n in 0u32.. {
+                match q.push(msg(n, 16), None) {
+                    Ok(()) => accepted.store(n as usize + 1, Ordering::SeqCst),
+                    Err(e) => return (n, e),
+                }
+            }
+            unreachable!()
+        }
+    });
+    until("the sender is under way", || accepted.load(Ordering::SeqCst) >= 5000).await;
+    q.close();
+    let (first_refused, error) = sender.join().unwrap();
+    assert_eq!(error, SendError::NotConnected);
+    writer.await.unwrap().unwrap();
+    let got = reader.await.unwrap();
+    assert_eq!(got.len(), first_refused as usize, "every accepted message was written");
+    assert!(got.iter().enumerate().all(|(i, n)| *n == i as u32), "in order");
+}
+
+#[tokio::test]
+async fn abort_drops_and_counts_what_was_not_written_and_shuts_the_socket() {
+    let (socket, mut peer) = socket_pair().await;
+    let (q, _) = queue(socket, 1 << 20, Duration::ZERO);
+    for k in 0..3 {
+        q.push(msg(k.into(), 10), key(k)).unwrap();
+    }
+    let mut held = vec![];
+    q.take_all(&mut held).await.unwrap();
+    q.push(msg(3, 10), key(3)).unwrap();
+    assert_eq!(q.abort(), 4, "three held by the writer, one queued");
+    assert_eq!(q.abort(), 0);
+    assert_eq!(q.push(msg(4, 10), None), Err(SendError::NotConnected));
+    assert_eq!(q.budget_used(), 0);
+    assert_eq!(read_numbers(&mut peer, None).await, Vec::<u32>::new(), "EOF, nothing written");
+}
