@@ -1025,7 +1025,7 @@ impl ShellNet {
     fn execute(&mut self, name: &str) {
         while let Some(action) = self.nodes.get_mut(name).and_then(|n| n.poll_action()) {
             match action {
-                Action::Connect { link, .. } => {
+                Action::Dial { link, .. } => {
                     self.next_conn += 1;
                     let conn = self.next_conn;
                     let (from, to) = (name.to_owned(), link.node);
