@@ -11,6 +11,7 @@
 //! addresses), further occurrences are counted under a key without the peer (`node: None`,
 //! `peer: "other"`).
 
+use crate::lock::MutexExt;
 use crate::{Event, Sink};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,7 +106,7 @@ impl Reports {
             return;
         }
         {
-            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            let mut counts = self.counts.lock_unpoisoned();
             let key = if counts.len() >= MAX_KEYS && !counts.contains_key(&key) { key.folded() } else { key };
             *counts.entry(key).or_insert(0) += n;
         }
@@ -125,7 +126,7 @@ impl Reports {
         // Disarm first: an occurrence counted from now on arms the next report; one counted
         // before the swap below is in this one.
         self.armed.store(false, Ordering::Release);
-        let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()));
+        let counts = std::mem::take(&mut *self.counts.lock_unpoisoned());
         for (key, count) in counts {
             let event = match key {
                 Key::Dropped { reason, node, channel } => Event::Dropped {
