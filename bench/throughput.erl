@@ -51,7 +51,11 @@ config() ->
     Payloads = env_ints("BENCH_PAYLOADS", [10, 1024, 65536, ?MiB]),
     Senders = env_ints("BENCH_SENDERS", [1, 8, 64]),
     Pars = env_ints("BENCH_PARALLELISM", [1, 8]),
-    Transports = [{partisan, P} || P <- Pars] ++ [disterl || env_int("BENCH_DISTERL", 1) =:= 1],
+    %% `ack => true' sends (exactly once across lost connections) on the first parallelism, in the
+    %% same run: the cost of ack against plain sends.
+    AckPars = env_ints("BENCH_ACK_PARALLELISM", lists:sublist(Pars, 1)),
+    Transports = [{partisan, P} || P <- Pars] ++ [{partisan, {ack, P}} || P <- AckPars]
+        ++ [disterl || env_int("BENCH_DISTERL", 1) =:= 1],
     Runs = Reps * length(Payloads) * length(Senders) * length(Transports),
     ResultsDir = case os:getenv("BENCH_RESULTS_DIR") of
         false -> filename:join("bench", "results");
@@ -83,11 +87,13 @@ run(Cfg) ->
         bench_common:stop_peer(PeerA)
     end.
 
+channel({ack, P}) -> channel(P);
 channel(P) -> list_to_atom("data" ++ integer_to_list(P)).
 
 bench(Cfg, A, B) ->
     %% One partisan channel per parallelism under test, so both run on the same nodes.
-    Channels = maps:from_list([{channel(P), #{parallelism => P}} || P <- maps:get(parallelism, Cfg)]),
+    Pars = lists:usort(maps:get(parallelism, Cfg) ++ [P || {partisan, {ack, P}} <- maps:get(transports, Cfg)]),
+    Channels = maps:from_list([{channel(P), #{parallelism => P}} || P <- Pars]),
     [ok = erpc:call(N, application, set_env, [partisan, channels, Channels]) || N <- [A, B]],
     [{ok, _} = erpc:call(N, application, ensure_all_started, [partisan], ?RPC_TIMEOUT) || N <- [A, B]],
     SpecB = erpc:call(B, partisan, node_spec, []),
@@ -131,6 +137,9 @@ run_ok(#{lost := 0, errors := []}) -> true;
 run_ok(_) -> false.
 
 wire(disterl, _) -> disterl;
+wire({partisan, {ack, P}}, Cfg) ->
+    {partisan, Opts} = wire({partisan, P}, Cfg),
+    {partisan, Opts#{ack => true}};
 wire({partisan, P}, #{spread_keys := true}) -> {partisan, #{channel => channel(P), partition_key => spread}};
 wire({partisan, P}, _) -> {partisan, #{channel => channel(P)}}.
 
@@ -174,6 +183,7 @@ stats_delta(S0, S1) -> maps:map(fun(K, V) -> V - maps:get(K, S0, 0) end, S1).
 case_label({Payload, N}) -> io_lib:format("~ts x~b", [size_label(Payload), N]).
 
 transport_label(disterl) -> "disterl";
+transport_label({partisan, {ack, P}}) -> io_lib:format("partisan+ack P=~b", [P]);
 transport_label({partisan, P}) -> io_lib:format("partisan P=~b", [P]).
 
 rates(Results, Key) -> [maps:get(rate, R) || {K, R} <- Results, K =:= Key].

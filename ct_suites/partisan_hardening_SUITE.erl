@@ -380,13 +380,13 @@ tls_is_never_silently_ignored(_Config) ->
         ?assertMatch({partisan, {{invalid_config, tls, [_ | _]}, _}}, Reason),
         ok = rpc(N, application, unset_env, [partisan, tls]),
         ok = rpc(N, application, set_env, [partisan, tls_server_options, [{certfile, "c.pem"}]]),
-        ok = rpc(N, application, set_env, [partisan, connection_ping, 1000]),
+        ok = rpc(N, application, set_env, [partisan, connect_disterl, false]),
         ok = capture_logs(N),
         {ok, _} = rpc(N, application, ensure_all_started, [partisan]),
         Logs = flush_logs(),
         ct:pal("~p", [Logs]),
         ?assertMatch([_], [L || L <- Logs, string:find(L, "tls_server_options") =/= nomatch]),
-        ?assertMatch([_], [L || L <- Logs, string:find(L, "connection_ping") =/= nomatch])
+        ?assertMatch([_], [L || L <- Logs, string:find(L, "connect_disterl") =/= nomatch])
     after
         catch peer:stop(Pid)
     end.

@@ -171,9 +171,11 @@ forward_message(ServerRef, Msg, Opts) ->
 %% @doc Forwards `Msg' to `ServerRef' on `Node'. Options (a map or a proplist): `channel'
 %% (default `undefined'), `partition_key' (non-negative integer; messages with the same key keep
 %% their order), `transitive' (`true': when `Node' is not a neighbour, relay the message through
-%% the overlay). `ok' means the message is queued on a live connection, not that it arrived (see
-%% the README's semantics). A message whose frame exceeds the receiver's `max_frame_size'
-%% returns `{error, {message_too_large, Size, Max}}'.
+%% the overlay), `ack' (`true': delivered exactly once while both nodes live, across lost
+%% connections; it waits for a node not connected yet, up to `max_unacked_bytes' per node, then
+%% `{error, queue_full}'; see the README). Without `ack', `ok' means the message is queued on a
+%% live connection, not that it arrived (see the README's semantics). A message whose frame
+%% exceeds the receiver's `max_frame_size' returns `{error, {message_too_large, Size, Max}}'.
 -spec forward_message(node(), server_ref(), term(), forward_opts()) -> ok | send_error().
 forward_message(Node, ServerRef, Msg, Opts) ->
     case options(Opts) of
@@ -600,15 +602,23 @@ send_remote(Node, ServerRef, Msg, Opts) ->
     end.
 
 %% Options whose guarantees this release cannot give yet are refused rather than ignored: a
-%% caller asking for `ack' must not believe its message is retransmitted.
+%% caller asking for causal delivery must not believe it has it.
 unsupported(Opts) ->
-    [K || K <- [ack, retransmission, causal_label],
-          maps:get(K, Opts, false) =/= false, maps:get(K, Opts, undefined) =/= undefined].
+    [K || K <- [causal_label], is_set(K, Opts)].
+
+is_set(K, Opts) ->
+    maps:get(K, Opts, false) =/= false andalso maps:get(K, Opts, undefined) =/= undefined.
 
 send_remote_checked(Node, ServerRef, Msg, Opts) ->
     Channel = maps:get(channel, Opts, undefined),
     Key = maps:get(partition_key, Opts, undefined),
+    %% `retransmission' (v5) asks for what `ack' gives: acked messages are retransmitted.
+    Acked = is_set(ack, Opts) orelse is_set(retransmission, Opts),
     case destination(ServerRef) of
+        {ok, Dest} when Acked, erlang:is_binary(Msg), byte_size(Msg) >= ?DIRTY_BYTES ->
+            partisan_nif:send_acked_dirty(Node, Channel, Key, Dest, Msg);
+        {ok, Dest} when Acked ->
+            partisan_nif:send_acked(Node, Channel, Key, Dest, Msg);
         {ok, Dest} when map_get(transitive, Opts) =:= true ->
             case partisan_nif:is_connected(Node, Channel) of
                 true -> partisan_nif:send(Node, Channel, Key, Dest, Msg);

@@ -28,7 +28,7 @@
 -define(FULL_MEMBERSHIP, partisan_full_membership_strategy).
 %% Partisan v5 keys this release accepts but does not implement: the node starts and one warning
 %% names them.
--define(NOT_IMPLEMENTED, [connection_ping, connect_disterl, retransmit_interval, causal_labels,
+-define(NOT_IMPLEMENTED, [connect_disterl, causal_labels,
                           ref_encoding, metadata, ingress_delay, egress_delay,
                           xbot_enabled]).
 

@@ -8,13 +8,13 @@
 -export([load/0]).
 -export([check_config/1, config_keys/0, config/0]).
 -export([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
-         is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
+         is_fully_connected/1, send/5, send_dirty/5, send_acked/5, send_acked_dirty/5, send_transitive/3, stats/0, views/0,
          partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
          broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
          fail_replies/2, reply_nodes/0, rewrite_pids/5]).
 
 -nifs([check_config/1, config_keys/0, config/0, start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
-       is_fully_connected/1, send/5, send_dirty/5, send_transitive/3, stats/0, views/0,
+       is_fully_connected/1, send/5, send_dirty/5, send_acked/5, send_acked_dirty/5, send_transitive/3, stats/0, views/0,
        partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
        broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
        fail_replies/2, reply_nodes/0, rewrite_pids/5]).
@@ -110,6 +110,18 @@ send(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
 %% @doc `send/5' on a dirty CPU scheduler, for messages whose encoding may take over 1 ms.
 -spec send_dirty(node(), atom(), non_neg_integer() | undefined, term(), term()) -> ok | {error, term()}.
 send_dirty(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
+%% @doc `send/5' with `ack': the message is numbered and kept until `Node' acknowledges it,
+%% resent after a lost connection or `retransmit_interval' without progress, and delivered
+%% exactly once while both nodes live. A node not connected yet is not an error: the message
+%% waits, up to `max_unacked_bytes' per node (then `{error, queue_full}').
+-spec send_acked(node(), atom(), non_neg_integer() | pid() | undefined, dest(), term()) ->
+    ok | {error, queue_full | unknown_channel | bad_destination | not_started
+                 | {unknown_channel, atom()} | {cannot_rewrite_pids, binary()}
+                 | {message_too_large, non_neg_integer(), non_neg_integer()}}.
+send_acked(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
+%% @doc `send_acked/5' on a dirty CPU scheduler, for messages whose encoding may take over 1 ms.
+-spec send_acked_dirty(node(), atom(), non_neg_integer() | undefined, term(), term()) -> ok | {error, term()}.
+send_acked_dirty(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
 %% @doc Sends `Msg' to `Dest' on `Node' through the overlay, relayed by neighbours when `Node'
 %% is not one (on the default channel).
 -spec send_transitive(node(), term(), term()) -> ok | {error, not_connected | queue_full | bad_destination | not_started}.

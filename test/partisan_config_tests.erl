@@ -84,6 +84,13 @@ bad_values_name_the_key_test_() ->
            {max_pending_handshakes, 0},
            {max_pending_handshakes_per_addr, -1},
            {stop_flush_timeout, 60001},
+           {retransmit_interval, 0},
+           {max_unacked_bytes, 10},
+           {connection_ping, #{timeout => 0}},
+           {connection_ping, #{max_attempts => 0}},
+           {connection_ping, #{enabled => 1}},
+           {connection_ping, #{bogus => 1}},
+           {connection_ping, 1000},
            {hyparview, #{xbot_enabled => maybe}},
            {hyparview, #{shuffle_interval => 0}},
            {hyparview, #{random_promotion_interval => 0}},
@@ -113,11 +120,11 @@ tls_true_refuses_to_start_test() ->
 %% TLS options without `tls => true', and v5 keys not implemented: the node starts, and one
 %% warning names them.
 not_implemented_keys_start_with_a_warning_test() ->
-    Env = #{tls_server_options => [{certfile, "c.pem"}], connection_ping => #{},
+    Env = #{tls_server_options => [{certfile, "c.pem"}], connect_disterl => false,
             ingress_delay => 5, hyparview => #{xbot_enabled => true}},
     ?assertMatch({ok, _}, norm(Env)),
     [V5, Tls] = partisan_config:warnings(Env),
-    [?assertNotEqual(nomatch, string:find(V5, K)) || K <- ["connection_ping", "ingress_delay",
+    [?assertNotEqual(nomatch, string:find(V5, K)) || K <- ["connect_disterl", "ingress_delay",
                                                           "xbot_enabled"]],
     ?assertNotEqual(nomatch, string:find(Tls, "tls_server_options")),
     ?assertEqual([], partisan_config:warnings(#{hyparview => #{xbot_enabled => false}})),
@@ -195,6 +202,12 @@ accepted_values_reach_the_data_plane_unchanged() ->
               max_pending_handshakes => [1, 256, 0],
               max_pending_handshakes_per_addr => [1, 64, 65537],
               stop_flush_timeout => [0, 100, 60001],
+              retransmit_interval => [1, 1000],
+              max_unacked_bytes => [1024, 1 bsl 26],
+              connection_ping => [#{enabled => true, idle_timeout => 20000, timeout => 10000,
+                                    max_attempts => 5},
+                                  #{enabled => false, idle_timeout => 1, timeout => 1,
+                                    max_attempts => 1}],
               hyparview => [#{}, #{active_max_size => 5}, #{shuffle_interval => 0},
                             #{active_min_size => 9}],
               broadcast => [true, false, 1],
@@ -208,13 +221,14 @@ accepted_values_reach_the_data_plane_unchanged() ->
     Canonical = [parallelism, connection_interval, connection_jitter, max_frame_size,
                  max_queue_bytes, io_threads, connect_timeout, handshake_timeout,
                  max_pending_handshakes, max_pending_handshakes_per_addr, stop_flush_timeout,
+                 retransmit_interval, max_unacked_bytes, connection_ping,
                  broadcast, lazy_tick_period, exchange_tick_period, decode],
     Results = [check_random_config(Pools, Canonical, N) || N <- lists:seq(1, 300)],
     Started = length([ok || started <- Results]),
     Accepted = Started + length([ok || accepted <- Results]),
     %% Both outcomes are common: a test that only ever accepts or refuses proves little.
     ?assertMatch({true, _, _}, {Accepted >= 30 andalso Accepted =< 270, Accepted, Started}),
-    ?assert(Started >= 5).
+    ?assertMatch({true, _}, {Started >= 5, {Accepted, Started}}).
 
 check_random_config(Pools, Canonical, N) ->
     Set = maps:from_list([{K, pick(Vs)} || {K, Vs} <- lists:sort(maps:to_list(Pools)),
@@ -226,7 +240,7 @@ check_random_config(Pools, Canonical, N) ->
             ?assertEqual(maps:with(maps:keys(Effective), C), Effective),
             [?assertEqual({K, V}, {K, maps:get(K, Effective)})
              || {K, V} <- maps:to_list(maps:with(Canonical, Set))],
-            case N rem 8 of
+            case N rem 4 of
                 0 ->
                     {ok, _Spec} = partisan_nif:start(NifConfig#{events => self()}),
                     Running = partisan_nif:config(),

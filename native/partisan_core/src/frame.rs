@@ -45,6 +45,8 @@ const T_PING: u8 = 18;
 const T_PONG: u8 = 19;
 const T_RELAY: u8 = 20;
 const T_BROADCAST: u8 = 21;
+const T_SEQUENCED: u8 = 22;
+const T_ACK: u8 = 23;
 
 const D_PID: u8 = 0;
 const D_NAME: u8 = 1;
@@ -91,9 +93,20 @@ pub enum Frame {
     Broadcast { body: Bytes },
     /// An overlay protocol message in the overlay's own encoding (see [`crate::overlay`]).
     Control { body: Bytes },
+    /// A message sent with `ack`: number `seq` of the sender's stream on this connection's link
+    /// (see [`crate::ack`]). `incarnation` is the sender's; `base` is the oldest message the
+    /// sender still holds, so the receiver skips what the sender gave up on.
+    Sequenced { incarnation: u64, seq: u64, base: u64, dest: Dest, payload: Bytes },
+    /// Receiver → sender, on the same connection: every message of the sender's stream
+    /// (incarnation `incarnation`) up to `seq` is delivered.
+    Ack { incarnation: u64, seq: u64 },
+    /// Dialer → acceptor on an idle link (`connection_ping`); answered with [`Frame::Pong`].
     Ping { seq: u64 },
     Pong { seq: u64 },
 }
+
+/// Bytes of the header a [`Frame::Sequenced`] adds to a message frame.
+pub const SEQUENCED_HEADER: usize = 24;
 
 /// Why the byte stream of a connection cannot be read further. Every variant closes the
 /// connection; none is a panic.
@@ -132,6 +145,11 @@ impl Frame {
             out.put_slice(payload);
             let len = (out.len() - start - LENGTH_PREFIX) as u32;
             out[start..start + LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
+            return;
+        }
+        if let Frame::Sequenced { incarnation, seq, base, dest, payload } = self {
+            encode_sequenced_header(*incarnation, *seq, *base, dest, payload.len(), out);
+            out.put_slice(payload);
             return;
         }
         let start = out.len();
@@ -176,7 +194,12 @@ impl Frame {
                 out.put_u8(T_PONG);
                 out.put_u64(*seq);
             }
-            Frame::Message { .. } | Frame::Relay { .. } => unreachable!("handled above"),
+            Frame::Ack { incarnation, seq } => {
+                out.put_u8(T_ACK);
+                out.put_u64(*incarnation);
+                out.put_u64(*seq);
+            }
+            Frame::Message { .. } | Frame::Relay { .. } | Frame::Sequenced { .. } => unreachable!("handled above"),
         }
         let len = (out.len() - start - LENGTH_PREFIX) as u32;
         out[start..start + LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
@@ -216,6 +239,14 @@ impl Frame {
                 _ => unreachable!("parse_message returns messages"),
             };
         }
+        if ty == T_SEQUENCED {
+            let mut r = Reader::new(&body);
+            let (incarnation, seq, base) = (r.u64("incarnation")?, r.u64("sequence number")?, r.u64("base")?);
+            return match parse_message(body.slice(SEQUENCED_HEADER..))? {
+                Frame::Message { dest, payload } => Ok(Frame::Sequenced { incarnation, seq, base, dest, payload }),
+                _ => unreachable!("parse_message returns messages"),
+            };
+        }
         let mut r = Reader::new(&body);
         let frame = match ty {
             T_CHALLENGE => Frame::Challenge { version: r.u16("version")?, nonce: r.array("nonce")? },
@@ -231,6 +262,7 @@ impl Frame {
             T_REFUSED => Frame::Refused { reason: r.str("reason")? },
             T_PING => Frame::Ping { seq: r.u64("ping")? },
             T_PONG => Frame::Pong { seq: r.u64("pong")? },
+            T_ACK => Frame::Ack { incarnation: r.u64("incarnation")?, seq: r.u64("ack")? },
             other => return Err(FrameError::UnknownType(other)),
         };
         r.finish("frame")?;
@@ -261,15 +293,26 @@ pub fn relay_frame_len(origin: &str, target: &str, dest: &Dest, payload_len: usi
 /// Writes the length prefix, type and destination of a message frame whose payload of
 /// `payload_len` bytes follows. Lets a writer send a large payload without copying it.
 pub fn encode_message_header(dest: &Dest, payload_len: usize, out: &mut BytesMut) {
-    let dest_len = match dest {
-        Dest::Pid(etf) => 1 + 2 + etf.len(),
-        Dest::Name(name) => 1 + 2 + name.len(),
-        Dest::PidId { .. } | Dest::Reply { .. } => 1 + 8,
-    };
-    let len = 1 + dest_len + payload_len;
-    out.reserve(LENGTH_PREFIX + 1 + dest_len);
+    let len = message_frame_len(dest, payload_len);
+    out.reserve(LENGTH_PREFIX + 1 + dest_len(dest));
     out.put_u32(u32::try_from(len).expect("message larger than 4 GiB"));
     out.put_u8(T_MESSAGE);
+    encode_dest(dest, out);
+}
+
+/// The header of a [`Frame::Sequenced`] whose payload of `payload_len` bytes follows.
+pub fn encode_sequenced_header(incarnation: u64, seq: u64, base: u64, dest: &Dest, payload_len: usize, out: &mut BytesMut) {
+    let len = SEQUENCED_HEADER + message_frame_len(dest, payload_len);
+    out.reserve(LENGTH_PREFIX + 1 + SEQUENCED_HEADER + dest_len(dest));
+    out.put_u32(u32::try_from(len).expect("message larger than 4 GiB"));
+    out.put_u8(T_SEQUENCED);
+    out.put_u64(incarnation);
+    out.put_u64(seq);
+    out.put_u64(base);
+    encode_dest(dest, out);
+}
+
+fn encode_dest(dest: &Dest, out: &mut BytesMut) {
     match dest {
         Dest::Pid(etf) => {
             out.put_u8(D_PID);
@@ -390,6 +433,17 @@ mod tests {
         let relay = Frame::Relay { origin: "a@h".into(), id: 1, hops: 2, target: "zz@h".into(), dest: dest.clone(), payload };
         assert_eq!(relay.to_bytes().len(), LENGTH_PREFIX + relay_frame_len("a@h", "zz@h", &dest, 3));
         roundtrip(Frame::Pong { seq: 43 });
+        roundtrip(Frame::Ack { incarnation: 7, seq: 1 << 40 });
+        let seq = Frame::Sequenced { incarnation: 9, seq: 12, base: 3, dest: Dest::PidId { id: 1, serial: 2 }, payload: Bytes::from_static(b"\x83j") };
+        assert_eq!(seq.to_bytes().len(), LENGTH_PREFIX + SEQUENCED_HEADER + message_frame_len(&Dest::PidId { id: 1, serial: 2 }, 2));
+        roundtrip(seq);
+        roundtrip(Frame::Sequenced { incarnation: 1, seq: 1, base: 1, dest: Dest::Pid(Bytes::from_static(b"\x83X")), payload: Bytes::new() });
+    }
+
+    #[test]
+    fn short_sequenced_frame_is_malformed() {
+        let mut buf = BytesMut::from(&[0, 0, 0, 9, T_SEQUENCED, 0, 0, 0, 0, 0, 0, 0, 1][..]);
+        assert!(matches!(Decoder::new(64).decode(&mut buf), Err(FrameError::Malformed(_))));
     }
 
     #[test]

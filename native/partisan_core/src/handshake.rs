@@ -125,6 +125,8 @@ fn frame_kind(frame: &Frame) -> &'static str {
         Frame::Broadcast { .. } => "broadcast",
         Frame::Ping { .. } => "ping",
         Frame::Pong { .. } => "pong",
+        Frame::Sequenced { .. } => "sequenced message",
+        Frame::Ack { .. } => "ack",
     }
 }
 

@@ -15,9 +15,12 @@
 //! - [`frame`]: length-prefixed frames with a maximum size, and zero-copy message payloads.
 //! - [`handshake`]: mutual challenge-response over the cluster cookie.
 //! - [`channel`]: named channels, parallel connections, affinity, monotonic coalescing.
+//! - [`ack`]: exactly-once delivery of messages sent with `ack` (numbering, dedup, retransmission).
+//! - [`ping`]: `connection_ping`, noticing a peer that stopped answering.
 //! - [`calls`]: callers waiting for a remote answer (one round trip per call, no late replies).
 //! - [`etf_pids`]: pids of a VM that is not alive rewritten to remote references in encoded terms.
 
+pub mod ack;
 pub mod calls;
 pub mod channel;
 pub mod etf_pids;
@@ -27,6 +30,7 @@ pub mod full_mesh;
 pub mod hyparview;
 pub mod node;
 pub mod overlay;
+pub mod ping;
 pub mod plumtree;
 pub mod relay;
 #[cfg(test)]

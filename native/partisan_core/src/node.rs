@@ -443,7 +443,8 @@ impl<O: Overlay> Node<O> {
                 self.relay(from, Relayed { origin, id, hops, target, dest, payload });
                 Ok(())
             }
-            Frame::Message { .. } => Err(ReceiveError::NotForTheNode("message")),
+            Frame::Message { .. } | Frame::Sequenced { .. } => Err(ReceiveError::NotForTheNode("message")),
+            Frame::Ack { .. } => Err(ReceiveError::NotForTheNode("ack")),
             Frame::Ping { .. } | Frame::Pong { .. } => Err(ReceiveError::NotForTheNode("ping")),
             Frame::Challenge { .. } | Frame::Hello { .. } | Frame::Accept { .. } | Frame::Refused { .. } => {
                 Err(ReceiveError::NotForTheNode("handshake"))

@@ -23,6 +23,9 @@
 //! | `handshake_timeout` | 5000 ms | 100..=60000 |
 //! | `max_pending_handshakes`, `_per_addr` | 256, 64 | 1..=65536 |
 //! | `stop_flush_timeout` | 5000 ms | 0..=60000 |
+//! | `retransmit_interval` | 1000 ms | 1..=[`MAX_MILLIS`] |
+//! | `max_unacked_bytes` | 64 MiB | 1024 or more |
+//! | `connection_ping` | `enabled`, `idle_timeout` 20000, `timeout` 10000, `max_attempts` 5 | timeouts 1..=[`MAX_MILLIS`] ms, attempts 1..=1000 |
 //!
 //! ```
 //! use partisan_net::Config;
@@ -35,6 +38,7 @@
 use partisan_core::channel::{ChannelSpec, ChannelTable};
 use partisan_core::hyparview::HyParViewConfig;
 use partisan_core::node::{self, OverlayConfig};
+use partisan_core::ping::PingConfig;
 use partisan_core::plumtree::PlumtreeConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -74,6 +78,12 @@ pub struct Config {
     pub max_pending_handshakes_per_addr: usize,
     /// How long [`crate::Node::stop`] lets the writers flush their queues before it closes them.
     pub stop_flush_timeout: Duration,
+    /// Messages sent with `ack`: resent when nothing was acknowledged for this long.
+    pub retransmit_interval: Duration,
+    /// Messages sent with `ack`: bytes held unacknowledged per destination node, at most.
+    pub max_unacked_bytes: usize,
+    /// Pings on idle links (`connection_ping`).
+    pub connection_ping: PingConfig,
 }
 
 /// A configuration value that cannot run: `{invalid_config, Key, Why}` in Erlang.
@@ -114,6 +124,9 @@ impl Config {
             max_pending_handshakes: 256,
             max_pending_handshakes_per_addr: 64,
             stop_flush_timeout: Duration::from_secs(5),
+            retransmit_interval: Duration::from_secs(1),
+            max_unacked_bytes: 64 << 20,
+            connection_ping: PingConfig::default(),
         }
     }
 
@@ -147,7 +160,10 @@ impl Config {
         for (key, n) in [("max_pending_handshakes", self.max_pending_handshakes), ("max_pending_handshakes_per_addr", self.max_pending_handshakes_per_addr)] {
             check((1..=65_536).contains(&n), key, || format!("{n} must be an integer from 1 to 65536 (connections)"))?;
         }
-        millis("stop_flush_timeout", self.stop_flush_timeout, 0, 60_000)
+        millis("stop_flush_timeout", self.stop_flush_timeout, 0, 60_000)?;
+        millis("retransmit_interval", self.retransmit_interval, 1, MAX_MILLIS)?;
+        check(self.max_unacked_bytes >= 1024, "max_unacked_bytes", || format!("{} must be an integer of at least 1024", self.max_unacked_bytes))?;
+        validate_ping(&self.connection_ping)
     }
 
     fn validate_node(&self) -> Result<(), ConfigError> {
@@ -175,6 +191,15 @@ pub fn validate_broadcast(pt: &PlumtreeConfig) -> Result<(), ConfigError> {
         check((1..=MAX_MILLIS).contains(&ms), key, || format!("{ms} must be a positive integer up to {MAX_MILLIS} (milliseconds)"))?;
     }
     pt.validate().map_err(|e| ConfigError::new("broadcast", e))
+}
+
+/// The `connection_ping` settings.
+pub fn validate_ping(p: &PingConfig) -> Result<(), ConfigError> {
+    for (key, ms) in [("idle_timeout", p.idle_timeout), ("timeout", p.timeout)] {
+        check((1..=MAX_MILLIS).contains(&ms), "connection_ping", || format!("{key} {ms} must be an integer from 1 to {MAX_MILLIS} (milliseconds)"))?;
+    }
+    let n = p.max_attempts;
+    check((1..=1000).contains(&n), "connection_ping", || format!("max_attempts {n} must be an integer from 1 to 1000"))
 }
 
 /// The `hyparview` settings.

@@ -10,7 +10,11 @@
 use crate::queue::{write_batches, LinkQueue};
 use crate::lock::MutexExt;
 use crate::routes::LinkTx;
+use crate::acks::count_not_delivered;
+use crate::queue::Outgoing;
 use crate::{Cmd, Cmds, Direction, DropReason, Event, Shared, StartError};
+use partisan_core::ack::{Inbound, Verdict};
+use partisan_core::ping::{Liveness, PingAction};
 use bytes::BytesMut;
 use partisan_core::frame::{Decoder, Frame, FrameError, NONCE_LEN};
 use partisan_core::handshake::{ClientHandshake, HandshakeError, ServerHandshake};
@@ -113,13 +117,15 @@ impl Drop for Permit {
     }
 }
 
+/// Why a handshake frame could not be read.
 enum ReadError {
+    /// Closed, reset or failed.
     Closed,
-    Io(std::io::Error),
     Frame(FrameError),
 }
 
-/// Reads until one whole frame is buffered. The buffer grows by at most `chunk` per read.
+/// Reads until one whole handshake frame is buffered. The buffer grows by at most `chunk` per
+/// read. (Authenticated frames are read by [`read_loop`].)
 ///
 /// A connection's socket is shared (`&TcpStream`: the reader, the writer and the send queue's
 /// direct writes), so reads and writes use tokio's readiness API rather than split halves.
@@ -131,10 +137,8 @@ async fn read_frame(socket: &TcpStream, buf: &mut BytesMut, dec: &mut Decoder, c
         if buf.capacity() - buf.len() < chunk / 16 + 1 {
             buf.reserve(chunk);
         }
-        match read_some(socket, buf).await {
-            Ok(0) => return Err(ReadError::Closed),
-            Ok(_) => {}
-            Err(e) => return Err(ReadError::Io(e)),
+        if !matches!(read_some(socket, buf).await, Ok(n) if n > 0) {
+            return Err(ReadError::Closed);
         }
     }
 }
@@ -220,7 +224,7 @@ async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shar
     let max_frame = u32::try_from(shared.cfg.max_frame_size).unwrap_or(u32::MAX);
     let hs = ServerHandshake::new(&shared.name, &shared.cfg.cookie, max_frame, nonce());
     let handshake = async {
-        write_frame(socket, &hs.challenge()).await.map_err(ReadError::Io)?;
+        write_frame(socket, &hs.challenge()).await.map_err(|_| ReadError::Closed)?;
         let frame = read_frame(socket, &mut buf, &mut dec, HANDSHAKE_CHUNK).await?;
         Ok(hs.on_hello(frame, |c, i| shared.channels.serves(c, i)))
     };
@@ -267,9 +271,11 @@ async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shar
     }
     debug!(%peer, node = %hello.node, channel = %hello.channel, conn = hello.conn_index, "inbound connection accepted");
     dec = Decoder::new(shared.cfg.max_frame_size);
-    // Nothing is written on an accepted link (the dialer sends on it); the socket stays open
-    // until the peer closes it, which ends the read loop.
-    read_loop(socket, &mut buf, &mut dec, &hello.node, &shared, &cmds).await;
+    // Only the reader writes on an accepted link (acks and pongs; the dialer sends on it); the
+    // socket stays open until the peer closes it, which ends the read loop.
+    let Some(channel) = shared.channels.index_of(&hello.channel) else { return };
+    let side = Side::Accepted { channel, conn: hello.conn_index };
+    read_loop(socket, &mut buf, &mut dec, &hello.node, side, &shared, &cmds).await;
 }
 
 /// Why a connection's reader stopped.
@@ -308,42 +314,88 @@ fn handshake_reason(e: &HandshakeError) -> &'static str {
     }
 }
 
-/// Dispatches frames from an authenticated peer until the connection ends.
-async fn read_loop(
-    socket: &TcpStream,
-    buf: &mut BytesMut,
-    dec: &mut Decoder,
-    from: &str,
-    shared: &Shared,
-    cmds: &Cmds,
-) -> Ended {
+/// Which end of a link a reader serves.
+#[derive(Clone, Copy)]
+enum Side<'a> {
+    /// A link this node dialed (it sends on it): acks and pongs come back on it.
+    Dialed(&'a LinkId),
+    /// A link the peer dialed: its messages arrive here; acks and pongs go back on it.
+    Accepted { channel: usize, conn: u16 },
+}
+
+/// Dispatches frames from an authenticated peer until the connection ends. Every read counts as
+/// hearing from the peer (`connection_ping`). On an accepted link, sequenced messages are
+/// delivered once and in order, and one cumulative ack answers each batch of frames read.
+async fn read_loop(socket: &TcpStream, buf: &mut BytesMut, dec: &mut Decoder, from: &str, side: Side<'_>, shared: &Shared, cmds: &Cmds) -> Ended {
     let bad_frame = |what: &str, error: &dyn std::fmt::Display| {
+        shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
         if let Some(suppressed) = shared.log_limits.frames.allow(&shared.stats) {
             warn!(from, %error, suppressed, "{what}");
         }
     };
+    let heard = shared.heard(from);
+    // The inbound stream of this link, once a sequenced message arrived, and whether it owes
+    // an ack.
+    let mut stream: Option<Arc<Mutex<Inbound>>> = None;
+    let mut ack_due = false;
     loop {
-        match read_frame(socket, buf, dec, READ_CHUNK).await {
-            Ok(Frame::Message { dest, payload }) => {
+        let frame = match dec.decode(buf) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                // Everything read is handled: one ack for the batch, then read more.
+                if std::mem::take(&mut ack_due) {
+                    if let Some((incarnation, seq)) = stream.as_ref().and_then(|s| s.lock_unpoisoned().take_ack()) {
+                        // A failed write ends the read below; the sender resends what was not acked.
+                        let _ = write_frame(socket, &Frame::Ack { incarnation, seq }).await;
+                    }
+                }
+                if buf.capacity() - buf.len() < READ_CHUNK / 16 + 1 {
+                    buf.reserve(READ_CHUNK);
+                }
+                match read_some(socket, buf).await {
+                    Ok(0) => return Ended::Closed,
+                    Ok(_) => heard.store(shared.now_ms(), Ordering::Relaxed),
+                    Err(e) => return Ended::Io(e),
+                }
+                continue;
+            }
+            Err(e) => {
+                bad_frame("bad frame; connection closed", &e);
+                return Ended::BadFrame;
+            }
+        };
+        match (frame, side) {
+            (Frame::Message { dest, payload }, _) => {
                 shared.stats.messages_received.fetch_add(1, Ordering::Relaxed);
                 shared.deliver(from, &dest, payload);
             }
+            (Frame::Sequenced { incarnation, seq, base, dest, payload }, Side::Accepted { channel, conn }) => {
+                let stream = stream.get_or_insert_with(|| shared.acks.inbound(from, channel, conn));
+                // Held while delivering: a replaced connection of this link still being read
+                // cannot deliver between the verdict and the delivery.
+                let mut st = stream.lock_unpoisoned();
+                match st.receive(incarnation, seq, base) {
+                    Verdict::Deliver => {
+                        shared.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                        shared.deliver(from, &dest, payload);
+                    }
+                    Verdict::Duplicate => count_not_delivered(&shared.stats, true),
+                    Verdict::Early | Verdict::Stale => count_not_delivered(&shared.stats, false),
+                }
+                ack_due = true;
+            }
+            (Frame::Ack { incarnation, seq }, Side::Dialed(link)) => shared.acks.on_ack(link, incarnation, seq),
+            (Frame::Ping { seq }, Side::Accepted { .. }) => {
+                let _ = write_frame(socket, &Frame::Pong { seq }).await;
+            }
+            (Frame::Pong { .. }, Side::Dialed(_)) => {}
             // For the node (overlay, Plumtree, relaying). Waits for room in the driver's bounded
             // input: a peer flooding such frames slows down its own connection, not the node.
-            Ok(frame @ (Frame::Control { .. } | Frame::Broadcast { .. } | Frame::Relay { .. })) => {
+            (frame @ (Frame::Control { .. } | Frame::Broadcast { .. } | Frame::Relay { .. }), _) => {
                 let _ = cmds.peer.send(Cmd::Frame { from: from.to_owned(), frame }).await;
             }
-            Ok(Frame::Ping { .. } | Frame::Pong { .. }) => {}
-            Ok(other) => {
-                shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                bad_frame("handshake frame after authentication; connection closed", &format!("{other:?}"));
-                return Ended::BadFrame;
-            }
-            Err(ReadError::Closed) => return Ended::Closed,
-            Err(ReadError::Io(e)) => return Ended::Io(e),
-            Err(ReadError::Frame(e)) => {
-                shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-                bad_frame("bad frame; connection closed", &e);
+            (other, _) => {
+                bad_frame("frame not allowed on this end of a link; connection closed", &format!("{other:?}"));
                 return Ended::BadFrame;
             }
         }
@@ -437,7 +489,7 @@ fn start_link(link: LinkId, conn_id: u64, socket: Arc<TcpStream>, mut buf: Bytes
             let down = down;
             // The peer sends nothing on a link it accepted but may (pings); EOF means it is gone.
             let mut dec = Decoder::new(shared.cfg.max_frame_size);
-            let ended = read_loop(&socket, &mut buf, &mut dec, &link.node, &shared, &cmds).await;
+            let ended = read_loop(&socket, &mut buf, &mut dec, &link.node, Side::Dialed(&link), &shared, &cmds).await;
             if let Ended::Io(e) = &ended {
                 debug!(node = %link.node, error = %e, "link read failed");
             }
@@ -447,8 +499,12 @@ fn start_link(link: LinkId, conn_id: u64, socket: Arc<TcpStream>, mut buf: Bytes
             count_undelivered(&shared, &link, queue.abort());
         })
     };
+    let mut tasks = vec![reader.abort_handle()];
+    if shared.cfg.connection_ping.enabled {
+        tasks.push(tokio::spawn(ping_loop(link.clone(), queue.clone(), reason.clone(), shared.clone())).abort_handle());
+    }
     shared.writers.fetch_add(1, Ordering::SeqCst);
-    tokio::spawn(write_loop(link, conn_id, queue.clone(), reader.abort_handle(), reason, shared, cmds));
+    tokio::spawn(write_loop(link, conn_id, queue.clone(), tasks, reason, shared, cmds));
     LinkTx { conn_id, queue }
 }
 
@@ -512,17 +568,52 @@ impl Drop for WriterGuard {
 
 /// Runs the link's writer until the queue is closed (everything accepted is written, then the
 /// write side shuts down) or a write fails (the link is down: what it held is counted lost).
+/// Then ends the link's other tasks (its reader, and its pinger).
 #[allow(clippy::too_many_arguments)]
-async fn write_loop(link: LinkId, conn_id: u64, queue: Arc<LinkQueue>, reader: tokio::task::AbortHandle, reason: DownReason, shared: Arc<Shared>, cmds: Cmds) {
+async fn write_loop(link: LinkId, conn_id: u64, queue: Arc<LinkQueue>, tasks: Vec<tokio::task::AbortHandle>, reason: DownReason, shared: Arc<Shared>, cmds: Cmds) {
     let _guard = WriterGuard(shared.clone());
     let result = write_batches(&queue).await;
     // Set before the reader is aborted: its drop reports the reason.
     set_reason(&reason, if result.is_err() { "write_failed" } else { "local_close" });
-    reader.abort();
+    for task in &tasks {
+        task.abort();
+    }
     if let Err(error) = result {
         info!(node = %link.node, channel = link.channel, conn = link.conn, %error, "link write failed");
         count_undelivered(&shared, &link, queue.abort());
         let _ = cmds.life.send(Cmd::LinkDown { link, conn_id });
+    }
+}
+
+/// `connection_ping` for one dialed link: pings when the peer has been silent for
+/// `idle_timeout`, and closes the link (reason `ping_timeout`) when `max_attempts` pings went
+/// unanswered (see `partisan_core::ping`). Ends with the link (its writer aborts it).
+async fn ping_loop(link: LinkId, queue: Arc<LinkQueue>, reason: DownReason, shared: Arc<Shared>) {
+    let heard = shared.heard(&link.node);
+    let mut liveness = Liveness::new(shared.cfg.connection_ping, shared.now_ms());
+    loop {
+        liveness.heard(heard.load(Ordering::Relaxed));
+        match liveness.poll(shared.now_ms()) {
+            PingAction::Wait(until) => {
+                let at = shared.epoch + std::time::Duration::from_millis(until);
+                tokio::time::sleep_until(at.into()).await;
+            }
+            PingAction::Ping(seq) => {
+                // A full queue (a peer that stopped reading) loses the ping: it counts as unanswered.
+                let _ = queue.push(Outgoing::Frame(Frame::Ping { seq }.to_bytes()), None);
+                shared.stats.pings_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            PingAction::Dead => {
+                shared.stats.ping_timeouts.fetch_add(1, Ordering::Relaxed);
+                let bound = shared.cfg.connection_ping.detection_bound();
+                warn!(node = %link.node, channel = link.channel, conn = link.conn, bound_ms = bound, "peer answered no ping; link closed (connection_ping)");
+                set_reason(&reason, "ping_timeout");
+                // Shuts the socket down: the writer and the reader end, and the link is reported
+                // down (and redialed).
+                count_undelivered(&shared, &link, queue.abort());
+                return;
+            }
+        }
     }
 }
 

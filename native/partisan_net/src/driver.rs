@@ -135,8 +135,14 @@ impl Driver {
     /// Sets (or clears) the connection of one link in the routing table, closing the one it
     /// replaces.
     fn register(&self, link: &LinkId, tx: Option<LinkTx>) {
+        let queue = tx.as_ref().map(|tx| tx.queue.clone());
         if let Some(old) = self.shared.routes.set(link, tx) {
             old.queue.close();
+        }
+        // After the routing table, so an outbox made meanwhile finds the link either way.
+        match queue {
+            Some(queue) => self.shared.acks.link_up(link, &queue),
+            None => self.shared.acks.link_down(link),
         }
     }
 
@@ -158,8 +164,12 @@ impl Driver {
                 }
                 Action::Disconnect { node } => {
                     self.current.retain(|l, _| l.node != node);
+                    let links: Vec<LinkId> = self.shared.routes.links_of(&node).into_iter().map(|(link, _)| link).collect();
                     for tx in self.shared.routes.remove_node(&node) {
                         tx.queue.close();
+                    }
+                    for link in &links {
+                        self.shared.acks.link_down(link);
                     }
                 }
                 Action::Send { node, channel, frame } => {
@@ -190,7 +200,10 @@ impl Driver {
             node::Event::ChannelUp { node, channel } => sink.event(Event::ChannelUp(node, channel_name(channel))),
             node::Event::ChannelDown { node, channel } => sink.event(Event::ChannelDown(node, channel_name(channel))),
             node::Event::Members(members) => {
-                self.shared.snapshot.write_unpoisoned().members = members.clone();
+                let before = std::mem::replace(&mut self.shared.snapshot.write_unpoisoned().members, members.clone());
+                for node in before.iter().filter(|n| !members.contains(n)) {
+                    self.give_up(node);
+                }
                 sink.event(Event::Members(members));
             }
             node::Event::Removed { by } => {
@@ -202,6 +215,17 @@ impl Driver {
             node::Event::BroadcastGraft { node, msg_id, round } => sink.event(Event::BroadcastGraft { node, msg_id, round }),
             node::Event::BroadcastExchange { node } => sink.event(Event::BroadcastExchange { node }),
             node::Event::Deliver { origin, dest, payload } => self.shared.deliver(&origin, &dest, payload),
+        }
+    }
+
+    /// `node` left the membership: what was sent to it with `ack` and is not acknowledged is
+    /// given up, counted and logged.
+    fn give_up(&self, node: &str) {
+        let lost = self.shared.acks.give_up(node);
+        if lost > 0 {
+            self.shared.stats.dropped_destination_removed.fetch_add(lost as u64, Ordering::Relaxed);
+            self.shared.report_drop(crate::DropReason::DestinationRemoved, Some(node), None, lost as u64);
+            warn!(node, lost, "node left the membership: messages sent to it with ack and not acknowledged are dropped (counter dropped_destination_removed)");
         }
     }
 

@@ -26,6 +26,7 @@
 //! println!("listening on {:?}", node.spec().listen_addrs);
 //! ```
 
+mod acks;
 pub mod config;
 mod conn;
 mod driver;
@@ -177,6 +178,16 @@ pub struct Stats {
     pub dial_attempts: AtomicU64,
     /// Log lines the rate limits suppressed (the counters above keep the exact numbers).
     pub log_lines_suppressed: AtomicU64,
+    /// Messages sent with `ack` that arrived again after being delivered (dropped).
+    pub ack_duplicates: AtomicU64,
+    /// Messages sent with `ack` that arrived before an earlier one of their stream, or from an
+    /// older incarnation of their sender (dropped; the sender resends in order).
+    pub ack_out_of_order: AtomicU64,
+    /// Messages sent with `ack` given up because their destination left the membership.
+    pub dropped_destination_removed: AtomicU64,
+    /// Links closed because the peer answered no `connection_ping`.
+    pub ping_timeouts: AtomicU64,
+    pub pings_sent: AtomicU64,
 }
 
 impl Stats {
@@ -203,6 +214,11 @@ impl Stats {
             ("handshake_timeouts", g(&self.handshake_timeouts)),
             ("dial_attempts", g(&self.dial_attempts)),
             ("log_lines_suppressed", g(&self.log_lines_suppressed)),
+            ("ack_duplicates", g(&self.ack_duplicates)),
+            ("ack_out_of_order", g(&self.ack_out_of_order)),
+            ("dropped_destination_removed", g(&self.dropped_destination_removed)),
+            ("ping_timeouts", g(&self.ping_timeouts)),
+            ("pings_sent", g(&self.pings_sent)),
         ]
     }
 }
@@ -242,6 +258,12 @@ pub(crate) struct Shared {
     /// Drops and failed handshakes, aggregated for the sink.
     pub reports: Arc<report::Reports>,
     pub sink: Arc<dyn Sink>,
+    /// Outboxes and inbound streams of messages sent with `ack`.
+    pub acks: acks::Acks,
+    /// When each peer was last heard from (ms since `epoch`), on any of its connections: what
+    /// `connection_ping` watches.
+    pub heard: std::sync::Mutex<std::collections::HashMap<String, Arc<AtomicU64>>>,
+    pub epoch: std::time::Instant,
     pub cfg: Config,
 }
 
@@ -342,6 +364,16 @@ impl Cmds {
 }
 
 impl Shared {
+    /// Milliseconds since the node started.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The cell holding when `node` was last heard from.
+    pub(crate) fn heard(&self, node: &str) -> Arc<AtomicU64> {
+        self.heard.lock_unpoisoned().entry(node.to_owned()).or_default().clone()
+    }
+
     pub(crate) fn is_blocked(&self, node: &str) -> bool {
         self.blocked.read_unpoisoned().contains(node)
     }
@@ -444,6 +476,15 @@ impl Node {
             writer_done: tokio::sync::Notify::new(),
             reports,
             sink,
+            acks: acks::Acks::new(
+                partisan_core::ack::OutboxConfig {
+                    retransmit_interval: cfg.retransmit_interval.as_millis() as u64,
+                    max_bytes: cfg.max_unacked_bytes,
+                },
+                cfg.incarnation,
+            ),
+            heard: Default::default(),
+            epoch: std::time::Instant::now(),
             cfg,
         });
         let (cmds, rx) = Cmds::new();
@@ -451,6 +492,7 @@ impl Node {
             runtime.spawn(conn::accept_loop(listener, shared.clone(), cmds.clone()));
         }
         runtime.spawn(driver::run(shared.clone(), node, cmds.clone(), rx));
+        runtime.spawn(retransmit_loop(shared.clone()));
         Ok(Node { shared, cmds, runtime: Some(runtime), spec })
     }
 
@@ -579,6 +621,37 @@ impl Node {
         result
     }
 
+    /// Sends a message with `ack`: delivered exactly once while both nodes live, whatever happens
+    /// to the connections (see `partisan_core::ack`). It waits for a link that is not up yet;
+    /// `QueueFull` when `max_unacked_bytes` of the destination's messages are already held.
+    pub fn send_acked(&self, node: &str, channel: usize, key: u64, dest: Dest, payload: Bytes) -> Result<(), SendError> {
+        if channel >= self.shared.channels.specs().len() {
+            return Err(SendError::UnknownChannel);
+        }
+        let size = frame::SEQUENCED_HEADER + frame::message_frame_len(&dest, payload.len());
+        let max = self.shared.cfg.max_frame_size;
+        if size > max {
+            // Checked against this node's limit: the destination's may not be known yet
+            // (configure the same max_frame_size cluster-wide).
+            return Err(SendError::MessageTooLarge { size, max });
+        }
+        let conn = self.shared.channels.connection_for(channel, key) as u16;
+        let len = payload.len() as u64;
+        let stats = &self.shared.stats;
+        match self.shared.acks.send(&self.shared.routes, node, channel, conn, dest, payload) {
+            Ok(()) => {
+                stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+                stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                self.shared.report_drop(DropReason::QueueFull, Some(node), Some(channel), 1);
+                Err(e)
+            }
+        }
+    }
+
     /// Sends a message to `node` through the overlay when it is not a neighbour (transitive
     /// forwarding); straight to it when it is. The driver's node routes it; this call only
     /// refuses what cannot go anywhere: `NotConnected` when no neighbour could carry it now,
@@ -617,6 +690,9 @@ impl Node {
         stats.push(("handshakes_pending_peak", peak as u64));
         let queued: usize = self.shared.routes.queues().iter().map(|q| q.unwritten()).sum();
         stats.push(("queued_messages", queued as u64));
+        let (unacked, retransmitted) = self.shared.acks.counts();
+        stats.push(("unacked_messages", unacked));
+        stats.push(("retransmitted", retransmitted));
         stats
     }
 
@@ -664,6 +740,18 @@ impl Node {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(2));
         }
+    }
+}
+
+/// Ticks every outbox for retransmissions, four times per `retransmit_interval` (at most every
+/// 10 ms), so a stream that made no progress is resent within 1.25 intervals.
+async fn retransmit_loop(shared: Arc<Shared>) {
+    let period = (shared.cfg.retransmit_interval / 4).max(Duration::from_millis(10));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        shared.acks.tick();
     }
 }
 

@@ -32,7 +32,7 @@ use crate::lock::MutexExt;
 use crate::SendError;
 use bytes::{Bytes, BytesMut};
 use partisan_core::channel::{MonotonicKey, MonotonicQueue};
-use partisan_core::frame::{encode_message_header, message_frame_len, Dest, LENGTH_PREFIX};
+use partisan_core::frame::{encode_message_header, encode_sequenced_header, message_frame_len, Dest, LENGTH_PREFIX, SEQUENCED_HEADER};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
@@ -47,6 +47,9 @@ use tokio::sync::Notify;
 #[derive(Debug)]
 pub enum Outgoing {
     Message { dest: Dest, payload: Bytes },
+    /// A message sent with `ack` (see `partisan_core::ack`). Not lost when the link closes: the
+    /// sender's outbox keeps it until it is acknowledged.
+    Sequenced { incarnation: u64, seq: u64, base: u64, dest: Dest, payload: Bytes },
     /// An already encoded frame (control frames, the unwritten rest of a direct write).
     Frame(Bytes),
 }
@@ -54,16 +57,18 @@ pub enum Outgoing {
 impl Outgoing {
     /// What the item counts against the queue's byte budget.
     fn budget_len(&self) -> usize {
+        let dest_budget = |dest: &Dest, payload: &Bytes| {
+            payload.len()
+                + 16
+                + match dest {
+                    Dest::Pid(b) => b.len(),
+                    Dest::Name(n) => n.len(),
+                    Dest::PidId { .. } | Dest::Reply { .. } => 8,
+                }
+        };
         match self {
-            Outgoing::Message { dest, payload } => {
-                payload.len()
-                    + 16
-                    + match dest {
-                        Dest::Pid(b) => b.len(),
-                        Dest::Name(n) => n.len(),
-                        Dest::PidId { .. } | Dest::Reply { .. } => 8,
-                    }
-            }
+            Outgoing::Message { dest, payload } => dest_budget(dest, payload),
+            Outgoing::Sequenced { dest, payload, .. } => SEQUENCED_HEADER + dest_budget(dest, payload),
             Outgoing::Frame(b) => b.len(),
         }
     }
@@ -72,8 +77,32 @@ impl Outgoing {
     fn frame_len(&self) -> usize {
         match self {
             Outgoing::Message { dest, payload } => message_frame_len(dest, payload.len()),
+            Outgoing::Sequenced { dest, payload, .. } => SEQUENCED_HEADER + message_frame_len(dest, payload.len()),
             Outgoing::Frame(b) => b.len().saturating_sub(LENGTH_PREFIX),
         }
+    }
+
+    /// Appends the frame's header (all of it for an encoded frame); returns the payload that
+    /// follows it, if any.
+    fn encode_header(&self, out: &mut BytesMut) -> Option<&Bytes> {
+        match self {
+            Outgoing::Message { dest, payload } => {
+                encode_message_header(dest, payload.len(), out);
+                Some(payload)
+            }
+            Outgoing::Sequenced { incarnation, seq, base, dest, payload } => {
+                encode_sequenced_header(*incarnation, *seq, *base, dest, payload.len(), out);
+                Some(payload)
+            }
+            Outgoing::Frame(bytes) => {
+                out.extend_from_slice(bytes);
+                None
+            }
+        }
+    }
+
+    fn is_sequenced(&self) -> bool {
+        matches!(self, Outgoing::Sequenced { .. })
     }
 }
 
@@ -101,6 +130,8 @@ struct Inner {
     closed: bool,
     /// Items the writer took and has not reported written.
     inflight: usize,
+    /// Of the queued and in-flight items, the sequenced ones (not lost when the link dies).
+    sequenced: usize,
     /// The writer took items and is writing them.
     writer_busy: bool,
     last_direct: Option<Instant>,
@@ -161,7 +192,7 @@ impl LinkQueue {
     /// Returns the item back when it must be queued instead, or the bytes the socket did not
     /// take when it took part of the frame.
     fn try_direct(&self, inner: &mut Inner, item: Outgoing) -> Result<(), Outgoing> {
-        let Outgoing::Message { dest, payload } = &item else { return Err(item) };
+        let (Outgoing::Message { payload, .. } | Outgoing::Sequenced { payload, .. }) = &item else { return Err(item) };
         if inner.writer_busy || !inner.is_empty() || payload.len() > DIRECT_MAX {
             return Err(item);
         }
@@ -174,8 +205,9 @@ impl LinkQueue {
         let written = FRAME.with(|frame| {
             let mut frame = frame.borrow_mut();
             frame.clear();
-            encode_message_header(dest, payload.len(), &mut frame);
-            frame.extend_from_slice(payload);
+            if let Some(payload) = item.encode_header(&mut frame) {
+                frame.extend_from_slice(payload);
+            }
             // Non-blocking: a full socket buffer (or an error the writer will meet too) sends
             // the frame through the writer instead.
             match self.socket.try_write(&frame) {
@@ -217,6 +249,7 @@ impl LinkQueue {
                 Some(_) => item,
             };
             inner.bytes += item.budget_len();
+            inner.sequenced += usize::from(item.is_sequenced());
             match monotonic {
                 Some(key) => {
                     if let Some(old) = inner.monotonic.push(key, item) {
@@ -256,12 +289,14 @@ impl LinkQueue {
         }
     }
 
-    /// The writer wrote `items` of those it took, taking `bytes` of the budget.
-    fn written(&self, items: usize, bytes: usize) {
+    /// The writer wrote `w.items` of those it took (`w.sequenced` of them sequenced), taking
+    /// `w.bytes` of the budget.
+    fn written(&self, w: Written) {
         let mut inner = self.lock();
-        debug_assert!(inner.inflight >= items && inner.bytes >= bytes, "accounting: {inner:?}, {items} items, {bytes} bytes");
-        inner.inflight = inner.inflight.saturating_sub(items);
-        inner.bytes = inner.bytes.saturating_sub(bytes);
+        debug_assert!(inner.inflight >= w.items && inner.bytes >= w.bytes, "accounting: {inner:?}, {w:?}");
+        inner.inflight = inner.inflight.saturating_sub(w.items);
+        inner.bytes = inner.bytes.saturating_sub(w.bytes);
+        inner.sequenced = inner.sequenced.saturating_sub(w.sequenced);
     }
 
     /// Items accepted by `push` and not yet written: queued, or taken by the writer and not
@@ -279,12 +314,13 @@ impl LinkQueue {
 
     /// The link is dead: stops accepting items, drops what is queued, shuts the socket down and
     /// returns how many accepted items will never be written (queued ones and those the writer
-    /// holds). Calling it again returns 0.
+    /// holds), sequenced ones aside (their outbox still holds them). Calling it again returns 0.
     pub fn abort(&self) -> usize {
         let lost = {
             let mut inner = self.lock();
             inner.closed = true;
-            let lost = inner.fifo.len() + inner.monotonic.len() + inner.inflight;
+            let lost = (inner.fifo.len() + inner.monotonic.len() + inner.inflight).saturating_sub(inner.sequenced);
+            inner.sequenced = 0;
             inner.fifo.clear();
             while inner.monotonic.pop().is_some() {}
             inner.inflight = 0;
@@ -299,6 +335,22 @@ impl LinkQueue {
     }
 }
 
+/// What the writer reports written.
+#[derive(Debug, Default)]
+struct Written {
+    items: usize,
+    sequenced: usize,
+    bytes: usize,
+}
+
+impl Written {
+    fn add(&mut self, item: &Outgoing) {
+        self.items += 1;
+        self.sequenced += usize::from(item.is_sequenced());
+        self.bytes += item.budget_len();
+    }
+}
+
 /// The writer of a connection: writes what the queue hands over, batching frames into few
 /// syscalls, until the queue is closed and drained (then it shuts the socket's write side down,
 /// so the peer reads everything and then EOF) or a write fails.
@@ -308,32 +360,27 @@ pub(crate) async fn write_batches(queue: &LinkQueue) -> io::Result<()> {
     let mut batch = BytesMut::with_capacity(BATCH_BYTES);
     while queue.take_all(&mut items).await.is_some() {
         // Items and budget in `batch` (or in the payload being written), not yet reported.
-        let (mut batched, mut batched_bytes) = (0, 0);
+        let mut batched = Written::default();
         let mut result = Ok(());
         for item in items.drain(..) {
             if result.is_err() {
                 continue; // the rest is dropped with the queue (abort counts it)
             }
-            batched += 1;
-            batched_bytes += item.budget_len();
-            match item {
-                Outgoing::Frame(bytes) => batch.extend_from_slice(&bytes),
-                Outgoing::Message { dest, payload } => {
-                    encode_message_header(&dest, payload.len(), &mut batch);
-                    if payload.len() < COPY_LIMIT {
-                        batch.extend_from_slice(&payload);
-                    } else {
-                        result = write_with(socket, &mut batch, &payload).await;
-                        if result.is_ok() {
-                            queue.written(std::mem::take(&mut batched), std::mem::take(&mut batched_bytes));
-                        }
+            batched.add(&item);
+            match item.encode_header(&mut batch) {
+                None => {}
+                Some(payload) if payload.len() < COPY_LIMIT => batch.extend_from_slice(payload),
+                Some(payload) => {
+                    result = write_with(socket, &mut batch, payload).await;
+                    if result.is_ok() {
+                        queue.written(std::mem::take(&mut batched));
                     }
                 }
             }
             if result.is_ok() && batch.len() >= BATCH_BYTES {
                 result = write_all(socket, &mut batch).await;
                 if result.is_ok() {
-                    queue.written(std::mem::take(&mut batched), std::mem::take(&mut batched_bytes));
+                    queue.written(std::mem::take(&mut batched));
                 }
             }
         }
@@ -341,7 +388,7 @@ pub(crate) async fn write_batches(queue: &LinkQueue) -> io::Result<()> {
             result = write_all(socket, &mut batch).await;
         }
         result?;
-        queue.written(batched, batched_bytes);
+        queue.written(batched);
     }
     socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write)
 }

@@ -38,6 +38,9 @@ pub enum DropReason {
     LateReply,
     /// Messages accepted by a send were still queued when their connection closed.
     UndeliveredOnClose,
+    /// Messages sent with `ack` and not acknowledged when their destination node left the
+    /// membership.
+    DestinationRemoved,
 }
 
 impl DropReason {
@@ -49,6 +52,7 @@ impl DropReason {
             DropReason::Undecodable => "undecodable",
             DropReason::LateReply => "late_reply",
             DropReason::UndeliveredOnClose => "undelivered_on_close",
+            DropReason::DestinationRemoved => "destination_removed",
         }
     }
 }

@@ -79,6 +79,21 @@ impl Routes {
         peers.get(node).is_some_and(|links| links.iter().flatten().all(Option::is_some))
     }
 
+    /// The links of `node` that are up, with their queues.
+    pub fn links_of(&self, node: &str) -> Vec<(LinkId, Arc<LinkQueue>)> {
+        let peers = self.peers.read_unpoisoned();
+        let Some(links) = peers.get(node) else { return vec![] };
+        let mut up = vec![];
+        for (channel, conns) in links.iter().enumerate() {
+            for (conn, tx) in conns.iter().enumerate() {
+                if let Some(tx) = tx {
+                    up.push((LinkId { node: node.to_owned(), channel, conn: conn as u16 }, tx.queue.clone()));
+                }
+            }
+        }
+        up
+    }
+
     /// The queues of every connection up.
     pub fn queues(&self) -> Vec<Arc<LinkQueue>> {
         let peers = self.peers.read_unpoisoned();

@@ -15,7 +15,8 @@ use partisan_core::hyparview::HyParViewConfig;
 use partisan_core::node::{LinkTiming, OverlayConfig};
 use partisan_core::overlay::NodeSpec;
 use partisan_core::plumtree::PlumtreeConfig;
-use partisan_net::config::{validate_broadcast, validate_hyparview, MAX_PARALLELISM};
+use partisan_core::ping::PingConfig;
+use partisan_net::config::{validate_broadcast, validate_hyparview, MAX_MILLIS, MAX_PARALLELISM};
 use partisan_net::{Config, ConfigError};
 use rustler::types::map::MapIterator;
 use rustler::{Atom, Encoder, Env, LocalPid, Term};
@@ -34,7 +35,8 @@ mod atoms {
         shuffle_k_passive, xbot_enabled, broadcast, lazy_tick_period, exchange_tick_period,
         handshake_timeout, max_pending_handshakes, max_pending_handshakes_per_addr,
         stop_flush_timeout, pid_rewrite, remote_ref_format, remote_ref_uri_padding,
-        improper_list, tuple, uri,
+        improper_list, tuple, uri, retransmit_interval, max_unacked_bytes, connection_ping,
+        enabled, idle_timeout, timeout, max_attempts,
     }
 }
 
@@ -65,6 +67,9 @@ pub const KEYS: &[&str] = &[
     "max_pending_handshakes_per_addr",
     "stop_flush_timeout",
     "decode",
+    "retransmit_interval",
+    "max_unacked_bytes",
+    "connection_ping",
 ];
 
 /// The data plane's keys, as read: what [`Config`] holds, and the keys that only fill it in.
@@ -287,6 +292,42 @@ fn hyparview(cfg: Term) -> Result<HyParViewConfig, ConfigError> {
     Ok(hv)
 }
 
+/// `connection_ping`: a map (or a proplist) of `enabled`, `idle_timeout`, `timeout`,
+/// `max_attempts`; keys not given keep Partisan v5's defaults.
+fn connection_ping(cfg: Term) -> Result<PingConfig, ConfigError> {
+    let mut ping = PingConfig::default();
+    let Some(value) = get(cfg, "connection_ping") else { return Ok(ping) };
+    let shape = "must be a map (or a list of {Key, Value}) of enabled, idle_timeout, timeout, max_attempts";
+    let entries: Vec<(Term, Term)> = match MapIterator::new(value) {
+        Some(it) => it.collect(),
+        None => value.decode().map_err(|_| bad("connection_ping", shape))?,
+    };
+    for (key, value) in entries {
+        let key = key.atom_to_string().unwrap_or_default();
+        let count = |max: u64| int_in(value, max).ok_or_else(|| bad("connection_ping", &format!("{key} must be an integer from 1 to {max}")));
+        match key.as_str() {
+            "enabled" => ping.enabled = value.decode().map_err(|_| bad("connection_ping", "enabled must be true or false"))?,
+            "idle_timeout" => ping.idle_timeout = count(MAX_MILLIS)?,
+            "timeout" => ping.timeout = count(MAX_MILLIS)?,
+            "max_attempts" => ping.max_attempts = count(1000)? as u32,
+            _ => return Err(bad("connection_ping", &format!("unknown key {key:?}; {shape}"))),
+        }
+    }
+    Ok(ping)
+}
+
+fn encode_ping<'a>(env: Env<'a>, p: &PingConfig) -> Term<'a> {
+    pairs(
+        env,
+        &[
+            (atoms::enabled(), p.enabled.encode(env)),
+            (atoms::idle_timeout(), p.idle_timeout.encode(env)),
+            (atoms::timeout(), p.timeout.encode(env)),
+            (atoms::max_attempts(), p.max_attempts.encode(env)),
+        ],
+    )
+}
+
 fn overlay(cfg: Term, periodic_interval: u64, hv: HyParViewConfig) -> Result<OverlayConfig, ConfigError> {
     let role = match get(cfg, "tag").and_then(|t| t.decode::<Atom>().ok()) {
         Some(t) if t == atoms::server() => Role::Server,
@@ -352,6 +393,9 @@ pub fn read_data_plane(cfg: Term) -> Result<DataPlane, ConfigError> {
     net.max_pending_handshakes_per_addr =
         int(cfg, "max_pending_handshakes_per_addr", defaults.max_pending_handshakes_per_addr as u64, "connections")? as usize;
     net.stop_flush_timeout = millis(cfg, "stop_flush_timeout", defaults.stop_flush_timeout)?;
+    net.retransmit_interval = millis(cfg, "retransmit_interval", defaults.retransmit_interval)?;
+    net.max_unacked_bytes = int(cfg, "max_unacked_bytes", defaults.max_unacked_bytes as u64, "bytes")? as usize;
+    net.connection_ping = connection_ping(cfg)?;
     let safe_decode = match get(cfg, "decode").map(|t| t.decode::<Atom>()) {
         None => false,
         Some(Ok(d)) if d == atoms::safe() => true,
@@ -430,6 +474,9 @@ pub fn encode_data_plane<'a>(env: Env<'a>, d: &DataPlane) -> Term<'a> {
             (atoms::max_pending_handshakes_per_addr(), net.max_pending_handshakes_per_addr.encode(env)),
             (atoms::stop_flush_timeout(), ms(net.stop_flush_timeout).encode(env)),
             (atoms::decode(), decode.encode(env)),
+            (atoms::retransmit_interval(), ms(net.retransmit_interval).encode(env)),
+            (atoms::max_unacked_bytes(), (net.max_unacked_bytes as u64).encode(env)),
+            (atoms::connection_ping(), encode_ping(env, &net.connection_ping)),
         ],
     )
 }

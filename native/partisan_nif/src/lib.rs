@@ -33,7 +33,7 @@ mod atoms {
         not_started, already_started, not_connected, queue_full, unknown_channel, bad_destination,
         bad_partition_key, overloaded, message_too_large,
         undelivered_on_stop, flushed, elapsed_ms,
-        pid_id, reply, cannot_rewrite_pids, direct, transitive, nif_panicked, bad_node_spec,
+        pid_id, reply, cannot_rewrite_pids, direct, transitive, acked, nif_panicked, bad_node_spec,
     }
 }
 
@@ -290,13 +290,51 @@ fn is_fully_connected(env: Env, node: Atom) -> NifResult<bool> {
 /// (non-negative integer) or `undefined` for the caller's pid.
 #[rustler::nif]
 fn send<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
-    send_impl(env, node, channel, key, dest, msg, false)
+    send_impl(env, node, channel, key, dest, msg, false, Delivery::Direct)
 }
 
 /// `send/5` for messages large enough that encoding them may take more than a millisecond.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn send_dirty<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
-    send_impl(env, node, channel, key, dest, msg, true)
+    send_impl(env, node, channel, key, dest, msg, true, Delivery::Direct)
+}
+
+/// `send/5` with `ack`: delivered exactly once while both nodes live; waits for a link that is
+/// not up (see `partisan_core::ack`).
+#[rustler::nif]
+fn send_acked<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
+    send_impl(env, node, channel, key, dest, msg, false, Delivery::Acked)
+}
+
+/// `send_acked/5` for large messages.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn send_acked_dirty<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
+    send_impl(env, node, channel, key, dest, msg, true, Delivery::Acked)
+}
+
+/// How a message to a connected node's process travels.
+#[derive(Clone, Copy)]
+enum Delivery {
+    /// Queued on the connection (`ok` means queued).
+    Direct,
+    /// Numbered, kept until acknowledged, resent after a lost connection.
+    Acked,
+}
+
+impl Delivery {
+    fn atom(self) -> Atom {
+        match self {
+            Delivery::Direct => atoms::direct(),
+            Delivery::Acked => atoms::acked(),
+        }
+    }
+
+    fn send(self, node: &Node, name: &str, channel: usize, key: u64, dest: Dest, payload: Bytes) -> Result<(), SendError> {
+        match self {
+            Delivery::Direct => node.send(name, channel, key, dest, payload),
+            Delivery::Acked => node.send_acked(name, channel, key, dest, payload),
+        }
+    }
 }
 
 struct Etf(OwnedBinary);
@@ -362,7 +400,8 @@ fn key_hash<'a>(env: Env<'a>, key: Term<'a>) -> Result<u64, Term<'a>> {
     }
 }
 
-fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>, dirty: bool) -> NifResult<Term<'a>> {
+#[allow(clippy::too_many_arguments)]
+fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: Term<'a>, msg: Term<'a>, dirty: bool, delivery: Delivery) -> NifResult<Term<'a>> {
     let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
     let Some(channel_ix) = r.channel(channel) else {
         return Ok(err(env, (atoms::unknown_channel(), channel)));
@@ -375,16 +414,16 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
         Ok(d) => d,
         Err(()) => return Ok(err(env, atoms::bad_destination())),
     };
-    let args = [atoms::direct().encode(env), node.encode(env), channel.encode(env), key.encode(env), dest];
+    let args = [delivery.atom().encode(env), node.encode(env), channel.encode(env), key.encode(env), dest];
     let payload = match prepare(env, &r, msg, dirty, &args) {
         Prepared::Ready(p) => p,
         Prepared::Return(t) => return Ok(t),
     };
-    Ok(send_result(env, with_atom_str(env, node, |name| r.node.send(name, channel_ix, key, dest_parsed, payload))?))
+    Ok(send_result(env, with_atom_str(env, node, |name| delivery.send(&r.node, name, channel_ix, key, dest_parsed, payload))?))
 }
 
 /// The second half of a send whose message is large and has pids to rewrite, on a dirty CPU
-/// scheduler: `[direct | transitive, Node, Channel, KeyHash, Dest, EncodedMsg]`.
+/// scheduler: `[direct | acked | transitive, Node, Channel, KeyHash, Dest, EncodedMsg]`.
 unsafe extern "C" fn send_rewritten_dirty(
     env: *mut rustler::sys::ErlNifEnv,
     argc: std::os::raw::c_int,
@@ -420,7 +459,8 @@ fn send_rewritten<'a>(env: Env<'a>, args: &[Term<'a>]) -> NifResult<Term<'a>> {
     let Some(channel) = r.channel(channel) else {
         return Ok(err(env, (atoms::unknown_channel(), channel)));
     };
-    Ok(send_result(env, with_atom_str(env, node, |name| r.node.send(name, channel, key, dest, payload))?))
+    let delivery = if kind == atoms::acked() { Delivery::Acked } else { Delivery::Direct };
+    Ok(send_result(env, with_atom_str(env, node, |name| delivery.send(&r.node, name, channel, key, dest, payload))?))
 }
 
 /// Rewrites the pids of node `MatchNode` inside an encoded term into remote references of

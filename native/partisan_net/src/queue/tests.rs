@@ -83,10 +83,10 @@ async fn a_quiet_link_is_written_by_the_sender_and_a_busy_one_by_the_writer() {
     q.take_all(&mut held).await.unwrap();
     q.push(msg(2, 4), None).unwrap();
     assert_eq!(q.unwritten(), 2, "so does any message while the writer is writing");
-    q.written(1, held[0].budget_len());
+    q.written(Written { items: 1, sequenced: 0, bytes: held[0].budget_len() });
     let mut held = vec![];
     q.take_all(&mut held).await.unwrap();
-    q.written(1, held[0].budget_len());
+    q.written(Written { items: 1, sequenced: 0, bytes: held[0].budget_len() });
     q.push(msg(3, 4), key(1)).unwrap();
     assert_eq!(q.unwritten(), 1, "and a monotonic message, which a newer one may still replace");
 }

@@ -1,0 +1,223 @@
+%% Delivery guarantees across lost connections: messages sent with `ack => true' are delivered
+%% exactly once and in order per sender while every TCP connection between the two nodes is
+%% destroyed several times (`ss -K'); a partitioned destination makes acked messages wait, not
+%% fail; the per-destination budget refuses with `queue_full'; a dead destination process is
+%% acknowledged and counted; a destination removed from membership has its messages counted as
+%% dropped. And `connection_ping': a SIGSTOPped peer is declared down within
+%% `idle_timeout + timeout * max_attempts', and up again after SIGCONT.
+-module(partisan_ack_SUITE).
+
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_testcase/2, end_per_testcase/2]).
+-export([acked_stream_survives_killed_connections/1, acked_messages_wait_for_a_partition/1,
+         budget_refuses_with_queue_full/1, dead_process_is_acked_and_counted/1,
+         removed_destination_drops_and_counts/1, stopped_peer_is_detected_by_ping/1]).
+%% Run on peers.
+-export([receiver/1, send_stream/4]).
+
+-define(PING, #{enabled => true, idle_timeout => 300, timeout => 200, max_attempts => 2}).
+-define(ENV, #{channels => #{data => #{parallelism => 2}},
+               connection_interval => 50, connection_jitter => 50,
+               retransmit_interval => 200, max_unacked_bytes => 1 bsl 20,
+               handshake_timeout => 500, connection_ping => ?PING}).
+-define(TIMEOUT, 15000).
+-define(SENDERS, 4).
+-define(PER_SENDER, 2500).
+-define(KILLS, 5).
+
+all() ->
+    [acked_stream_survives_killed_connections, acked_messages_wait_for_a_partition,
+     budget_refuses_with_queue_full, dead_process_is_acked_and_counted,
+     removed_destination_drops_and_counts, stopped_peer_is_detected_by_ping].
+
+init_per_testcase(_, Config) ->
+    {ok, Peers} = partisan_ct:start_cluster([ack_a, ack_b], ?ENV),
+    [{peers, Peers} | Config].
+
+end_per_testcase(_, Config) ->
+    partisan_ct:stop_cluster(proplists:get_value(peers, Config)).
+
+%% -- tests --------------------------------------------------------------------
+
+acked_stream_survives_killed_connections(Config) ->
+    [A, B] = partisan_ct:nodes(proplists:get_value(peers, Config)),
+    Ports = [listen_port(N) || N <- [A, B]],
+    Receiver = rpc(B, ?MODULE, receiver, [self()]),
+    Total = ?SENDERS * ?PER_SENDER,
+    Senders = [rpc(A, erlang, spawn, [?MODULE, send_stream, [self(), Receiver, I, ?PER_SENDER]])
+               || I <- lists:seq(1, ?SENDERS)],
+    %% Destroy every connection between the two nodes at evenly spaced points of the stream,
+    %% waiting each time until they are all back.
+    Killed = [begin
+                  wait(fun() -> received(Receiver) >= K * Total div (?KILLS + 1) end),
+                  N = kill_connections(Ports),
+                  ok = partisan_ct:wait_fully_connected([A, B], ?TIMEOUT),
+                  N
+              end || K <- lists:seq(1, ?KILLS)],
+    ct:pal("sockets destroyed per round: ~w", [Killed]),
+    ?assert(lists:all(fun(N) -> N > 0 end, Killed)),
+    [?assertEqual({sent, S, ?PER_SENDER}, receive {sent, S, _} = M -> M after 60000 -> timeout end)
+     || S <- Senders],
+    wait(fun() -> received(Receiver) >= Total end, 60000),
+    %% Everything acknowledged: nothing more can arrive, so the count is final.
+    wait(fun() -> stat(A, unacked_messages) =:= 0 end, 60000),
+    {Count, Errors} = report(Receiver),
+    ct:pal("A: ~p~nB: ~p", [stats(A, [retransmitted, undelivered_on_close, pings_sent, ping_timeouts]),
+                           stats(B, [ack_duplicates, ack_out_of_order, messages_received])]),
+    ?assertEqual([], Errors),
+    ?assertEqual(Total, Count).
+
+acked_messages_wait_for_a_partition(Config) ->
+    [A, B] = partisan_ct:nodes(proplists:get_value(peers, Config)),
+    Fwd = rpc(B, partisan_ct, forwarder, [self()]),
+    partition(A, B),
+    ?assertEqual({error, not_connected}, rpc(A, partisan, forward_message, [Fwd, plain, #{}])),
+    [?assertEqual(ok, rpc(A, partisan, forward_message, [Fwd, {waited, I}, #{ack => true}]))
+     || I <- [1, 2, 3]],
+    ?assertEqual(3, stat(A, unacked_messages)),
+    heal(A, B),
+    [?assertEqual({ok, {waited, I}}, partisan_ct:recv(Fwd, ?TIMEOUT)) || I <- [1, 2, 3]],
+    wait(fun() -> stat(A, unacked_messages) =:= 0 end).
+
+budget_refuses_with_queue_full(Config) ->
+    [A, B] = partisan_ct:nodes(proplists:get_value(peers, Config)),
+    Fwd = rpc(B, partisan_ct, forwarder, [self()]),
+    partition(A, B),
+    Big = binary:copy(<<7>>, 100000),
+    Results = [rpc(A, partisan, forward_message, [Fwd, {I, Big}, #{ack => true}])
+               || I <- lists:seq(1, 12)],
+    ct:pal("~p", [Results]),
+    %% 1 MiB holds 10 of them; beyond, the send is refused at once.
+    ?assertEqual(lists:duplicate(10, ok) ++ lists:duplicate(2, {error, queue_full}), Results),
+    heal(A, B),
+    [?assertMatch({ok, {I, Big}}, partisan_ct:recv(Fwd, ?TIMEOUT)) || I <- lists:seq(1, 10)],
+    wait(fun() -> stat(A, unacked_messages) =:= 0 end),
+    ?assertEqual(ok, rpc(A, partisan, forward_message, [Fwd, {11, Big}, #{ack => true}])),
+    ?assertMatch({ok, {11, _}}, partisan_ct:recv(Fwd, ?TIMEOUT)).
+
+dead_process_is_acked_and_counted(Config) ->
+    [A, B] = partisan_ct:nodes(proplists:get_value(peers, Config)),
+    Dead = rpc(B, erlang, spawn, [erlang, is_atom, [x]]),
+    wait(fun() -> not rpc(B, erlang, is_process_alive, [Dead]) end),
+    Before = stat(B, undeliverable),
+    ?assertEqual(ok, rpc(A, partisan, send, [Dead, lost, #{ack => true}])),
+    ?assertEqual(ok, rpc(A, partisan, cast_message, [B, no_such_name, lost, #{ack => true}])),
+    wait(fun() -> stat(A, unacked_messages) =:= 0 end),
+    wait(fun() -> stat(B, undeliverable) =:= Before + 2 end).
+
+removed_destination_drops_and_counts(Config) ->
+    [A, B] = partisan_ct:nodes(proplists:get_value(peers, Config)),
+    Fwd = rpc(B, partisan_ct, forwarder, [self()]),
+    partition(A, B),
+    [ok = rpc(A, partisan, forward_message, [Fwd, I, #{ack => true}]) || I <- [1, 2]],
+    ok = rpc(A, partisan_peer_service, leave, [B]),
+    wait(fun() -> stat(A, dropped_destination_removed) =:= 2 end),
+    ?assertEqual(0, stat(A, unacked_messages)).
+
+stopped_peer_is_detected_by_ping(Config) ->
+    [A, B] = partisan_ct:nodes(proplists:get_value(peers, Config)),
+    Fwd = rpc(A, partisan_ct, forwarder, [self()]),
+    ok = rpc(A, partisan_ct, notify_on, [down, B, Fwd]),
+    ok = rpc(A, partisan_ct, notify_on, [up, B, Fwd]),
+    OsPid = rpc(B, os, getpid, []),
+    #{idle_timeout := Idle, timeout := T, max_attempts := N} = ?PING,
+    Bound = Idle + T * N,
+    T0 = erlang:monotonic_time(millisecond),
+    "" = os:cmd("kill -STOP " ++ OsPid),
+    try
+        ?assertEqual({ok, {on_down, B}}, partisan_ct:recv(Fwd, ?TIMEOUT)),
+        Detected = erlang:monotonic_time(millisecond) - T0,
+        ct:pal("SIGSTOPped peer declared down after ~p ms (bound ~p ms; TCP keepalive: ~~25 s)",
+               [Detected, Bound]),
+        %% Scheduling slack on a loaded machine aside, within the bound (not TCP's timers).
+        ?assert(Detected =< Bound + 3000),
+        "" = os:cmd("kill -CONT " ++ OsPid),
+        ?assertEqual({ok, {on_up, B}}, partisan_ct:recv(Fwd, ?TIMEOUT)),
+        ct:pal("A: ~p", [stats(A, [pings_sent, ping_timeouts])]),
+        ?assert(stat(A, ping_timeouts) > 0)
+    after
+        os:cmd("kill -CONT " ++ OsPid)
+    end.
+
+%% -- on peers -----------------------------------------------------------------
+
+%% @doc A process that takes `{Sender, Seq}' messages, checks each sender's are 1, 2, 3, ...
+%% (a gap, a duplicate or a reordering is an error) and answers `count' and `report' queries.
+-spec receiver(pid()) -> pid().
+receiver(_Owner) ->
+    spawn(fun() -> receive_loop(#{}, 0, []) end).
+
+receive_loop(Next, Count, Errors) ->
+    receive
+        {{stream, S}, Seq} ->
+            Expected = maps:get(S, Next, 1),
+            Errors1 = case Seq of
+                          Expected -> Errors;
+                          _ -> [{S, expected, Expected, got, Seq} | Errors]
+                      end,
+            receive_loop(Next#{S => Seq + 1}, Count + 1, lists:sublist(Errors1, 20));
+        {count, From} ->
+            From ! {count, self(), Count},
+            receive_loop(Next, Count, Errors);
+        {report, From} ->
+            From ! {report, self(), Count, lists:reverse(Errors)},
+            receive_loop(Next, Count, Errors)
+    end.
+
+%% @doc Sends `{{stream, I}, 1..N}' to `Receiver' with `ack', pausing 1 ms every 2 messages so
+%% the stream lasts a few seconds, then tells `Owner' `{sent, self(), N}'.
+-spec send_stream(pid(), pid(), pos_integer(), pos_integer()) -> ok.
+send_stream(Owner, Receiver, I, N) ->
+    lists:foreach(fun(Seq) ->
+                          ok = partisan:forward_message(Receiver, {{stream, I}, Seq},
+                                                        #{ack => true, channel => data}),
+                          Seq rem 2 =:= 0 andalso timer:sleep(1)
+                  end, lists:seq(1, N)),
+    Owner ! {sent, self(), N},
+    ok.
+
+%% -- helpers ------------------------------------------------------------------
+
+received(Receiver) ->
+    Receiver ! {count, self()},
+    receive {count, Receiver, C} -> C after ?TIMEOUT -> error(receiver_timeout) end.
+
+report(Receiver) ->
+    Receiver ! {report, self()},
+    receive {report, Receiver, C, E} -> {C, E} after ?TIMEOUT -> error(receiver_timeout) end.
+
+listen_port(Node) ->
+    #{listen_addrs := [#{port := Port} | _]} = rpc(Node, partisan, node_spec, []),
+    Port.
+
+%% Destroys every TCP connection from or to the given listen ports (both ends: every socket of
+%% these connections is on this machine) and returns how many sockets were destroyed.
+kill_connections(Ports) ->
+    Filter = lists:join(" or ", [io_lib:format("sport = :~b or dport = :~b", [P, P]) || P <- Ports]),
+    Out = os:cmd(lists:flatten(["ss -K -t -n state established '( ", Filter, " )'"])),
+    length([L || L <- string:split(Out, "\n", all), string:find(L, "127.0.0.1") =/= nomatch]).
+
+partition(A, B) ->
+    {ok, B} = rpc(A, partisan_peer_service, inject_partition, [B, 0]),
+    {ok, A} = rpc(B, partisan_peer_service, inject_partition, [A, 0]),
+    wait(fun() -> not rpc(A, partisan_nif, is_connected, [B, undefined]) end).
+
+heal(A, B) ->
+    ok = rpc(A, partisan_peer_service, resolve_partition, [B]),
+    ok = rpc(B, partisan_peer_service, resolve_partition, [A]).
+
+stats(Node, Keys) ->
+    maps:with(Keys, rpc(Node, partisan, stats, [])).
+
+stat(Node, Key) ->
+    maps:get(Key, rpc(Node, partisan, stats, [])).
+
+wait(Fun) ->
+    wait(Fun, ?TIMEOUT).
+
+wait(Fun, Timeout) ->
+    ok = partisan_ct:wait_until(Fun, Timeout).
+
+rpc(Node, M, F, A) ->
+    partisan_ct:rpc(Node, M, F, A).
