@@ -129,7 +129,7 @@ fn main() {
     let report = |event: Term| {
         if let Some((node, name)) = &args.report {
             let msg = Term::SmallTuple(vec![atom("peer_event"), atom(peer.name()), event]);
-            if let Err(e) = peer.send_named(node, name, msg) {
+            if let Err(e) = peer.send_named(node, name, &msg) {
                 eprintln!("echo: report to {name} on {node} failed: {e}");
             }
         }
@@ -150,20 +150,20 @@ fn main() {
                 [from, body] if Pid::from_term(from).is_some() => {
                     let from = Pid::from_term(from).expect("checked");
                     let reply = Term::SmallTuple(vec![atom("echo"), echo.pid().to_term(), body.clone()]);
-                    if let Err(e) = peer.send(&from, reply) {
+                    if let Err(e) = peer.send(&from, &reply) {
                         eprintln!("echo: reply to {from} failed: {e}");
                     }
                 }
                 [tag, node, name, body] if atom_text(tag) == Some("send_named") => {
                     if let (Some(node), Some(name)) = (atom_text(node), atom_text(name)) {
-                        if let Err(e) = peer.send_named(node, name, body.clone()) {
+                        if let Err(e) = peer.send_named(node, name, body) {
                             eprintln!("echo: send to {name} on {node} failed: {e}");
                         }
                     }
                 }
                 [tag, handler, id, payload] if atom_text(tag) == Some("broadcast") => {
                     if let Some(handler) = atom_text(handler) {
-                        if let Err(e) = peer.broadcast(handler, id.clone(), payload.clone()) {
+                        if let Err(e) = peer.broadcast(handler, id, payload) {
                             eprintln!("echo: broadcast failed: {e}");
                         }
                     }

@@ -24,7 +24,7 @@
 //!         if let [from, body] = &items[..] {
 //!             if let Some(from) = partisan_peer::etf::Pid::from_term(from) {
 //!                 let reply = Term::SmallTuple(vec![atom("echo"), body.clone()]);
-//!                 peer.send(&from, reply).unwrap();
+//!                 peer.send(&from, &reply).unwrap();
 //!             }
 //!         }
 //!     }
@@ -334,13 +334,13 @@ impl Peer {
 
     /// Sends `term` to a process by pid (a BEAM process's, or a mailbox of a peer), on the
     /// default channel.
-    pub fn send(&self, to: &Pid, term: Term) -> Result<(), PeerError> {
+    pub fn send(&self, to: &Pid, term: &Term) -> Result<(), PeerError> {
         let key = u64::from(to.id);
-        self.send_on(&to.node, None, key, Dest::Pid(Bytes::from(encode(to.to_term()))), term)
+        self.send_on(&to.node, None, key, Dest::Pid(Bytes::from(encode(&to.to_term()))), term)
     }
 
     /// Sends `term` to the process registered as `name` on `node`, on the default channel.
-    pub fn send_named(&self, node: &str, name: &str, term: Term) -> Result<(), PeerError> {
+    pub fn send_named(&self, node: &str, name: &str, term: &Term) -> Result<(), PeerError> {
         self.send_on(node, None, 0, Dest::Name(name.to_owned()), term)
     }
 
@@ -348,7 +348,7 @@ impl Peer {
     /// `partition_key` to the same node keep their order. A node that is not a neighbour (on
     /// HyParView) is reached through the overlay, best effort and in no particular order, as
     /// `transitive => true` does on a BEAM node.
-    pub fn send_on(&self, node: &str, channel: Option<&str>, partition_key: u64, dest: Dest, term: Term) -> Result<(), PeerError> {
+    pub fn send_on(&self, node: &str, channel: Option<&str>, partition_key: u64, dest: Dest, term: &Term) -> Result<(), PeerError> {
         let channels = self.node.channels();
         let channel = match channel {
             None => channels.default_index(),
@@ -356,7 +356,7 @@ impl Peer {
         };
         if node == self.state.name {
             let mailbox = self.state.lookup(&dest).ok_or(SendError::NotConnected)?;
-            let _ = mailbox.send(Envelope { from_node: node.to_owned(), term });
+            let _ = mailbox.send(Envelope { from_node: node.to_owned(), term: term.clone() });
             return Ok(());
         }
         let payload = Bytes::from(encode(term));
@@ -371,8 +371,8 @@ impl Peer {
     /// Broadcasts through Plumtree (the config needs `node.broadcast`), as
     /// `partisan_plumtree_broadcast:broadcast/2` does for handler module `handler` on the BEAM
     /// nodes: they merge `payload` under `id` with `handler:merge/2`.
-    pub fn broadcast(&self, handler: &str, id: Term, payload: Term) -> Result<(), PeerError> {
-        let msg_id = Bytes::from(encode(Term::SmallTuple(vec![atom(handler), id])));
+    pub fn broadcast(&self, handler: &str, id: &Term, payload: &Term) -> Result<(), PeerError> {
+        let msg_id = Bytes::from(encode(&Term::SmallTuple(vec![atom(handler), id.clone()])));
         let payload = Bytes::from(encode(payload));
         self.state.broadcasts.lock_unpoisoned().insert(msg_id.clone(), payload.clone());
         self.node.broadcast(msg_id, payload).map_err(|_| PeerError::Overloaded)

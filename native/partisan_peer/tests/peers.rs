@@ -42,14 +42,14 @@ fn two_peers_exchange_terms_by_name_and_pid() {
     assert!(b.register("server").is_err(), "a name is registered once");
     let client = a.mailbox();
     let request = Term::SmallTuple(vec![client.pid().to_term(), Term::Binary(vec![7; 200_000])]);
-    a.send_named("b@127.0.0.1", "server", request.clone()).unwrap();
+    a.send_named("b@127.0.0.1", "server", &request).unwrap();
     let got = server.recv_timeout(WAIT).unwrap();
     assert_eq!((got.from_node.as_str(), &got.term), ("a@127.0.0.1", &request));
 
     // The reply goes to the pid that came inside the message.
     let Term::SmallTuple(items) = got.term else { unreachable!() };
     let from = Pid::from_term(&items[0]).unwrap();
-    b.send(&from, Term::SmallTuple(vec![atom("reply"), server.pid().to_term()])).unwrap();
+    b.send(&from, &Term::SmallTuple(vec![atom("reply"), server.pid().to_term()])).unwrap();
     let reply = client.recv_timeout(WAIT).unwrap();
     assert_eq!(reply.term, Term::SmallTuple(vec![atom("reply"), server.pid().to_term()]));
 
@@ -57,17 +57,17 @@ fn two_peers_exchange_terms_by_name_and_pid() {
     let dead = b.mailbox();
     let dead_pid = dead.pid().clone();
     drop(dead);
-    a.send(&dead_pid, atom("hello")).unwrap();
+    a.send(&dead_pid, &atom("hello")).unwrap();
     wait_until("an undeliverable count", || stat(&b, "undeliverable") == 1);
 
     // Bytes that are not a term cost that message only.
     a.node().send("b@127.0.0.1", a.node().channels().default_index(), 0, Dest::Name("server".into()), Bytes::from_static(b"\x83\x68")).unwrap();
     wait_until("an undecodable count", || stat(&b, "undecodable") == 1);
-    a.send_named("b@127.0.0.1", "server", atom("still_up")).unwrap();
+    a.send_named("b@127.0.0.1", "server", &atom("still_up")).unwrap();
     assert_eq!(server.recv_timeout(WAIT).unwrap().term, atom("still_up"));
 
     // A broadcast from one peer reaches the other once.
-    a.broadcast("partisan_test_store", Term::SmallInt(1), Term::Binary(b"v".to_vec())).unwrap();
+    a.broadcast("partisan_test_store", &Term::SmallInt(1), &Term::Binary(b"v".to_vec())).unwrap();
     let seen = std::iter::from_fn(|| b.next_event(WAIT)).find(|e| matches!(e, PeerEvent::Broadcast { .. }));
     assert_eq!(
         seen,
