@@ -16,7 +16,7 @@ build: deps
 	$(REBAR) compile
 
 rust-test: deps
-	cargo test --locked -p partisan_core -p partisan_net -p partisan_sim
+	cargo test --locked -p partisan_core -p partisan_net -p partisan_sim -p partisan_peer
 
 eunit: build
 	$(REBAR) eunit

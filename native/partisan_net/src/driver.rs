@@ -239,5 +239,10 @@ impl Driver {
         (*n, *v, *r) = (neighbours, views, can_relay);
         drop(snapshot);
         self.shared.stats.relayed.store(self.node.stats().relayed, Ordering::Relaxed);
+        if let Some(pt) = self.node.plumtree() {
+            let pt = pt.stats();
+            self.shared.stats.broadcast_payloads_received.store(pt.gossip_received, Ordering::Relaxed);
+            self.shared.stats.broadcast_duplicates.store(pt.duplicates, Ordering::Relaxed);
+        }
     }
 }

@@ -168,6 +168,10 @@ pub struct Stats {
     pub connections_accepted: AtomicU64,
     pub connections_dialed: AtomicU64,
     pub relayed: AtomicU64,
+    /// Plumtree payload frames received, duplicates included, and the duplicates among them
+    /// (each answered with a PRUNE): the inputs of the relative message redundancy.
+    pub broadcast_payloads_received: AtomicU64,
+    pub broadcast_duplicates: AtomicU64,
     /// Messages accepted by a send that were dropped because their link closed first.
     pub undelivered_on_close: AtomicU64,
     /// Accepted connections closed at once because too many handshakes were pending.
@@ -209,6 +213,8 @@ impl Stats {
             ("connections_accepted", g(&self.connections_accepted)),
             ("connections_dialed", g(&self.connections_dialed)),
             ("relayed", g(&self.relayed)),
+            ("broadcast_payloads_received", g(&self.broadcast_payloads_received)),
+            ("broadcast_duplicates", g(&self.broadcast_duplicates)),
             ("undelivered_on_close", g(&self.undelivered_on_close)),
             ("handshakes_refused", g(&self.handshakes_refused)),
             ("handshake_timeouts", g(&self.handshake_timeouts)),
