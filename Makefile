@@ -63,7 +63,7 @@ sim:
 # Benchmarks vs Distributed Erlang (bench/README.md). `make bench` runs every scenario in turn
 # (~10 min at the defaults; each scenario is bounded by its own watchdog and a shell timeout);
 # reports and plots go to bench/results/. BENCH_* variables enlarge the sweeps.
-.PHONY: bench-deps bench-throughput bench-latency bench-hol bench-echo bench-join bench-limits \
+.PHONY: bench-scale bench-deps bench-throughput bench-latency bench-hol bench-echo bench-join bench-limits \
 	bench-linkemu bench-smoke bench-call
 bench: bench-limits bench-linkemu bench-throughput bench-latency bench-hol bench-echo bench-join \
 	bench-call
@@ -96,6 +96,17 @@ bench-limits: build bench-deps
 # Remote gen_server calls: partisan_gen_server:call vs gen_server:call over disterl, 1 and 64 callers.
 bench-call: build bench-deps
 	bash bench/run.sh call
+
+# A live HyParView + Plumtree overlay of N members in one process (partisan_peer's scale
+# example): joins one after another (100, 300, 1,000) and all at once through one contact (300).
+# Reports in bench/results/scale-*.md. Not part of `make bench` (about 6 minutes).
+SCALE = cargo run --release --locked -q -p partisan_peer --example scale --
+bench-scale: deps
+	mkdir -p bench/results
+	$(SCALE) --nodes 100 --out bench/results/scale-100.md
+	$(SCALE) --nodes 300 --out bench/results/scale-300.md
+	$(SCALE) --nodes 300 --join concurrent --deadline-seconds 60 --out bench/results/scale-300-all-at-once.md
+	$(SCALE) --nodes 1000 --deadline-seconds 60 --out bench/results/scale-1000.md
 
 # The link emulator's own tests: the delay it adds is the one asked, within 10 %.
 bench-linkemu: deps

@@ -69,6 +69,14 @@ fn resources() -> (usize, u64, usize) {
     (field("Threads:") as usize, field("VmRSS:"), fds)
 }
 
+/// The process's open-files limit (soft), from /proc/self/limits.
+fn fd_limit() -> String {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| l.lines().find(|l| l.starts_with("Max open files")).and_then(|l| l.split_whitespace().nth(3)).map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn member_config(i: usize, n: usize) -> Config {
     let mut cfg = Config::new(&format!("m{i}@127.0.0.1"), b"scale-bench-cookie");
     // One I/O thread per member: N runtimes share the machine's cores.
@@ -172,13 +180,25 @@ fn main() {
     let (_, rss1, fd1) = resources();
 
     let join_start = Instant::now();
+    let mut stalled = None;
     for i in 1..n {
         let contact = if args.concurrent { 0 } else { rng.below(i) };
         let spec = peers[contact].as_ref().expect("live").spec().clone();
         peers[i].as_ref().expect("live").join(spec).expect("join");
         if !args.concurrent {
             let p = peers[i].as_ref().expect("live");
-            wait_for(Duration::from_secs(10), || !p.connected().is_empty());
+            if wait_for(Duration::from_secs(10), || !p.connected().is_empty()).is_none() {
+                // Where the machine stops it: the members from here on are stopped unjoined.
+                let (_, _, fds) = resources();
+                stalled = Some((i, fds));
+                eprintln!("scale: member {i} found no neighbour within 10 s ({fds} descriptors open, limit {})", fd_limit());
+                std::thread::scope(|s| {
+                    for p in peers[i..].iter_mut().filter_map(Option::take) {
+                        s.spawn(move || p.stop());
+                    }
+                });
+                break;
+            }
         }
     }
     eprintln!("scale: {n} joins asked after {:.2} s", join_start.elapsed().as_secs_f64());
@@ -195,13 +215,18 @@ fn main() {
     let fmt = |d: Option<Duration>| d.map_or("not within the deadline".to_owned(), |d| format!("{:.2} s", d.as_secs_f64()));
     let _ = writeln!(report, "## Join\n\n| measure | value |\n|---|---|");
     let _ = writeln!(report, "| start {n} members (bind, runtime) | {:.2} s |", started.as_secs_f64());
+    if let Some((i, fds)) = stalled {
+        let _ = writeln!(report, "| **the machine stopped it** | member {i} found no neighbour: {fds} descriptors open, the process's limit is {} (members {i}..{n} stopped unjoined; the rest is measured with {i} members) |", fd_limit());
+    }
     let _ = writeln!(report, "| every member has a neighbour | {} |", fmt(all_have_neighbours));
     let _ = writeln!(report, "| active views one connected, symmetric graph | {} |", fmt(one_component));
     let _ = writeln!(report, "| then: symmetric / components / active view min, mean, max | {sym} / {comps} / {dmin}, {dmean:.2}, {dmax} |");
-    let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / n as f64;
+    let joined = peers.iter().flatten().count();
+    let per_started = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / n as f64;
+    let per = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / joined as f64;
     let _ = writeln!(report, "| threads per member | {:.2} (process: {t0} before, {t2} after) |", per(t0 as u64, t2 as u64));
-    let _ = writeln!(report, "| resident memory per member, idle / joined | {:.0} KiB / {:.0} KiB |", per(rss0, rss1), per(rss0, rss2));
-    let _ = writeln!(report, "| descriptors per member, idle / joined | {:.2} / {:.2} |", per(fd0 as u64, fd1 as u64), per(fd0 as u64, fd2 as u64));
+    let _ = writeln!(report, "| resident memory per member, idle / joined | {:.0} KiB / {:.0} KiB |", per_started(rss0, rss1), per(rss0, rss2));
+    let _ = writeln!(report, "| descriptors per member, idle / joined | {:.2} / {:.2} |", per_started(fd0 as u64, fd1 as u64), per(fd0 as u64, fd2 as u64));
 
     let _ = writeln!(report, "\n## Broadcasts (Plumtree over the live views)\n\n| # | phase | origin | reached / live | last delivery | RMR |\n|---|---|---|---|---|---|");
     let mut tag = 0;
@@ -222,12 +247,14 @@ fn main() {
 
     // 20 % stop at once: their sockets close, as a kill -9 closes them.
     let victims: HashSet<usize> = {
+        let live: Vec<usize> = (0..n).filter(|i| peers[*i].is_some()).collect();
         let mut v = HashSet::new();
-        while v.len() < (n as f64 * args.kill) as usize {
-            v.insert(rng.below(n));
+        while v.len() < (live.len() as f64 * args.kill) as usize {
+            v.insert(live[rng.below(live.len())]);
         }
         v
     };
+    let live_before = peers.iter().flatten().count();
     let stopping: Vec<Peer> = victims.iter().filter_map(|i| peers[*i].take()).collect();
     let kill_start = Instant::now();
     std::thread::scope(|s| {
@@ -247,7 +274,7 @@ fn main() {
         row(&mut report, &peers, "after repair", &mut rng);
     }
     let (sym, comps, dmin, dmean, dmax) = overlay_shape(&peers);
-    let _ = writeln!(report, "\n## {:.0} % of the members stopped at once ({} of {n})\n\n| measure | value |\n|---|---|", args.kill * 100.0, victims.len());
+    let _ = writeln!(report, "\n## {:.0} % of the members stopped at once ({} of {live_before})\n\n| measure | value |\n|---|---|", args.kill * 100.0, victims.len());
     let _ = writeln!(report, "| survivors' views one connected, symmetric graph again | {} after the stop |", fmt(repaired));
     let _ = writeln!(report, "| then: symmetric / components / active view min, mean, max | {sym} / {comps} / {dmin}, {dmean:.2}, {dmax} |");
 
