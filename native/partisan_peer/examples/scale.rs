@@ -71,12 +71,18 @@ fn resources() -> (usize, u64, usize) {
     (field("Threads:") as usize, field("VmRSS:"), fds)
 }
 
-/// The process's open-files limit (soft), from /proc/self/limits.
+/// The process's open-files limit (soft), from /proc/self/limits; read once, at start (at the
+/// limit, reading a file needs a descriptor that is not there).
 fn fd_limit() -> String {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|l| l.lines().find(|l| l.starts_with("Max open files")).and_then(|l| l.split_whitespace().nth(3)).map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into())
+    static LIMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LIMIT
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/self/limits")
+                .ok()
+                .and_then(|l| l.lines().find(|l| l.starts_with("Max open files")).and_then(|l| l.split_whitespace().nth(3)).map(str::to_owned))
+                .unwrap_or_else(|| "unknown".into())
+        })
+        .clone()
 }
 
 fn member_config(i: usize, n: usize) -> Config {
@@ -177,6 +183,7 @@ fn main() {
     let mode = if args.concurrent { "all at once, through one contact" } else { "one after another, each through a random earlier member" };
     let _ = writeln!(report, "# Live overlay: {n} members in one process\n");
     let _ = writeln!(report, "HyParView (active 6, passive 30, shuffle 2 s, promotion 1 s) + Plumtree (defaults); one data plane per member (1 I/O thread each), real TCP on loopback, real handshakes. Join: {mode}. Seed {}.\n", args.seed);
+    let _ = fd_limit();
     let (t0, rss0, fd0) = resources();
 
     let start = Instant::now();
