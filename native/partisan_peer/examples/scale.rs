@@ -65,16 +65,24 @@ fn resources() -> (usize, u64, usize) {
     let field = |name: &str| {
         status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
     };
-    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+    // Listing /proc/self/fd needs a descriptor itself: at the limit it fails (EMFILE), which says
+    // how many are open just as well.
+    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or_else(|_| fd_limit().parse().unwrap_or(0));
     (field("Threads:") as usize, field("VmRSS:"), fds)
 }
 
-/// The process's open-files limit (soft), from /proc/self/limits.
+/// The process's open-files limit (soft), from /proc/self/limits; read once, at start (at the
+/// limit, reading a file needs a descriptor that is not there).
 fn fd_limit() -> String {
-    std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|l| l.lines().find(|l| l.starts_with("Max open files")).and_then(|l| l.split_whitespace().nth(3)).map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into())
+    static LIMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LIMIT
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/self/limits")
+                .ok()
+                .and_then(|l| l.lines().find(|l| l.starts_with("Max open files")).and_then(|l| l.split_whitespace().nth(3)).map(str::to_owned))
+                .unwrap_or_else(|| "unknown".into())
+        })
+        .clone()
 }
 
 fn member_config(i: usize, n: usize) -> Config {
@@ -90,6 +98,9 @@ fn member_config(i: usize, n: usize) -> Config {
     cfg.node.timing.connection_jitter = 200;
     // Small queues: N members' worth of 64 MiB budgets is no bound at all.
     cfg.max_queue_bytes = 1 << 20;
+    // Every member dials from 127.0.0.1: the per-address bound on pending handshakes (a flood
+    // guard against one host) would make all members one host.
+    cfg.max_pending_handshakes_per_addr = cfg.max_pending_handshakes;
     let _ = n;
     cfg
 }
@@ -172,6 +183,7 @@ fn main() {
     let mode = if args.concurrent { "all at once, through one contact" } else { "one after another, each through a random earlier member" };
     let _ = writeln!(report, "# Live overlay: {n} members in one process\n");
     let _ = writeln!(report, "HyParView (active 6, passive 30, shuffle 2 s, promotion 1 s) + Plumtree (defaults); one data plane per member (1 I/O thread each), real TCP on loopback, real handshakes. Join: {mode}. Seed {}.\n", args.seed);
+    let _ = fd_limit();
     let (t0, rss0, fd0) = resources();
 
     let start = Instant::now();
