@@ -98,10 +98,10 @@ bench-call: build bench-deps
 	bash bench/run.sh call
 
 # A live HyParView + Plumtree overlay of N members in one process (partisan_peer's scale
-# example): joins one after another (100, 300, 1,000) and all at once through one contact (300).
+# example) plus one BEAM node that originates every other broadcast: joins one after another (100, 300, 1,000) and all at once through one contact (300).
 # Reports in bench/results/scale-*.md. Not part of `make bench` (about 6 minutes).
-SCALE = cargo run --release --locked -q -p partisan_peer --example scale --
-bench-scale: deps
+SCALE = bash bench/scale.sh
+bench-scale: build
 	mkdir -p bench/results
 	$(SCALE) --nodes 100 --out bench/results/scale-100.md
 	$(SCALE) --nodes 300 --out bench/results/scale-300.md

@@ -27,10 +27,13 @@ struct Args {
     seed: u64,
     out: Option<String>,
     deadline: Duration,
+    /// A BEAM node (`name=ip:port`, `bench/bench_scale.erl`): member 0 joins it, and every other
+    /// broadcast starts there.
+    beam: Option<(String, std::net::SocketAddr)>,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { nodes: 100, concurrent: false, kill: 0.2, broadcasts: 5, seed: 1, out: None, deadline: Duration::from_secs(120) };
+    let mut a = Args { nodes: 100, concurrent: false, kill: 0.2, broadcasts: 5, seed: 1, out: None, deadline: Duration::from_secs(120), beam: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let v = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -41,6 +44,10 @@ fn parse_args() -> Args {
             "--broadcasts" => a.broadcasts = v.parse().expect("--broadcasts N"),
             "--seed" => a.seed = v.parse().expect("--seed N"),
             "--out" => a.out = Some(v),
+            "--beam" => {
+                let (name, addr) = v.split_once('=').expect("--beam name@host=ip:port");
+                a.beam = Some((name.to_owned(), addr.parse().expect("--beam name@host=ip:port")));
+            }
             "--deadline-seconds" => a.deadline = Duration::from_secs(v.parse().expect("--deadline-seconds N")),
             other => panic!("unknown option {other}"),
         }
@@ -105,11 +112,13 @@ fn member_config(i: usize, n: usize) -> Config {
     cfg
 }
 
-/// The graph of active views among `live` members: (symmetric, components, degree min/mean/max).
+/// The graph of active views among the live Rust members: (symmetric, components, degree
+/// min/mean/max; a degree counts a BEAM neighbour too).
 fn overlay_shape(peers: &[Option<Peer>]) -> (bool, usize, usize, f64, usize) {
     let live: HashMap<String, HashSet<String>> =
         peers.iter().flatten().map(|p| (p.name().to_owned(), p.connected().into_iter().collect())).collect();
-    let symmetric = live.iter().all(|(n, vs)| vs.iter().all(|v| live.get(v).is_some_and(|back| back.contains(n))));
+    // Among the members measured here (a BEAM member's view is not read from this process).
+    let symmetric = live.iter().all(|(n, vs)| vs.iter().filter(|v| live.contains_key(*v)).all(|v| live[v].contains(n)));
     let mut seen = HashSet::new();
     let mut components = 0;
     for start in live.keys() {
@@ -146,20 +155,44 @@ fn stat_sum(peers: &[Option<Peer>], key: &str) -> u64 {
     peers.iter().flatten().map(|p| p.node().stats().into_iter().find(|(k, _)| *k == key).map_or(0, |(_, v)| v)).sum()
 }
 
-/// One broadcast from `origin`: (reached, live, time to the last delivery, RMR).
-fn broadcast(peers: &[Option<Peer>], origin: usize, tag: i32, wait: Duration) -> (usize, usize, Option<Duration>, Option<f64>) {
+/// Where a broadcast starts: a Rust member, or the BEAM node (asked through a live member).
+enum Origin<'a> {
+    Member(usize),
+    Beam(&'a str),
+}
+
+/// One broadcast: (Rust members reached, live Rust members, time to the last delivery, RMR over
+/// the Rust members' receipts).
+fn broadcast(peers: &[Option<Peer>], origin: Origin, tag: i32, wait: Duration) -> (usize, usize, Option<Duration>, Option<f64>) {
     let live = peers.iter().flatten().count();
     let before = stat_sum(peers, "broadcast_payloads_received");
     let start = Instant::now();
-    let origin_peer = peers[origin].as_ref().expect("a live origin");
-    origin_peer.broadcast("bench_scale", &Term::Int(tag), &Term::Binary(vec![0; 64])).expect("broadcast");
-    let mut reached: HashSet<usize> = HashSet::from([origin]);
+    let mut reached: HashSet<usize> = HashSet::new();
+    match origin {
+        Origin::Member(i) => {
+            let p = peers[i].as_ref().expect("a live origin");
+            p.broadcast("bench_scale", &Term::Int(tag), &Term::Binary(vec![0; 64])).expect("broadcast");
+            reached.insert(i);
+        }
+        Origin::Beam(node) => {
+            let asker = peers.iter().flatten().next().expect("a live member");
+            let ask = Term::SmallTuple(vec![partisan_peer::etf::atom("broadcast"), Term::Int(tag)]);
+            asker.send_named(node, "bench_scale_origin", &ask).expect("ask the BEAM node");
+        }
+    }
     let mut last = Duration::ZERO;
     while reached.len() < live && start.elapsed() < wait {
         for (i, p) in peers.iter().enumerate() {
             let Some(p) = p else { continue };
             while let Some(e) = p.next_event(Duration::ZERO) {
-                if let PeerEvent::Broadcast { id: Term::Int(t), .. } = e {
+                let id = match e {
+                    PeerEvent::Broadcast { id: Term::Int(t), .. } => t,
+                    // The BEAM writes small integers in one byte.
+                    PeerEvent::Broadcast { id: Term::SmallInt(t), .. } => i32::from(t),
+                    _ => continue,
+                };
+                {
+                    let t = id;
                     if t == tag && reached.insert(i) {
                         last = start.elapsed();
                     }
@@ -183,6 +216,9 @@ fn main() {
     let mode = if args.concurrent { "all at once, through one contact" } else { "one after another, each through a random earlier member" };
     let _ = writeln!(report, "# Live overlay: {n} members in one process\n");
     let _ = writeln!(report, "HyParView (active 6, passive 30, shuffle 2 s, promotion 1 s) + Plumtree (defaults); one data plane per member (1 I/O thread each), real TCP on loopback, real handshakes. Join: {mode}. Seed {}.\n", args.seed);
+    if let Some((beam, _)) = &args.beam {
+        let _ = writeln!(report, "Plus one BEAM node, {beam} (`bench/bench_scale.erl`, partisan with the same settings), which member m0 joins first and which originates every even-numbered broadcast. Reach and RMR count the Rust members.\n");
+    }
     let _ = fd_limit();
     let (t0, rss0, fd0) = resources();
 
@@ -192,6 +228,13 @@ fn main() {
     let (_, rss1, fd1) = resources();
 
     let join_start = Instant::now();
+    if let Some((name, addr)) = &args.beam {
+        let p = peers[0].as_ref().expect("live");
+        p.join(partisan_peer::NodeSpec::new(name, vec![*addr], vec![])).expect("join the BEAM node");
+        if wait_for(Duration::from_secs(10), || p.connected().contains(name)).is_none() {
+            eprintln!("scale: the BEAM node {name} did not become a neighbour of m0 within 10 s");
+        }
+    }
     let mut stalled = None;
     for i in 1..n {
         let contact = if args.concurrent { 0 } else { rng.below(i) };
@@ -242,15 +285,22 @@ fn main() {
 
     let _ = writeln!(report, "\n## Broadcasts (Plumtree over the live views)\n\n| # | phase | origin | reached / live | last delivery | RMR |\n|---|---|---|---|---|---|");
     let mut tag = 0;
+    let beam_name = args.beam.as_ref().map(|(n, _)| n.clone());
     let mut row = |report: &mut String, peers: &[Option<Peer>], phase: &str, rng: &mut Rng| {
         let live: Vec<usize> = (0..peers.len()).filter(|i| peers[*i].is_some()).collect();
-        let origin = live[rng.below(live.len())];
         tag += 1;
+        let (origin, origin_name) = match &beam_name {
+            Some(b) if tag % 2 == 0 => (Origin::Beam(b), b.clone()),
+            _ => {
+                let i = live[rng.below(live.len())];
+                (Origin::Member(i), format!("m{i}"))
+            }
+        };
         let (reached, total, last, rmr) = broadcast(peers, origin, tag, Duration::from_secs(10));
         let rmr = rmr.map_or("-".into(), |r| format!("{r:.3}"));
         let last = last.map_or("not all within 10 s".into(), |d| format!("{:.1} ms", d.as_secs_f64() * 1000.0));
         eprintln!("scale: broadcast {tag} ({phase}): {reached} / {total}, last {last}");
-        let _ = writeln!(report, "| {tag} | {phase} | m{origin} | {reached} / {total} ({:.2} %) | {last} | {rmr} |", 100.0 * reached as f64 / total as f64);
+        let _ = writeln!(report, "| {tag} | {phase} | {origin_name} | {reached} / {total} ({:.2} %) | {last} | {rmr} |", 100.0 * reached as f64 / total as f64);
         std::thread::sleep(Duration::from_millis(500));
     };
     for _ in 0..args.broadcasts {
