@@ -130,8 +130,9 @@ stopped_peer_is_detected_by_ping(Config) ->
         Detected = erlang:monotonic_time(millisecond) - T0,
         ct:pal("SIGSTOPped peer declared down after ~p ms (bound ~p ms; TCP keepalive: ~~25 s)",
                [Detected, Bound]),
-        %% Scheduling slack on a loaded machine aside, within the bound (not TCP's timers).
-        ?assert(Detected =< Bound + 3000),
+        %% Within the bound, not TCP's timers (~25 s): generous slack for a loaded machine, the
+        %% point is which mechanism fired.
+        ?assert(Detected =< Bound + 8000),
         "" = os:cmd("kill -CONT " ++ OsPid),
         ?assertEqual({ok, {on_up, B}}, partisan_ct:recv(Fwd, ?TIMEOUT)),
         ct:pal("A: ~p", [stats(A, [pings_sent, ping_timeouts])]),
