@@ -45,6 +45,8 @@ const T_PING: u8 = 18;
 const T_PONG: u8 = 19;
 const T_RELAY: u8 = 20;
 const T_BROADCAST: u8 = 21;
+/// A message frame whose payload is zstd-compressed (see [`crate::compress`]).
+pub(crate) const T_MESSAGE_ZSTD: u8 = 22;
 
 const D_PID: u8 = 0;
 const D_NAME: u8 = 1;
@@ -107,6 +109,8 @@ pub enum FrameError {
     UnknownType(u8),
     #[error("malformed frame: {0}")]
     Malformed(#[from] WireError),
+    #[error("compressed message: {0}")]
+    Compressed(String),
 }
 
 impl Frame {
@@ -189,14 +193,26 @@ impl Frame {
         out.freeze()
     }
 
-    /// Parses one frame body (type byte first, length prefix already removed).
-    pub fn parse(mut body: Bytes) -> Result<Frame, FrameError> {
+    /// Parses one frame body (type byte first, length prefix already removed). A compressed
+    /// message may expand to at most [`crate::compress::DEFAULT_MAX_EXPANDED`] bytes.
+    pub fn parse(body: Bytes) -> Result<Frame, FrameError> {
+        Frame::parse_bounded(body, crate::compress::DEFAULT_MAX_EXPANDED)
+    }
+
+    /// [`Frame::parse`], a compressed message expanding to at most `max_expanded` bytes.
+    pub fn parse_bounded(mut body: Bytes, max_expanded: usize) -> Result<Frame, FrameError> {
         if body.is_empty() {
             return Err(FrameError::Empty);
         }
         let ty = body.get_u8();
         if ty == T_MESSAGE {
             return parse_message(body);
+        }
+        if ty == T_MESSAGE_ZSTD {
+            return match parse_message(body)? {
+                Frame::Message { dest, payload } => Ok(Frame::Message { dest, payload: crate::compress::unpack(&payload, max_expanded)? }),
+                _ => unreachable!("parse_message returns messages"),
+            };
         }
         if ty == T_CONTROL {
             return Ok(Frame::Control { body });
@@ -261,15 +277,16 @@ pub fn relay_frame_len(origin: &str, target: &str, dest: &Dest, payload_len: usi
 /// Writes the length prefix, type and destination of a message frame whose payload of
 /// `payload_len` bytes follows. Lets a writer send a large payload without copying it.
 pub fn encode_message_header(dest: &Dest, payload_len: usize, out: &mut BytesMut) {
-    let dest_len = match dest {
-        Dest::Pid(etf) => 1 + 2 + etf.len(),
-        Dest::Name(name) => 1 + 2 + name.len(),
-        Dest::PidId { .. } | Dest::Reply { .. } => 1 + 8,
-    };
-    let len = 1 + dest_len + payload_len;
+    encode_header(T_MESSAGE, dest, payload_len, out)
+}
+
+/// The header of a message frame of type `ty` with `rest_len` bytes after the destination.
+pub(crate) fn encode_header(ty: u8, dest: &Dest, rest_len: usize, out: &mut BytesMut) {
+    let dest_len = dest_len(dest);
+    let len = 1 + dest_len + rest_len;
     out.reserve(LENGTH_PREFIX + 1 + dest_len);
     out.put_u32(u32::try_from(len).expect("message larger than 4 GiB"));
-    out.put_u8(T_MESSAGE);
+    out.put_u8(ty);
     match dest {
         Dest::Pid(etf) => {
             out.put_u8(D_PID);
@@ -346,7 +363,7 @@ impl Decoder {
             return Ok(None);
         }
         buf.advance(LENGTH_PREFIX);
-        Frame::parse(buf.split_to(len).freeze()).map(Some)
+        Frame::parse_bounded(buf.split_to(len).freeze(), self.max_frame).map(Some)
     }
 }
 

@@ -20,6 +20,7 @@
 
 pub mod calls;
 pub mod channel;
+pub mod compress;
 pub mod etf_pids;
 pub mod frame;
 pub mod handshake;

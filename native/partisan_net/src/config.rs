@@ -23,6 +23,8 @@
 //! | `handshake_timeout` | 5000 ms | 100..=60000 |
 //! | `max_pending_handshakes`, `_per_addr` | 256, 64 | 1..=65536 |
 //! | `stop_flush_timeout` | 5000 ms | 0..=60000 |
+//! | `tls`, `tls_server_options`, `tls_client_options` | off | see [`crate::tls`]: the PEM files are read here, so a missing or unreadable one stops the start |
+//! | `channels` → `compression` | off | `true` (zstd level 1) or a level 1..=9; 0 or `false` is off |
 //!
 //! ```
 //! use partisan_net::Config;
@@ -74,6 +76,10 @@ pub struct Config {
     pub max_pending_handshakes_per_addr: usize,
     /// How long [`crate::Node::stop`] lets the writers flush their queues before it closes them.
     pub stop_flush_timeout: Duration,
+    /// `tls => true` with its options; `None`: plain TCP.
+    pub tls: Option<crate::tls::TlsOptions>,
+    /// Channels whose messages are compressed, with the zstd level (1..=9).
+    pub compression: Vec<(String, i32)>,
 }
 
 /// A configuration value that cannot run: `{invalid_config, Key, Why}` in Erlang.
@@ -114,7 +120,14 @@ impl Config {
             max_pending_handshakes: 256,
             max_pending_handshakes_per_addr: 64,
             stop_flush_timeout: Duration::from_secs(5),
+            tls: None,
+            compression: vec![],
         }
+    }
+
+    /// The zstd level of `channel`'s compression, `None` when it is not compressed.
+    pub fn compression_level(&self, channel: &str) -> Option<i32> {
+        self.compression.iter().find(|(c, _)| c == channel).map(|(_, l)| *l)
     }
 
     /// `io_threads` when not set: one per scheduler, at most 4.
@@ -147,7 +160,15 @@ impl Config {
         for (key, n) in [("max_pending_handshakes", self.max_pending_handshakes), ("max_pending_handshakes_per_addr", self.max_pending_handshakes_per_addr)] {
             check((1..=65_536).contains(&n), key, || format!("{n} must be an integer from 1 to 65536 (connections)"))?;
         }
-        millis("stop_flush_timeout", self.stop_flush_timeout, 0, 60_000)
+        millis("stop_flush_timeout", self.stop_flush_timeout, 0, 60_000)?;
+        for (channel, level) in &self.compression {
+            check((1..=9).contains(level), "channels", || format!("channel {channel}: compression level {level} must be from 1 to 9"))?;
+        }
+        match &self.tls {
+            // The files are read (and parsed) now: a missing certificate stops the start.
+            Some(tls) => tls.load().map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     fn validate_node(&self) -> Result<(), ConfigError> {

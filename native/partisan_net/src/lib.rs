@@ -33,6 +33,8 @@ pub mod lock;
 mod queue;
 pub mod report;
 mod routes;
+mod stream;
+pub mod tls;
 
 pub use config::{Config, ConfigError};
 
@@ -177,6 +179,9 @@ pub struct Stats {
     pub dial_attempts: AtomicU64,
     /// Log lines the rate limits suppressed (the counters above keep the exact numbers).
     pub log_lines_suppressed: AtomicU64,
+    /// TLS handshakes that failed (the peer's certificate was refused, or ours by the peer, or
+    /// the peer does not speak TLS); also counted in `auth_failures`.
+    pub tls_failures: AtomicU64,
 }
 
 impl Stats {
@@ -203,6 +208,7 @@ impl Stats {
             ("handshake_timeouts", g(&self.handshake_timeouts)),
             ("dial_attempts", g(&self.dial_attempts)),
             ("log_lines_suppressed", g(&self.log_lines_suppressed)),
+            ("tls_failures", g(&self.tls_failures)),
         ]
     }
 }
@@ -243,6 +249,9 @@ pub(crate) struct Shared {
     pub reports: Arc<report::Reports>,
     pub sink: Arc<dyn Sink>,
     pub cfg: Config,
+    /// The TLS configurations new connections use (`tls => true`); replaced by
+    /// [`Node::reload_tls`].
+    pub tls: RwLock<Option<Arc<tls::TlsContext>>>,
 }
 
 /// At most one warning per kind and period; the rest are counted in `log_lines_suppressed` and
@@ -342,6 +351,11 @@ impl Cmds {
 }
 
 impl Shared {
+    /// The TLS configurations for a new connection, `None` for plain TCP.
+    pub(crate) fn tls(&self) -> Option<Arc<tls::TlsContext>> {
+        self.tls.read_unpoisoned().clone()
+    }
+
     pub(crate) fn is_blocked(&self, node: &str) -> bool {
         self.blocked.read_unpoisoned().contains(node)
     }
@@ -430,6 +444,7 @@ impl Node {
         let channel_names = channels.specs().iter().map(|s| s.name.clone()).collect();
         let reports = report::Reports::new(runtime.handle().clone(), sink.clone(), channel_names);
         let node = partisan_core::node::Node::from_config(spec.clone(), channels.clone(), &cfg.node, cfg.incarnation).map_err(ConfigError::from)?;
+        let tls = cfg.tls.as_ref().map(|t| t.load()).transpose()?.map(Arc::new);
         let shared = Arc::new(Shared {
             name: cfg.name.clone(),
             routes: Routes::new(&channels),
@@ -445,6 +460,7 @@ impl Node {
             reports,
             sink,
             cfg,
+            tls: RwLock::new(tls),
         });
         let (cmds, rx) = Cmds::new();
         for listener in listeners {
@@ -452,6 +468,20 @@ impl Node {
         }
         runtime.spawn(driver::run(shared.clone(), node, cmds.clone(), rx));
         Ok(Node { shared, cmds, runtime: Some(runtime), spec })
+    }
+
+    /// Re-reads the TLS certificates and keys with `options` (they may name the same files,
+    /// rewritten): connections made from now on use them; those up keep theirs until they
+    /// reconnect. An error (a file missing or unreadable) leaves the current ones in place.
+    /// Refused on a node started without TLS (a plain node cannot turn TLS on while running).
+    pub fn reload_tls(&self, options: &tls::TlsOptions) -> Result<(), ConfigError> {
+        let ctx = options.load()?;
+        let mut current = self.shared.tls.write_unpoisoned();
+        if current.is_none() {
+            return Err(ConfigError::new("tls", "this node runs without TLS: set tls => true and restart partisan"));
+        }
+        *current = Some(Arc::new(ctx));
+        Ok(())
     }
 
     /// This node's spec, with the addresses actually bound (port 0 resolved).
