@@ -64,9 +64,9 @@ sim:
 # (~10 min at the defaults; each scenario is bounded by its own watchdog and a shell timeout);
 # reports and plots go to bench/results/. BENCH_* variables enlarge the sweeps.
 .PHONY: bench-deps bench-throughput bench-latency bench-hol bench-echo bench-join bench-limits \
-	bench-linkemu bench-smoke bench-call
+	bench-linkemu bench-smoke bench-call bench-tls bench-compression
 bench: bench-limits bench-linkemu bench-throughput bench-latency bench-hol bench-echo bench-join \
-	bench-call
+	bench-call bench-tls bench-compression
 
 bench-deps: deps
 	@command -v gnuplot >/dev/null 2>&1 && command -v iperf3 >/dev/null 2>&1 || { \
@@ -96,6 +96,16 @@ bench-limits: build bench-deps
 # Remote gen_server calls: partisan_gen_server:call vs gen_server:call over disterl, 1 and 64 callers.
 bench-call: build bench-deps
 	bash bench/run.sh call
+
+# TLS: partisan over rustls vs partisan over TCP vs disterl over TLS (-proto_dist inet_tls), small
+# messages (bench/tls.sh; test certificates made for the run with openssl).
+bench-tls: build bench-deps
+	bash bench/tls.sh
+
+# Compression: compressible 64 KiB payloads over the link emulator capped at 100 Mbit/s, with and
+# without the channel's compression (bench/bench_compression.erl).
+bench-compression: build bench-deps
+	bash bench/run.sh compression
 
 # The link emulator's own tests: the delay it adds is the one asked, within 10 %.
 bench-linkemu: deps
