@@ -16,10 +16,10 @@ trap 'rm -rf "$WORK"' EXIT
 sh "$ROOT/ct_suites/partisan_tls_SUITE_data/gen_test_certs.sh" "$WORK/certs"
 C="$WORK/certs"
 cat > "$WORK/ssl_dist.conf" <<CONF
-[{server, [{certfile, "$C/node.pem"}, {keyfile, "$C/node.key"}, {cacertfile, "$C/ca.pem"},
+[{server, [{certfile, "$C/dist.pem"}, {keyfile, "$C/dist.key"}, {cacertfile, "$C/ca.pem"},
            {verify, verify_peer}, {fail_if_no_peer_cert, true}, {versions, ['tlsv1.3']}]},
- {client, [{certfile, "$C/node.pem"}, {keyfile, "$C/node.key"}, {cacertfile, "$C/ca.pem"},
-           {verify, verify_peer}, {server_name_indication, disable}, {versions, ['tlsv1.3']}]}].
+ {client, [{certfile, "$C/dist.pem"}, {keyfile, "$C/dist.key"}, {cacertfile, "$C/ca.pem"},
+           {verify, verify_peer}, {versions, ['tlsv1.3']}]}].
 CONF
 export BENCH_PAYLOADS="${BENCH_PAYLOADS:-10,1024}"
 export BENCH_SENDERS="${BENCH_SENDERS:-1,8,64}"

@@ -7,6 +7,8 @@
 #   wrong.pem/.key     signed by ca2
 #   expired.pem/.key   signed by ca, valid 2020-01-01 .. 2020-01-02
 #   ca_both.pem        ca and ca2 (a trust bundle during a CA rotation)
+#   dist.pem/.key      signed by ca, SAN also DNS:127.0.0.1: OTP 25's ssl checks a host given as
+#                      an address against DNS names (for disterl over TLS in bench/tls.sh)
 set -eu
 dir=$1
 mkdir -p "$dir"
@@ -19,6 +21,11 @@ basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth, clientAuth
 subjectAltName = IP:127.0.0.1, DNS:localhost
+[dist]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth, clientAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:127.0.0.1
 [ca]
 basicConstraints = critical, CA:TRUE
 keyUsage = critical, keyCertSign, cRLSign
@@ -28,13 +35,14 @@ for ca in ca ca2; do
   q openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $ca.key -out $ca.pem \
     -days 30 -subj "/CN=partisan test $ca" -extensions ca -config ext.cnf -set_serial 1
 done
-leaf() { # name ca
+leaf() { # name ca [extensions]
   q openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $1.key -out $1.csr -subj "/CN=$1"
-  q openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2.key -CAcreateserial -out $1.pem -days 30 -extfile ext.cnf -extensions leaf
+  q openssl x509 -req -in $1.csr -CA $2.pem -CAkey $2.key -CAcreateserial -out $1.pem -days 30 -extfile ext.cnf -extensions ${3:-leaf}
 }
 leaf node ca
 leaf node2 ca
 leaf wrong ca2
+leaf dist ca dist
 # Expired: `openssl ca` is the CLI that takes explicit dates.
 q openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout expired.key -out expired.csr -subj "/CN=expired"
 mkdir -p cadb && : > cadb/index.txt && echo 1000 > cadb/serial

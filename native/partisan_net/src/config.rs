@@ -77,7 +77,7 @@ pub struct Config {
     /// How long [`crate::Node::stop`] lets the writers flush their queues before it closes them.
     pub stop_flush_timeout: Duration,
     /// `tls => true` with its options; `None`: plain TCP.
-    pub tls: Option<crate::tls::TlsOptions>,
+    pub tls: Option<Box<crate::tls::TlsOptions>>,
     /// Channels whose messages are compressed, with the zstd level (1..=9).
     pub compression: Vec<(String, i32)>,
 }

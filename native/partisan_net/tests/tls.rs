@@ -73,7 +73,7 @@ fn node(name: &str, tls: &TlsSide) -> (Node, Receiver<Bytes>) {
     cfg.node.timing.connection_interval = 100;
     cfg.node.timing.connection_jitter = 20;
     cfg.handshake_timeout = Duration::from_secs(2);
-    cfg.tls = Some(TlsOptions { server: tls.clone(), client: tls.clone() });
+    cfg.tls = Some(Box::new(TlsOptions { server: tls.clone(), client: tls.clone() }));
     (Node::start(cfg, Arc::new(Collect(Mutex::new(tx)))).unwrap(), rx)
 }
 
@@ -142,10 +142,10 @@ fn another_ca_is_refused_then_accepted_after_reload() {
 #[test]
 fn missing_files_are_config_errors() {
     let mut cfg = Config::new("x@127.0.0.1", b"c");
-    cfg.tls = Some(TlsOptions::default());
+    cfg.tls = Some(Box::default());
     assert_eq!(cfg.validate().unwrap_err().key, "tls_server_options");
     let side = TlsSide { certfile: Some("/nonexistent/c.pem".into()), keyfile: Some("/nonexistent/k.pem".into()), ..TlsSide::default() };
-    cfg.tls = Some(TlsOptions { server: side.clone(), client: side });
+    cfg.tls = Some(Box::new(TlsOptions { server: side.clone(), client: side }));
     let e = cfg.validate().unwrap_err();
     assert!(e.why.contains("/nonexistent/c.pem"), "{e}");
 }

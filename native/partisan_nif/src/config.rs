@@ -434,7 +434,7 @@ pub fn read_data_plane(cfg: Term) -> Result<DataPlane, ConfigError> {
             .ok_or_else(|| bad("parallelism", &format!("must be an integer from 1 to {MAX_PARALLELISM}")))? as u16,
     };
     (net.channels, net.compression) = node_channels(cfg, parallelism)?;
-    net.tls = read_tls(cfg)?;
+    net.tls = read_tls(cfg)?.map(Box::new);
     let timing = LinkTiming::default();
     net.node.timing = LinkTiming {
         connection_interval: int(cfg, "connection_interval", timing.connection_interval, "milliseconds")?,
