@@ -36,25 +36,9 @@ BENCH_RESULTS_DIR="$WORK/tls" BENCH_PARTISAN_TLS="$C" BENCH_PEER_ARGS="${BENCH_P
     BENCH_CONTROLLER_ARGS="$TLS_ARGS" BENCH_NODE="bench_tls@127.0.0.1" bash "$HERE/run.sh" throughput
 
 STAMP="$(date -u +%Y-%m-%d-%H%M%S)"
-PLAIN_DAT="$(ls "$WORK"/plain/*.dat | head -1)"
-TLS_DAT="$(ls "$WORK"/tls/*.dat | head -1)"
-cp "$(ls "$WORK"/plain/*.md | head -1)" "$RESULTS/tls-$STAMP-plain-run.md"
-cp "$(ls "$WORK"/tls/*.md | head -1)" "$RESULTS/tls-$STAMP-tls-run.md"
-OUT="$RESULTS/tls-$STAMP.md"
-{
-    echo "# TLS throughput ($STAMP)"
-    echo
-    echo "Median k msg/s over $BENCH_REPS reps (credit-window throughput, bench/throughput.erl), partisan P=$BENCH_PARALLELISM."
-    echo "TLS: TLS 1.3, mutual (verify_peer, fail_if_no_peer_cert), ECDSA P-256 test certificates;"
-    echo "disterl over TLS: \`-proto_dist inet_tls -ssl_dist_optfile\` with the same certificates."
-    echo "Full reports (environment, emulator flags, CPU): tls-$STAMP-plain-run.md, tls-$STAMP-tls-run.md."
-    echo
-    echo "| case | partisan TCP | partisan TLS | disterl TCP | disterl TLS | partisan TLS / disterl TLS | partisan TLS / partisan TCP |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
-    # .dat rows: "case" partisan disterl (k msg/s)
-    join -t'|' <(sed -n 's/^"\([^"]*\)" \([0-9.]*\) \([0-9.]*\)$/\1|\2|\3/p' "$PLAIN_DAT" | sort) \
-               <(sed -n 's/^"\([^"]*\)" \([0-9.]*\) \([0-9.]*\)$/\1|\2|\3/p' "$TLS_DAT" | sort) |
-    awk -F'|' '{ printf "| %s | %.1f | %.1f | %.1f | %.1f | %.2f× | %.2f× |\n", $1, $2, $4, $3, $5, ($5 > 0 ? $4 / $5 : 0), ($2 > 0 ? $4 / $2 : 0) }' |
-    sort -t'|' -k2,2V
-} > "$OUT"
-cat "$OUT"
+PLAIN_MD="$RESULTS/tls-$STAMP-plain-run.md"
+TLS_MD="$RESULTS/tls-$STAMP-tls-run.md"
+cp "$(ls "$WORK"/plain/*.md | head -1)" "$PLAIN_MD"
+cp "$(ls "$WORK"/tls/*.md | head -1)" "$TLS_MD"
+bash "$HERE/tls_table.sh" "$PLAIN_MD" "$TLS_MD" > "$RESULTS/tls-$STAMP.md"
+cat "$RESULTS/tls-$STAMP.md"
