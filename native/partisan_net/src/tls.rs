@@ -21,6 +21,9 @@
 //!   `server_name_indication => disable` keeps the chain check and skips the name (one
 //!   certificate shared by a cluster). It presents `certfile` when given (mutual TLS).
 //!
+//! Sessions are never resumed: a reconnect is a full handshake, so certificates are checked on
+//! every connection (a reconnect costs a millisecond; connections are long-lived).
+//!
 //! `verify => verify_none` checks nothing of the peer's certificate: the link is encrypted but
 //! only the cookie authenticates the peer. Defaults follow OTP 26's `ssl`: `verify_peer`, which
 //! needs `cacertfile`.
@@ -193,7 +196,13 @@ impl TlsOptions {
                 builder.with_client_cert_verifier(verifier.build().map_err(|e| ConfigError::new(SERVER_KEY, e))?)
             }
         };
-        Ok(Arc::new(builder.with_single_cert(certs, key).map_err(fail)?))
+        let mut config = builder.with_single_cert(certs, key).map_err(fail)?;
+        // No session resumption: every connection is a full handshake, so a peer's certificate
+        // (its CA, its validity) is checked each time it connects, and a reload takes effect on
+        // the next connection whoever dials.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        Ok(Arc::new(config))
     }
 
     fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
@@ -218,6 +227,7 @@ impl TlsOptions {
             None => builder.with_no_client_auth(),
         };
         config.enable_sni = !matches!(side.server_name_indication, Sni::Disable);
+        config.resumption = rustls::client::Resumption::disabled();
         Ok(Arc::new(config))
     }
 }
