@@ -38,8 +38,15 @@ fn ca(name: &str) -> Ca {
 
 /// Writes `name.pem`, `name.key` (signed by `ca`) and `name-ca.pem` into `dir`.
 fn identity(dir: &Path, name: &str, ca: &Ca) -> TlsSide {
+    identity_for(dir, name, ca, true)
+}
+
+/// The same; the certificate names `localhost`, and `127.0.0.1` too when `with_ip`.
+fn identity_for(dir: &Path, name: &str, ca: &Ca, with_ip: bool) -> TlsSide {
     let mut p = CertificateParams::new(vec!["localhost".into()]).unwrap();
-    p.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    if with_ip {
+        p.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    }
     let key = KeyPair::generate().unwrap();
     let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
     let f = |ext: &str| dir.join(format!("{name}.{ext}"));
@@ -148,4 +155,51 @@ fn missing_files_are_config_errors() {
     cfg.tls = Some(Box::new(TlsOptions { server: side.clone(), client: side }));
     let e = cfg.validate().unwrap_err();
     assert!(e.why.contains("/nonexistent/c.pem"), "{e}");
+}
+
+fn start(name: &str, server: TlsSide, client: TlsSide) -> Node {
+    let (tx, _rx) = channel();
+    std::mem::forget(_rx);
+    let mut cfg = Config::new(name, b"cookie");
+    cfg.node.timing.connection_interval = 100;
+    cfg.node.timing.connection_jitter = 20;
+    cfg.handshake_timeout = Duration::from_secs(2);
+    cfg.tls = Some(Box::new(TlsOptions { server, client }));
+    Node::start(cfg, Arc::new(Collect(Mutex::new(tx)))).unwrap()
+}
+
+/// The name the dialer checks: the address dialed by default (a certificate without it is
+/// refused), a DNS name given as `server_name_indication`, or none with `disable` (the chain is
+/// still checked); `verify_none` accepts any listener.
+#[test]
+fn server_name_checks() {
+    use partisan_net::tls::Sni;
+    let dir = tmpdir("sni");
+    let cluster_ca = ca("sni ca");
+    let listener = identity_for(&dir, "l", &cluster_ca, false); // names localhost only
+    let dialer = identity(&dir, "d", &cluster_ca);
+    let case = |tag: &str, client: TlsSide| {
+        let a = start(&format!("l{tag}@127.0.0.1"), listener.clone(), listener.clone());
+        let b = start(&format!("d{tag}@127.0.0.1"), dialer.clone(), client);
+        b.join(a.spec().clone()).unwrap();
+        let peer = format!("l{tag}@127.0.0.1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !b.is_connected(&peer, None) && stat(&b, "tls_failures") == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (b.is_connected(&peer, None), stat(&b, "tls_failures"))
+    };
+    let (up, failures) = case("ip", dialer.clone());
+    assert!(!up && failures > 0, "a certificate without the address dialed must be refused");
+    let (up, _) = case("dns", TlsSide { server_name_indication: Sni::Name("localhost".into()), ..dialer.clone() });
+    assert!(up, "server_name_indication localhost");
+    let (up, _) = case("off", TlsSide { server_name_indication: Sni::Disable, ..dialer.clone() });
+    assert!(up, "server_name_indication disable");
+    let other = ca("other ca");
+    identity(&dir, "o", &other);
+    let (up, failures) = case("oca", TlsSide { server_name_indication: Sni::Disable, cacertfile: Some(dir.join("o-ca.pem")), ..dialer.clone() });
+    assert!(!up && failures > 0, "disable still checks the chain");
+    let (up, _) = case("none", TlsSide { verify: Verify::VerifyNone, cacertfile: None, ..dialer.clone() });
+    assert!(up, "verify_none");
+    let _ = std::fs::remove_dir_all(dir);
 }
