@@ -64,9 +64,9 @@ sim:
 # (~10 min at the defaults; each scenario is bounded by its own watchdog and a shell timeout);
 # reports and plots go to bench/results/. BENCH_* variables enlarge the sweeps.
 .PHONY: bench-scale bench-deps bench-throughput bench-latency bench-hol bench-echo bench-join bench-limits \
-	bench-linkemu bench-smoke bench-call
+	bench-linkemu bench-smoke bench-call bench-tls bench-compression
 bench: bench-limits bench-linkemu bench-throughput bench-latency bench-hol bench-echo bench-join \
-	bench-call
+	bench-call bench-tls bench-compression
 
 bench-deps: deps
 	@command -v gnuplot >/dev/null 2>&1 && command -v iperf3 >/dev/null 2>&1 || { \
@@ -107,6 +107,16 @@ bench-scale: build
 	$(SCALE) --nodes 300 --out bench/results/scale-300.md
 	$(SCALE) --nodes 300 --join concurrent --deadline-seconds 60 --out bench/results/scale-300-all-at-once.md
 	$(SCALE) --nodes 1000 --deadline-seconds 60 --out bench/results/scale-1000.md
+
+# TLS: partisan over rustls vs partisan over TCP vs disterl over TLS (-proto_dist inet_tls), small
+# messages (bench/tls.sh; test certificates made for the run with openssl).
+bench-tls: build bench-deps
+	bash bench/tls.sh
+
+# Compression: compressible 64 KiB payloads over the link emulator capped at 100 Mbit/s, with and
+# without the channel's compression (bench/bench_compression.erl).
+bench-compression: build bench-deps
+	bash bench/run.sh compression
 
 # The link emulator's own tests: the delay it adds is the one asked, within 10 %.
 bench-linkemu: deps

@@ -8,7 +8,7 @@
 # See bench/README.md for the method of each scenario and the BENCH_* environment variables.
 set -euo pipefail
 
-SCENARIO="${1:?usage: bench/run.sh throughput|latency|hol|echo|join|limits|call|smoke}"
+SCENARIO="${1:?usage: bench/run.sh throughput|latency|hol|echo|join|limits|call|smoke|compression}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 EBIN="$ROOT/_build/default/lib/partisan/ebin"
@@ -16,7 +16,7 @@ NIF="$ROOT/priv/libpartisan_nif.so"
 
 case "$SCENARIO" in
     throughput) MODULE=throughput; DEFAULT_TIMEOUT=300 ;;
-    latency|hol|echo|join|limits|call|smoke) MODULE="bench_$SCENARIO"; DEFAULT_TIMEOUT=300 ;;
+    latency|hol|echo|join|limits|call|smoke|compression) MODULE="bench_$SCENARIO"; DEFAULT_TIMEOUT=300 ;;
     *) echo "unknown scenario: $SCENARIO" >&2; exit 64 ;;
 esac
 
@@ -26,7 +26,7 @@ if [ "${BENCH_BUILD:-0}" = 1 ] || [ ! -f "$EBIN/partisan.beam" ] || [ ! -f "$NIF
 fi
 # The link emulator (used by echo and smoke); cargo does nothing when it is up to date.
 case "$SCENARIO" in
-    echo|smoke)
+    echo|smoke|compression)
         (cd "$ROOT" && cargo build --release --locked -q -p partisan_linkemu)
         # Wherever cargo puts it (CARGO_TARGET_DIR, .cargo/config.toml), not always target/.
         TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps --locked \
@@ -55,5 +55,5 @@ mkdir -p "$BENCH_RESULTS_DIR"
 # connection to them goes away; proxies exit when their stdin (a port of the controller) closes.
 timeout --kill-after=10 "${BENCH_TIMEOUT:-$DEFAULT_TIMEOUT}" \
     erl -noshell -name "${BENCH_NODE:-bench@127.0.0.1}" -connect_all false \
-        -pa "$BEAM_DIR" -pa "$EBIN" \
+        -pa "$BEAM_DIR" -pa "$EBIN" ${BENCH_CONTROLLER_ARGS:-} \
         -eval "$MODULE:main()"

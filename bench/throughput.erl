@@ -95,6 +95,9 @@ bench(Cfg, A, B) ->
     Pars = lists:usort(maps:get(parallelism, Cfg) ++ [P || {partisan, {ack, P}} <- maps:get(transports, Cfg)]),
     Channels = maps:from_list([{channel(P), #{parallelism => P}} || P <- Pars]),
     [ok = erpc:call(N, application, set_env, [partisan, channels, Channels]) || N <- [A, B]],
+    %% BENCH_PARTISAN_TLS=Dir (bench/tls.sh): partisan over TLS with Dir's test certificates.
+    [ok = erpc:call(N, application, set_env, [partisan, K, V])
+     || N <- [A, B], {K, V} <- maps:to_list(tls_env())],
     [{ok, _} = erpc:call(N, application, ensure_all_started, [partisan], ?RPC_TIMEOUT) || N <- [A, B]],
     SpecB = erpc:call(B, partisan, node_spec, []),
     T0 = erlang:monotonic_time(millisecond),
@@ -182,9 +185,27 @@ stats_delta(S0, S1) -> maps:map(fun(K, V) -> V - maps:get(K, S0, 0) end, S1).
 
 case_label({Payload, N}) -> io_lib:format("~ts x~b", [size_label(Payload), N]).
 
-transport_label(disterl) -> "disterl";
-transport_label({partisan, {ack, P}}) -> io_lib:format("partisan+ack P=~b", [P]);
-transport_label({partisan, P}) -> io_lib:format("partisan P=~b", [P]).
+transport_label(disterl) -> ["disterl", tls_label()];
+transport_label({partisan, {ack, P}}) -> io_lib:format("partisan+ack P=~b~ts", [P, tls_label()]);
+transport_label({partisan, P}) -> io_lib:format("partisan P=~b~ts", [P, tls_label()]).
+
+tls_label() ->
+    case tls_env() of
+        #{tls := true} -> " TLS";
+        _ -> ""
+    end.
+
+%% Mutual TLS with the certificates of `gen_test_certs.sh' in BENCH_PARTISAN_TLS (none: plain).
+tls_env() ->
+    case os:getenv("BENCH_PARTISAN_TLS", "") of
+        "" -> #{};
+        Dir ->
+            F = fun(Name) -> filename:join(Dir, Name) end,
+            Opts = [{certfile, F("node.pem")}, {keyfile, F("node.key")}, {cacertfile, F("ca.pem")},
+                    {verify, verify_peer}],
+            #{tls => true, tls_server_options => [{fail_if_no_peer_cert, true} | Opts],
+              tls_client_options => Opts}
+    end.
 
 rates(Results, Key) -> [maps:get(rate, R) || {K, R} <- Results, K =:= Key].
 runs(Results, Key) -> [R || {K, R} <- Results, K =:= Key].

@@ -11,7 +11,9 @@
 %% that come back, so what Erlang reads is what the data plane runs with. This module owns the
 %% keys only the Erlang side can decide or reads: `name', `cookie', `peer_service_manager',
 %% `tag', `membership_strategy', `broadcast_mods', `monitor_probe_*', `pid_encoding',
-%% `remote_ref_*', `tls', and the shape of `channels' (lists become a map).
+%% `remote_ref_*', and the shape of `channels' (lists become a map). TLS (`tls',
+%% `tls_server_options', `tls_client_options') is the data plane's: it reads the certificate
+%% files at start, and again when `set/2' changes a TLS key on a running node.
 -module(partisan_config).
 
 -export([init/0, get/1, get/2, set/2, channels/0, parallelism/0, default_channel/0,
@@ -67,9 +69,9 @@ warnings(Env) ->
                                  "implement; they are ignored", [lists:usort(Unused)]))
      || Unused =/= []]
     ++ [lists:flatten(io_lib:format("~p is set but tls is not true: connections are not "
-                                    "encrypted (TLS is not implemented yet)", [K]))
+                                    "encrypted (set tls => true to use it)", [K]))
         || K <- [tls_server_options, tls_client_options], is_map_key(K, Env),
-           maps:get(K, Env) =/= []].
+           maps:get(K, Env) =/= [], maps:get(tls, Env, false) =/= true].
 
 remember_generated_name(Name) ->
     persistent_term:put(?KEY(generated_name), Name),
@@ -102,9 +104,32 @@ get(Key, Default) ->
         Value -> Value
     end.
 
-%% @doc Sets `Key' (in the env and the cache). Takes effect for the data plane at next start.
--spec set(atom(), term()) -> ok.
+%% @doc Sets `Key' (in the env and the cache). Takes effect for the data plane at next start,
+%% except `tls_server_options' and `tls_client_options' on a node running with TLS: their
+%% certificate files are read at once and used by the connections made from then on
+%% (certificate rotation without a restart; force a reconnect to use them on links already up).
+%% A file that cannot be read leaves the running configuration as it was and returns
+%% `{error, {invalid_config, Key, Why}}'.
+-spec set(atom(), term()) -> ok | {error, {invalid_config, atom(), term()}}.
+set(Key, Value) when Key =:= tls_server_options; Key =:= tls_client_options ->
+    case get(tls, false) =:= true andalso whereis(partisan_sup) =/= undefined of
+        true ->
+            TlsKeys = #{tls => true,
+                        tls_server_options => get(tls_server_options, []),
+                        tls_client_options => get(tls_client_options, []),
+                        Key => Value},
+            case partisan_nif:reload_tls(TlsKeys) of
+                ok -> store(Key, Value);
+                {error, not_started} -> store(Key, Value);
+                {error, {invalid_config, K, Why}} -> {error, {invalid_config, K, Why}}
+            end;
+        false ->
+            store(Key, Value)
+    end;
 set(Key, Value) ->
+    store(Key, Value).
+
+store(Key, Value) ->
     application:set_env(partisan, Key, Value),
     persistent_term:put(?KEY(Key), Value),
     ok.
@@ -125,7 +150,7 @@ default_channel() -> undefined.
 -spec normalise(map()) -> {ok, map()} | {error, {invalid_config, atom(), string()}}.
 normalise(Env) ->
     Steps = [fun name/2, fun channels/2, fun manager/2, fun cookie/2, fun broadcast_mods/2,
-             fun monitor_probe/2, fun tls/2, fun remote_refs/2, fun peer_discovery/2,
+             fun monitor_probe/2, fun remote_refs/2, fun peer_discovery/2,
              fun data_plane/2],
     try
         {ok, lists:foldl(fun(Step, Acc) -> Step(Env, Acc) end, Env, Steps)}
@@ -230,16 +255,6 @@ is_strategy(Mod) ->
     is_atom(Mod) andalso code:ensure_loaded(Mod) =:= {module, Mod} andalso
         lists:all(fun({F, A}) -> erlang:function_exported(Mod, F, A) end,
                   [{init, 1}, {join, 3}, {leave, 2}, {periodic, 1}, {handle_message, 2}]).
-
-%% A security key is never ignored: TLS is not implemented, so asking for it stops the start
-%% instead of running plain TCP.
-tls(Env, Acc) ->
-    case maps:get(tls, Env, false) of
-        false -> Acc#{tls => false};
-        true -> invalid(tls, "TLS is not implemented in this release: remove tls => true (and "
-                        "run on a trusted network) or wait for a release with TLS", []);
-        Other -> invalid(tls, "~p must be false (TLS is not implemented in this release)", [Other])
-    end.
 
 cookie(Env, Acc) ->
     case maps:get(cookie, Env, erlang:get_cookie()) of

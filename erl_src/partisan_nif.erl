@@ -6,14 +6,14 @@
 -module(partisan_nif).
 
 -export([load/0]).
--export([check_config/1, config_keys/0, config/0]).
+-export([check_config/1, config_keys/0, config/0, reload_tls/1]).
 -export([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
          is_fully_connected/1, send/5, send_dirty/5, send_acked/5, send_acked_dirty/5, send_transitive/3, stats/0, views/0,
          partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
          broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
          fail_replies/2, reply_nodes/0, rewrite_pids/5]).
 
--nifs([check_config/1, config_keys/0, config/0, start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
+-nifs([check_config/1, config_keys/0, config/0, reload_tls/1, start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
        is_fully_connected/1, send/5, send_dirty/5, send_acked/5, send_acked_dirty/5, send_transitive/3, stats/0, views/0,
        partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
        broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
@@ -72,6 +72,11 @@ config_keys() -> ?NIF.
 %% @doc The effective values of the data plane's keys the running node started with.
 -spec config() -> {ok, map()} | {error, not_started}.
 config() -> ?NIF.
+%% @doc Re-reads the TLS certificates and keys named by `tls_server_options' and
+%% `tls_client_options' in `Config' (with `tls => true'): connections made from now on use them.
+%% On an error the files in use stay in use.
+-spec reload_tls(map()) -> ok | {error, not_started | {invalid_config, atom(), binary()}}.
+reload_tls(_Config) -> ?NIF.
 %% @doc Starts the data plane with a config map built by `partisan_config:nif_config/0'.
 -spec start(map()) -> {ok, map()} | {error, term()}.
 start(_Config) -> ?NIF.

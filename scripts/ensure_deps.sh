@@ -10,6 +10,9 @@ erl -noshell -eval 'case code:lib_dir(eunit) of {error,_} -> halt(1); _ -> halt(
 command -v dialyzer >/dev/null 2>&1 || missing="$missing erlang-dialyzer"
 command -v rebar3 >/dev/null 2>&1 || missing="$missing rebar3"
 command -v elixir >/dev/null 2>&1 || missing="$missing elixir"
+# The TLS tests make their certificates with the openssl CLI; the compression test reads ss.
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+command -v ss >/dev/null 2>&1 || missing="$missing iproute2"
 if [ -n "$missing" ]; then
     echo "Installing Debian packages:$missing"
     SUDO=""

@@ -78,8 +78,14 @@ bad_values_name_the_key_test_() ->
            {listen_port, 70000},
            {io_threads, 0},
            {listen_ip, not_an_ip},
-           {tls, true},
            {tls, yes},
+           {tls_server_options, [{bogus, 1}]},
+           {tls_server_options, [{verify, maybe}]},
+           {tls_client_options, [{versions, ['tlsv1.0']}]},
+           {tls_client_options, [{server_name_indication, ""}]},
+           {tls_client_options, not_a_list},
+           {channels, #{data => #{compression => 10}}},
+           {channels, #{data => #{compression => fast}}},
            {handshake_timeout, 0},
            {max_pending_handshakes, 0},
            {max_pending_handshakes_per_addr, -1},
@@ -107,15 +113,22 @@ bad_values_name_the_key_test_() ->
 nif_config_has_what_the_nif_reads_test() ->
     {ok, C} = norm(#{channels => #{data => #{parallelism => 2, compression => true}}}),
     N = partisan_config:nif_config(C),
-    ?assertEqual(#{parallelism => 2, monotonic => false}, maps:get(data, maps:get(channels, N))),
+    ?assertEqual(#{parallelism => 2, monotonic => false, compression => 1},
+                 maps:get(data, maps:get(channels, N))),
     [?assert(maps:is_key(K, N)) || K <- [name, listen_addrs, cookie, vm_node, creation, incarnation,
                                          max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads]].
 
-%% TLS is not implemented: asking for it refuses to start, naming the key.
-tls_true_refuses_to_start_test() ->
-    {error, {invalid_config, tls, Why}} = norm(#{tls => true}),
-    ?assertNotEqual(nomatch, string:find(Why, "not implemented")),
-    ?assertMatch({ok, _}, norm(#{tls => false})).
+%% `tls => true' without certificates, or with files that cannot be read, stops the start naming
+%% the key and the file; a security key is never ignored.
+tls_without_certificates_refuses_to_start_test() ->
+    {error, {invalid_config, tls_server_options, Why}} = norm(#{tls => true}),
+    ?assertNotEqual(nomatch, string:find(Why, "certfile")),
+    Missing = [{certfile, "/nonexistent/node.pem"}, {keyfile, "/nonexistent/node.key"},
+               {cacertfile, "/nonexistent/ca.pem"}],
+    {error, {invalid_config, tls_server_options, Why2}} =
+        norm(#{tls => true, tls_server_options => Missing, tls_client_options => Missing}),
+    ?assertNotEqual(nomatch, string:find(Why2, "/nonexistent/node.pem")),
+    ?assertMatch({ok, #{tls := false}}, norm(#{tls => false})).
 
 %% TLS options without `tls => true', and v5 keys not implemented: the node starts, and one
 %% warning names them.

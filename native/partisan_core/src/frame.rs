@@ -47,6 +47,8 @@ const T_RELAY: u8 = 20;
 const T_BROADCAST: u8 = 21;
 const T_SEQUENCED: u8 = 22;
 const T_ACK: u8 = 23;
+/// A message frame whose payload is zstd-compressed (see [`crate::compress`]).
+pub(crate) const T_MESSAGE_ZSTD: u8 = 24;
 
 const D_PID: u8 = 0;
 const D_NAME: u8 = 1;
@@ -120,6 +122,8 @@ pub enum FrameError {
     UnknownType(u8),
     #[error("malformed frame: {0}")]
     Malformed(#[from] WireError),
+    #[error("compressed message: {0}")]
+    Compressed(String),
 }
 
 impl Frame {
@@ -212,14 +216,26 @@ impl Frame {
         out.freeze()
     }
 
-    /// Parses one frame body (type byte first, length prefix already removed).
-    pub fn parse(mut body: Bytes) -> Result<Frame, FrameError> {
+    /// Parses one frame body (type byte first, length prefix already removed). A compressed
+    /// message may expand to at most [`crate::compress::DEFAULT_MAX_EXPANDED`] bytes.
+    pub fn parse(body: Bytes) -> Result<Frame, FrameError> {
+        Frame::parse_bounded(body, crate::compress::DEFAULT_MAX_EXPANDED)
+    }
+
+    /// [`Frame::parse`], a compressed message expanding to at most `max_expanded` bytes.
+    pub fn parse_bounded(mut body: Bytes, max_expanded: usize) -> Result<Frame, FrameError> {
         if body.is_empty() {
             return Err(FrameError::Empty);
         }
         let ty = body.get_u8();
         if ty == T_MESSAGE {
             return parse_message(body);
+        }
+        if ty == T_MESSAGE_ZSTD {
+            return match parse_message(body)? {
+                Frame::Message { dest, payload } => Ok(Frame::Message { dest, payload: crate::compress::unpack(&payload, max_expanded)? }),
+                _ => unreachable!("parse_message returns messages"),
+            };
         }
         if ty == T_CONTROL {
             return Ok(Frame::Control { body });
@@ -293,11 +309,7 @@ pub fn relay_frame_len(origin: &str, target: &str, dest: &Dest, payload_len: usi
 /// Writes the length prefix, type and destination of a message frame whose payload of
 /// `payload_len` bytes follows. Lets a writer send a large payload without copying it.
 pub fn encode_message_header(dest: &Dest, payload_len: usize, out: &mut BytesMut) {
-    let len = message_frame_len(dest, payload_len);
-    out.reserve(LENGTH_PREFIX + 1 + dest_len(dest));
-    out.put_u32(u32::try_from(len).expect("message larger than 4 GiB"));
-    out.put_u8(T_MESSAGE);
-    encode_dest(dest, out);
+    encode_header(T_MESSAGE, dest, payload_len, out)
 }
 
 /// The header of a [`Frame::Sequenced`] whose payload of `payload_len` bytes follows.
@@ -309,6 +321,16 @@ pub fn encode_sequenced_header(incarnation: u64, seq: u64, base: u64, dest: &Des
     out.put_u64(incarnation);
     out.put_u64(seq);
     out.put_u64(base);
+    encode_dest(dest, out);
+}
+
+/// The header of a message frame of type `ty` with `rest_len` bytes after the destination.
+pub(crate) fn encode_header(ty: u8, dest: &Dest, rest_len: usize, out: &mut BytesMut) {
+    let dest_len = dest_len(dest);
+    let len = 1 + dest_len + rest_len;
+    out.reserve(LENGTH_PREFIX + 1 + dest_len);
+    out.put_u32(u32::try_from(len).expect("message larger than 4 GiB"));
+    out.put_u8(ty);
     encode_dest(dest, out);
 }
 
@@ -389,7 +411,7 @@ impl Decoder {
             return Ok(None);
         }
         buf.advance(LENGTH_PREFIX);
-        Frame::parse(buf.split_to(len).freeze()).map(Some)
+        Frame::parse_bounded(buf.split_to(len).freeze(), self.max_frame).map(Some)
     }
 }
 

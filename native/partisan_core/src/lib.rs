@@ -23,6 +23,7 @@
 pub mod ack;
 pub mod calls;
 pub mod channel;
+pub mod compress;
 pub mod etf_pids;
 pub mod frame;
 pub mod handshake;

@@ -26,6 +26,8 @@
 //! | `retransmit_interval` | 1000 ms | 1..=[`MAX_MILLIS`] |
 //! | `max_unacked_bytes` | 64 MiB | 1024 or more |
 //! | `connection_ping` | `enabled`, `idle_timeout` 20000, `timeout` 10000, `max_attempts` 5 | timeouts 1..=[`MAX_MILLIS`] ms, attempts 1..=1000 |
+//! | `tls`, `tls_server_options`, `tls_client_options` | off | see [`crate::tls`]: the PEM files are read here, so a missing or unreadable one stops the start |
+//! | `channels` → `compression` | off | `true` (zstd level 1) or a level 1..=9; 0 or `false` is off |
 //!
 //! ```
 //! use partisan_net::Config;
@@ -84,6 +86,10 @@ pub struct Config {
     pub max_unacked_bytes: usize,
     /// Pings on idle links (`connection_ping`).
     pub connection_ping: PingConfig,
+    /// `tls => true` with its options; `None`: plain TCP.
+    pub tls: Option<Box<crate::tls::TlsOptions>>,
+    /// Channels whose messages are compressed, with the zstd level (1..=9).
+    pub compression: Vec<(String, i32)>,
 }
 
 /// A configuration value that cannot run: `{invalid_config, Key, Why}` in Erlang.
@@ -127,7 +133,14 @@ impl Config {
             retransmit_interval: Duration::from_secs(1),
             max_unacked_bytes: 64 << 20,
             connection_ping: PingConfig::default(),
+            tls: None,
+            compression: vec![],
         }
+    }
+
+    /// The zstd level of `channel`'s compression, `None` when it is not compressed.
+    pub fn compression_level(&self, channel: &str) -> Option<i32> {
+        self.compression.iter().find(|(c, _)| c == channel).map(|(_, l)| *l)
     }
 
     /// `io_threads` when not set: one per scheduler, at most 4.
@@ -163,7 +176,15 @@ impl Config {
         millis("stop_flush_timeout", self.stop_flush_timeout, 0, 60_000)?;
         millis("retransmit_interval", self.retransmit_interval, 1, MAX_MILLIS)?;
         check(self.max_unacked_bytes >= 1024, "max_unacked_bytes", || format!("{} must be an integer of at least 1024", self.max_unacked_bytes))?;
-        validate_ping(&self.connection_ping)
+        validate_ping(&self.connection_ping)?;
+        for (channel, level) in &self.compression {
+            check((1..=9).contains(level), "channels", || format!("channel {channel}: compression level {level} must be from 1 to 9"))?;
+        }
+        match &self.tls {
+            // The files are read (and parsed) now: a missing certificate stops the start.
+            Some(tls) => tls.load().map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     fn validate_node(&self) -> Result<(), ConfigError> {

@@ -8,6 +8,7 @@
 //! trigger at will are rate-limited ([`crate::LogLimit`]); the counters keep the exact numbers.
 
 use crate::queue::{write_batches, LinkQueue};
+use crate::stream::{self, ReadSide, SharedTcp, WriteSide};
 use crate::lock::MutexExt;
 use crate::routes::LinkTx;
 use crate::acks::count_not_delivered;
@@ -29,6 +30,9 @@ use tracing::{debug, info, warn};
 
 /// Handshake frames are small; anything larger before authentication is hostile.
 const HANDSHAKE_MAX_FRAME: usize = 4096;
+/// Message payloads at least this large are compressed on a channel with `compression` (below,
+/// zstd's frame overhead and the per-message call cost more than they save).
+pub const COMPRESS_FROM: usize = 1024;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -122,14 +126,16 @@ enum ReadError {
     /// Closed, reset or failed.
     Closed,
     Frame(FrameError),
+    /// The TLS handshake failed (the peer's certificate, its protocol, or it is not TLS).
+    Tls(std::io::Error),
 }
 
 /// Reads until one whole handshake frame is buffered. The buffer grows by at most `chunk` per
 /// read. (Authenticated frames are read by [`read_loop`].)
 ///
-/// A connection's socket is shared (`&TcpStream`: the reader, the writer and the send queue's
-/// direct writes), so reads and writes use tokio's readiness API rather than split halves.
-async fn read_frame(socket: &TcpStream, buf: &mut BytesMut, dec: &mut Decoder, chunk: usize) -> Result<Frame, ReadError> {
+/// A plain connection's socket is shared (the reader, the writer and the send queue's direct
+/// writes), so its reads use tokio's readiness API; a TLS connection reads its own half.
+async fn read_frame(socket: &mut ReadSide, buf: &mut BytesMut, dec: &mut Decoder, chunk: usize) -> Result<Frame, ReadError> {
     loop {
         if let Some(frame) = dec.decode(buf).map_err(ReadError::Frame)? {
             return Ok(frame);
@@ -137,8 +143,10 @@ async fn read_frame(socket: &TcpStream, buf: &mut BytesMut, dec: &mut Decoder, c
         if buf.capacity() - buf.len() < chunk / 16 + 1 {
             buf.reserve(chunk);
         }
-        if !matches!(read_some(socket, buf).await, Ok(n) if n > 0) {
-            return Err(ReadError::Closed);
+        match socket.read_some(buf).await {
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(_) => {}
+            Err(_) => return Err(ReadError::Closed),
         }
     }
 }
@@ -150,7 +158,7 @@ const HANDSHAKE_CHUNK: usize = 512;
 
 /// One non-blocking read once the socket is readable. Polls readiness as `AsyncRead` does, so
 /// the reader takes part in tokio's cooperative budget.
-async fn read_some(socket: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+pub(crate) async fn read_some(socket: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
     std::future::poll_fn(|cx| loop {
         std::task::ready!(socket.poll_read_ready(cx))?;
         match socket.try_read_buf(buf) {
@@ -161,20 +169,23 @@ async fn read_some(socket: &TcpStream, buf: &mut BytesMut) -> std::io::Result<us
     .await
 }
 
-/// Writes one handshake frame (before the connection has a send queue).
-async fn write_frame(socket: &TcpStream, frame: &Frame) -> std::io::Result<()> {
-    let bytes = frame.to_bytes();
-    let mut done = 0;
-    while done < bytes.len() {
-        socket.writable().await?;
-        match socket.try_write(&bytes[done..]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
+/// Writes one frame outside a send queue: handshake frames, and the acks and pongs a reader
+/// sends back on an accepted link.
+async fn write_frame(socket: &mut WriteSide, frame: &Frame) -> std::io::Result<()> {
+    socket.write_all(&frame.to_bytes()).await
+}
+
+/// The reason a TLS handshake failed, for the log (rustls' error, or the I/O error).
+fn tls_reason(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(tls) => tls.to_string(),
+        None => e.to_string(),
     }
-    Ok(())
+}
+
+/// Whether a failed TLS handshake is the peer going away (not counted as a refusal).
+fn tls_closed(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
 }
 
 fn shutdown_write(socket: &TcpStream) {
@@ -218,14 +229,26 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, cmds
 
 async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shared: Arc<Shared>, cmds: Cmds) {
     tune(&stream);
-    let socket = &stream;
+    let stream = Arc::new(stream);
     let mut buf = BytesMut::with_capacity(HANDSHAKE_CHUNK);
     let mut dec = Decoder::new(HANDSHAKE_MAX_FRAME);
     let max_frame = u32::try_from(shared.cfg.max_frame_size).unwrap_or(u32::MAX);
     let hs = ServerHandshake::new(&shared.name, &shared.cfg.cookie, max_frame, nonce());
+    let tls = shared.tls();
+    let mut sides = None;
+    // TLS first (the peer's certificate is checked before any of its bytes reaches the frame
+    // decoder), then the cookie challenge inside it; one timeout covers both.
     let handshake = async {
-        write_frame(socket, &hs.challenge()).await.map_err(|_| ReadError::Closed)?;
-        let frame = read_frame(socket, &mut buf, &mut dec, HANDSHAKE_CHUNK).await?;
+        let pair = match &tls {
+            None => stream::plain(&stream),
+            Some(ctx) => {
+                let session = ctx.acceptor.accept(SharedTcp(stream.clone())).await.map_err(ReadError::Tls)?;
+                stream::tls(session.into())
+            }
+        };
+        let sides = sides.insert(pair);
+        write_frame(&mut sides.1, &hs.challenge()).await.map_err(|_| ReadError::Closed)?;
+        let frame = read_frame(&mut sides.0, &mut buf, &mut dec, HANDSHAKE_CHUNK).await?;
         Ok(hs.on_hello(frame, |c, i| shared.channels.serves(c, i)))
     };
     let inbound_failed = |what: &str, error: &dyn std::fmt::Display| {
@@ -233,16 +256,25 @@ async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shar
             warn!(%peer, %error, suppressed, "{what}; connection closed (counters auth_failures, bad_frames, handshake_timeouts have the totals)");
         }
     };
-    let (hello, accept) = match tokio::time::timeout(shared.cfg.handshake_timeout, handshake).await {
+    let result = tokio::time::timeout(shared.cfg.handshake_timeout, handshake).await;
+    let (hello, accept) = match result {
         Ok(Ok(Ok(accepted))) => accepted,
         Ok(Ok(Err(e))) => {
             shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
             shared.report_auth_failure(Direction::Inbound, peer.ip().to_string(), handshake_reason(&e));
             inbound_failed("handshake refused", &e);
-            if let Some(f) = e.refusal() {
-                let _ = write_frame(socket, &f).await;
+            if let (Some(f), Some((_, wr))) = (e.refusal(), sides.as_mut()) {
+                let _ = write_frame(wr, &f).await;
+                let _ = wr.shutdown().await;
             }
-            shutdown_write(socket);
+            shutdown_write(&stream);
+            return;
+        }
+        Ok(Err(ReadError::Tls(e))) if !tls_closed(&e) => {
+            shared.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+            shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            shared.report_auth_failure(Direction::Inbound, peer.ip().to_string(), "tls");
+            inbound_failed("TLS handshake failed (counter tls_failures)", &tls_reason(&e));
             return;
         }
         Ok(Err(ReadError::Frame(e))) => {
@@ -266,16 +298,17 @@ async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shar
         debug!(%peer, node = %hello.node, "inbound connection from a partitioned node closed");
         return;
     }
-    if write_frame(socket, &accept).await.is_err() {
+    let Some((mut rd, mut wr)) = sides else { return };
+    if write_frame(&mut wr, &accept).await.is_err() {
         return;
     }
-    debug!(%peer, node = %hello.node, channel = %hello.channel, conn = hello.conn_index, "inbound connection accepted");
+    debug!(%peer, node = %hello.node, channel = %hello.channel, conn = hello.conn_index, tls = tls.is_some(), "inbound connection accepted");
     dec = Decoder::new(shared.cfg.max_frame_size);
-    // Only the reader writes on an accepted link (acks and pongs; the dialer sends on it); the
-    // socket stays open until the peer closes it, which ends the read loop.
+    // On an accepted link only the reader writes (acks and pongs; the dialer sends on it); the
+    // connection stays open until the peer closes it, which ends the read loop.
     let Some(channel) = shared.channels.index_of(&hello.channel) else { return };
     let side = Side::Accepted { channel, conn: hello.conn_index };
-    read_loop(socket, &mut buf, &mut dec, &hello.node, side, &shared, &cmds).await;
+    read_loop(&mut rd, Some(&mut wr), &mut buf, &mut dec, &hello.node, side, &shared, &cmds).await;
 }
 
 /// Why a connection's reader stopped.
@@ -326,7 +359,19 @@ enum Side<'a> {
 /// Dispatches frames from an authenticated peer until the connection ends. Every read counts as
 /// hearing from the peer (`connection_ping`). On an accepted link, sequenced messages are
 /// delivered once and in order, and one cumulative ack answers each batch of frames read.
-async fn read_loop(socket: &TcpStream, buf: &mut BytesMut, dec: &mut Decoder, from: &str, side: Side<'_>, shared: &Shared, cmds: &Cmds) -> Ended {
+/// `wr` is the write side of an accepted link (acks and pongs go back on it); `None` on a
+/// dialed link, whose writer owns it.
+#[allow(clippy::too_many_arguments)]
+async fn read_loop(
+    socket: &mut ReadSide,
+    mut wr: Option<&mut WriteSide>,
+    buf: &mut BytesMut,
+    dec: &mut Decoder,
+    from: &str,
+    side: Side<'_>,
+    shared: &Shared,
+    cmds: &Cmds,
+) -> Ended {
     let bad_frame = |what: &str, error: &dyn std::fmt::Display| {
         shared.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
         if let Some(suppressed) = shared.log_limits.frames.allow(&shared.stats) {
@@ -346,13 +391,15 @@ async fn read_loop(socket: &TcpStream, buf: &mut BytesMut, dec: &mut Decoder, fr
                 if std::mem::take(&mut ack_due) {
                     if let Some((incarnation, seq)) = stream.as_ref().and_then(|s| s.lock_unpoisoned().take_ack()) {
                         // A failed write ends the read below; the sender resends what was not acked.
-                        let _ = write_frame(socket, &Frame::Ack { incarnation, seq }).await;
+                        if let Some(wr) = wr.as_deref_mut() {
+                            let _ = write_frame(wr, &Frame::Ack { incarnation, seq }).await;
+                        }
                     }
                 }
                 if buf.capacity() - buf.len() < READ_CHUNK / 16 + 1 {
                     buf.reserve(READ_CHUNK);
                 }
-                match read_some(socket, buf).await {
+                match socket.read_some(buf).await {
                     Ok(0) => return Ended::Closed,
                     Ok(_) => heard.store(shared.now_ms(), Ordering::Relaxed),
                     Err(e) => return Ended::Io(e),
@@ -386,7 +433,9 @@ async fn read_loop(socket: &TcpStream, buf: &mut BytesMut, dec: &mut Decoder, fr
             }
             (Frame::Ack { incarnation, seq }, Side::Dialed(link)) => shared.acks.on_ack(link, incarnation, seq),
             (Frame::Ping { seq }, Side::Accepted { .. }) => {
-                let _ = write_frame(socket, &Frame::Pong { seq }).await;
+                if let Some(wr) = wr.as_deref_mut() {
+                    let _ = write_frame(wr, &Frame::Pong { seq }).await;
+                }
             }
             (Frame::Pong { .. }, Side::Dialed(_)) => {}
             // For the node (overlay, Plumtree, relaying). Waits for room in the driver's bounded
@@ -409,10 +458,10 @@ pub(crate) async fn dial(link: LinkId, addrs: Vec<SocketAddr>, conn_id: u64, sha
     for addr in addrs {
         shared.stats.dial_attempts.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => match client_handshake(&stream, &link, &shared).await {
-                Ok((buf, max_frame)) => {
+            Ok(Ok(stream)) => match client_handshake(Arc::new(stream), addr, &link, &shared).await {
+                Ok((socket, rd, wr, buf, max_frame)) => {
                     shared.stats.connections_dialed.fetch_add(1, Ordering::Relaxed);
-                    let tx = start_link(link.clone(), conn_id, Arc::new(stream), buf, max_frame, shared, cmds.clone());
+                    let tx = start_link(link.clone(), conn_id, socket, rd, wr, buf, max_frame, shared, cmds.clone());
                     let _ = cmds.life.send(Cmd::LinkUp { link, tx });
                     return;
                 }
@@ -437,37 +486,60 @@ enum DialError {
     Io,
     #[error("bad frame during the handshake: {0}")]
     Frame(FrameError),
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
 }
 
 /// The client side of the handshake; returns what was read past it and the largest frame the
 /// peer accepts.
-async fn client_handshake(socket: &TcpStream, link: &LinkId, shared: &Shared) -> Result<(BytesMut, usize), DialError> {
-    tune(socket);
+#[allow(clippy::type_complexity)]
+async fn client_handshake(
+    socket: Arc<TcpStream>,
+    addr: SocketAddr,
+    link: &LinkId,
+    shared: &Shared,
+) -> Result<(Arc<TcpStream>, ReadSide, WriteSide, BytesMut, usize), DialError> {
+    tune(&socket);
     let channel = &shared.channels.get(link.channel).name;
     let hs = ClientHandshake::new(&shared.name, &link.node, channel, link.conn, &shared.cfg.cookie, nonce());
     let mut buf = BytesMut::with_capacity(8192);
+    let tls = shared.tls();
     let exchange = async {
+        // TLS first: the listener's certificate is checked before the cookie exchange.
+        let (mut rd, mut wr) = match &tls {
+            None => stream::plain(&socket),
+            Some(ctx) => match ctx.connector.connect(ctx.server_name(addr.ip()), SharedTcp(socket.clone())).await {
+                Ok(session) => stream::tls(session.into()),
+                Err(e) if tls_closed(&e) => return Err(DialError::Io),
+                Err(e) => {
+                    shared.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+                    shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+                    shared.report_auth_failure(Direction::Outbound, link.node.clone(), "tls");
+                    return Err(DialError::Tls(tls_reason(&e)));
+                }
+            },
+        };
         let mut dec = Decoder::new(HANDSHAKE_MAX_FRAME);
-        let mut read = async |buf: &mut BytesMut| {
-            read_frame(socket, buf, &mut dec, HANDSHAKE_CHUNK).await.map_err(|e| match e {
+        let mut read = async |rd: &mut ReadSide, buf: &mut BytesMut| {
+            read_frame(rd, buf, &mut dec, HANDSHAKE_CHUNK).await.map_err(|e| match e {
                 ReadError::Frame(f) => DialError::Frame(f),
                 _ => DialError::Io,
             })
         };
-        let challenge = read(&mut buf).await?;
+        let challenge = read(&mut rd, &mut buf).await?;
         let fail = |e: HandshakeError| {
             shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
             shared.report_auth_failure(Direction::Outbound, link.node.clone(), handshake_reason(&e));
             e
         };
         let (hs, hello) = hs.on_challenge(challenge).map_err(fail)?;
-        write_frame(socket, &hello).await.map_err(|_| DialError::Io)?;
-        let accept = read(&mut buf).await?;
+        write_frame(&mut wr, &hello).await.map_err(|_| DialError::Io)?;
+        let accept = read(&mut rd, &mut buf).await?;
         let max_frame = hs.on_accept(accept).map_err(fail)?;
-        Ok::<usize, DialError>(max_frame as usize)
+        Ok::<_, DialError>((rd, wr, max_frame as usize))
     };
     match tokio::time::timeout(shared.cfg.handshake_timeout, exchange).await {
-        Ok(Ok(max_frame)) => Ok((buf, max_frame)),
+        Ok(Ok((rd, wr, max_frame))) => Ok((socket, rd, wr, buf, max_frame)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(DialError::Io),
     }
@@ -475,9 +547,27 @@ async fn client_handshake(socket: &TcpStream, link: &LinkId, shared: &Shared) ->
 
 /// Starts the reader and writer of a dialed, authenticated link; returns its queue for the
 /// driver to register.
-fn start_link(link: LinkId, conn_id: u64, socket: Arc<TcpStream>, mut buf: BytesMut, max_frame: usize, shared: Arc<Shared>, cmds: Cmds) -> LinkTx {
-    let queue = Arc::new(LinkQueue::new(socket.clone(), shared.cfg.max_queue_bytes, max_frame, shared.stats.replaced_monotonic.clone()));
+#[allow(clippy::too_many_arguments)]
+fn start_link(
+    link: LinkId,
+    conn_id: u64,
+    socket: Arc<TcpStream>,
+    mut rd: ReadSide,
+    wr: WriteSide,
+    mut buf: BytesMut,
+    max_frame: usize,
+    shared: Arc<Shared>,
+    cmds: Cmds,
+) -> LinkTx {
+    let mut queue = LinkQueue::new(socket, shared.cfg.max_queue_bytes, max_frame, shared.stats.replaced_monotonic.clone());
+    if !wr.allows_direct_writes() {
+        queue = queue.without_direct_writes();
+    }
     let channel = shared.channels.get(link.channel).name.clone();
+    if let Some(level) = shared.cfg.compression_level(&channel) {
+        queue = queue.with_compression(COMPRESS_FROM, level);
+    }
+    let queue = Arc::new(queue);
     shared.sink.event(Event::ConnectionUp { node: link.node.clone(), channel: channel.clone(), conn: link.conn });
     // Made here, not in the task: a task aborted before it first runs still drops it.
     let down = LinkDownOnDrop { link: link.clone(), conn_id, cmds: cmds.clone(), shared: shared.clone(), channel, reason: Default::default() };
@@ -489,7 +579,7 @@ fn start_link(link: LinkId, conn_id: u64, socket: Arc<TcpStream>, mut buf: Bytes
             let down = down;
             // The peer sends nothing on a link it accepted but may (pings); EOF means it is gone.
             let mut dec = Decoder::new(shared.cfg.max_frame_size);
-            let ended = read_loop(&socket, &mut buf, &mut dec, &link.node, Side::Dialed(&link), &shared, &cmds).await;
+            let ended = read_loop(&mut rd, None, &mut buf, &mut dec, &link.node, Side::Dialed(&link), &shared, &cmds).await;
             if let Ended::Io(e) = &ended {
                 debug!(node = %link.node, error = %e, "link read failed");
             }
@@ -504,7 +594,7 @@ fn start_link(link: LinkId, conn_id: u64, socket: Arc<TcpStream>, mut buf: Bytes
         tasks.push(tokio::spawn(ping_loop(link.clone(), queue.clone(), reason.clone(), shared.clone())).abort_handle());
     }
     shared.writers.fetch_add(1, Ordering::SeqCst);
-    tokio::spawn(write_loop(link, conn_id, queue.clone(), tasks, reason, shared, cmds));
+    tokio::spawn(write_loop(link, conn_id, queue.clone(), wr, tasks, reason, shared, cmds));
     LinkTx { conn_id, queue }
 }
 
@@ -570,9 +660,18 @@ impl Drop for WriterGuard {
 /// write side shuts down) or a write fails (the link is down: what it held is counted lost).
 /// Then ends the link's other tasks (its reader, and its pinger).
 #[allow(clippy::too_many_arguments)]
-async fn write_loop(link: LinkId, conn_id: u64, queue: Arc<LinkQueue>, tasks: Vec<tokio::task::AbortHandle>, reason: DownReason, shared: Arc<Shared>, cmds: Cmds) {
+async fn write_loop(
+    link: LinkId,
+    conn_id: u64,
+    queue: Arc<LinkQueue>,
+    mut wr: WriteSide,
+    tasks: Vec<tokio::task::AbortHandle>,
+    reason: DownReason,
+    shared: Arc<Shared>,
+    cmds: Cmds,
+) {
     let _guard = WriterGuard(shared.clone());
-    let result = write_batches(&queue).await;
+    let result = write_batches(&queue, &mut wr).await;
     // Set before the reader is aborted: its drop reports the reason.
     set_reason(&reason, if result.is_err() { "write_failed" } else { "local_close" });
     for task in &tasks {

@@ -34,6 +34,8 @@ pub mod lock;
 mod queue;
 pub mod report;
 mod routes;
+mod stream;
+pub mod tls;
 
 pub use config::{Config, ConfigError};
 
@@ -192,6 +194,9 @@ pub struct Stats {
     /// Links closed because the peer answered no `connection_ping`.
     pub ping_timeouts: AtomicU64,
     pub pings_sent: AtomicU64,
+    /// TLS handshakes that failed (the peer's certificate was refused, or ours by the peer, or
+    /// the peer does not speak TLS); also counted in `auth_failures`.
+    pub tls_failures: AtomicU64,
 }
 
 impl Stats {
@@ -225,6 +230,7 @@ impl Stats {
             ("dropped_destination_removed", g(&self.dropped_destination_removed)),
             ("ping_timeouts", g(&self.ping_timeouts)),
             ("pings_sent", g(&self.pings_sent)),
+            ("tls_failures", g(&self.tls_failures)),
         ]
     }
 }
@@ -271,6 +277,9 @@ pub(crate) struct Shared {
     pub heard: std::sync::Mutex<std::collections::HashMap<String, Arc<AtomicU64>>>,
     pub epoch: std::time::Instant,
     pub cfg: Config,
+    /// The TLS configurations new connections use (`tls => true`); replaced by
+    /// [`Node::reload_tls`].
+    pub tls: RwLock<Option<Arc<tls::TlsContext>>>,
 }
 
 /// At most one warning per kind and period; the rest are counted in `log_lines_suppressed` and
@@ -380,6 +389,11 @@ impl Shared {
         self.heard.lock_unpoisoned().entry(node.to_owned()).or_default().clone()
     }
 
+    /// The TLS configurations for a new connection, `None` for plain TCP.
+    pub(crate) fn tls(&self) -> Option<Arc<tls::TlsContext>> {
+        self.tls.read_unpoisoned().clone()
+    }
+
     pub(crate) fn is_blocked(&self, node: &str) -> bool {
         self.blocked.read_unpoisoned().contains(node)
     }
@@ -468,6 +482,7 @@ impl Node {
         let channel_names = channels.specs().iter().map(|s| s.name.clone()).collect();
         let reports = report::Reports::new(runtime.handle().clone(), sink.clone(), channel_names);
         let node = partisan_core::node::Node::from_config(spec.clone(), channels.clone(), &cfg.node, cfg.incarnation).map_err(ConfigError::from)?;
+        let tls = cfg.tls.as_ref().map(|t| t.load()).transpose()?.map(Arc::new);
         let shared = Arc::new(Shared {
             name: cfg.name.clone(),
             routes: Routes::new(&channels),
@@ -492,6 +507,7 @@ impl Node {
             heard: Default::default(),
             epoch: std::time::Instant::now(),
             cfg,
+            tls: RwLock::new(tls),
         });
         let (cmds, rx) = Cmds::new();
         for listener in listeners {
@@ -500,6 +516,20 @@ impl Node {
         runtime.spawn(driver::run(shared.clone(), node, cmds.clone(), rx));
         runtime.spawn(retransmit_loop(shared.clone()));
         Ok(Node { shared, cmds, runtime: Some(runtime), spec })
+    }
+
+    /// Re-reads the TLS certificates and keys with `options` (they may name the same files,
+    /// rewritten): connections made from now on use them; those up keep theirs until they
+    /// reconnect. An error (a file missing or unreadable) leaves the current ones in place.
+    /// Refused on a node started without TLS (a plain node cannot turn TLS on while running).
+    pub fn reload_tls(&self, options: &tls::TlsOptions) -> Result<(), ConfigError> {
+        let ctx = options.load()?;
+        let mut current = self.shared.tls.write_unpoisoned();
+        if current.is_none() {
+            return Err(ConfigError::new("tls", "this node runs without TLS: set tls => true and restart partisan"));
+        }
+        *current = Some(Arc::new(ctx));
+        Ok(())
     }
 
     /// This node's spec, with the addresses actually bound (port 0 resolved).

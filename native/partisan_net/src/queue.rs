@@ -32,6 +32,8 @@ use crate::lock::MutexExt;
 use crate::SendError;
 use bytes::{Bytes, BytesMut};
 use partisan_core::channel::{MonotonicKey, MonotonicQueue};
+use crate::stream::WriteSide;
+use partisan_core::compress::Packer;
 use partisan_core::frame::{encode_message_header, encode_sequenced_header, message_frame_len, Dest, LENGTH_PREFIX, SEQUENCED_HEADER};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -156,6 +158,11 @@ pub struct LinkQueue {
     /// The largest frame the peer accepts (it said so in the handshake).
     max_frame: usize,
     direct_gap: Duration,
+    /// Senders may write to the socket themselves (plain TCP; a TLS link has one writer).
+    direct: bool,
+    /// Payloads at least this large are compressed by the writer at this zstd level (the
+    /// channel's `compression`).
+    compress_from: Option<(usize, i32)>,
 }
 
 impl LinkQueue {
@@ -168,7 +175,23 @@ impl LinkQueue {
             socket,
             max_frame,
             direct_gap: DIRECT_GAP,
+            direct: true,
+            compress_from: None,
         }
+    }
+
+    /// The same queue with every frame written by the writer task: a TLS link's encryption
+    /// state belongs to its writer (see [`crate::stream`]).
+    pub fn without_direct_writes(mut self) -> Self {
+        self.direct = false;
+        self
+    }
+
+    /// The same queue with message payloads of at least `threshold` bytes compressed by the
+    /// writer at zstd `level` (on the runtime's threads; see [`partisan_core::compress`]).
+    pub fn with_compression(mut self, threshold: usize, level: i32) -> Self {
+        self.compress_from = Some((threshold, level));
+        self
     }
 
     /// The same queue with another [`DIRECT_GAP`] (tests pick one no scheduling delay reaches).
@@ -193,7 +216,10 @@ impl LinkQueue {
     /// take when it took part of the frame.
     fn try_direct(&self, inner: &mut Inner, item: Outgoing) -> Result<(), Outgoing> {
         let (Outgoing::Message { payload, .. } | Outgoing::Sequenced { payload, .. }) = &item else { return Err(item) };
-        if inner.writer_busy || !inner.is_empty() || payload.len() > DIRECT_MAX {
+        // A payload the writer would compress is left to it: compression never runs on the
+        // sender's (scheduler) thread.
+        let compressible = matches!(item, Outgoing::Message { .. }) && self.compress_from.is_some_and(|(t, _)| payload.len() >= t);
+        if !self.direct || compressible || inner.writer_busy || !inner.is_empty() || payload.len() > DIRECT_MAX {
             return Err(item);
         }
         let now = Instant::now();
@@ -354,8 +380,8 @@ impl Written {
 /// The writer of a connection: writes what the queue hands over, batching frames into few
 /// syscalls, until the queue is closed and drained (then it shuts the socket's write side down,
 /// so the peer reads everything and then EOF) or a write fails.
-pub(crate) async fn write_batches(queue: &LinkQueue) -> io::Result<()> {
-    let socket = &*queue.socket;
+pub(crate) async fn write_batches(queue: &LinkQueue, socket: &mut WriteSide) -> io::Result<()> {
+    let mut packer = queue.compress_from.map(|(threshold, level)| (threshold, Packer::new(level)));
     let mut items = Vec::with_capacity(256);
     let mut batch = BytesMut::with_capacity(BATCH_BYTES);
     while queue.take_all(&mut items).await.is_some() {
@@ -367,54 +393,66 @@ pub(crate) async fn write_batches(queue: &LinkQueue) -> io::Result<()> {
                 continue; // the rest is dropped with the queue (abort counts it)
             }
             batched.add(&item);
-            match item.encode_header(&mut batch) {
-                None => {}
-                Some(payload) if payload.len() < COPY_LIMIT => batch.extend_from_slice(payload),
-                Some(payload) => {
-                    result = write_with(socket, &mut batch, payload).await;
-                    if result.is_ok() {
-                        queue.written(std::mem::take(&mut batched));
+            // Plain messages above the threshold go compressed (an acked message's frame carries
+            // its sequence header, and goes as it is).
+            let compressed = match (&item, packer.as_mut()) {
+                (Outgoing::Message { dest, payload }, Some((threshold, packer))) if payload.len() >= *threshold => {
+                    packer.encode_message(dest, payload, &mut batch)
+                }
+                _ => false,
+            };
+            if !compressed {
+                match item.encode_header(&mut batch) {
+                    None => {}
+                    Some(payload) if payload.len() < COPY_LIMIT => batch.extend_from_slice(payload),
+                    Some(payload) => {
+                        result = socket.write_two(&batch, payload).await;
+                        batch.clear();
+                        if result.is_ok() {
+                            queue.written(std::mem::take(&mut batched));
+                        }
                     }
                 }
             }
             if result.is_ok() && batch.len() >= BATCH_BYTES {
-                result = write_all(socket, &mut batch).await;
+                result = socket.write_all(&batch).await;
+                batch.clear();
                 if result.is_ok() {
                     queue.written(std::mem::take(&mut batched));
                 }
             }
         }
-        if result.is_ok() {
-            result = write_all(socket, &mut batch).await;
+        if result.is_ok() && !batch.is_empty() {
+            result = socket.write_all(&batch).await;
+            batch.clear();
         }
         result?;
         queue.written(batched);
     }
-    socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write)
+    socket.shutdown().await
 }
 
-/// Writes the batch and then `payload` with vectored writes (one syscall for both when the
-/// socket takes them), and empties the batch.
-async fn write_with(socket: &TcpStream, batch: &mut BytesMut, payload: &[u8]) -> io::Result<()> {
-    let (mut head, mut body) = (0, 0);
-    while head < batch.len() || body < payload.len() {
-        let slices = [io::IoSlice::new(&batch[head..]), io::IoSlice::new(&payload[body..])];
+/// Writes `head` and then `body` to a plain socket with vectored writes (one syscall for both
+/// when the socket takes them).
+pub(crate) async fn write_two(socket: &TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let (mut h, mut b) = (0, 0);
+    while h < head.len() || b < body.len() {
+        let slices = [io::IoSlice::new(&head[h..]), io::IoSlice::new(&body[b..])];
         let mut n = write_some(socket, |s| s.try_write_vectored(&slices)).await?;
-        let from_head = n.min(batch.len() - head);
-        head += from_head;
+        let from_head = n.min(head.len() - h);
+        h += from_head;
         n -= from_head;
-        body += n;
+        b += n;
     }
-    batch.clear();
     Ok(())
 }
 
-async fn write_all(socket: &TcpStream, batch: &mut BytesMut) -> io::Result<()> {
+/// Writes all of `bytes` to a plain socket.
+pub(crate) async fn write_slice(socket: &TcpStream, bytes: &[u8]) -> io::Result<()> {
     let mut done = 0;
-    while done < batch.len() {
-        done += write_some(socket, |s| s.try_write(&batch[done..])).await?;
+    while done < bytes.len() {
+        done += write_some(socket, |s| s.try_write(&bytes[done..])).await?;
     }
-    batch.clear();
     Ok(())
 }
 

@@ -17,6 +17,8 @@ use partisan_core::overlay::NodeSpec;
 use partisan_core::plumtree::PlumtreeConfig;
 use partisan_core::ping::PingConfig;
 use partisan_net::config::{validate_broadcast, validate_hyparview, MAX_MILLIS, MAX_PARALLELISM};
+use partisan_net::tls::{Sni, TlsOptions, TlsSide, Verify, Version};
+use std::path::PathBuf;
 use partisan_net::{Config, ConfigError};
 use rustler::types::map::MapIterator;
 use rustler::{Atom, Encoder, Env, LocalPid, Term};
@@ -36,7 +38,9 @@ mod atoms {
         handshake_timeout, max_pending_handshakes, max_pending_handshakes_per_addr,
         stop_flush_timeout, pid_rewrite, remote_ref_format, remote_ref_uri_padding,
         improper_list, tuple, uri, retransmit_interval, max_unacked_bytes, connection_ping,
-        enabled, idle_timeout, timeout, max_attempts,
+        enabled, idle_timeout, timeout, max_attempts, tls, tls_server_options, tls_client_options, certfile, keyfile,
+        cacertfile, verify, verify_peer, verify_none, fail_if_no_peer_cert, server_name_indication,
+        versions, disable, compression, tlsv1_2 = "tlsv1.2", tlsv1_3 = "tlsv1.3",
     }
 }
 
@@ -70,6 +74,9 @@ pub const KEYS: &[&str] = &[
     "retransmit_interval",
     "max_unacked_bytes",
     "connection_ping",
+    "tls",
+    "tls_server_options",
+    "tls_client_options",
 ];
 
 /// The data plane's keys, as read: what [`Config`] holds, and the keys that only fill it in.
@@ -222,8 +229,15 @@ fn listen_addrs(cfg: Term) -> Result<Vec<SocketAddr>, ConfigError> {
 /// `channels` in the shape the Erlang side normalised it to, `#{Name => Opts}`; a channel that
 /// does not give its `parallelism` gets `parallelism`.
 fn channels(map: Term, parallelism: u16) -> Result<Vec<ChannelSpec>, ConfigError> {
-    let why = "must be a map #{Name => #{parallelism => 1..256, monotonic => boolean()}}";
+    channels_with_compression(map, parallelism).map(|(specs, _)| specs)
+}
+
+/// [`channels`], and the channels with `compression` and their zstd levels.
+#[allow(clippy::type_complexity)]
+fn channels_with_compression(map: Term, parallelism: u16) -> Result<(Vec<ChannelSpec>, Vec<(String, i32)>), ConfigError> {
+    let why = "must be a map #{Name => #{parallelism => 1..256, monotonic => boolean(), compression => boolean() | 0..9}}";
     let mut out = Vec::new();
+    let mut compressed = Vec::new();
     for (name, opts) in MapIterator::new(map).ok_or_else(|| bad("channels", why))? {
         let name = name.atom_to_string().map_err(|_| bad("channels", "channel names must be atoms"))?;
         let parallelism = match get(opts, "parallelism") {
@@ -235,24 +249,121 @@ fn channels(map: Term, parallelism: u16) -> Result<Vec<ChannelSpec>, ConfigError
             Some(m) => m.decode().map_err(|_| bad("channels", why))?,
             None => false,
         };
+        // Partisan v5: `true` or a level 0..9 (0: off). The range is checked by
+        // `Config::validate`, which names the channel.
+        let level = match get(opts, "compression") {
+            None => 0,
+            Some(c) => match c.decode::<bool>() {
+                Ok(on) => i64::from(on),
+                Err(_) => c.decode::<i64>().map_err(|_| bad("channels", why))?,
+            },
+        };
+        if level != 0 {
+            compressed.push((name.clone(), i32::try_from(level).unwrap_or(i32::MAX)));
+        }
         out.push(ChannelSpec { name, parallelism, monotonic });
     }
-    Ok(out)
+    Ok((out, compressed))
 }
 
 /// The configured channels, and the default (`parallelism` connections) and membership (one)
 /// channels when they are not configured.
-fn node_channels(cfg: Term, parallelism: u16) -> Result<Vec<ChannelSpec>, ConfigError> {
-    let mut out = match get(cfg, "channels") {
-        Some(map) => channels(map, parallelism)?,
-        None => vec![],
+#[allow(clippy::type_complexity)]
+fn node_channels(cfg: Term, parallelism: u16) -> Result<(Vec<ChannelSpec>, Vec<(String, i32)>), ConfigError> {
+    let (mut out, compressed) = match get(cfg, "channels") {
+        Some(map) => channels_with_compression(map, parallelism)?,
+        None => (vec![], vec![]),
     };
     for (name, p) in [(DEFAULT_CHANNEL, parallelism), (MEMBERSHIP_CHANNEL, 1)] {
         if !out.iter().any(|c| c.name == name) {
             out.push(ChannelSpec::new(name, p, false));
         }
     }
-    Ok(out)
+    Ok((out, compressed))
+}
+
+/// A file name: a string (charlist) or a binary.
+fn path(t: Term) -> Option<PathBuf> {
+    if let Ok(b) = t.decode::<rustler::Binary>() {
+        return std::str::from_utf8(b.as_slice()).ok().map(PathBuf::from);
+    }
+    let codes: Vec<u32> = t.decode().ok()?;
+    codes.into_iter().map(char::from_u32).collect::<Option<String>>().map(PathBuf::from)
+}
+
+/// `tls_server_options` or `tls_client_options`: an ssl-style proplist (or a map).
+fn tls_side(cfg: Term, key: &'static str) -> Result<TlsSide, ConfigError> {
+    let mut side = TlsSide::default();
+    let Some(opts) = get(cfg, key) else { return Ok(side) };
+    let known = "certfile, keyfile, cacertfile, verify, fail_if_no_peer_cert, server_name_indication, versions";
+    let entries: Vec<(Term, Term)> = match MapIterator::new(opts) {
+        Some(it) => it.collect(),
+        None => {
+            let items: Vec<Term> = opts.decode().map_err(|_| bad(key, &format!("must be a list of ssl options ({known})")))?;
+            items
+                .into_iter()
+                .map(|t| t.decode::<(Term, Term)>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| bad(key, &format!("must be a list of {{Option, Value}} ({known})")))?
+        }
+    };
+    for (k, v) in entries {
+        let name = k.atom_to_string().unwrap_or_default();
+        let file = || path(v).ok_or_else(|| bad(key, &format!("{name} must be a file name (a string or a binary)")));
+        match name.as_str() {
+            "certfile" => side.certfile = Some(file()?),
+            "keyfile" => side.keyfile = Some(file()?),
+            "cacertfile" => side.cacertfile = Some(file()?),
+            "verify" => {
+                side.verify = match v.decode::<Atom>() {
+                    Ok(a) if a == atoms::verify_peer() => Verify::VerifyPeer,
+                    Ok(a) if a == atoms::verify_none() => Verify::VerifyNone,
+                    _ => return Err(bad(key, "verify must be verify_peer or verify_none")),
+                }
+            }
+            "fail_if_no_peer_cert" => side.fail_if_no_peer_cert = v.decode().map_err(|_| bad(key, "fail_if_no_peer_cert must be true or false"))?,
+            "server_name_indication" => {
+                side.server_name_indication = match v.decode::<Atom>() {
+                    Ok(a) if a == atoms::disable() => Sni::Disable,
+                    _ => {
+                        let host = path(v).and_then(|p| p.to_str().map(str::to_owned)).filter(|h| !h.is_empty());
+                        let host = host.ok_or_else(|| bad(key, "server_name_indication must be a host name (a string) or disable"))?;
+                        rustls_name_ok(&host).ok_or_else(|| bad(key, &format!("server_name_indication {host:?} is not a DNS name")))?;
+                        Sni::Name(host)
+                    }
+                }
+            }
+            "versions" => {
+                let why = "versions must be a non-empty list of 'tlsv1.2' and 'tlsv1.3'";
+                let list: Vec<Atom> = v.decode().map_err(|_| bad(key, why))?;
+                side.versions = list
+                    .into_iter()
+                    .map(|a| match a {
+                        a if a == atoms::tlsv1_2() => Ok(Version::Tls12),
+                        a if a == atoms::tlsv1_3() => Ok(Version::Tls13),
+                        _ => Err(bad(key, why)),
+                    })
+                    .collect::<Result<_, _>>()?;
+                if side.versions.is_empty() {
+                    return Err(bad(key, why));
+                }
+            }
+            _ => return Err(bad(key, &format!("{name} is not supported; supported: {known}"))),
+        }
+    }
+    Ok(side)
+}
+
+fn rustls_name_ok(host: &str) -> Option<()> {
+    partisan_net::tls::is_dns_name(host).then_some(())
+}
+
+/// `tls`, `tls_server_options`, `tls_client_options`: `None` unless `tls => true` (options
+/// without it are still checked, so a typo is not found the day TLS is turned on).
+pub fn read_tls(cfg: Term) -> Result<Option<TlsOptions>, ConfigError> {
+    let on = boolean(cfg, "tls", false)?;
+    let options = TlsOptions { server: tls_side(cfg, "tls_server_options")?, client: tls_side(cfg, "tls_client_options")? };
+    Ok(on.then_some(options))
 }
 
 /// `hyparview`: the keys given override the defaults.
@@ -363,7 +474,8 @@ pub fn read_data_plane(cfg: Term) -> Result<DataPlane, ConfigError> {
             .filter(|p| *p >= 1)
             .ok_or_else(|| bad("parallelism", &format!("must be an integer from 1 to {MAX_PARALLELISM}")))? as u16,
     };
-    net.channels = node_channels(cfg, parallelism)?;
+    (net.channels, net.compression) = node_channels(cfg, parallelism)?;
+    net.tls = read_tls(cfg)?.map(Box::new);
     let timing = LinkTiming::default();
     net.node.timing = LinkTiming {
         connection_interval: int(cfg, "connection_interval", timing.connection_interval, "milliseconds")?,
@@ -457,7 +569,7 @@ pub fn encode_data_plane<'a>(env: Env<'a>, d: &DataPlane) -> Term<'a> {
         &[
             (atoms::listen_addrs(), encode_addrs(env, &net.listen_addrs)),
             (atoms::parallelism(), d.parallelism.encode(env)),
-            (atoms::channels(), encode_channels(env, &net.channels)),
+            (atoms::channels(), encode_channels(env, &net.channels, &net.compression)),
             (atoms::connection_interval(), net.node.timing.connection_interval.encode(env)),
             (atoms::connection_jitter(), net.node.timing.connection_jitter.encode(env)),
             (atoms::periodic_interval(), d.periodic_interval.encode(env)),
@@ -477,8 +589,38 @@ pub fn encode_data_plane<'a>(env: Env<'a>, d: &DataPlane) -> Term<'a> {
             (atoms::retransmit_interval(), ms(net.retransmit_interval).encode(env)),
             (atoms::max_unacked_bytes(), (net.max_unacked_bytes as u64).encode(env)),
             (atoms::connection_ping(), encode_ping(env, &net.connection_ping)),
+            (atoms::tls(), net.tls.is_some().encode(env)),
+            (atoms::tls_server_options(), encode_tls_side(env, net.tls.as_ref().map(|t| &t.server))),
+            (atoms::tls_client_options(), encode_tls_side(env, net.tls.as_ref().map(|t| &t.client))),
         ],
     )
+}
+
+/// A side's TLS options as an ssl-style proplist (`[]` without TLS).
+fn encode_tls_side<'a>(env: Env<'a>, side: Option<&TlsSide>) -> Term<'a> {
+    let Some(side) = side else { return Vec::<Term>::new().encode(env) };
+    let mut out: Vec<Term> = Vec::new();
+    for (k, p) in [(atoms::certfile(), &side.certfile), (atoms::keyfile(), &side.keyfile), (atoms::cacertfile(), &side.cacertfile)] {
+        if let Some(p) = p {
+            out.push((k, p.to_string_lossy().as_ref()).encode(env));
+        }
+    }
+    let verify = match side.verify {
+        Verify::VerifyPeer => atoms::verify_peer(),
+        Verify::VerifyNone => atoms::verify_none(),
+    };
+    out.push((atoms::verify(), verify).encode(env));
+    out.push((atoms::fail_if_no_peer_cert(), side.fail_if_no_peer_cert).encode(env));
+    match &side.server_name_indication {
+        Sni::PeerAddress => {}
+        Sni::Name(n) => out.push((atoms::server_name_indication(), n.as_str()).encode(env)),
+        Sni::Disable => out.push((atoms::server_name_indication(), atoms::disable()).encode(env)),
+    }
+    if !side.versions.is_empty() {
+        let v: Vec<Atom> = side.versions.iter().map(|v| if *v == Version::Tls12 { atoms::tlsv1_2() } else { atoms::tlsv1_3() }).collect();
+        out.push((atoms::versions(), v).encode(env));
+    }
+    out.encode(env)
 }
 
 fn pairs<'a>(env: Env<'a>, pairs: &[(Atom, Term<'a>)]) -> Term<'a> {
@@ -518,10 +660,15 @@ fn encode_addrs<'a>(env: Env<'a>, addrs: &[SocketAddr]) -> Term<'a> {
     addrs.encode(env)
 }
 
-fn encode_channels<'a>(env: Env<'a>, channels: &[ChannelSpec]) -> Term<'a> {
+/// Channels as `#{Name => #{parallelism, monotonic}}`, with `compression => Level` for those in
+/// `compression`.
+fn encode_channels<'a>(env: Env<'a>, channels: &[ChannelSpec], compression: &[(String, i32)]) -> Term<'a> {
     let mut map = Term::map_new(env);
     for c in channels {
-        let opts = pairs(env, &[(atoms::parallelism(), c.parallelism.encode(env)), (atoms::monotonic(), c.monotonic.encode(env))]);
+        let mut opts = pairs(env, &[(atoms::parallelism(), c.parallelism.encode(env)), (atoms::monotonic(), c.monotonic.encode(env))]);
+        if let Some((_, level)) = compression.iter().find(|(n, _)| *n == c.name) {
+            opts = opts.map_put(atoms::compression().encode(env), level.encode(env)).expect("map");
+        }
         let name = Atom::from_str(env, &c.name).expect("channel names are short").encode(env);
         map = map.map_put(name, opts).expect("map");
     }
@@ -535,7 +682,7 @@ pub fn encode_spec<'a>(env: Env<'a>, spec: &NodeSpec) -> Term<'a> {
         &[
             (atoms::name(), name.encode(env)),
             (atoms::listen_addrs(), encode_addrs(env, &spec.listen_addrs)),
-            (atoms::channels(), encode_channels(env, &spec.channels)),
+            (atoms::channels(), encode_channels(env, &spec.channels, &[])),
         ],
     )
 }

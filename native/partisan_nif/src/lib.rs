@@ -94,11 +94,29 @@ fn err<'a>(env: Env<'a>, reason: impl Encoder) -> Term<'a> {
 
 /// Reads and checks the data plane's keys of a config map (`partisan_config` passes what the
 /// user set, with the context it decided); returns their effective values, defaults filled in,
-/// or `{invalid_config, Key, Why}`.
-#[rustler::nif]
+/// or `{invalid_config, Key, Why}`. On a dirty I/O scheduler: with `tls => true` it reads the
+/// certificate files.
+#[rustler::nif(schedule = "DirtyIo")]
 fn check_config<'a>(env: Env<'a>, cfg: Term<'a>) -> Term<'a> {
     match config::read_data_plane(cfg) {
         Ok(data) => (atoms::ok(), config::encode_data_plane(env, &data)).encode(env),
+        Err(e) => err(env, config::error_term(env, &e)),
+    }
+}
+
+/// Re-reads the TLS certificates and keys with the `tls_server_options` and
+/// `tls_client_options` of `cfg` (`partisan_config:set/2`): `ok`, `{error, not_started}` or
+/// `{error, {invalid_config, Key, Why}}` (the files in use stay in use).
+#[rustler::nif(schedule = "DirtyIo")]
+fn reload_tls<'a>(env: Env<'a>, cfg: Term<'a>) -> Term<'a> {
+    let Some(r) = running() else { return err(env, atoms::not_started()) };
+    let result = match config::read_tls(cfg) {
+        Ok(Some(options)) => r.node.reload_tls(&options),
+        Ok(None) => Err(partisan_net::ConfigError::new("tls", "reload_tls needs tls => true")),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => atoms::ok().encode(env),
         Err(e) => err(env, config::error_term(env, &e)),
     }
 }

@@ -98,7 +98,7 @@ async fn messages_arrive_in_the_order_they_were_pushed() {
     let q = Arc::new(q);
     let writer = tokio::spawn({
         let q = q.clone();
-        async move { write_batches(&q).await }
+        async move { write_batches(&q, &mut crate::stream::WriteSide::Plain(q.socket.clone())).await }
     });
     let reader = tokio::spawn(async move { read_numbers(&mut peer, None).await });
     for n in 0..2000u32 {
@@ -127,7 +127,7 @@ async fn a_newer_monotonic_message_replaces_the_queued_one_in_its_place() {
     assert_eq!(q.unwritten(), 2);
     assert_eq!(q.budget_used(), msg(4, 10).budget_len() + msg(2, 50).budget_len(), "replaced messages leave the budget");
     q.close();
-    write_batches(&q).await.unwrap();
+    write_batches(&q, &mut crate::stream::WriteSide::Plain(q.socket.clone())).await.unwrap();
     assert_eq!(read_numbers(&mut peer, None).await, [4, 2], "the newest of key 1, where the first of key 1 stood");
     assert_eq!((q.unwritten(), q.budget_used()), (0, 0));
 }
@@ -146,7 +146,7 @@ async fn the_byte_budget_refuses_with_queue_full_until_the_writer_frees_it() {
     assert_eq!(q.budget_used(), (1000 / each) * each);
     let writer = tokio::spawn({
         let q = q.clone();
-        async move { write_batches(&q).await }
+        async move { write_batches(&q, &mut crate::stream::WriteSide::Plain(q.socket.clone())).await }
     });
     assert_eq!(read_numbers(&mut peer, Some(1000 / each)).await.len(), 1000 / each);
     until("the writer gave the budget back", || q.budget_used() == 0).await;
@@ -171,7 +171,7 @@ async fn closing_while_a_sender_pushes_loses_nothing_that_was_accepted() {
     let q = Arc::new(q);
     let writer = tokio::spawn({
         let q = q.clone();
-        async move { write_batches(&q).await }
+        async move { write_batches(&q, &mut crate::stream::WriteSide::Plain(q.socket.clone())).await }
     });
     let reader = tokio::spawn(async move { read_numbers(&mut peer, None).await });
     let accepted = Arc::new(AtomicUsize::new(0));
