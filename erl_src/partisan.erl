@@ -35,7 +35,7 @@
          is_process_alive/1, process_info/1, process_info/2, send_after/3, send_after/4,
          cancel_timer/1, cancel_timer/2, kill_connections/1, node_spec/1, node_spec/2,
          broadcast/2]).
--export([spawn_released/3]).
+-export([spawn_released/3, send_interposed/4]).
 
 %% Remote references (v5): self/1, is_self/1, is_local_pid/1,2, is_local_name/1,2,
 %% is_local_reference/1,2.
@@ -595,14 +595,28 @@ send_local(Ref, Msg) ->
 
 send_remote(Node, ServerRef, Msg, Opts) ->
     case unsupported(Opts) of
-        [] -> send_remote_checked(Node, ServerRef, Msg, Opts);
+        [] ->
+            %% Interposition funs and `egress_delay' (one persistent_term read when unset).
+            case partisan_interposition:send_hooks() of
+                false -> send_interposed(Node, ServerRef, Msg, Opts);
+                true -> partisan_interposition:forward(Node, ServerRef, Msg, Opts)
+            end;
         [Opt | _] -> {error, {unsupported_option, Opt}}
     end.
+
+%% @private
+%% @doc A remote send past interposition: causal (`causal_label') or direct. Called by
+%% `partisan_interposition' and `partisan_causality_backend' only.
+-spec send_interposed(node(), server_ref(), term(), map()) -> ok | send_error().
+send_interposed(Node, ServerRef, Msg, Opts = #{causal_label := Label}) when Label =/= undefined ->
+    partisan_causality_backend:emit(Label, Node, ServerRef, Msg, Opts);
+send_interposed(Node, ServerRef, Msg, Opts) ->
+    send_remote_checked(Node, ServerRef, Msg, Opts).
 
 %% Options whose guarantees this release cannot give yet are refused rather than ignored: a
 %% caller asking for `ack' must not believe its message is retransmitted.
 unsupported(Opts) ->
-    [K || K <- [ack, retransmission, causal_label],
+    [K || K <- [ack, retransmission],
           maps:get(K, Opts, false) =/= false, maps:get(K, Opts, undefined) =/= undefined].
 
 send_remote_checked(Node, ServerRef, Msg, Opts) ->
