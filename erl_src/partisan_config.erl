@@ -206,9 +206,9 @@ v5_names(Env0) ->
 
 hyparview_map(HV) when is_map(HV) -> hyparview_map(maps:to_list(HV));
 hyparview_map(HV) when is_list(HV) ->
-    try maps:from_list([{maps:get(K, ?HYPARVIEW_RENAMES, K), V} || {K, V} <- HV])
-    catch error:_ -> invalid(hyparview, "~p must be a map or a proplist of {Key, Value}", [HV])
-    end;
+    lists:all(fun(E) -> is_tuple(E) andalso tuple_size(E) =:= 2 end, HV) orelse
+        invalid(hyparview, "~p must be a map or a proplist of {Key, Value}", [HV]),
+    maps:from_list([{maps:get(K, ?HYPARVIEW_RENAMES, K), V} || {K, V} <- HV]);
 hyparview_map(HV) ->
     invalid(hyparview, "~p must be a map or a proplist of {Key, Value}", [HV]).
 
