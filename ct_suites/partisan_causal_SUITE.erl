@@ -6,7 +6,8 @@
 
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, end_per_testcase/2]).
+-export([all/0, groups/0, init_per_suite/1, end_per_suite/1, init_per_group/2,
+         end_per_group/2, end_per_testcase/2]).
 -export([reordered_without_label/1, causal_order_across_three_nodes/1,
          order_kept_across_parallel_connections/1, overflow_gives_up_counted/1,
          unknown_label_refused/1]).
@@ -19,20 +20,32 @@
 -define(TIMEOUT, 10000).
 -define(HOLD, {?MODULE, hold}).
 
-all() ->
-    [reordered_without_label, causal_order_across_three_nodes,
-     order_kept_across_parallel_connections, overflow_gives_up_counted, unknown_label_refused].
+all() -> [{group, full_mesh}, {group, hyparview}].
 
-init_per_suite(Config) ->
-    {ok, Peers} = partisan_ct:start_cluster([causal_a, causal_b, causal_c], ?ENV),
+groups() ->
+    Cases = [reordered_without_label, causal_order_across_three_nodes,
+             order_kept_across_parallel_connections, overflow_gives_up_counted, unknown_label_refused],
+    [{full_mesh, [], Cases}, {hyparview, [], Cases}].
+
+init_per_suite(Config) -> Config.
+
+end_per_suite(_Config) -> ok.
+
+init_per_group(Group, Config0) ->
+    Config = [{env, env(Group)} | Config0],
+    {ok, Peers} = partisan_ct:start_cluster([causal_a, causal_b, causal_c], env(Config)),
     [_, B, C] = partisan_ct:nodes(Peers),
     Relay = rpc(B, erlang, spawn, [?MODULE, relay, []]),
     true = rpc(B, erlang, register, [causal_relay, Relay]),
     ok = rpc(C, partisan_interposition, add_interposition_fun, [hold, fun ?MODULE:hold/1]),
     [{peers, Peers} | Config].
 
-end_per_suite(Config) ->
+end_per_group(_Group, Config) ->
     partisan_ct:stop_cluster(proplists:get_value(peers, Config)).
+
+env(Config) when is_list(Config) -> proplists:get_value(env, Config);
+env(full_mesh) -> ?ENV;
+env(hyparview) -> ?ENV#{peer_service_manager => partisan_hyparview_peer_service_manager}.
 
 end_per_testcase(_Case, Config) ->
     [_, _, C] = cluster(Config),
@@ -83,7 +96,7 @@ order_kept_across_parallel_connections(Config) ->
 %% arrival delivers the oldest, giving m1 up; when m1 arrives at last it is dropped as late.
 overflow_gives_up_counted(Config) ->
     [A | _] = cluster(Config),
-    {ok, {Pid, D}} = partisan_ct:start_node(causal_d, ?ENV#{causal_max_buffered => 5}),
+    {ok, {Pid, D}} = partisan_ct:start_node(causal_d, (env(Config))#{causal_max_buffered => 5}),
     try
         ok = partisan_ct:join_all([A, D]),
         ok = rpc(D, partisan_interposition, add_interposition_fun, [hold, fun ?MODULE:hold/1]),

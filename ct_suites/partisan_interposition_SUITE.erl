@@ -5,7 +5,8 @@
 
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_suite/1, end_per_suite/1, end_per_testcase/2]).
+-export([all/0, groups/0, init_per_suite/1, end_per_suite/1, init_per_group/2,
+         end_per_group/2, end_per_testcase/2]).
 -export([api_on_manager_modules/1, drop_on_send/1, drop_on_receive/1, rewrite_both_sides/1,
          duplicate_on_receive/1, delay_reorders_on_receive/1, delay_on_send/1,
          pre_and_post_funs/1, raising_fun_passes_message/1, ingress_and_egress_delay/1]).
@@ -16,17 +17,29 @@
 -define(TIMEOUT, 10000).
 -define(HOLD, {?MODULE, hold}).
 
-all() ->
-    [api_on_manager_modules, drop_on_send, drop_on_receive, rewrite_both_sides,
-     duplicate_on_receive, delay_reorders_on_receive, delay_on_send, pre_and_post_funs,
-     raising_fun_passes_message, ingress_and_egress_delay].
+all() -> [{group, full_mesh}, {group, hyparview}].
 
-init_per_suite(Config) ->
-    {ok, Peers} = partisan_ct:start_cluster([ip_a, ip_b], ?ENV),
+groups() ->
+    Cases = [api_on_manager_modules, drop_on_send, drop_on_receive, rewrite_both_sides,
+             duplicate_on_receive, delay_reorders_on_receive, delay_on_send, pre_and_post_funs,
+             raising_fun_passes_message, ingress_and_egress_delay],
+    [{full_mesh, [], Cases}, {hyparview, [], Cases}].
+
+init_per_suite(Config) -> Config.
+
+end_per_suite(_Config) -> ok.
+
+init_per_group(Group, Config0) ->
+    Config = [{env, env(Group)} | Config0],
+    {ok, Peers} = partisan_ct:start_cluster([ip_a, ip_b], env(Config)),
     [{peers, Peers} | Config].
 
-end_per_suite(Config) ->
+end_per_group(_Group, Config) ->
     partisan_ct:stop_cluster(proplists:get_value(peers, Config)).
+
+env(Config) when is_list(Config) -> proplists:get_value(env, Config);
+env(full_mesh) -> ?ENV;
+env(hyparview) -> ?ENV#{peer_service_manager => partisan_hyparview_peer_service_manager}.
 
 %% Every test leaves no fun installed behind it.
 end_per_testcase(_Case, Config) ->
@@ -44,7 +57,8 @@ end_per_testcase(_Case, Config) ->
 api_on_manager_modules(Config) ->
     [A, _] = cluster(Config),
     Manager = rpc(A, partisan_peer_service, manager, []),
-    ?assertEqual(partisan_pluggable_peer_service_manager, Manager),
+    ?assertEqual(maps:get(peer_service_manager, env(Config), partisan_pluggable_peer_service_manager),
+                 Manager),
     Id = fun(X) -> X end,
     ?assertEqual(ok, rpc(A, Manager, add_interposition_fun, [one, Id])),
     ?assertEqual(ok, rpc(A, Manager, add_pre_interposition_fun, [two, Id])),
@@ -163,7 +177,7 @@ raising_fun_passes_message(Config) ->
 %% keeps the order per sender.
 ingress_and_egress_delay(Config) ->
     [A, _] = cluster(Config),
-    {ok, {Pid, C}} = partisan_ct:start_node(ip_delayed, ?ENV#{ingress_delay => 100,
+    {ok, {Pid, C}} = partisan_ct:start_node(ip_delayed, (env(Config))#{ingress_delay => 100,
                                                              egress_delay => 100}),
     try
         ok = partisan_ct:join_all([A, C]),

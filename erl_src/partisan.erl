@@ -46,10 +46,12 @@
                        listen_addrs := [#{ip := inet:ip_address(), port := inet:port_number()}],
                        channels := #{atom() => partisan_config:channel_opts()}}.
 -type server_ref() :: pid() | atom() | {atom(), node()} | partisan_remote_ref:remote_ref().
--type forward_opts() :: #{channel => atom(), partition_key => non_neg_integer(), atom() => term()}
+-type forward_opts() :: #{channel => atom(), partition_key => non_neg_integer(),
+                          causal_label => atom(), atom() => term()}
                       | [{atom(), term()}].
 -type send_error() :: {error, not_connected | queue_full | not_started | bad_destination
                               | {unknown_channel, term()} | {unsupported_option, atom()}
+                              | {unknown_causal_label, term()}
                               | {bad_partition_key, term()} | {bad_node, term()}
                               | {bad_options, term()}
                               | {message_too_large, non_neg_integer(), non_neg_integer()}}.
@@ -171,7 +173,10 @@ forward_message(ServerRef, Msg, Opts) ->
 %% @doc Forwards `Msg' to `ServerRef' on `Node'. Options (a map or a proplist): `channel'
 %% (default `undefined'), `partition_key' (non-negative integer; messages with the same key keep
 %% their order), `transitive' (`true': when `Node' is not a neighbour, relay the message through
-%% the overlay). `ok' means the message is queued on a live connection, not that it arrived (see
+%% the overlay), `causal_label' (a label of `causal_labels': delivered in causal order with the
+%% label's other messages, see `partisan_causality_backend'). Interposition funs and
+%% `egress_delay' apply here (see `partisan_interposition'). `ok' means the message is queued on
+%% a live connection, not that it arrived (see
 %% the README's semantics). A message whose frame exceeds the receiver's `max_frame_size'
 %% returns `{error, {message_too_large, Size, Max}}'.
 -spec forward_message(node(), server_ref(), term(), forward_opts()) -> ok | send_error().

@@ -36,7 +36,7 @@
 
 %% The send path's flag: `true' while a fun or `egress_delay' needs the sending process to stop
 %% here. Read on every remote send.
--define(SEND_HOOKS, {?MODULE, send_hooks}).
+-define(SEND_HOOKS, partisan_interposition_send_hooks).
 -define(FUNS, {?MODULE, funs}).
 -define(COUNTERS, {?MODULE, counters}).
 -define(COUNTER_NAMES, [dropped, delayed, duplicated, rewritten, fun_errors]).
@@ -123,15 +123,17 @@ send_copies(1, Node, ServerRef, Msg, Opts) ->
     partisan:send_interposed(Node, ServerRef, Msg, Opts);
 send_copies(N, Node, ServerRef, Msg, Opts) ->
     First = partisan:send_interposed(Node, ServerRef, Msg, Opts),
-    [partisan:send_interposed(Node, ServerRef, Msg, Opts) || _ <- lists:seq(2, N)],
+    _ = [partisan:send_interposed(Node, ServerRef, Msg, Opts) || _ <- lists:seq(2, N)],
     First.
 
 %% @private
 init([]) ->
     %% Funs do not outlive the application: a restart starts clean, as v5's manager does.
     persistent_term:put(?FUNS, #{pre => #{}, mid => #{}, post => #{}}),
-    persistent_term:get(?COUNTERS, undefined) =:= undefined andalso
-        persistent_term:put(?COUNTERS, counters:new(length(?COUNTER_NAMES), [write_concurrency])),
+    case persistent_term:get(?COUNTERS, undefined) of
+        undefined -> persistent_term:put(?COUNTERS, counters:new(length(?COUNTER_NAMES), [write_concurrency]));
+        _ -> ok
+    end,
     State = #state{ingress_delay = partisan_config:get(ingress_delay, 0)},
     ok = apply_flags(State),
     {ok, State}.
@@ -144,14 +146,14 @@ handle_call({add, Kind, Name, Fun}, _From, State) ->
 handle_call({remove, Kind, Name}, _From, State) ->
     Funs = persistent_term:get(?FUNS),
     Without = maps:remove(Name, maps:get(Kind, Funs)),
-    Without =:= maps:get(Kind, Funs) orelse persistent_term:put(?FUNS, Funs#{Kind := Without}),
+    _ = Without =:= maps:get(Kind, Funs) orelse persistent_term:put(?FUNS, Funs#{Kind := Without}),
     {reply, apply_flags(State), State};
 handle_call(_Other, _From, State) ->
     {reply, {error, unknown_call}, State}.
 
 %% @private
 handle_cast({send_later, Ms, Node, ServerRef, Msg, Opts}, State) ->
-    erlang:send_after(Ms, self(), {send_now, Node, ServerRef, Msg, Opts}),
+    _ = erlang:send_after(Ms, self(), {send_now, Node, ServerRef, Msg, Opts}),
     {noreply, State};
 handle_cast(_Other, State) ->
     {noreply, State}.
@@ -180,7 +182,7 @@ handle_info(_Other, State) ->
 %% @private
 terminate(_Reason, _State) ->
     persistent_term:put(?SEND_HOOKS, false),
-    catch partisan_nif:set_interposer(undefined),
+    _ = catch partisan_nif:set_interposer(undefined),
     ok.
 
 %% Holds received messages `ingress_delay' ms each, in arrival order.
@@ -206,7 +208,7 @@ arm(State) ->
     State.
 
 receive_message(From, Pid, Msg) ->
-    case run(receive_message, From, Msg) of
+    _ = case run(receive_message, From, Msg) of
         drop -> ok;
         {delay, 0, M} -> self() ! {again, From, Pid, M};
         {delay, Ms, M} -> erlang:send_after(Ms, self(), {again, From, Pid, M});
@@ -250,8 +252,9 @@ guarded(Name, F, Arg, Default) ->
 count(drop, _) -> bump(dropped, 1);
 count({delay, _, _}, _) -> bump(delayed, 1);
 count({pass, N, M}, Msg) ->
-    N > 1 andalso bump(duplicated, N - 1),
-    M =/= Msg andalso bump(rewritten, 1).
+    _ = N > 1 andalso bump(duplicated, N - 1),
+    _ = M =/= Msg andalso bump(rewritten, 1),
+    true.
 
 bump(Name, By) ->
     {I, Name} = lists:keyfind(Name, 2, indexed()),
@@ -276,7 +279,7 @@ apply_flags(#state{ingress_delay = Ingress}) ->
     Funs = persistent_term:get(?FUNS),
     Any = lists:any(fun(K) -> map_size(maps:get(K, Funs)) > 0 end, [pre, mid, post]),
     Send = Any orelse partisan_config:get(egress_delay, 0) > 0,
-    Send =:= send_hooks() orelse persistent_term:put(?SEND_HOOKS, Send),
+    _ = Send =:= send_hooks() orelse persistent_term:put(?SEND_HOOKS, Send),
     partisan_nif:set_interposer(case Any orelse Ingress > 0 of
                                     true -> self();
                                     false -> undefined
