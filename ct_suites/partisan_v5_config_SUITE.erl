@@ -42,6 +42,8 @@ starts_from_a_v5_sys_config(Config) ->
         ?assertEqual([a, b], rpc(Node, partisan_config, get, [causal_labels])),
         ?assertMatch(#{active_rwl := 6}, rpc(Node, partisan_config, get, [hyparview])),
         ?assertMatch(#{state := #{monotonic := true}}, rpc(Node, partisan_config, channels, [])),
+        ?assertMatch([#{ip := {127, 0, 0, 1}, port := P}] when P > 0,
+                     maps:get(listen_addrs, rpc(Node, partisan, node_spec, []))),
         %% And it is a working node.
         ok = partisan_ct:join_all([Plain, Node]),
         ok = partisan_ct:check_delivery(Node, Plain, data, ?TIMEOUT),

@@ -184,7 +184,8 @@ invalid(Key, Fmt, Args) ->
 
 %% Partisan v5's other spellings: `partisan_peer_service_manager' for `peer_service_manager',
 %% `remote_ref_as_uri => true' for `remote_ref_format => uri', `hyparview' as a proplist and with
-%% its old key names; X-BOT's keys (not implemented) are left out of `hyparview'.
+%% its old key names (X-BOT's keys, not implemented, are left out of it), and v5's forms of
+%% `listen_addrs' entries.
 v5_names(Env0) ->
     Env1 = case maps:take(partisan_peer_service_manager, Env0) of
         {M, E} -> maps:merge(#{peer_service_manager => M}, E);
@@ -196,13 +197,55 @@ v5_names(Env0) ->
         {Other, _} -> invalid(remote_ref_as_uri, "~p must be a boolean", [Other]);
         error -> Env1
     end,
-    case maps:find(hyparview, Env2) of
+    Env3 = case maps:find(hyparview, Env2) of
         {ok, HV} ->
             Map = hyparview_map(HV),
             Env2#{hyparview => maps:without([K || {K, _} <- ?HYPARVIEW_NOT_IMPLEMENTED], Map)};
         error ->
             Env2
+    end,
+    case maps:find(listen_addrs, Env3) of
+        {ok, Addrs} when is_list(Addrs) ->
+            Port = maps:get(peer_port, Env3, maps:get(listen_port, Env3, 0)),
+            Env3#{listen_addrs => lists:usort([listen_addr(A, Port) || A <- Addrs])};
+        _ ->
+            Env3
     end.
+
+%% v5's forms of a listen address: `#{ip, port}' or `{IP, Port}' with the IP a tuple, string or
+%% binary and the port an integer, string or binary; `"IP:Port"' (`"[IPv6]:Port"'); `"IP"' (the
+%% port is `peer_port', else `listen_port', else 0: any). What is none of these goes to the
+%% data plane's check as given, which refuses it naming the key.
+listen_addr(#{ip := IP, port := P} = A, _Default) -> addr(IP, P, A);
+listen_addr({IP, P} = A, _Default) -> addr(IP, P, A);
+listen_addr(B, Default) when is_binary(B) -> listen_addr(binary_to_list(B), Default);
+listen_addr([C | _] = S, Default) when is_integer(C) ->
+    case string:split(S, ":", trailing) of
+        ["[" ++ V6, P] -> addr(string:trim(V6, trailing, "]"), P, S);
+        [IP, P] when P =/= [] -> case string:find(IP, ":") of
+                                     nomatch -> addr(IP, P, S);
+                                     _ -> addr(S, Default, S)          % an IPv6 address alone
+                                 end;
+        _ -> addr(S, Default, S)
+    end;
+listen_addr(Other, _Default) -> Other.
+
+addr(IP, P, Given) ->
+    case {ip(IP), port(P)} of
+        {{ok, I}, {ok, N}} -> #{ip => I, port => N};
+        _ -> Given
+    end.
+
+ip(T) when is_tuple(T) -> {ok, T};
+ip(B) when is_binary(B) -> ip(binary_to_list(B));
+ip(S) when is_list(S) -> inet:parse_address(S);
+ip(_) -> error.
+
+port(N) when is_integer(N) -> {ok, N};
+port(B) when is_binary(B) -> port(binary_to_list(B));
+port(S) when is_list(S) ->
+    try list_to_integer(S) of N -> {ok, N} catch error:badarg -> error end;
+port(_) -> error.
 
 hyparview_map(HV) when is_map(HV) -> hyparview_map(maps:to_list(HV));
 hyparview_map(HV) when is_list(HV) ->

@@ -266,7 +266,7 @@ v5_env() ->
       connection_jitter => 100, egress_delay => 0, exchange_tick_period => 10000,
       hyparview => [{active_max_size, 6}, {arwl, 6}, {xbot_enabled, true}, {xbot_interval, 5000}],
       ingress_delay => 0, lazy_tick_period => 1000,
-      listen_addrs => [#{ip => {127, 0, 0, 1}, port => 0}],
+      listen_addrs => ["127.0.0.1:0", #{ip => <<"127.0.0.1">>, port => <<"0">>}],
       membership_strategy => partisan_full_membership_strategy, name => 'n@127.0.0.1',
       parallelism => 1,
       partisan_peer_service_manager => partisan_pluggable_peer_service_manager,
@@ -348,3 +348,16 @@ causal_and_delays_test() ->
     {ok, C} = norm(#{causal_labels => [b, a, b], ingress_delay => 10}),
     ?assertMatch(#{causal_labels := [a, b], causal_max_buffered := 10000, ingress_delay := 10,
                    egress_delay := 0}, C).
+
+%% v5's forms of listen addresses, equivalent ones deduplicated.
+v5_listen_addr_forms_test() ->
+    Forms = ["127.0.0.1:12345", <<"127.0.0.1:12345">>, {"127.0.0.1", "12345"},
+             {{127, 0, 0, 1}, 12345}, #{ip => "127.0.0.1", port => "12345"},
+             #{ip => <<"127.0.0.1">>, port => <<"12345">>}, #{ip => {127, 0, 0, 1}, port => 12345}],
+    {ok, C} = norm(#{listen_addrs => Forms}),
+    ?assertEqual([#{ip => {127, 0, 0, 1}, port => 12345}], maps:get(listen_addrs, C)),
+    {ok, C2} = norm(#{listen_addrs => ["127.0.0.2", "[::1]:7000"], peer_port => 9000}),
+    ?assertEqual([#{ip => {127, 0, 0, 2}, port => 9000}, #{ip => {0, 0, 0, 0, 0, 0, 0, 1}, port => 7000}],
+                 maps:get(listen_addrs, C2)),
+    ?assertMatch({error, {invalid_config, listen_addrs, _}}, norm(#{listen_addrs => ["nohost:x"]})),
+    ?assertMatch({error, {invalid_config, listen_addrs, _}}, norm(#{listen_addrs => [#{ip => "1.2.3.4", port => "x"}]})).
