@@ -10,6 +10,7 @@
          end_per_group/2, end_per_testcase/2]).
 -export([reordered_without_label/1, causal_order_across_three_nodes/1,
          order_kept_across_parallel_connections/1, overflow_gives_up_counted/1,
+         max_wait_gives_up_counted/1,
          unknown_label_refused/1]).
 %% Run on peers.
 -export([hold/1, relay/0]).
@@ -24,7 +25,7 @@ all() -> [{group, full_mesh}, {group, hyparview}].
 
 groups() ->
     Cases = [reordered_without_label, causal_order_across_three_nodes,
-             order_kept_across_parallel_connections, overflow_gives_up_counted, unknown_label_refused],
+             order_kept_across_parallel_connections, overflow_gives_up_counted, max_wait_gives_up_counted, unknown_label_refused],
     [{full_mesh, [], Cases}, {hyparview, [], Cases}].
 
 init_per_suite(Config) -> Config.
@@ -116,6 +117,28 @@ overflow_gives_up_counted(Config) ->
     after
         partisan_ct:stop_cluster([{Pid, D}]),
         rpc(A, partisan_peer_service, leave, [D])
+    end.
+
+%% On a node where a message waits at most 200 ms: m1 held for good, m2 is delivered once it has
+%% waited that long (m1 given up); m1, let go, is dropped as late.
+max_wait_gives_up_counted(Config) ->
+    [A | _] = cluster(Config),
+    {ok, {Pid, E}} = partisan_ct:start_node(causal_e, (env(Config))#{causal_max_wait => 200}),
+    try
+        ok = partisan_ct:join_all([A, E]),
+        ok = rpc(E, partisan_interposition, add_interposition_fun, [hold, fun ?MODULE:hold/1]),
+        Sink = rpc(E, partisan_ct, forwarder, [self()]),
+        ok = rpc(E, persistent_term, put, [?HOLD, true]),
+        Opts = #{causal_label => l},
+        ok = rpc(A, partisan, forward_message, [Sink, {held, m1}, Opts]),
+        ok = rpc(A, partisan, forward_message, [Sink, m2, Opts]),
+        ?assertEqual({ok, m2}, partisan_ct:recv(Sink, ?TIMEOUT)),
+        ?assertMatch(#{skipped := 1, delivered := 1, buffered := 0}, label_stats(E)),
+        ok = rpc(E, persistent_term, put, [?HOLD, false]),
+        ok = partisan_ct:wait_until(fun() -> maps:get(late, label_stats(E)) =:= 1 end, ?TIMEOUT)
+    after
+        partisan_ct:stop_cluster([{Pid, E}]),
+        rpc(A, partisan_peer_service, leave, [E])
     end.
 
 unknown_label_refused(Config) ->

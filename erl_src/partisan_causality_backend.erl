@@ -11,11 +11,12 @@
 %% the units) has been delivered; until then it is buffered. Nodes are named with an incarnation
 %% (the start of this process), so a restarted sender starts fresh.
 %%
-%% The buffer holds at most `causal_max_buffered' messages per label. When a message arrives to a
-%% full buffer, the oldest buffered message is delivered without waiting further: the messages
-%% it still waits for are given up (counted as `skipped') and dropped if they arrive later
-%% (`late'). So causal order is never violated among delivered messages; overflow, or a message
-%% lost in transit without `ack', loses messages, counted in `stats/0'.
+%% The buffer holds at most `causal_max_buffered' messages per label, each for at most
+%% `causal_max_wait' ms (default `infinity'). When a message arrives to a full buffer, or the
+%% oldest has waited that long, the oldest buffered message is delivered without waiting
+%% further: the messages it still waits for are given up (counted as `skipped') and dropped if
+%% they arrive later (`late'). So causal order is never violated among delivered messages;
+%% overflow, or a message lost in transit without `ack', loses messages, counted in `stats/0'.
 -module(partisan_causality_backend).
 -behaviour(gen_server).
 
@@ -30,12 +31,13 @@
 -type member() :: {node(), integer()}.
 -record(label, {sent = #{} :: #{{member(), node()} => non_neg_integer()},
                 delivered = #{} :: #{member() => non_neg_integer()},
-                %% Arrival number => envelope, oldest first when sorted.
-                buffer = #{} :: #{non_neg_integer() => tuple()},
+                %% Arrival number => {arrival time (ms), envelope}, oldest first when sorted.
+                buffer = #{} :: #{non_neg_integer() => {integer(), tuple()}},
+                timer :: reference() | undefined,
                 counts = #{delivered => 0, buffered_total => 0, skipped => 0, late => 0,
                            undeliverable => 0} :: #{atom() => non_neg_integer()}}).
 -record(state, {me :: member(), labels :: #{atom() => #label{}}, max :: pos_integer(),
-                arrivals = 0 :: non_neg_integer()}).
+                max_wait :: non_neg_integer() | infinity, arrivals = 0 :: non_neg_integer()}).
 
 %% @doc Starts the backend (registered as `partisan_causality_backend') with the labels of
 %% `causal_labels'.
@@ -77,7 +79,8 @@ init([]) ->
     Labels = partisan_config:get(causal_labels, []),
     Me = {partisan:node(), erlang:system_time(microsecond)},
     {ok, #state{me = Me, labels = maps:from_list([{L, #label{}} || L <- Labels]),
-                max = partisan_config:get(causal_max_buffered, 10000)}}.
+                max = partisan_config:get(causal_max_buffered, 10000),
+                max_wait = partisan_config:get(causal_max_wait, infinity)}}.
 
 %% @private
 handle_call({emit, Label, Node, ServerRef, Msg, Opts}, _From, State = #state{me = Me}) ->
@@ -112,15 +115,36 @@ handle_info(Envelope = {?TAG, Label, _From, _Seq, _Clock, _Dest, _Msg}, State) -
     case maps:find(Label, State#state.labels) of
         {ok, L} ->
             N = State#state.arrivals,
-            L2 = arrive(N, Envelope, L, State),
+            L2 = arm(Label, arrive(N, Envelope, L, State), State),
             {noreply, State#state{arrivals = N + 1, labels = (State#state.labels)#{Label := L2}}};
         error ->
             ?LOG_WARNING("partisan: causal message for label ~p, which is not in this node's "
                          "causal_labels: dropped", [Label]),
             {noreply, State}
     end;
+handle_info({expire, Label}, State = #state{max_wait = Wait}) ->
+    L = (maps:get(Label, State#state.labels))#label{timer = undefined},
+    Now = erlang:monotonic_time(millisecond),
+    L2 = arm(Label, expire(L, Now - Wait, State), State),
+    {noreply, State#state{labels = (State#state.labels)#{Label := L2}}};
 handle_info(_Other, State) ->
     {noreply, State}.
+
+%% Gives up waiting for what the messages that arrived before `Before' still wait for.
+expire(L = #label{buffer = Buffer}, Before, State) ->
+    case maps:size(Buffer) > 0 andalso element(1, maps:get(lists:min(maps:keys(Buffer)), Buffer)) =< Before of
+        true -> expire(force_oldest(L, State), Before, State);
+        false -> L
+    end.
+
+%% With `causal_max_wait', a timer for when the oldest buffered message will have waited enough.
+arm(_Label, L, #state{max_wait = infinity}) -> L;
+arm(_Label, L = #label{timer = T}, _State) when T =/= undefined -> L;
+arm(_Label, L = #label{buffer = B}, _State) when map_size(B) =:= 0 -> L;
+arm(Label, L = #label{buffer = B}, #state{max_wait = Wait}) ->
+    {Arrived, _} = maps:get(lists:min(maps:keys(B)), B),
+    In = max(0, Arrived + Wait - erlang:monotonic_time(millisecond)),
+    L#label{timer = erlang:send_after(In, self(), {expire, Label})}.
 
 %% One envelope arrives: dropped if late, delivered with what it unblocks if it can be, else
 %% buffered (forcing the oldest out when the buffer is full).
@@ -130,17 +154,19 @@ arrive(N, Env, L, State = #state{me = {MeNode, _}, max = Max}) ->
             bump(late, 1, L);
         ready ->
             drain(deliver(Env, L, MeNode), MeNode);
-        blocked when map_size(L#label.buffer) < Max ->
-            bump(buffered_total, 1, L#label{buffer = (L#label.buffer)#{N => Env}});
         blocked ->
-            L2 = bump(buffered_total, 1, L#label{buffer = (L#label.buffer)#{N => Env}}),
-            force_oldest(L2, State)
+            Now = erlang:monotonic_time(millisecond),
+            L2 = bump(buffered_total, 1, L#label{buffer = (L#label.buffer)#{N => {Now, Env}}}),
+            case map_size(L2#label.buffer) > Max of
+                true -> force_oldest(L2, State);
+                false -> L2
+            end
     end.
 
 %% Delivers the oldest buffered message, giving up what it waits for, then what that unblocks.
 force_oldest(L = #label{buffer = Buffer, delivered = D0}, #state{me = {MeNode, _}}) ->
     Oldest = lists:min(maps:keys(Buffer)),
-    Env = {?TAG, _, From, Seq, Clock, _, _} = maps:get(Oldest, Buffer),
+    {_, Env = {?TAG, _, From, Seq, Clock, _, _}} = maps:get(Oldest, Buffer),
     Needs = maps:put(From, Seq - 1,
                      maps:from_list([{K, C} || {{K, To}, C} <- maps:to_list(Clock), To =:= MeNode])),
     {D, Skipped} = maps:fold(fun(K, C, {Acc, S}) ->
@@ -150,21 +176,24 @@ force_oldest(L = #label{buffer = Buffer, delivered = D0}, #state{me = {MeNode, _
                                          false -> {Acc, S}
                                      end
                              end, {D0, 0}, Needs),
-    ?LOG_WARNING("partisan: causal buffer full (~p): ~p message(s) given up", [map_size(Buffer), Skipped]),
+    ?LOG_WARNING("partisan: causal delivery gave up waiting (~p buffered): ~p message(s) given up",
+                 [map_size(Buffer), Skipped]),
     L2 = bump(skipped, Skipped, L#label{delivered = D, buffer = maps:remove(Oldest, Buffer)}),
     drain(purge_late(deliver(Env, L2, MeNode), MeNode), MeNode).
 
 %% Delivers buffered messages while one is ready.
 drain(L = #label{buffer = Buffer}, MeNode) ->
     Ready = [K || K <- lists:sort(maps:keys(Buffer)),
-                  status(maps:get(K, Buffer), L, MeNode) =:= ready],
+                  status(element(2, maps:get(K, Buffer)), L, MeNode) =:= ready],
     case Ready of
         [] -> L;
-        [K | _] -> drain(deliver(maps:get(K, Buffer), L#label{buffer = maps:remove(K, Buffer)}, MeNode), MeNode)
+        [K | _] ->
+            {_, Env} = maps:get(K, Buffer),
+            drain(deliver(Env, L#label{buffer = maps:remove(K, Buffer)}, MeNode), MeNode)
     end.
 
 purge_late(L = #label{buffer = Buffer}, MeNode) ->
-    Late = [K || {K, Env} <- maps:to_list(Buffer), status(Env, L, MeNode) =:= late],
+    Late = [K || {K, {_, Env}} <- maps:to_list(Buffer), status(Env, L, MeNode) =:= late],
     bump(late, length(Late), L#label{buffer = maps:without(Late, Buffer)}).
 
 status({?TAG, _, From, Seq, Clock, _, _}, #label{delivered = D}, MeNode) ->

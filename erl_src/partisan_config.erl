@@ -255,8 +255,9 @@ hyparview_map(HV) when is_list(HV) ->
 hyparview_map(HV) ->
     invalid(hyparview, "~p must be a map or a proplist of {Key, Value}", [HV]).
 
-%% `causal_labels': the labels `causal_label' may name; `causal_max_buffered' (ours): messages
-%% per label waiting for their causal predecessors, at most.
+%% `causal_labels': the labels `causal_label' may name; `causal_max_buffered' and
+%% `causal_max_wait' (ours): messages per label waiting for their causal predecessors, and how
+%% long each may wait, at most.
 causal(Env, Acc) ->
     Labels = maps:get(causal_labels, Env, []),
     is_list(Labels) andalso lists:all(fun is_atom/1, Labels) orelse
@@ -264,7 +265,10 @@ causal(Env, Acc) ->
     Max = maps:get(causal_max_buffered, Env, 10000),
     is_integer(Max) andalso Max >= 1 orelse
         invalid(causal_max_buffered, "~p must be a positive integer (messages)", [Max]),
-    Acc#{causal_labels => lists:usort(Labels), causal_max_buffered => Max}.
+    Wait = maps:get(causal_max_wait, Env, infinity),
+    Wait =:= infinity orelse is_integer(Wait) andalso Wait >= 0 orelse
+        invalid(causal_max_wait, "~p must be infinity or a non-negative integer (milliseconds)", [Wait]),
+    Acc#{causal_labels => lists:usort(Labels), causal_max_buffered => Max, causal_max_wait => Wait}.
 
 %% `ingress_delay', `egress_delay' (v5, for tests): milliseconds added to every message received
 %% / sent.

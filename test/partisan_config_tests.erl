@@ -91,6 +91,8 @@ bad_values_name_the_key_test_() ->
            {causal_labels, [<<"l">>]},
            {causal_labels, l},
            {causal_max_buffered, 0},
+           {causal_max_wait, -1},
+           {causal_max_wait, soon},
            {ingress_delay, -1},
            {egress_delay, 60001},
            {egress_delay, soon},
@@ -346,8 +348,9 @@ v5_spellings_test() ->
 
 causal_and_delays_test() ->
     {ok, C} = norm(#{causal_labels => [b, a, b], ingress_delay => 10}),
-    ?assertMatch(#{causal_labels := [a, b], causal_max_buffered := 10000, ingress_delay := 10,
-                   egress_delay := 0}, C).
+    ?assertMatch(#{causal_labels := [a, b], causal_max_buffered := 10000, causal_max_wait := infinity,
+                   ingress_delay := 10, egress_delay := 0}, C),
+    ?assertMatch({ok, #{causal_max_wait := 0}}, norm(#{causal_max_wait => 0})).
 
 %% v5's forms of listen addresses, equivalent ones deduplicated.
 v5_listen_addr_forms_test() ->
