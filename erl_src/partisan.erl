@@ -35,7 +35,7 @@
          is_process_alive/1, process_info/1, process_info/2, send_after/3, send_after/4,
          cancel_timer/1, cancel_timer/2, kill_connections/1, node_spec/1, node_spec/2,
          broadcast/2]).
--export([spawn_released/3]).
+-export([spawn_released/3, send_interposed/4]).
 
 %% Remote references (v5): self/1, is_self/1, is_local_pid/1,2, is_local_name/1,2,
 %% is_local_reference/1,2.
@@ -46,10 +46,12 @@
                        listen_addrs := [#{ip := inet:ip_address(), port := inet:port_number()}],
                        channels := #{atom() => partisan_config:channel_opts()}}.
 -type server_ref() :: pid() | atom() | {atom(), node()} | partisan_remote_ref:remote_ref().
--type forward_opts() :: #{channel => atom(), partition_key => non_neg_integer(), atom() => term()}
+-type forward_opts() :: #{channel => atom(), partition_key => non_neg_integer(),
+                          causal_label => atom(), atom() => term()}
                       | [{atom(), term()}].
 -type send_error() :: {error, not_connected | queue_full | not_started | bad_destination
                               | {unknown_channel, term()} | {unsupported_option, atom()}
+                              | {unknown_causal_label, term()}
                               | {bad_partition_key, term()} | {bad_node, term()}
                               | {bad_options, term()}
                               | {message_too_large, non_neg_integer(), non_neg_integer()}}.
@@ -173,9 +175,12 @@ forward_message(ServerRef, Msg, Opts) ->
 %% their order), `transitive' (`true': when `Node' is not a neighbour, relay the message through
 %% the overlay), `ack' (`true': delivered exactly once while both nodes live, across lost
 %% connections; it waits for a node not connected yet, up to `max_unacked_bytes' per node, then
-%% `{error, queue_full}'; see the README). Without `ack', `ok' means the message is queued on a
-%% live connection, not that it arrived (see the README's semantics). A message whose frame
-%% exceeds the receiver's `max_frame_size' returns `{error, {message_too_large, Size, Max}}'.
+%% `{error, queue_full}'; see the README), `causal_label' (a label of `causal_labels': delivered
+%% in causal order with the label's other messages, see `partisan_causality_backend').
+%% Interposition funs and `egress_delay' apply here (see `partisan_interposition'). Without
+%% `ack', `ok' means the message is queued on a live connection, not that it arrived (see the
+%% README's semantics). A message whose frame exceeds the receiver's `max_frame_size' returns
+%% `{error, {message_too_large, Size, Max}}'.
 -spec forward_message(node(), server_ref(), term(), forward_opts()) -> ok | send_error().
 forward_message(Node, ServerRef, Msg, Opts) ->
     case options(Opts) of
@@ -596,15 +601,20 @@ send_local(Ref, Msg) ->
     end.
 
 send_remote(Node, ServerRef, Msg, Opts) ->
-    case unsupported(Opts) of
-        [] -> send_remote_checked(Node, ServerRef, Msg, Opts);
-        [Opt | _] -> {error, {unsupported_option, Opt}}
+    %% Interposition funs and `egress_delay' (one persistent_term read when unset).
+    case partisan_interposition:send_hooks() of
+        false -> send_interposed(Node, ServerRef, Msg, Opts);
+        true -> partisan_interposition:forward(Node, ServerRef, Msg, Opts)
     end.
 
-%% Options whose guarantees this release cannot give yet are refused rather than ignored: a
-%% caller asking for causal delivery must not believe it has it.
-unsupported(Opts) ->
-    [K || K <- [causal_label], is_set(K, Opts)].
+%% @private
+%% @doc A remote send past interposition: causal (`causal_label') or direct. Called by
+%% `partisan_interposition' and `partisan_causality_backend' only.
+-spec send_interposed(node(), server_ref(), term(), map()) -> ok | send_error().
+send_interposed(Node, ServerRef, Msg, Opts = #{causal_label := Label}) when Label =/= undefined ->
+    partisan_causality_backend:emit(Label, Node, ServerRef, Msg, Opts);
+send_interposed(Node, ServerRef, Msg, Opts) ->
+    send_remote_checked(Node, ServerRef, Msg, Opts).
 
 is_set(K, Opts) ->
     maps:get(K, Opts, false) =/= false andalso maps:get(K, Opts, undefined) =/= undefined.

@@ -17,7 +17,7 @@
 -module(partisan_config).
 
 -export([init/0, get/1, get/2, set/2, channels/0, parallelism/0, default_channel/0,
-         normalise/1, nif_config/0, nif_config/1, warnings/1, channel_map/2]).
+         normalise/1, nif_config/0, nif_config/1, warnings/1, v5_keys/0, channel_map/2]).
 
 -compile({no_auto_import, [get/1]}).
 
@@ -28,11 +28,44 @@
                              partisan_static_peer_service_manager,
                              partisan_hyparview_peer_service_manager]).
 -define(FULL_MEMBERSHIP, partisan_full_membership_strategy).
-%% Partisan v5 keys this release accepts but does not implement: the node starts and one warning
-%% names them.
--define(NOT_IMPLEMENTED, [connect_disterl, causal_labels,
-                          ref_encoding, metadata, ingress_delay, egress_delay,
-                          xbot_enabled]).
+%% Partisan v5's keys that this release accepts without implementing them: `{Key, Inert}' where
+%% `Inert' is the value that asks for nothing this release does not do (no warning), or `any'
+%% (a warning whatever the value). The node starts; one warning names those set.
+-define(NOT_IMPLEMENTED,
+        [{binary_padding, false}, {binary_padding_term, undefined},
+         {broadcast_start_exchange_limit, any}, {channel_fallback, true},
+         {connect_disterl, false}, {disable_fast_forward, false}, {disable_fast_receive, false},
+         {distance_enabled, false}, {exchange_selection, any}, {fanout, any},
+         {forward_options, any}, {gossip, true}, {membership_binary_compression, false},
+         {membership_strategy_tracing, false}, {metadata, #{}}, {nodestring, any},
+         {orchestration_strategy, any}, {random_seed, any}, {ref_encoding, false},
+         {register_pid_for_encoding, false}, {replaying, false}, {reservations, []},
+         {shrinking, false}, {tracing, false}, {transmission_logging_mfa, undefined},
+         {tls_options, []}, {xbot_interval, any}, {peer_host, any},
+         %% v5's deprecated top-level HyParView names (inside `hyparview' they are renamed)
+         {arwl, any}, {prwl, any}, {max_active_size, any}, {min_active_size, any},
+         {max_passive_size, any}, {passive_view_shuffle_period, any},
+         {random_promotion, any}, {random_promotion_period, any},
+         %% being implemented on another branch
+         {connection_ping, any}, {retransmit_interval, any}]).
+%% v5's names inside `hyparview' for its keys.
+-define(HYPARVIEW_RENAMES, #{arwl => active_rwl, prwl => passive_rwl,
+                             max_active_size => active_max_size,
+                             min_active_size => active_min_size,
+                             max_passive_size => passive_max_size,
+                             passive_view_shuffle_period => shuffle_interval,
+                             random_promotion_period => random_promotion_interval}).
+%% `hyparview' keys of v5 that are not implemented (X-BOT): `{Key, Inert}' as above.
+-define(HYPARVIEW_NOT_IMPLEMENTED, [{xbot_enabled, false}, {xbot_interval, any}]).
+%% Every key of Partisan v5's configuration that this release implements.
+-define(V5_IMPLEMENTED,
+        [broadcast, broadcast_mods, causal_labels, channels, connection_interval,
+         connection_jitter, connection_ping, egress_delay, exchange_tick_period, hyparview, ingress_delay,
+         lazy_tick_period, listen_addrs, membership_strategy, name, parallelism,
+         partisan_peer_service_manager, peer_discovery, peer_ip, peer_port,
+         peer_service_manager, periodic_enabled, periodic_interval, pid_encoding,
+         remote_ref_as_uri, remote_ref_format, remote_ref_uri_padding, retransmit_interval, tag, tls,
+         tls_client_options, tls_server_options]).
 
 -type channel() :: atom().
 -type channel_opts() :: #{parallelism := pos_integer(), monotonic := boolean(),
@@ -62,9 +95,10 @@ init() ->
 %% at start): Partisan v5 keys that are not implemented, and TLS options without `tls => true'.
 -spec warnings(map()) -> [string()].
 warnings(Env) ->
-    HV = maps:get(hyparview, Env, #{}),
-    Unused = [K || K <- ?NOT_IMPLEMENTED, is_map_key(K, Env)]
-        ++ [xbot_enabled || is_map(HV), maps:get(xbot_enabled, HV, false) =:= true],
+    HV = hyparview_map(maps:get(hyparview, Env, #{})),
+    Unused = [K || {K, Inert} <- ?NOT_IMPLEMENTED, is_map_key(K, Env), maps:get(K, Env) =/= Inert]
+        ++ [{hyparview, K} || {K, Inert} <- ?HYPARVIEW_NOT_IMPLEMENTED, is_map_key(K, HV),
+                              maps:get(K, HV) =/= Inert],
     [lists:flatten(io_lib:format("config keys ~p are Partisan v5 keys this release does not "
                                  "implement; they are ignored", [lists:usort(Unused)]))
      || Unused =/= []]
@@ -72,6 +106,15 @@ warnings(Env) ->
                                     "encrypted (set tls => true to use it)", [K]))
         || K <- [tls_server_options, tls_client_options], is_map_key(K, Env),
            maps:get(K, Env) =/= [], maps:get(tls, Env, false) =/= true].
+
+%% @doc Partisan v5's configuration keys and what this release does with each: `implemented',
+%% or `{ignored, Inert}' (accepted; a warning names it unless its value is `Inert'). Keys
+%% inside `hyparview' are `{hyparview, Key}'.
+-spec v5_keys() -> [{atom() | {hyparview, atom()}, implemented | {ignored, term()}}].
+v5_keys() ->
+    [{K, implemented} || K <- ?V5_IMPLEMENTED]
+        ++ [{K, {ignored, I}} || {K, I} <- ?NOT_IMPLEMENTED]
+        ++ [{{hyparview, K}, {ignored, I}} || {K, I} <- ?HYPARVIEW_NOT_IMPLEMENTED].
 
 remember_generated_name(Name) ->
     persistent_term:put(?KEY(generated_name), Name),
@@ -148,11 +191,12 @@ default_channel() -> undefined.
 
 %% @doc Validates an env map and returns it with defaults filled in and values normalised.
 -spec normalise(map()) -> {ok, map()} | {error, {invalid_config, atom(), string()}}.
-normalise(Env) ->
+normalise(Env0) ->
     Steps = [fun name/2, fun channels/2, fun manager/2, fun cookie/2, fun broadcast_mods/2,
              fun monitor_probe/2, fun remote_refs/2, fun peer_discovery/2,
-             fun data_plane/2],
+             fun causal/2, fun delays/2, fun data_plane/2],
     try
+        Env = v5_names(Env0),
         {ok, lists:foldl(fun(Step, Acc) -> Step(Env, Acc) end, Env, Steps)}
     catch
         throw:{invalid, Key, Why} -> {error, {invalid_config, Key, Why}}
@@ -161,6 +205,104 @@ normalise(Env) ->
 -spec invalid(atom(), string(), [term()]) -> no_return().
 invalid(Key, Fmt, Args) ->
     throw({invalid, Key, lists:flatten(io_lib:format(Fmt, Args))}).
+
+%% Partisan v5's other spellings: `partisan_peer_service_manager' for `peer_service_manager',
+%% `remote_ref_as_uri => true' for `remote_ref_format => uri', `hyparview' as a proplist and with
+%% its old key names (X-BOT's keys, not implemented, are left out of it), and v5's forms of
+%% `listen_addrs' entries.
+v5_names(Env0) ->
+    Env1 = case maps:take(partisan_peer_service_manager, Env0) of
+        {M, E} -> maps:merge(#{peer_service_manager => M}, E);
+        error -> Env0
+    end,
+    Env2 = case maps:take(remote_ref_as_uri, Env1) of
+        {true, E2} -> maps:merge(#{remote_ref_format => uri}, E2);
+        {false, E2} -> E2;
+        {Other, _} -> invalid(remote_ref_as_uri, "~p must be a boolean", [Other]);
+        error -> Env1
+    end,
+    Env3 = case maps:find(hyparview, Env2) of
+        {ok, HV} ->
+            Map = hyparview_map(HV),
+            Env2#{hyparview => maps:without([K || {K, _} <- ?HYPARVIEW_NOT_IMPLEMENTED], Map)};
+        error ->
+            Env2
+    end,
+    case maps:find(listen_addrs, Env3) of
+        {ok, Addrs} when is_list(Addrs) ->
+            Port = maps:get(peer_port, Env3, maps:get(listen_port, Env3, 0)),
+            Env3#{listen_addrs => lists:usort([listen_addr(A, Port) || A <- Addrs])};
+        _ ->
+            Env3
+    end.
+
+%% v5's forms of a listen address: `#{ip, port}' or `{IP, Port}' with the IP a tuple, string or
+%% binary and the port an integer, string or binary; `"IP:Port"' (`"[IPv6]:Port"'); `"IP"' (the
+%% port is `peer_port', else `listen_port', else 0: any). What is none of these goes to the
+%% data plane's check as given, which refuses it naming the key.
+listen_addr(#{ip := IP, port := P} = A, _Default) -> addr(IP, P, A);
+listen_addr({IP, P} = A, _Default) -> addr(IP, P, A);
+listen_addr(B, Default) when is_binary(B) -> listen_addr(binary_to_list(B), Default);
+listen_addr([C | _] = S, Default) when is_integer(C) ->
+    case string:split(S, ":", trailing) of
+        ["[" ++ V6, P] -> addr(string:trim(V6, trailing, "]"), P, S);
+        [IP, P] when P =/= [] -> case string:find(IP, ":") of
+                                     nomatch -> addr(IP, P, S);
+                                     _ -> addr(S, Default, S)          % an IPv6 address alone
+                                 end;
+        _ -> addr(S, Default, S)
+    end;
+listen_addr(Other, _Default) -> Other.
+
+addr(IP, P, Given) ->
+    case {ip(IP), port(P)} of
+        {{ok, I}, {ok, N}} -> #{ip => I, port => N};
+        _ -> Given
+    end.
+
+ip(T) when is_tuple(T) -> {ok, T};
+ip(B) when is_binary(B) -> ip(binary_to_list(B));
+ip(S) when is_list(S) -> inet:parse_address(S);
+ip(_) -> error.
+
+port(N) when is_integer(N) -> {ok, N};
+port(B) when is_binary(B) -> port(binary_to_list(B));
+port(S) when is_list(S) ->
+    try list_to_integer(S) of N -> {ok, N} catch error:badarg -> error end;
+port(_) -> error.
+
+hyparview_map(HV) when is_map(HV) -> hyparview_map(maps:to_list(HV));
+hyparview_map(HV) when is_list(HV) ->
+    lists:all(fun(E) -> is_tuple(E) andalso tuple_size(E) =:= 2 end, HV) orelse
+        invalid(hyparview, "~p must be a map or a proplist of {Key, Value}", [HV]),
+    maps:from_list([{maps:get(K, ?HYPARVIEW_RENAMES, K), V} || {K, V} <- HV]);
+hyparview_map(HV) ->
+    invalid(hyparview, "~p must be a map or a proplist of {Key, Value}", [HV]).
+
+%% `causal_labels': the labels `causal_label' may name; `causal_max_buffered' and
+%% `causal_max_wait' (ours): messages per label waiting for their causal predecessors, and how
+%% long each may wait, at most.
+causal(Env, Acc) ->
+    Labels = maps:get(causal_labels, Env, []),
+    is_list(Labels) andalso lists:all(fun is_atom/1, Labels) orelse
+        invalid(causal_labels, "~p must be a list of atoms (labels)", [Labels]),
+    Max = maps:get(causal_max_buffered, Env, 10000),
+    is_integer(Max) andalso Max >= 1 orelse
+        invalid(causal_max_buffered, "~p must be a positive integer (messages)", [Max]),
+    Wait = maps:get(causal_max_wait, Env, infinity),
+    Wait =:= infinity orelse is_integer(Wait) andalso Wait >= 0 orelse
+        invalid(causal_max_wait, "~p must be infinity or a non-negative integer (milliseconds)", [Wait]),
+    Acc#{causal_labels => lists:usort(Labels), causal_max_buffered => Max, causal_max_wait => Wait}.
+
+%% `ingress_delay', `egress_delay' (v5, for tests): milliseconds added to every message received
+%% / sent.
+delays(Env, Acc) ->
+    lists:foldl(fun(K, A) ->
+                        case maps:get(K, Env, 0) of
+                            D when is_integer(D), D >= 0, D =< 60000 -> A#{K => D};
+                            D -> invalid(K, "~p must be an integer from 0 to 60000 (milliseconds)", [D])
+                        end
+                end, Acc, [ingress_delay, egress_delay]).
 
 %% Partisan v5: the partisan name is `node()', or on a VM that is not alive the `name' key or a
 %% generated one (so `mix test', `iex -S mix' and `rebar3 shell' start with partisan as a

@@ -25,6 +25,8 @@
                    pending = [] :: [{integer(), node(), binary()}],
                    retry_armed = false :: boolean()}).
 
+-include("partisan_interposition_api.hrl").
+
 %% @doc Starts the data plane and registers the manager.
 -spec start_link() -> {ok, pid()} | {error, term()}.
 start_link() ->

@@ -5,6 +5,7 @@
 -module(partisan_static_peer_service_manager).
 
 -export([start_link/0]).
+-include("partisan_interposition_api.hrl").
 
 %% @doc Starts the data plane with this overlay.
 -spec start_link() -> {ok, pid()} | {error, term()}.

@@ -20,7 +20,12 @@ init([]) ->
                   start => {partisan_plumtree_broadcast, start_link, []}},
                 %% The OTP layer is ready before the data plane accepts the first connection:
                 %% a peer's first monitor request or call must find it.
-                #{id => partisan_monitor, start => {partisan_monitor, start_link, []}}]
+                #{id => partisan_monitor, start => {partisan_monitor, start_link, []}},
+                %% Interposition funs and delays, then causal delivery (its envelopes arrive
+                %% through interposition when funs are installed).
+                #{id => partisan_interposition, start => {partisan_interposition, start_link, []}},
+                #{id => partisan_causality_backend,
+                  start => {partisan_causality_backend, start_link, []}}]
                ++ [#{id => {partisan_call_relay, N}, start => {partisan_call_relay, start_link, [N]}}
                    || N <- lists:seq(0, length(partisan_otp:relays()) - 1)]
                %% Stopping the manager flushes the send queues first (stop_flush_timeout), then

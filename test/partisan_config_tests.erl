@@ -1,6 +1,9 @@
 -module(partisan_config_tests).
 -include_lib("eunit/include/eunit.hrl").
 
+%% A Partisan v5 configuration with every key (also the CT suite's sys.config).
+-export([v5_env/0]).
+
 base() -> #{name => 'n@127.0.0.1', cookie => <<"c">>}.
 
 norm(Extra) -> partisan_config:normalise(maps:merge(base(), Extra)).
@@ -98,6 +101,16 @@ bad_values_name_the_key_test_() ->
            {connection_ping, #{bogus => 1}},
            {connection_ping, 1000},
            {hyparview, #{xbot_enabled => maybe}},
+           {hyparview, [not_a_pair]},
+           {causal_labels, [<<"l">>]},
+           {causal_labels, l},
+           {causal_max_buffered, 0},
+           {causal_max_wait, -1},
+           {causal_max_wait, soon},
+           {ingress_delay, -1},
+           {egress_delay, 60001},
+           {egress_delay, soon},
+           {remote_ref_as_uri, maybe},
            {hyparview, #{shuffle_interval => 0}},
            {hyparview, #{random_promotion_interval => 0}},
            {lazy_tick_period, 0},
@@ -133,11 +146,11 @@ tls_without_certificates_refuses_to_start_test() ->
 %% TLS options without `tls => true', and v5 keys not implemented: the node starts, and one
 %% warning names them.
 not_implemented_keys_start_with_a_warning_test() ->
-    Env = #{tls_server_options => [{certfile, "c.pem"}], connect_disterl => false,
-            ingress_delay => 5, hyparview => #{xbot_enabled => true}},
+    Env = #{tls_server_options => [{certfile, "c.pem"}], connect_disterl => true,
+            binary_padding => true, hyparview => #{xbot_enabled => true}},
     ?assertMatch({ok, _}, norm(Env)),
     [V5, Tls] = partisan_config:warnings(Env),
-    [?assertNotEqual(nomatch, string:find(V5, K)) || K <- ["connect_disterl", "ingress_delay",
+    [?assertNotEqual(nomatch, string:find(V5, K)) || K <- ["connect_disterl", "binary_padding",
                                                           "xbot_enabled"]],
     ?assertNotEqual(nomatch, string:find(Tls, "tls_server_options")),
     ?assertEqual([], partisan_config:warnings(#{hyparview => #{xbot_enabled => false}})),
@@ -273,3 +286,109 @@ pick(Values) -> lists:nth(rand:uniform(length(Values)), Values).
 
 flush() ->
     receive _ -> flush() after 0 -> ok end.
+
+%% @doc Every key of Partisan v5's configuration, each with a value v5 accepts; those this release
+%% does not implement have a value that asks for something (so each is warned about).
+v5_env() ->
+    #{%% implemented
+      broadcast => false, broadcast_mods => [], causal_labels => [a, b],
+      channels => [data, {monotonic, state}], connection_interval => 500,
+      connection_jitter => 100, egress_delay => 0, exchange_tick_period => 10000,
+      hyparview => [{active_max_size, 6}, {arwl, 6}, {xbot_enabled, true}, {xbot_interval, 5000}],
+      ingress_delay => 0, lazy_tick_period => 1000,
+      listen_addrs => ["127.0.0.1:0", #{ip => <<"127.0.0.1">>, port => <<"0">>}],
+      membership_strategy => partisan_full_membership_strategy, name => 'n@127.0.0.1',
+      parallelism => 1,
+      partisan_peer_service_manager => partisan_pluggable_peer_service_manager,
+      peer_discovery => #{enabled => false}, peer_ip => {127, 0, 0, 1}, peer_port => 0,
+      peer_service_manager => partisan_pluggable_peer_service_manager,
+      periodic_enabled => true, periodic_interval => 10000, pid_encoding => true,
+      remote_ref_as_uri => false, remote_ref_format => improper_list,
+      remote_ref_uri_padding => false, tag => undefined, tls => false,
+      tls_client_options => [], tls_server_options => [],
+      %% accepted, not implemented
+      binary_padding => true, binary_padding_term => <<"pad">>,
+      broadcast_start_exchange_limit => 2, channel_fallback => false, connect_disterl => true,
+      disable_fast_forward => true, disable_fast_receive => true, distance_enabled => true,
+      exchange_selection => normal, fanout => 5, forward_options => [{channel, data}],
+      gossip => false, membership_binary_compression => 6, membership_strategy_tracing => true,
+      metadata => #{role => web}, nodestring => <<"n@127.0.0.1">>,
+      orchestration_strategy => partisan_kubernetes_orchestration_strategy,
+      random_seed => {1, 2, 3}, ref_encoding => true, register_pid_for_encoding => true,
+      replaying => true, reservations => [server], shrinking => true, tracing => true,
+      transmission_logging_mfa => {io, format, []}, tls_options => [{verify, verify_none}],
+      xbot_interval => 5000, peer_host => "localhost", arwl => 5, prwl => 5,
+      max_active_size => 6, min_active_size => 3, max_passive_size => 30,
+      passive_view_shuffle_period => 10000, random_promotion => true,
+      random_promotion_period => 5000, connection_ping => #{enabled => true},
+      retransmit_interval => 1000}.
+
+%% The sample covers v5_keys/0 exactly.
+v5_env_has_every_v5_key_test() ->
+    Top = lists:sort([K || {K, _} <- partisan_config:v5_keys(), is_atom(K)]),
+    ?assertEqual(Top, lists:sort(maps:keys(v5_env()))).
+
+%% All keys at once: the node's config is accepted, and one warning names exactly the keys not
+%% implemented.
+every_v5_key_accepted_with_one_warning_test() ->
+    Env = v5_env(),
+    ?assertMatch({ok, _}, partisan_config:normalise(Env)),
+    [Warning] = partisan_config:warnings(Env),
+    Ignored = [K || {K, {ignored, _}} <- partisan_config:v5_keys()],
+    [?assertNotEqual(nomatch, string:find(Warning, io_lib:format("~p", [K]))) || K <- Ignored],
+    [?assertEqual(nomatch, string:find(Warning, io_lib:format("~p,", [K])))
+     || {K, implemented} <- partisan_config:v5_keys(), K =/= hyparview].
+
+%% Each key alone: accepted; a key not implemented warns with a value that asks for something,
+%% and not with its inert value; an implemented key never warns.
+each_v5_key_accepted_test_() ->
+    HV = maps:from_list(maps:get(hyparview, v5_env())),
+    Sample = fun({hyparview, K}) -> #{hyparview => #{K => maps:get(K, HV)}};
+                (K) -> #{K => maps:get(K, v5_env())}
+             end,
+    Inert = fun({hyparview, K}, I) -> #{hyparview => #{K => I}};
+               (K, I) -> #{K => I}
+            end,
+    lists:append(
+      [[?_assertMatch({ok, _}, norm(Sample(K))),
+        %% (the sample `hyparview' holds X-BOT's keys, which are not implemented)
+        ?_assertEqual(case {K, Status} of {hyparview, _} -> 1; {_, implemented} -> 0; _ -> 1 end,
+                      length(partisan_config:warnings(Sample(K))))]
+       ++ [?_assertEqual([], partisan_config:warnings(Inert(K, I))) || {ignored, I} <- [Status], I =/= any]
+       || {K, Status} <- partisan_config:v5_keys(), K =/= name]).
+
+hyparview_as_proplist_with_v5_names_test() ->
+    {ok, C} = norm(#{hyparview => [{arwl, 7}, {max_active_size, 5}, {random_promotion_period, 700},
+                                   {xbot_interval, 100}]}),
+    ?assertMatch(#{active_rwl := 7, active_max_size := 5, random_promotion_interval := 700},
+                 maps:get(hyparview, C)),
+    ?assertNot(maps:is_key(xbot_interval, maps:get(hyparview, C))).
+
+v5_spellings_test() ->
+    {ok, C} = norm(#{partisan_peer_service_manager => partisan_static_peer_service_manager,
+                     remote_ref_as_uri => true}),
+    ?assertEqual(partisan_static_peer_service_manager, maps:get(peer_service_manager, C)),
+    ?assertEqual(uri, maps:get(remote_ref_format, C)),
+    ?assertMatch({error, {invalid_config, peer_service_manager, _}},
+                 norm(#{partisan_peer_service_manager => no_such_manager})),
+    {ok, C2} = norm(#{remote_ref_as_uri => true, remote_ref_format => tuple}),
+    ?assertEqual(tuple, maps:get(remote_ref_format, C2)).
+
+causal_and_delays_test() ->
+    {ok, C} = norm(#{causal_labels => [b, a, b], ingress_delay => 10}),
+    ?assertMatch(#{causal_labels := [a, b], causal_max_buffered := 10000, causal_max_wait := infinity,
+                   ingress_delay := 10, egress_delay := 0}, C),
+    ?assertMatch({ok, #{causal_max_wait := 0}}, norm(#{causal_max_wait => 0})).
+
+%% v5's forms of listen addresses, equivalent ones deduplicated.
+v5_listen_addr_forms_test() ->
+    Forms = ["127.0.0.1:12345", <<"127.0.0.1:12345">>, {"127.0.0.1", "12345"},
+             {{127, 0, 0, 1}, 12345}, #{ip => "127.0.0.1", port => "12345"},
+             #{ip => <<"127.0.0.1">>, port => <<"12345">>}, #{ip => {127, 0, 0, 1}, port => 12345}],
+    {ok, C} = norm(#{listen_addrs => Forms}),
+    ?assertEqual([#{ip => {127, 0, 0, 1}, port => 12345}], maps:get(listen_addrs, C)),
+    {ok, C2} = norm(#{listen_addrs => ["127.0.0.2", "[::1]:7000"], peer_port => 9000}),
+    ?assertEqual([#{ip => {127, 0, 0, 2}, port => 9000}, #{ip => {0, 0, 0, 0, 0, 0, 0, 1}, port => 7000}],
+                 maps:get(listen_addrs, C2)),
+    ?assertMatch({error, {invalid_config, listen_addrs, _}}, norm(#{listen_addrs => ["nohost:x"]})),
+    ?assertMatch({error, {invalid_config, listen_addrs, _}}, norm(#{listen_addrs => [#{ip => "1.2.3.4", port => "x"}]})).

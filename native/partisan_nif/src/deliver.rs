@@ -13,6 +13,12 @@
 //! as a local pid here. On such a VM every payload is scanned first and those pids become remote
 //! references of the sending node ([`PidRewriter`]); a payload that cannot be scanned is
 //! dropped as undecodable, and a destination given as a raw pid is refused.
+//!
+//! **Receive-side interposition.** While an interposition process is set ([`set_interposer`]:
+//! `partisan_interposition` sets it while a fun or `ingress_delay` needs it), a message is sent
+//! to that process as `{'$partisan_interpose', FromNode, Pid, Msg}` instead of to `Pid`, and the
+//! Erlang side decides what reaches `Pid`. Without one, the cost is one relaxed atomic load per
+//! message. Answers to calls (`Dest::Reply`) always go straight to their caller.
 
 use crate::calls::Calls;
 use bytes::Bytes;
@@ -21,13 +27,36 @@ use partisan_core::frame::Dest;
 use partisan_net::{DeliverError, Direction, Event, Sink};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 mod atoms {
     rustler::atoms! {
         partisan_event, node_up, node_down, channel_up, channel_down, members, removed, upcall,
         bcast_deliver, bcast_graft, bcast_exchange,
         connection_up, connection_down, dropped, auth_failure, undefined,
+        partisan_interpose = "$partisan_interpose",
     }
+}
+
+/// Whether received messages go through the interposition process (read on every delivery).
+static INTERPOSING: AtomicBool = AtomicBool::new(false);
+/// The interposition process, when set.
+static INTERPOSER: Mutex<Option<LocalPid>> = Mutex::new(None);
+
+/// Routes received messages through `pid` (`Some`) or straight to their destinations (`None`).
+pub fn set_interposer(pid: Option<LocalPid>) {
+    let mut slot = INTERPOSER.lock().unwrap_or_else(|e| e.into_inner());
+    INTERPOSING.store(pid.is_some(), Ordering::SeqCst);
+    *slot = pid;
+}
+
+/// The interposition process, if received messages go through one.
+fn interposer() -> Option<LocalPid> {
+    if !INTERPOSING.load(Ordering::Relaxed) {
+        return None;
+    }
+    *INTERPOSER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 thread_local! {
@@ -113,7 +142,16 @@ impl Sink for BeamSink {
                         let waiter = self.calls.lock().take(*id, from).ok_or(DeliverError::LateReply)?;
                         (waiter.pid, term)
                     }
-                    _ => (self.resolve(env, dest)?, self.decode(env, from, &payload)?),
+                    _ => {
+                        let (pid, term) = (self.resolve(env, dest)?, self.decode(env, from, &payload)?);
+                        match interposer() {
+                            None => (pid, term),
+                            Some(via) => {
+                                let wrapped = (atoms::partisan_interpose(), node_atom(env, from), pid, term).encode(env);
+                                (via, wrapped)
+                            }
+                        }
+                    }
                 };
                 // SAFETY: called from a runtime thread (not a scheduler), so the caller env is
                 // NULL; the message env is the owned env, which is cleared right after.

@@ -622,6 +622,18 @@ fn partitions(env: Env) -> NifResult<Vec<Atom>> {
     to_atoms(env, running().map(|r| r.node.partitions()).unwrap_or_default())
 }
 
+/// Routes received messages through the interposition process `pid` (a pid), or straight to
+/// their destinations again (`undefined`): see [`deliver`].
+#[rustler::nif]
+fn set_interposer(pid: Term) -> NifResult<Atom> {
+    if pid.decode::<Atom>().is_ok_and(|a| a == atoms::undefined()) {
+        deliver::set_interposer(None);
+    } else {
+        deliver::set_interposer(Some(pid.decode::<rustler::LocalPid>()?));
+    }
+    Ok(atoms::ok())
+}
+
 /// Counters of the running node as a map (empty when stopped).
 #[rustler::nif]
 fn stats(env: Env) -> NifResult<Term> {
