@@ -45,9 +45,7 @@
          %% v5's deprecated top-level HyParView names (inside `hyparview' they are renamed)
          {arwl, any}, {prwl, any}, {max_active_size, any}, {min_active_size, any},
          {max_passive_size, any}, {passive_view_shuffle_period, any},
-         {random_promotion, any}, {random_promotion_period, any},
-         %% being implemented on another branch
-         {connection_ping, any}, {retransmit_interval, any}]).
+         {random_promotion, any}, {random_promotion_period, any}]).
 %% v5's names inside `hyparview' for its keys.
 -define(HYPARVIEW_RENAMES, #{arwl => active_rwl, prwl => passive_rwl,
                              max_active_size => active_max_size,

@@ -100,7 +100,6 @@ bad_values_name_the_key_test_() ->
            {connection_ping, #{enabled => 1}},
            {connection_ping, #{bogus => 1}},
            {connection_ping, 1000},
-           {hyparview, #{xbot_enabled => maybe}},
            {hyparview, [not_a_pair]},
            {causal_labels, [<<"l">>]},
            {causal_labels, l},
