@@ -385,7 +385,7 @@ tls_is_never_silently_ignored(_Config) ->
         ?assertNotEqual(nomatch, string:find(Why, "no_such_cert.pem")),
         ok = rpc(N, application, unset_env, [partisan, tls]),
         ok = rpc(N, application, set_env, [partisan, tls_server_options, [{certfile, "c.pem"}]]),
-        ok = rpc(N, application, set_env, [partisan, connect_disterl, false]),
+        ok = rpc(N, application, set_env, [partisan, connect_disterl, true]),
         ok = capture_logs(N),
         {ok, _} = rpc(N, application, ensure_all_started, [partisan]),
         Logs = flush_logs(),
