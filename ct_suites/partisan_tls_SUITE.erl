@@ -143,21 +143,15 @@ openssl_s_client_handshake(Config) ->
     [A] = start(Config, [tls_ossl], maps:merge(?BASE, tls_env(Config, "node", "ca.pem"))),
     #{listen_addrs := [#{port := Port}]} = rpc(A, partisan, node_spec, []),
     Dir = ?config_certs(Config),
-    Cmd = lists:flatten(io_lib:format(
-            "timeout 20 openssl s_client -connect 127.0.0.1:~b -CAfile ~s/ca.pem -cert ~s/node.pem "
-            "-key ~s/node.key -verify_return_error -brief </dev/null 2>&1; echo \"rc=$?\"",
-            [Port, Dir, Dir, Dir])),
-    Out = os:cmd(Cmd),
-    ct:pal("~s~n~s", [Cmd, Out]),
+    Out = s_client(Config, io_lib:format("-connect 127.0.0.1:~b -CAfile ~s/ca.pem -cert ~s/node.pem "
+                                         "-key ~s/node.key -verify_return_error -brief",
+                                         [Port, Dir, Dir, Dir])),
     ?assertNotEqual(nomatch, string:find(Out, "CONNECTION ESTABLISHED")),
     ?assertNotEqual(nomatch, string:find(Out, "Verification: OK")),
     ?assertNotEqual(nomatch, string:find(Out, "rc=0")),
     %% Without a client certificate the listener (fail_if_no_peer_cert) refuses the handshake.
     Before = stat(A, tls_failures),
-    NoCert = os:cmd(lists:flatten(io_lib:format(
-            "timeout 20 openssl s_client -connect 127.0.0.1:~b -CAfile ~s/ca.pem -brief "
-            "</dev/null 2>&1; echo \"rc=$?\"", [Port, Dir]))),
-    ct:pal("without a certificate:~n~s", [NoCert]),
+    _ = s_client(Config, io_lib:format("-connect 127.0.0.1:~b -CAfile ~s/ca.pem -brief", [Port, Dir])),
     ok = partisan_ct:wait_until(fun() -> stat(A, tls_failures) > Before end, ?TIMEOUT).
 
 %% Certificates are re-read on partisan_config:set/2: A's files are replaced by a certificate
@@ -193,6 +187,20 @@ certificates_rotate_without_restart(Config) ->
                                                            {keyfile, "/nonexistent.key"}]]).
 
 %% -- helpers ------------------------------------------------------------------
+
+%% Runs `openssl s_client Args' (stdin closed, bounded) and returns its output and `rc=Status'.
+%% The output goes through a file: it holds the listener's first frame, binary bytes, and
+%% os:cmd/1 stops reading at a byte 4.
+s_client(Config, Args) ->
+    File = filename:join(proplists:get_value(priv_dir, Config),
+                         "s_client_" ++ integer_to_list(erlang:unique_integer([positive]))),
+    Cmd = lists:flatten(io_lib:format("timeout 20 openssl s_client ~s </dev/null >~s 2>&1; echo \"rc=$?\"",
+                                      [Args, File])),
+    Rc = string:trim(os:cmd(Cmd)),
+    {ok, Bin} = file:read_file(File),
+    Out = [binary_to_list(Bin), "\n", Rc],
+    ct:pal("~s~n~s", [Cmd, [if C >= 32; C =:= $\n -> C; true -> $. end || C <- lists:flatten(Out)]]),
+    lists:flatten(Out).
 
 tls_env(Config, Cert, Trust) ->
     tls_env_files(proplists:get_value(certs, Config), Cert, Trust).
