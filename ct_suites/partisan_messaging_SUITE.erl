@@ -7,7 +7,7 @@
 -export([all/0, init_per_suite/1, end_per_suite/1]).
 -export([every_destination_on_every_channel/1, every_pair_of_nodes/1,
          order_per_sender_under_parallelism/1, order_per_partition_key/1,
-         monotonic_channel_delivers_latest/1, large_messages/1, unknown_node/1,
+         monotonic_channel_delivers_latest/1, large_messages/1, large_maps/1, unknown_node/1,
          unknown_channel/1]).
 %% Run on peers.
 -export([remote_refs/2, send_streams/5, send_behind_bulk/3]).
@@ -19,8 +19,8 @@
 
 all() ->
     [every_destination_on_every_channel, every_pair_of_nodes, order_per_sender_under_parallelism,
-     order_per_partition_key, monotonic_channel_delivers_latest, large_messages, unknown_node,
-     unknown_channel].
+     order_per_partition_key, monotonic_channel_delivers_latest, large_messages, large_maps,
+     unknown_node, unknown_channel].
 
 init_per_suite(Config) ->
     {ok, Peers} = partisan_ct:start_cluster([msg_a, msg_b, msg_c], ?ENV),
@@ -102,6 +102,22 @@ large_messages(Config) ->
                           ?assertEqual(ok, rpc(A, partisan, send, [Fwd, Bin, #{channel => data}])),
                           ?assertEqual(Bin, recv(Fwd))
                   end, [4095, 4096, 4097, 100 * 1024, 1024 * 1024]).
+
+%% Maps of more than 32 keys (hash maps) crash OTP 25's VM when decoded off a scheduler
+%% (erlang/otp#8208): they are decoded by `partisan_decoder', in order with the rest of the
+%% connection's messages, and the receiving node lives on. Also as the answer to a call.
+large_maps(Config) ->
+    [A, B, _] = cluster(Config),
+    Fwd = rpc(B, partisan_ct, forwarder, [self()]),
+    Maps = [maps:from_list([{I, v} || I <- lists:seq(1, N)]) || N <- [32, 33, 129, 5000]],
+    Msgs = lists:append([[{small, N}, {map, N, M}, {nested, [#{k => M}]}]
+                         || {N, M} <- lists:zip(lists:seq(1, length(Maps)), Maps)]),
+    [?assertEqual(ok, rpc(A, partisan, forward_message, [Fwd, Msg, #{partition_key => 7}])) || Msg <- Msgs],
+    [?assertEqual(Msg, recv(Fwd)) || Msg <- Msgs],
+    Big = lists:last(Maps),
+    Server = rpc(B, erlang, spawn, [fun() -> receive {'$gen_call', From, get} -> gen:reply(From, Big) end end]),
+    ?assertEqual(Big, rpc(A, partisan_gen_server, call, [Server, get, 5000])),
+    ?assertEqual(B, rpc(B, erlang, node, [])).
 
 unknown_node(Config) ->
     [A, B, _] = cluster(Config),

@@ -11,13 +11,13 @@
          is_fully_connected/1, send/5, send_dirty/5, send_acked/5, send_acked_dirty/5, send_transitive/3, stats/0, views/0,
          partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
          broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
-         fail_replies/2, reply_nodes/0, rewrite_pids/5, set_interposer/1]).
+         fail_replies/2, reply_nodes/0, rewrite_pids/5, set_interposer/1, decoded/2]).
 
 -nifs([check_config/1, config_keys/0, config/0, reload_tls/1, start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
        is_fully_connected/1, send/5, send_dirty/5, send_acked/5, send_acked_dirty/5, send_transitive/3, stats/0, views/0,
        partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
        broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
-       fail_replies/2, reply_nodes/0, rewrite_pids/5, set_interposer/1]).
+       fail_replies/2, reply_nodes/0, rewrite_pids/5, set_interposer/1, decoded/2]).
 
 %% A destination on the receiving node: a pid, a registered name, a pid of a remote reference, or
 %% a caller waiting for an answer (`await_reply/2').
@@ -184,3 +184,9 @@ stats() -> ?NIF.
 %% (`undefined'). Set by `partisan_interposition' only.
 -spec set_interposer(pid() | undefined) -> ok.
 set_interposer(_Pid) -> ?NIF.
+
+%% @doc The decoder decoded the payload of `Token' and sent it on (`delivered'), could not decode
+%% it (`undecodable') or found its destination dead (`noproc'): the reader waiting for it goes
+%% on. `false' when the reader no longer waits. Called by `partisan_decoder' only.
+-spec decoded(non_neg_integer(), delivered | undecodable | noproc) -> boolean().
+decoded(_Token, _Outcome) -> ?NIF.

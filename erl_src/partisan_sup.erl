@@ -16,6 +16,8 @@ init([]) ->
     Manager = partisan_config:get(peer_service_manager),
     Children = [#{id => partisan_peer_service_events,
                   start => {partisan_peer_service_events, start_link, []}},
+                %% Received terms that only a scheduler may decode (maps of more than 32 keys).
+                #{id => partisan_decoder, start => {partisan_decoder, start_link, []}},
                 #{id => partisan_plumtree_broadcast,
                   start => {partisan_plumtree_broadcast, start_link, []}},
                 %% The OTP layer is ready before the data plane accepts the first connection:

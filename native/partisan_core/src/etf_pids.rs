@@ -321,6 +321,83 @@ impl PidRewriter {
     }
 }
 
+/// The most keys of any map in an encoded term (0 when it holds none), read without decoding it.
+///
+/// Why: OTP 23.3.4.15+, 24.3.4.2+, 25.1+ and 26 crash the VM (SEGV) when a thread that is not a
+/// scheduler decodes a map of more than 32 keys with `enif_binary_to_term` (erlang/otp#8208,
+/// fixed in OTP 27.3): the receive path must hand such terms to a scheduler. Like
+/// [`PidRewriter::rewrite`] it reads each term once, iteratively; it only counts what is left
+/// to read, so it needs no stack. A compressed term cannot be read without inflating it: an
+/// error, as is malformed input.
+pub fn largest_map(etf: &[u8]) -> Result<u32, EtfError> {
+    match etf.first() {
+        Some(&VERSION) => {}
+        Some(&v) => return Err(EtfError::Version(v)),
+        None => return Err(EtfError::Truncated(0)),
+    }
+    let (mut pos, mut left, mut largest) = (1usize, 1u64, 0u32);
+    while left > 0 {
+        left -= 1;
+        let at = pos;
+        pos = match u8_at(etf, pos)? {
+            SMALL_INTEGER => skip(etf, pos, 2)?,
+            INTEGER => skip(etf, pos, 5)?,
+            FLOAT => skip(etf, pos, 32)?,
+            NEW_FLOAT => skip(etf, pos, 9)?,
+            ATOM | ATOM_UTF8 | SMALL_ATOM | SMALL_ATOM_UTF8 => atom_at(etf, pos)?.1,
+            NIL => pos + 1,
+            STRING => skip(etf, pos + 3, u16_at(etf, pos + 1)?)?,
+            BINARY => skip(etf, pos + 5, u32_at(etf, pos + 1)? as usize)?,
+            BIT_BINARY => skip(etf, pos + 6, u32_at(etf, pos + 1)? as usize)?,
+            SMALL_BIG => skip(etf, pos + 3, u8_at(etf, pos + 1)? as usize)?,
+            LARGE_BIG => skip(etf, pos + 6, u32_at(etf, pos + 1)? as usize)?,
+            SMALL_TUPLE => {
+                left += u64::from(u8_at(etf, pos + 1)?);
+                pos + 2
+            }
+            LARGE_TUPLE => {
+                left += u64::from(u32_at(etf, pos + 1)?);
+                pos + 5
+            }
+            MAP => {
+                let keys = u32_at(etf, pos + 1)?;
+                largest = largest.max(keys);
+                left += 2 * u64::from(keys);
+                pos + 5
+            }
+            LIST => {
+                left += u64::from(u32_at(etf, pos + 1)?) + 1;
+                pos + 5
+            }
+            EXPORT => {
+                left += 3;
+                pos + 1
+            }
+            NEW_FUN => {
+                left += 4 + u64::from(u32_at(etf, pos + 26)?);
+                pos + 30
+            }
+            PID => skip(etf, atom_at(etf, pos + 1)?.1, 9)?,
+            NEW_PID => skip(etf, atom_at(etf, pos + 1)?.1, 12)?,
+            PORT => skip(etf, atom_at(etf, pos + 1)?.1, 5)?,
+            NEW_PORT => skip(etf, atom_at(etf, pos + 1)?.1, 8)?,
+            V4_PORT => skip(etf, atom_at(etf, pos + 1)?.1, 12)?,
+            REFERENCE => skip(etf, atom_at(etf, pos + 1)?.1, 5)?,
+            tag @ (NEW_REFERENCE | NEWER_REFERENCE) => {
+                let words = u16_at(etf, pos + 1)?;
+                let after_node = atom_at(etf, pos + 3)?.1;
+                skip(etf, after_node, if tag == NEW_REFERENCE { 1 } else { 4 } + 4 * words)?
+            }
+            COMPRESSED => return Err(EtfError::Compressed),
+            tag => return Err(EtfError::Tag { tag, at }),
+        };
+    }
+    if pos != etf.len() {
+        return Err(EtfError::Trailing(etf.len() - pos));
+    }
+    Ok(largest)
+}
+
 /// A fun whose free variables were rewritten gets its new size. `at` = (input, output) offset
 /// of its `Size` field; `end` = input offset just past the fun.
 fn patch_fun_size(out: &mut Out, (size_in, size_out): (usize, usize), end: usize) -> Result<(), EtfError> {

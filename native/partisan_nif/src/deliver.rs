@@ -19,16 +19,25 @@
 //! to that process as `{'$partisan_interpose', FromNode, Pid, Msg}` instead of to `Pid`, and the
 //! Erlang side decides what reaches `Pid`. Without one, the cost is one relaxed atomic load per
 //! message. Answers to calls (`Dest::Reply`) always go straight to their caller.
+//!
+//! **Large maps are decoded on a scheduler.** OTP 23.3.4.15+, 24.3.4.2+, 25.1+ and 26 crash the
+//! VM when a thread that is not a scheduler decodes a map of more than 32 keys
+//! (erlang/otp#8208, fixed in OTP 27.3). A payload holding one (found by
+//! [`partisan_core::etf_pids::largest_map`] without decoding it), or one that cannot be scanned,
+//! goes as a binary to the `partisan_decoder` process, which decodes it and sends it on; the
+//! reader waits until it has ([`decoded`]), so messages keep their order.
 
 use crate::calls::Calls;
 use bytes::Bytes;
-use partisan_core::etf_pids::{PidRewriter, RefFormat};
+use partisan_core::etf_pids::{largest_map, PidRewriter, RefFormat};
 use partisan_core::frame::Dest;
 use partisan_net::{DeliverError, Direction, Event, Sink};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
 
 mod atoms {
     rustler::atoms! {
@@ -36,7 +45,38 @@ mod atoms {
         bcast_deliver, bcast_graft, bcast_exchange,
         connection_up, connection_down, dropped, auth_failure, undefined,
         partisan_interpose = "$partisan_interpose",
+        partisan_decode = "$partisan_decode", partisan_decoder, none, delivered, undecodable, noproc,
     }
+}
+
+/// Maps of more keys than this are built as hash maps, which only a scheduler may decode.
+const MAX_FLAT_MAP: u32 = 32;
+/// How long a reader waits for the decoder before it moves on (the message may still arrive).
+const DECODE_WAIT: Duration = Duration::from_secs(10);
+
+/// What the decoder did with a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    Delivered,
+    Undecodable,
+    NoProcess,
+}
+
+/// Readers waiting for the decoder, by token.
+static DECODING: Mutex<Option<HashMap<u64, mpsc::SyncSender<Decoded>>>> = Mutex::new(None);
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// The decoder's answer for `token` (`partisan_nif:decoded/2`); false when nobody waits any more.
+pub fn decoded(token: u64, outcome: Decoded) -> bool {
+    let waiter = DECODING.lock().unwrap_or_else(|e| e.into_inner()).as_mut().and_then(|m| m.remove(&token));
+    waiter.is_some_and(|tx| tx.try_send(outcome).is_ok())
+}
+
+/// Where a decoded term goes: to `to`, as it is or wrapped for the interposition process.
+struct Target {
+    to: LocalPid,
+    /// `(FromNode, Pid)` when `to` is the interposition process.
+    interposed: Option<(Atom, LocalPid)>,
 }
 
 /// Whether received messages go through the interposition process (read on every delivery).
@@ -109,12 +149,9 @@ impl BeamSink {
         }
     }
 
-    fn decode<'a>(&self, env: Env<'a>, from: &str, payload: &[u8]) -> Result<Term<'a>, DeliverError> {
-        let rewritten = match &self.foreign_pids {
-            Some(rw) => rw.rewrite(payload, from).map_err(|_| DeliverError::Undecodable)?,
-            None => None,
-        };
-        let payload = rewritten.as_deref().unwrap_or(payload);
+    /// Decodes on this (runtime) thread: only terms without a map of more than
+    /// [`MAX_FLAT_MAP`] keys.
+    fn decode<'a>(&self, env: Env<'a>, payload: &[u8]) -> Result<Term<'a>, DeliverError> {
         let decoded = if self.safe {
             env.binary_to_term(payload)
         } else {
@@ -131,36 +168,53 @@ impl BeamSink {
 
 impl Sink for BeamSink {
     fn deliver(&self, from: &str, dest: &Dest, payload: Bytes) -> Result<(), DeliverError> {
-        ENV.with(|cell| {
+        let rewritten = match &self.foreign_pids {
+            Some(rw) => rw.rewrite(&payload, from).map_err(|_| DeliverError::Undecodable)?,
+            None => None,
+        };
+        let etf = rewritten.as_deref().unwrap_or(&payload);
+        let on_scheduler = largest_map(etf).map_or(true, |keys| keys > MAX_FLAT_MAP);
+        let waiting = ENV.with(|cell| {
             let mut owned = cell.borrow_mut();
             let result = owned.run(|env| {
-                let (pid, term) = match dest {
+                let (target, term) = match dest {
                     // Decode first: the waiter is taken only for an answer that will reach it,
-                    // so a caller whose cancel fails can count on its mailbox.
+                    // so a caller whose cancel fails can count on its mailbox. (A large answer is
+                    // decoded by the decoder: its caller is taken first.)
                     Dest::Reply { id } => {
-                        let term = self.decode(env, from, &payload)?;
+                        let term = if on_scheduler { None } else { Some(self.decode(env, etf)?) };
                         let waiter = self.calls.lock().take(*id, from).ok_or(DeliverError::LateReply)?;
-                        (waiter.pid, term)
+                        (Target { to: waiter.pid, interposed: None }, term)
                     }
                     _ => {
-                        let (pid, term) = (self.resolve(env, dest)?, self.decode(env, from, &payload)?);
-                        match interposer() {
-                            None => (pid, term),
-                            Some(via) => {
-                                let wrapped = (atoms::partisan_interpose(), node_atom(env, from), pid, term).encode(env);
-                                (via, wrapped)
-                            }
-                        }
+                        let pid = self.resolve(env, dest)?;
+                        let term = if on_scheduler { None } else { Some(self.decode(env, etf)?) };
+                        let target = match interposer() {
+                            None => Target { to: pid, interposed: None },
+                            Some(via) => Target { to: via, interposed: Some((node_atom(env, from), pid)) },
+                        };
+                        (target, term)
                     }
                 };
-                // SAFETY: called from a runtime thread (not a scheduler), so the caller env is
-                // NULL; the message env is the owned env, which is cleared right after.
-                let sent = unsafe { rustler::sys::enif_send(std::ptr::null_mut(), pid.as_c_arg(), env.as_c_arg(), term.as_c_arg()) };
-                if sent == 1 { Ok(()) } else { Err(DeliverError::NoProcess) }
+                match term {
+                    Some(term) => send_decoded(env, &target, term).map(|()| None),
+                    None => to_decoder(env, &target, etf, self.safe).map(Some),
+                }
             });
             owned.clear();
             result
-        })
+        })?;
+        let Some((token, rx)) = waiting else { return Ok(()) };
+        match rx.recv_timeout(DECODE_WAIT) {
+            Ok(Decoded::Delivered) => Ok(()),
+            Ok(Decoded::Undecodable) => Err(DeliverError::Undecodable),
+            Ok(Decoded::NoProcess) => Err(DeliverError::NoProcess),
+            Err(_) => {
+                DECODING.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map(|m| m.remove(&token));
+                tracing::warn!(from, "the decoder did not answer within 10 s; the next messages may overtake this one");
+                Ok(())
+            }
+        }
     }
 
     fn event(&self, event: Event) {
@@ -175,6 +229,40 @@ impl Sink for BeamSink {
             let mut owned = cell.borrow_mut();
             let _ = owned.send_and_clear(&self.events, |env| encode_event(env, &event));
         });
+    }
+}
+
+/// Sends a term decoded here to its target.
+fn send_decoded<'a>(env: Env<'a>, target: &Target, term: Term<'a>) -> Result<(), DeliverError> {
+    let msg = match target.interposed {
+        None => term,
+        Some((from, pid)) => (atoms::partisan_interpose(), from, pid, term).encode(env),
+    };
+    // SAFETY: called from a runtime thread (not a scheduler), so the caller env is NULL; the
+    // message env is the owned env, which is cleared right after.
+    let sent = unsafe { rustler::sys::enif_send(std::ptr::null_mut(), target.to.as_c_arg(), env.as_c_arg(), msg.as_c_arg()) };
+    if sent == 1 { Ok(()) } else { Err(DeliverError::NoProcess) }
+}
+
+/// Hands the encoded term to the `partisan_decoder` process, which decodes it on a scheduler
+/// and sends it on; returns the token and the channel its answer comes on.
+fn to_decoder(env: Env, target: &Target, etf: &[u8], safe: bool) -> Result<(u64, mpsc::Receiver<Decoded>), DeliverError> {
+    let decoder = env.whereis_pid(atoms::partisan_decoder()).ok_or(DeliverError::NoProcess)?;
+    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::sync_channel(1);
+    DECODING.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(token, tx);
+    let wrap = match target.interposed {
+        None => atoms::none().encode(env),
+        Some((from, pid)) => (from, pid).encode(env),
+    };
+    let msg = (atoms::partisan_decode(), token, target.to, wrap, binary(env, etf), safe).encode(env);
+    // SAFETY: as in `send_decoded`.
+    let sent = unsafe { rustler::sys::enif_send(std::ptr::null_mut(), decoder.as_c_arg(), env.as_c_arg(), msg.as_c_arg()) };
+    if sent == 1 {
+        Ok((token, rx))
+    } else {
+        DECODING.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map(|m| m.remove(&token));
+        Err(DeliverError::NoProcess)
     }
 }
 

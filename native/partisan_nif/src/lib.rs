@@ -34,6 +34,7 @@ mod atoms {
         bad_partition_key, overloaded, message_too_large,
         undelivered_on_stop, flushed, elapsed_ms,
         pid_id, reply, cannot_rewrite_pids, direct, transitive, acked, nif_panicked, bad_node_spec,
+        delivered, undecodable, noproc,
     }
 }
 
@@ -632,6 +633,19 @@ fn set_interposer(pid: Term) -> NifResult<Atom> {
         deliver::set_interposer(Some(pid.decode::<rustler::LocalPid>()?));
     }
     Ok(atoms::ok())
+}
+
+/// The `partisan_decoder` process decoded (or could not decode) the payload of `token`
+/// (`delivered`, `undecodable` or `noproc`): the reader waiting for it goes on.
+#[rustler::nif]
+fn decoded(token: u64, outcome: Atom) -> NifResult<bool> {
+    let outcome = match outcome {
+        o if o == atoms::delivered() => deliver::Decoded::Delivered,
+        o if o == atoms::undecodable() => deliver::Decoded::Undecodable,
+        o if o == atoms::noproc() => deliver::Decoded::NoProcess,
+        _ => return Err(rustler::Error::BadArg),
+    };
+    Ok(deliver::decoded(token, outcome))
 }
 
 /// Counters of the running node as a map (empty when stopped).

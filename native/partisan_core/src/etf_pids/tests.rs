@@ -528,3 +528,35 @@ fn rewrite_speed() {
     let per = t.elapsed() / rounds;
     println!("rewrite_speed: {} bytes of small terms scanned in {:?} ({:.0} MB/s)", bytes.len(), per, bytes.len() as f64 / per.as_secs_f64() / 1e6);
 }
+
+/// A map of `n` small-integer keys with `[]` values.
+fn map_etf(n: u32) -> Vec<u8> {
+    let mut out = vec![116];
+    out.extend_from_slice(&n.to_be_bytes());
+    for i in 0..n {
+        out.extend_from_slice(&[98]);
+        out.extend_from_slice(&(i as i32).to_be_bytes());
+        out.push(106);
+    }
+    out
+}
+
+#[test]
+fn largest_map_finds_the_biggest_map_at_any_depth() {
+    assert_eq!(largest_map(&[131, 106]), Ok(0));
+    // {ok, [#{...32 keys}, #{...40 keys}]}
+    let mut etf = vec![131, 104, 2, 119, 2, b'o', b'k', 108, 0, 0, 0, 2];
+    etf.extend(map_etf(32));
+    etf.extend(map_etf(40));
+    etf.push(106);
+    assert_eq!(largest_map(&etf), Ok(40));
+    // A map as a map's value.
+    let mut nested = vec![131, 116, 0, 0, 0, 1, 97, 1];
+    nested.extend(map_etf(5000));
+    assert_eq!(largest_map(&nested), Ok(5000));
+    // Malformed or compressed input is an error, never a panic or a wrong count.
+    for cut in 0..etf.len() {
+        assert!(largest_map(&etf[..cut]).is_err(), "cut at {cut}");
+    }
+    assert_eq!(largest_map(&[131, 80, 0, 0, 0, 1]), Err(EtfError::Compressed));
+}
