@@ -161,6 +161,35 @@ fn atom_at(input: &[u8], pos: usize) -> Result<(&[u8], usize), EtfError> {
 }
 
 /// Offset after `n` bytes from `pos`, checked.
+/// Where the term at `pos` ends, for every tag that is neither a container nor a pid (the two
+/// walkers treat those differently); any other tag is an error.
+fn scalar_end(etf: &[u8], pos: usize, tag: u8) -> Result<usize, EtfError> {
+    Ok(match tag {
+        SMALL_INTEGER => skip(etf, pos, 2)?,
+        INTEGER => skip(etf, pos, 5)?,
+        FLOAT => skip(etf, pos, 32)?,
+        NEW_FLOAT => skip(etf, pos, 9)?,
+        ATOM | ATOM_UTF8 | SMALL_ATOM | SMALL_ATOM_UTF8 => atom_at(etf, pos)?.1,
+        NIL => pos + 1,
+        STRING => skip(etf, pos + 3, u16_at(etf, pos + 1)?)?,
+        BINARY => skip(etf, pos + 5, u32_at(etf, pos + 1)? as usize)?,
+        BIT_BINARY => skip(etf, pos + 6, u32_at(etf, pos + 1)? as usize)?,
+        SMALL_BIG => skip(etf, pos + 3, u8_at(etf, pos + 1)? as usize)?,
+        LARGE_BIG => skip(etf, pos + 6, u32_at(etf, pos + 1)? as usize)?,
+        PORT => skip(etf, atom_at(etf, pos + 1)?.1, 5)?,
+        NEW_PORT => skip(etf, atom_at(etf, pos + 1)?.1, 8)?,
+        V4_PORT => skip(etf, atom_at(etf, pos + 1)?.1, 12)?,
+        REFERENCE => skip(etf, atom_at(etf, pos + 1)?.1, 5)?,
+        NEW_REFERENCE | NEWER_REFERENCE => {
+            let words = u16_at(etf, pos + 1)?;
+            let after_node = atom_at(etf, pos + 3)?.1;
+            skip(etf, after_node, if tag == NEW_REFERENCE { 1 } else { 4 } + 4 * words)?
+        }
+        COMPRESSED => return Err(EtfError::Compressed),
+        tag => return Err(EtfError::Tag { tag, at: pos }),
+    })
+}
+
 fn skip(input: &[u8], pos: usize, n: usize) -> Result<usize, EtfError> {
     need(input, pos, n)?;
     Ok(pos + n)
@@ -214,17 +243,6 @@ impl PidRewriter {
                 Ok(())
             };
             pos = match tag {
-                SMALL_INTEGER => skip(etf, pos, 2)?,
-                INTEGER => skip(etf, pos, 5)?,
-                FLOAT => skip(etf, pos, 32)?,
-                NEW_FLOAT => skip(etf, pos, 9)?,
-                ATOM | ATOM_UTF8 | SMALL_ATOM | SMALL_ATOM_UTF8 => atom_at(etf, pos)?.1,
-                NIL => pos + 1,
-                STRING => skip(etf, pos + 3, u16_at(etf, pos + 1)?)?,
-                BINARY => skip(etf, pos + 5, u32_at(etf, pos + 1)? as usize)?,
-                BIT_BINARY => skip(etf, pos + 6, u32_at(etf, pos + 1)? as usize)?,
-                SMALL_BIG => skip(etf, pos + 3, u8_at(etf, pos + 1)? as usize)?,
-                LARGE_BIG => skip(etf, pos + 6, u32_at(etf, pos + 1)? as usize)?,
                 SMALL_TUPLE => {
                     open(u8_at(etf, pos + 1)? as u64, rewrite, None)?;
                     pos + 2
@@ -265,18 +283,7 @@ impl PidRewriter {
                     }
                     end
                 }
-                PORT => skip(etf, atom_at(etf, pos + 1)?.1, 5)?,
-                NEW_PORT => skip(etf, atom_at(etf, pos + 1)?.1, 8)?,
-                V4_PORT => skip(etf, atom_at(etf, pos + 1)?.1, 12)?,
-                REFERENCE => skip(etf, atom_at(etf, pos + 1)?.1, 5)?,
-                NEW_REFERENCE | NEWER_REFERENCE => {
-                    let words = u16_at(etf, pos + 1)?;
-                    let after_node = atom_at(etf, pos + 3)?.1;
-                    let creation = if tag == NEW_REFERENCE { 1 } else { 4 };
-                    skip(etf, after_node, creation + 4 * words)?
-                }
-                COMPRESSED => return Err(EtfError::Compressed),
-                tag => return Err(EtfError::Tag { tag, at }),
+                tag => scalar_end(etf, pos, tag)?,
             };
         }
         if pos != etf.len() {
@@ -340,17 +347,6 @@ pub fn largest_map(etf: &[u8]) -> Result<u32, EtfError> {
         left -= 1;
         let at = pos;
         pos = match u8_at(etf, pos)? {
-            SMALL_INTEGER => skip(etf, pos, 2)?,
-            INTEGER => skip(etf, pos, 5)?,
-            FLOAT => skip(etf, pos, 32)?,
-            NEW_FLOAT => skip(etf, pos, 9)?,
-            ATOM | ATOM_UTF8 | SMALL_ATOM | SMALL_ATOM_UTF8 => atom_at(etf, pos)?.1,
-            NIL => pos + 1,
-            STRING => skip(etf, pos + 3, u16_at(etf, pos + 1)?)?,
-            BINARY => skip(etf, pos + 5, u32_at(etf, pos + 1)? as usize)?,
-            BIT_BINARY => skip(etf, pos + 6, u32_at(etf, pos + 1)? as usize)?,
-            SMALL_BIG => skip(etf, pos + 3, u8_at(etf, pos + 1)? as usize)?,
-            LARGE_BIG => skip(etf, pos + 6, u32_at(etf, pos + 1)? as usize)?,
             SMALL_TUPLE => {
                 left += u64::from(u8_at(etf, pos + 1)?);
                 pos + 2
@@ -379,17 +375,7 @@ pub fn largest_map(etf: &[u8]) -> Result<u32, EtfError> {
             }
             PID => skip(etf, atom_at(etf, pos + 1)?.1, 9)?,
             NEW_PID => skip(etf, atom_at(etf, pos + 1)?.1, 12)?,
-            PORT => skip(etf, atom_at(etf, pos + 1)?.1, 5)?,
-            NEW_PORT => skip(etf, atom_at(etf, pos + 1)?.1, 8)?,
-            V4_PORT => skip(etf, atom_at(etf, pos + 1)?.1, 12)?,
-            REFERENCE => skip(etf, atom_at(etf, pos + 1)?.1, 5)?,
-            tag @ (NEW_REFERENCE | NEWER_REFERENCE) => {
-                let words = u16_at(etf, pos + 1)?;
-                let after_node = atom_at(etf, pos + 3)?.1;
-                skip(etf, after_node, if tag == NEW_REFERENCE { 1 } else { 4 } + 4 * words)?
-            }
-            COMPRESSED => return Err(EtfError::Compressed),
-            tag => return Err(EtfError::Tag { tag, at }),
+            tag => scalar_end(etf, pos, tag)?,
         };
     }
     if pos != etf.len() {
