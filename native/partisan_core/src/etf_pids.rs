@@ -161,6 +161,15 @@ fn atom_at(input: &[u8], pos: usize) -> Result<(&[u8], usize), EtfError> {
 }
 
 /// Offset after `n` bytes from `pos`, checked.
+/// An external term starts with the version byte.
+fn check_version(etf: &[u8]) -> Result<(), EtfError> {
+    match etf.first() {
+        Some(&VERSION) => Ok(()),
+        Some(&v) => Err(EtfError::Version(v)),
+        None => Err(EtfError::Truncated(0)),
+    }
+}
+
 /// Where the term at `pos` ends, for every tag that is neither a container nor a pid (the two
 /// walkers treat those differently); any other tag is an error.
 fn scalar_end(etf: &[u8], pos: usize, tag: u8) -> Result<usize, EtfError> {
@@ -209,11 +218,7 @@ impl PidRewriter {
     /// first) into a remote reference of `ref_node`. `Ok(None)`: there was none, nothing was
     /// copied.
     pub fn rewrite(&self, etf: &[u8], ref_node: &str) -> Result<Option<Vec<u8>>, EtfError> {
-        match etf.first() {
-            Some(&VERSION) => {}
-            Some(&v) => return Err(EtfError::Version(v)),
-            None => return Err(EtfError::Truncated(0)),
-        }
+        check_version(etf)?;
         let mut out = Out { input: etf, buf: None, copied: 0 };
         let mut stack = vec![Frame { remaining: 1, rewrite: true, fun: None }];
         let mut pos = 1;
@@ -337,15 +342,10 @@ impl PidRewriter {
 /// to read, so it needs no stack. A compressed term cannot be read without inflating it: an
 /// error, as is malformed input.
 pub fn largest_map(etf: &[u8]) -> Result<u32, EtfError> {
-    match etf.first() {
-        Some(&VERSION) => {}
-        Some(&v) => return Err(EtfError::Version(v)),
-        None => return Err(EtfError::Truncated(0)),
-    }
+    check_version(etf)?;
     let (mut pos, mut left, mut largest) = (1usize, 1u64, 0u32);
     while left > 0 {
         left -= 1;
-        let at = pos;
         pos = match u8_at(etf, pos)? {
             SMALL_TUPLE => {
                 left += u64::from(u8_at(etf, pos + 1)?);
