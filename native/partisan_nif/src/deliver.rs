@@ -34,7 +34,8 @@ use partisan_core::frame::Dest;
 use partisan_net::{DeliverError, Direction, Event, Sink};
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use partisan_net::lock::MutexExt;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
@@ -63,12 +64,12 @@ pub enum Decoded {
 }
 
 /// Readers waiting for the decoder, by token.
-static DECODING: Mutex<Option<HashMap<u64, mpsc::SyncSender<Decoded>>>> = Mutex::new(None);
+static DECODING: Mutex<BTreeMap<u64, mpsc::SyncSender<Decoded>>> = Mutex::new(BTreeMap::new());
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 
 /// The decoder's answer for `token` (`partisan_nif:decoded/2`); false when nobody waits any more.
 pub fn decoded(token: u64, outcome: Decoded) -> bool {
-    let waiter = DECODING.lock().unwrap_or_else(|e| e.into_inner()).as_mut().and_then(|m| m.remove(&token));
+    let waiter = DECODING.lock_unpoisoned().remove(&token);
     waiter.is_some_and(|tx| tx.try_send(outcome).is_ok())
 }
 
@@ -86,7 +87,7 @@ static INTERPOSER: Mutex<Option<LocalPid>> = Mutex::new(None);
 
 /// Routes received messages through `pid` (`Some`) or straight to their destinations (`None`).
 pub fn set_interposer(pid: Option<LocalPid>) {
-    let mut slot = INTERPOSER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut slot = INTERPOSER.lock_unpoisoned();
     INTERPOSING.store(pid.is_some(), Ordering::SeqCst);
     *slot = pid;
 }
@@ -96,7 +97,7 @@ fn interposer() -> Option<LocalPid> {
     if !INTERPOSING.load(Ordering::Relaxed) {
         return None;
     }
-    *INTERPOSER.lock().unwrap_or_else(|e| e.into_inner())
+    *INTERPOSER.lock_unpoisoned()
 }
 
 thread_local! {
@@ -210,7 +211,7 @@ impl Sink for BeamSink {
             Ok(Decoded::Undecodable) => Err(DeliverError::Undecodable),
             Ok(Decoded::NoProcess) => Err(DeliverError::NoProcess),
             Err(_) => {
-                DECODING.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map(|m| m.remove(&token));
+                DECODING.lock_unpoisoned().remove(&token);
                 tracing::warn!(from, "the decoder did not answer within 10 s; the next messages may overtake this one");
                 Ok(())
             }
@@ -250,7 +251,7 @@ fn to_decoder(env: Env, target: &Target, etf: &[u8], safe: bool) -> Result<(u64,
     let decoder = env.whereis_pid(atoms::partisan_decoder()).ok_or(DeliverError::NoProcess)?;
     let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::sync_channel(1);
-    DECODING.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashMap::new).insert(token, tx);
+    DECODING.lock_unpoisoned().insert(token, tx);
     let wrap = match target.interposed {
         None => atoms::none().encode(env),
         Some((from, pid)) => (from, pid).encode(env),
@@ -261,7 +262,7 @@ fn to_decoder(env: Env, target: &Target, etf: &[u8], safe: bool) -> Result<(u64,
     if sent == 1 {
         Ok((token, rx))
     } else {
-        DECODING.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map(|m| m.remove(&token));
+        DECODING.lock_unpoisoned().remove(&token);
         Err(DeliverError::NoProcess)
     }
 }
