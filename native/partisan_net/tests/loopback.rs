@@ -1,5 +1,7 @@
 //! Two or three real nodes over loopback TCP in one process, with a channel-backed sink.
 
+mod common;
+use common::stat;
 use bytes::Bytes;
 use partisan_core::channel::ChannelSpec;
 use partisan_core::frame::Dest;
@@ -44,15 +46,7 @@ fn node_with(name: &str, cookie: &[u8], tweak: impl FnOnce(&mut Config)) -> (Nod
 }
 
 fn wait(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn stat(n: &Node, key: &str) -> u64 {
-    n.stats().into_iter().find(|(k, _)| *k == key).unwrap().1
+    common::wait_within(what, Duration::from_secs(10), f)
 }
 
 #[test]

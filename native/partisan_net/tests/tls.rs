@@ -2,6 +2,8 @@
 //! size in order (the writer-only path), a certificate of another CA is refused and counted, and
 //! a reload picks up new files. Certificates are made here with rcgen (test-only keys).
 
+mod common;
+use common::stat;
 use bytes::Bytes;
 use partisan_core::channel::ChannelSpec;
 use partisan_core::frame::Dest;
@@ -85,15 +87,7 @@ fn node(name: &str, tls: &TlsSide) -> (Node, Receiver<Bytes>) {
 }
 
 fn wait(what: &str, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn stat(n: &Node, key: &str) -> u64 {
-    n.stats().into_iter().find(|(k, _)| *k == key).unwrap().1
+    common::wait_within(what, Duration::from_secs(15), f)
 }
 
 #[test]
