@@ -17,7 +17,9 @@ start_link() ->
 %% @private
 init([]) ->
     ok = partisan:monitor_nodes(true),
-    {ok, #{}}.
+    %% Peer discovery may have joined a node before this subscription: `nodeup' comes only for
+    %% later ones (as with `net_kernel:monitor_nodes/1'), so the nodes up now are greeted too.
+    {ok, lists:foldl(fun greet_once/2, #{}, partisan:nodes())}.
 
 %% @private
 handle_call({hello, FromNode}, _From, State) ->
@@ -31,15 +33,22 @@ handle_cast(_, State) ->
     {noreply, State}.
 
 %% @private
-handle_info({nodeup, Node}, State) ->
-    %% Not from this process: two greeters calling each other at once would wait on each other.
-    _ = spawn(fun() -> greet(Node, 10) end),
-    {noreply, State};
-handle_info({nodedown, Node}, State) ->
+handle_info({nodeup, Node}, Greeted) ->
+    {noreply, greet_once(Node, Greeted)};
+handle_info({nodedown, Node}, Greeted) ->
     ?LOG_INFO("~p is down", [Node]),
-    {noreply, State};
+    {noreply, maps:remove(Node, Greeted)};
 handle_info(_, State) ->
     {noreply, State}.
+
+%% Greets `Node' unless it was greeted since it last came up (a node up at subscription time
+%% may also send `nodeup'). Not from this process: two greeters calling each other at once
+%% would wait on each other.
+greet_once(Node, Greeted) when is_map_key(Node, Greeted) ->
+    Greeted;
+greet_once(Node, Greeted) ->
+    _ = spawn(fun() -> greet(Node, 10) end),
+    Greeted#{Node => true}.
 
 %% `{nodeup, Node}' comes with this node's first connection to `Node': the call goes once every
 %% channel is up. Its answer travels on `Node''s own connections to this one, which may still be

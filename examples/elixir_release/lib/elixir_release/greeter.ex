@@ -12,25 +12,35 @@ defmodule ElixirRelease.Greeter do
   @impl true
   def init([]) do
     :ok = :partisan.monitor_nodes(true)
-    {:ok, %{}}
+    # Peer discovery may have joined a node before this subscription: `:nodeup` comes only for
+    # later ones (as with `:net_kernel.monitor_nodes/1`), so the nodes up now are greeted too.
+    {:ok, Enum.reduce(:partisan.nodes(), MapSet.new(), &greet_once/2)}
   end
 
   @impl true
-  def handle_info({:nodeup, node}, state) do
-    # Not from this process: two greeters calling each other at once would wait on each other.
-    Task.start(fn -> greet(node, 10) end)
-    {:noreply, state}
-  end
+  def handle_info({:nodeup, node}, greeted), do: {:noreply, greet_once(node, greeted)}
 
-  def handle_info({:nodedown, node}, state) do
+  def handle_info({:nodedown, node}, greeted) do
     Logger.info("#{node} is down")
-    {:noreply, state}
+    {:noreply, MapSet.delete(greeted, node)}
   end
 
   @impl true
   def handle_call({:hello, from_node}, _from, state) do
     IO.puts("elixir_release: #{from_node} greeted #{:partisan.node()}")
     {:reply, {:welcome, :partisan.node()}, state}
+  end
+
+  # Greets `node` unless it was greeted since it last came up (a node up at subscription time may
+  # also send `:nodeup`). Not from this process: two greeters calling each other at once would
+  # wait on each other.
+  defp greet_once(node, greeted) do
+    if MapSet.member?(greeted, node) do
+      greeted
+    else
+      Task.start(fn -> greet(node, 10) end)
+      MapSet.put(greeted, node)
+    end
   end
 
   # `{:nodeup, node}` comes with this node's first connection to `node`: the call goes once every
