@@ -4,7 +4,10 @@
 %% fail; the per-destination budget refuses with `queue_full'; a dead destination process is
 %% acknowledged and counted; a destination removed from membership has its messages counted as
 %% dropped. And `connection_ping': a SIGSTOPped peer is declared down within
-%% `idle_timeout + timeout * max_attempts', and up again after SIGCONT.
+%% `idle_timeout + timeout * max_attempts', and up again after SIGCONT. On HyParView, where a
+%% destination may not be a neighbour and views keep changing, acked messages travel through the
+%% overlay acknowledged end to end: the same stream survives every connection of every node
+%% being destroyed several times.
 -module(partisan_ack_SUITE).
 
 -include_lib("stdlib/include/assert.hrl").
@@ -12,9 +15,11 @@
 -export([all/0, init_per_testcase/2, end_per_testcase/2]).
 -export([acked_stream_survives_killed_connections/1, acked_messages_wait_for_a_partition/1,
          budget_refuses_with_queue_full/1, dead_process_is_acked_and_counted/1,
-         removed_destination_drops_and_counts/1, stopped_peer_is_detected_by_ping/1]).
+         removed_destination_drops_and_counts/1, stopped_peer_is_detected_by_ping/1,
+         acked_stream_over_hyparview_survives_killed_connections/1,
+         calls_over_hyparview_survive_killed_connections/1]).
 %% Run on peers.
--export([receiver/1, send_stream/4]).
+-export([receiver/1, send_stream/4, call_loop/3]).
 
 -define(PING, #{enabled => true, idle_timeout => 300, timeout => 200, max_attempts => 2}).
 -define(ENV, #{channels => #{data => #{parallelism => 2}},
@@ -25,12 +30,27 @@
 -define(SENDERS, 4).
 -define(PER_SENDER, 2500).
 -define(KILLS, 5).
+%% Five HyParView nodes with room for three neighbours each: some pairs are not neighbours.
+-define(HV_NAMES, [ackhv1, ackhv2, ackhv3, ackhv4, ackhv5]).
+-define(HV_ENV, maps:merge(?ENV, #{peer_service_manager => partisan_hyparview_peer_service_manager,
+                                  hyparview => #{active_max_size => 3, active_min_size => 2,
+                                                 shuffle_interval => 1000,
+                                                 random_promotion_interval => 500}})).
 
 all() ->
     [acked_stream_survives_killed_connections, acked_messages_wait_for_a_partition,
      budget_refuses_with_queue_full, dead_process_is_acked_and_counted,
-     removed_destination_drops_and_counts, stopped_peer_is_detected_by_ping].
+     removed_destination_drops_and_counts, stopped_peer_is_detected_by_ping,
+     acked_stream_over_hyparview_survives_killed_connections,
+     calls_over_hyparview_survive_killed_connections].
 
+init_per_testcase(Case, Config) when Case =:= acked_stream_over_hyparview_survives_killed_connections;
+                                     Case =:= calls_over_hyparview_survive_killed_connections ->
+    Peers = [begin {ok, P} = partisan_ct:start_node(N, ?HV_ENV), P end || N <- ?HV_NAMES],
+    [{_, Seed} | Rest] = Peers,
+    SeedSpec = rpc(Seed, partisan, node_spec, []),
+    [ok = rpc(N, partisan_peer_service, join, [SeedSpec]) || {_, N} <- Rest],
+    [{peers, Peers} | Config];
 init_per_testcase(_, Config) ->
     {ok, Peers} = partisan_ct:start_cluster([ack_a, ack_b], ?ENV),
     [{peers, Peers} | Config].
@@ -141,7 +161,92 @@ stopped_peer_is_detected_by_ping(Config) ->
         os:cmd("kill -CONT " ++ OsPid)
     end.
 
+acked_stream_over_hyparview_survives_killed_connections(Config) ->
+    Nodes = [A | _] = partisan_ct:nodes(proplists:get_value(peers, Config)),
+    wait(fun() -> partisan_otp_ct:connected(Nodes) end),
+    %% The receiver is on a node that is not A's neighbour when there is one.
+    Target = case (Nodes -- [A]) -- rpc(A, partisan, nodes, []) of
+                 [T | _] -> T;
+                 [] -> lists:last(Nodes)
+             end,
+    ct:pal("A's neighbours: ~p; receiver on ~p", [rpc(A, partisan, nodes, []), Target]),
+    Ports = [listen_port(N) || N <- Nodes],
+    Receiver = rpc(Target, ?MODULE, receiver, [self()]),
+    PerSender = 1000,
+    Total = ?SENDERS * PerSender,
+    Senders = [rpc(A, erlang, spawn, [?MODULE, send_stream, [self(), Receiver, I, PerSender]])
+               || I <- lists:seq(1, ?SENDERS)],
+    %% Destroy every connection of every node at evenly spaced points of the stream, waiting
+    %% each time until the overlay connects every node again (its views keep changing: that is
+    %% the point).
+    Killed = [begin
+                  wait(fun() -> received(Receiver) >= K * Total div (?KILLS + 1) end, 60000),
+                  N = kill_connections(Ports),
+                  wait(fun() -> partisan_otp_ct:connected(Nodes) end),
+                  N
+              end || K <- lists:seq(1, ?KILLS)],
+    ct:pal("sockets destroyed per round: ~w", [Killed]),
+    ?assert(lists:all(fun(N) -> N > 0 end, Killed)),
+    [?assertEqual({sent, S, PerSender}, receive {sent, S, _} = M -> M after 60000 -> timeout end)
+     || S <- Senders],
+    wait(fun() -> received(Receiver) >= Total end, 60000),
+    {Count, Errors} = report(Receiver),
+    ct:pal("A: ~p~nreceiver's node: ~p",
+           [stats(A, [messages_sent, relayed, acked_relays_retransmitted, dropped_unacknowledged]),
+            stats(Target, [acked_relays_duplicates, messages_received, relayed])]),
+    ?assertEqual([], Errors),
+    ?assertEqual(Total, Count),
+    ?assertEqual(0, stat(A, dropped_unacknowledged)).
+
+%% The OTP layer travels through the overlay with `ack' on HyParView: calls to a server on a node
+%% that is not a neighbour all succeed while every connection of every node is destroyed three
+%% times (before, a request or reply lost in a closing queue left the caller waiting).
+calls_over_hyparview_survive_killed_connections(Config) ->
+    Nodes = [A | _] = partisan_ct:nodes(proplists:get_value(peers, Config)),
+    wait(fun() -> partisan_otp_ct:connected(Nodes) end),
+    Target = case (Nodes -- [A]) -- rpc(A, partisan, nodes, []) of
+                 [T | _] -> T;
+                 [] -> lists:last(Nodes)
+             end,
+    {ok, _} = rpc(Target, partisan_otp_test_server, start, [ack_store]),
+    Ports = [listen_port(N) || N <- Nodes],
+    Calls = 300,
+    Caller = rpc(A, erlang, spawn, [?MODULE, call_loop, [self(), {ack_store, Target}, Calls]]),
+    Kills = 3,
+    Killed = [begin
+                  ok = wait_calls(Caller, K * Calls div (Kills + 1)),
+                  N = kill_connections(Ports),
+                  wait(fun() -> partisan_otp_ct:connected(Nodes) end),
+                  N
+              end || K <- lists:seq(1, Kills)],
+    ct:pal("sockets destroyed per round: ~w", [Killed]),
+    ok = wait_calls(Caller, Calls),
+    Failed = receive {calls_failed, Caller, F} -> F after ?TIMEOUT -> timeout end,
+    ct:pal("A: ~p", [stats(A, [acked_relays_retransmitted, dropped_unacknowledged])]),
+    ?assertEqual([], Failed).
+
 %% -- on peers -----------------------------------------------------------------
+
+%% @doc Makes `N' put-then-get calls to `Server' (10 s timeout each), telling `Owner'
+%% `{calls_done, self(), I}' after each pair and `{calls_failed, self(), Failures}' at the end.
+-spec call_loop(pid(), term(), pos_integer()) -> ok.
+call_loop(Owner, Server, N) ->
+    Failed = lists:foldl(fun(I, Acc) ->
+                                 Outcome = try
+                                               ok = partisan_gen_server:call(Server, {put, I, I}, 10000),
+                                               I = partisan_gen_server:call(Server, {get, I}, 10000)
+                                           catch
+                                               Class:Reason -> {I, Class, Reason}
+                                           end,
+                                 Owner ! {calls_done, self(), I},
+                                 case Outcome of
+                                     I -> Acc;
+                                     Failure -> [Failure | Acc]
+                                 end
+                         end, [], lists:seq(1, N)),
+    Owner ! {calls_failed, self(), lists:reverse(Failed)},
+    ok.
+
 
 %% @doc A process that takes `{Sender, Seq}' messages, checks each sender's are 1, 2, 3, ...
 %% (a gap, a duplicate or a reordering is an error) and answers `count' and `report' queries.
@@ -179,6 +284,14 @@ send_stream(Owner, Receiver, I, N) ->
     ok.
 
 %% -- helpers ------------------------------------------------------------------
+
+%% Until `Caller' has made `Count' call pairs (60 s at most).
+wait_calls(Caller, Count) ->
+    receive
+        {calls_done, Caller, Done} when Done >= Count -> ok;
+        {calls_done, Caller, _} -> wait_calls(Caller, Count)
+    after 60000 -> {error, {calls_stalled_before, Count}}
+    end.
 
 received(Receiver) ->
     Receiver ! {count, self()},

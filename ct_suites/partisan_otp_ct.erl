@@ -2,7 +2,7 @@
 %% functions that run on peers (callers whose outcome is reported back to the test process).
 -module(partisan_otp_ct).
 
--export([groups/1, start_group/2, stop_group/1, nodes/1, pair/1, with_pair/1, ab/1, rpc/4,
+-export([groups/1, start_group/2, stop_group/1, nodes/1, pair/1, with_pair/1, ab/1, rpc/4, connected/1,
          wait/1, wait/2, recv/1, recv/2, start_victim/2, quiet/1, no_leaks/1, partition/2, heal/2]).
 %% Run on peers.
 -export([call/4, async/3, call_then_mailbox/4, await_call_inside/2, report/2, agent/1, in/2,
@@ -58,9 +58,9 @@ pair(Config) ->
 
 %% The test's pair (see pair/1) added to the config as `a' and `b'.
 with_pair(Config) ->
-    %% On HyParView, calls between the pair are relayed, best effort: start each case on an
+    %% On HyParView, calls between the pair go through the overlay: start each case on an
     %% overlay where every node reaches every other (a view that the previous case's victim
-    %% left incomplete may still be repairing).
+    %% left incomplete may still be repairing), or a call could wait out its timeout.
     proplists:get_value(overlay, Config) =:= hyparview andalso
         (ok = wait(fun() -> connected(nodes(Config)) end)),
     {A, B} = pair(Config),
@@ -81,6 +81,7 @@ start_victim(Name, Config) ->
     Peer.
 
 %% Every node reaches every other through the active views.
+%% Whether the overlay's neighbour relation (`partisan:nodes/0') connects `Nodes'.
 connected(Nodes) ->
     Views = maps:from_list([{N, rpc(N, partisan, nodes, [])} || N <- Nodes]),
     lists:all(fun(N) -> reach([N], Views, []) =:= lists:sort(Nodes) end, Nodes).

@@ -175,7 +175,8 @@ forward_message(ServerRef, Msg, Opts) ->
 %% their order), `transitive' (`true': when `Node' is not a neighbour, relay the message through
 %% the overlay), `ack' (`true': delivered exactly once while both nodes live, across lost
 %% connections; it waits for a node not connected yet, up to `max_unacked_bytes' per node, then
-%% `{error, queue_full}'; see the README), `causal_label' (a label of `causal_labels': delivered
+%% `{error, queue_full}'; on overlays other than the full mesh it travels through the overlay
+%% on the default channel, acknowledged end to end; see the README), `causal_label' (a label of `causal_labels': delivered
 %% in causal order with the label's other messages, see `partisan_causality_backend').
 %% Interposition funs and `egress_delay' apply here (see `partisan_interposition'). Without
 %% `ack', `ok' means the message is queued on a live connection, not that it arrived (see the
@@ -625,10 +626,11 @@ send_remote_checked(Node, ServerRef, Msg, Opts) ->
     %% `retransmission' (v5) asks for what `ack' gives: acked messages are retransmitted.
     Acked = is_set(ack, Opts) orelse is_set(retransmission, Opts),
     case destination(ServerRef) of
-        {ok, Dest} when Acked, erlang:is_binary(Msg), byte_size(Msg) >= ?DIRTY_BYTES ->
-            partisan_nif:send_acked_dirty(Node, Channel, Key, Dest, Msg);
         {ok, Dest} when Acked ->
-            partisan_nif:send_acked(Node, Channel, Key, Dest, Msg);
+            case partisan_otp:is_full_mesh() of
+                true -> send_acked(Node, Channel, Key, Dest, Msg);
+                false -> partisan_nif:send_acked_transitive(Node, Dest, Msg)
+            end;
         {ok, Dest} when map_get(transitive, Opts) =:= true ->
             case partisan_nif:is_connected(Node, Channel) of
                 true -> partisan_nif:send(Node, Channel, Key, Dest, Msg);
@@ -641,6 +643,12 @@ send_remote_checked(Node, ServerRef, Msg, Opts) ->
         error ->
             {error, bad_destination}
     end.
+
+%% `ack' where every member is linked: per link, on the channel asked for.
+send_acked(Node, Channel, Key, Dest, Msg) when erlang:is_binary(Msg), byte_size(Msg) >= ?DIRTY_BYTES ->
+    partisan_nif:send_acked_dirty(Node, Channel, Key, Dest, Msg);
+send_acked(Node, Channel, Key, Dest, Msg) ->
+    partisan_nif:send_acked(Node, Channel, Key, Dest, Msg).
 
 %% Relays through the overlay. Where membership is global (every manager but HyParView, whose
 %% views are partial), a node that is not a member is refused instead of relayed into the void.

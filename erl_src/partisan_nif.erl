@@ -8,13 +8,15 @@
 -export([load/0]).
 -export([check_config/1, config_keys/0, config/0, reload_tls/1]).
 -export([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
-         is_fully_connected/1, send/5, send_dirty/5, send_acked/5, send_acked_dirty/5, send_transitive/3, stats/0, views/0,
+         is_fully_connected/1, send/5, send_dirty/5, send_acked/5, send_acked_dirty/5, send_transitive/3,
+         send_acked_transitive/3, stats/0, views/0,
          partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
          broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
          fail_replies/2, reply_nodes/0, rewrite_pids/5, set_interposer/1, decoded/2]).
 
 -nifs([check_config/1, config_keys/0, config/0, reload_tls/1, start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
-       is_fully_connected/1, send/5, send_dirty/5, send_acked/5, send_acked_dirty/5, send_transitive/3, stats/0, views/0,
+       is_fully_connected/1, send/5, send_dirty/5, send_acked/5, send_acked_dirty/5, send_transitive/3,
+       send_acked_transitive/3, stats/0, views/0,
        partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
        broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
        fail_replies/2, reply_nodes/0, rewrite_pids/5, set_interposer/1, decoded/2]).
@@ -131,6 +133,15 @@ send_acked_dirty(_Node, _Channel, _Key, _Dest, _Msg) -> ?NIF.
 %% is not one (on the default channel).
 -spec send_transitive(node(), term(), term()) -> ok | {error, not_connected | queue_full | bad_destination | not_started}.
 send_transitive(_Node, _Dest, _Msg) -> ?NIF.
+%% @doc `send_transitive/3' with `ack': delivered exactly once and in order while both nodes live,
+%% sent again until `Node' acknowledges it (end to end, whether or not `Node' is a neighbour).
+%% No neighbour now is not an error: the message waits, up to `max_unacked_bytes' per node (then
+%% `{error, queue_full}'). Given up, counted (`dropped_unacknowledged') and logged only when `Node'
+%% acknowledges nothing for a minute.
+-spec send_acked_transitive(node(), term(), term()) ->
+    ok | {error, queue_full | bad_destination | not_started
+                 | {message_too_large, non_neg_integer(), non_neg_integer()}}.
+send_acked_transitive(_Node, _Dest, _Msg) -> ?NIF.
 %% @doc The overlay's named views (HyParView: `active', `passive', `unreachable').
 -spec views() -> #{atom() => [node()]}.
 views() -> ?NIF.

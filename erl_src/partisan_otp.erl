@@ -1,11 +1,13 @@
 %% @doc Plumbing shared by the OTP layer (monitors, behaviours, rpc): where a server reference
 %% lives, and how a message of the OTP layer reaches a process on another node.
 %%
-%% Messages of the OTP layer go straight to the node when it is linked on the channel. On an
-%% overlay where nodes are not all linked (HyParView, client-server, static, an Erlang membership
-%% strategy) they are relayed through the overlay when it is not (see `transitive' in
-%% `partisan:forward_message/4'), so a call or a monitor works between any two members. On the
-%% full mesh every member is linked: a node that is not is down, and the send fails at once.
+%% On the full mesh, messages of the OTP layer go straight to the node on the channel asked for:
+%% every member is linked, and a link that drops means the node is down (monitors fire). On the
+%% other overlays (HyParView, client-server, static, an Erlang membership strategy) a node may be
+%% reachable only through others, and a neighbour's links close whenever the overlay changes its
+%% views, so they go through the overlay with `ack' (`partisan_nif:send_acked_transitive/3'):
+%% delivered once and in order, sent again until the node acknowledges them. A call, a monitor
+%% request or a `'DOWN'' is never lost to a view change.
 -module(partisan_otp).
 
 -export([send/4, send_to/3, resolve/1, dest/1, local/1, node_of/1, is_full_mesh/0,
@@ -22,20 +24,14 @@
 -type send_opts() :: #{channel => atom(), key => pid() | non_neg_integer() | undefined}.
 -export_type([server_ref/0, send_opts/0]).
 
-%% @doc Sends `Msg' to `Dest' on `Node' for the OTP layer: directly when `Node' is linked on the
-%% channel, relayed through the overlay otherwise (partial overlays only). `key' picks the
-%% connection (a pid: the one that pid's own messages take).
+%% @doc Sends `Msg' to `Dest' on `Node' for the OTP layer: on the full mesh directly on the
+%% channel (`key' picks the connection: a pid, the one that pid's own messages take); elsewhere
+%% through the overlay with `ack', on the default channel.
 -spec send(node(), partisan_nif:dest(), term(), send_opts()) -> ok | {error, term()}.
 send(Node, Dest, Msg, Opts) ->
-    Channel = maps:get(channel, Opts, undefined),
-    case partisan_nif:send(Node, Channel, maps:get(key, Opts, undefined), Dest, Msg) of
-        {error, not_connected} ->
-            case is_full_mesh() orelse Node =:= partisan:node() of
-                true -> {error, not_connected};
-                false -> partisan_nif:send_transitive(Node, Dest, Msg)
-            end;
-        Result ->
-            Result
+    case is_full_mesh() orelse Node =:= partisan:node() of
+        true -> partisan_nif:send(Node, maps:get(channel, Opts, undefined), maps:get(key, Opts, undefined), Dest, Msg);
+        false -> partisan_nif:send_acked_transitive(Node, Dest, Msg)
     end.
 
 %% @doc Sends `Msg' to a server reference wherever it lives, as `gen_server:cast/2' does: no

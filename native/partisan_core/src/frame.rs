@@ -49,6 +49,8 @@ const T_SEQUENCED: u8 = 22;
 const T_ACK: u8 = 23;
 /// A message frame whose payload is zstd-compressed (see [`crate::compress`]).
 pub(crate) const T_MESSAGE_ZSTD: u8 = 24;
+const T_RELAY_SEQUENCED: u8 = 25;
+const T_RELAY_ACK: u8 = 26;
 
 const D_PID: u8 = 0;
 const D_NAME: u8 = 1;
@@ -88,9 +90,9 @@ pub enum Frame {
     Refused { reason: String },
     /// A user message for a process on the receiving node; the payload is ETF.
     Message { dest: Dest, payload: Bytes },
-    /// A message for `target`, which may not be a neighbour: relayed through the overlay (see
-    /// [`crate::relay`]). `id` is unique per `origin`.
-    Relay { origin: String, id: u64, hops: u8, target: String, dest: Dest, payload: Bytes },
+    /// Something for `target`, which may not be a neighbour: relayed through the overlay (see
+    /// [`crate::relay`]). `id` is unique per `origin` (and per transmission).
+    Relay { origin: String, id: u64, hops: u8, target: String, body: RelayBody },
     /// A Plumtree message in its own encoding (see [`crate::plumtree`]).
     Broadcast { body: Bytes },
     /// An overlay protocol message in the overlay's own encoding (see [`crate::overlay`]).
@@ -105,6 +107,19 @@ pub enum Frame {
     /// Dialer → acceptor on an idle link (`connection_ping`); answered with [`Frame::Pong`].
     Ping { seq: u64 },
     Pong { seq: u64 },
+}
+
+/// What a [`Frame::Relay`] carries to its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayBody {
+    /// A message, best effort (`transitive => true`).
+    Message { dest: Dest, payload: Bytes },
+    /// A message sent with `ack` across the overlay: number `seq` of the origin's stream to the
+    /// target (see [`crate::relay_ack`]); the fields mean what they mean in [`Frame::Sequenced`].
+    Sequenced { incarnation: u64, seq: u64, base: u64, dest: Dest, payload: Bytes },
+    /// Every message of the target's stream to the origin (incarnation `incarnation`) up to
+    /// `seq` is delivered.
+    Ack { incarnation: u64, seq: u64 },
 }
 
 /// Bytes of the header a [`Frame::Sequenced`] adds to a message frame.
@@ -134,19 +149,31 @@ impl Frame {
             out.put_slice(payload);
             return;
         }
-        if let Frame::Relay { origin, id, hops, target, dest, payload } = self {
-            // A relay frame is a message frame behind a routing header.
-            let mut inner = BytesMut::new();
-            encode_message_header(dest, payload.len(), &mut inner);
+        if let Frame::Relay { origin, id, hops, target, body } = self {
             let start = out.len();
-            out.put_u32(0);
-            out.put_u8(T_RELAY);
+            out.put_u32(0); // patched below
+            out.put_u8(match body {
+                RelayBody::Message { .. } => T_RELAY,
+                RelayBody::Sequenced { .. } => T_RELAY_SEQUENCED,
+                RelayBody::Ack { .. } => T_RELAY_ACK,
+            });
             out.put_str16(origin);
             out.put_u64(*id);
             out.put_u8(*hops);
             out.put_str16(target);
-            out.put_slice(&inner[LENGTH_PREFIX + 1..]);
-            out.put_slice(payload);
+            match body {
+                RelayBody::Message { dest, payload } => encode_message_body(dest, payload, out),
+                RelayBody::Sequenced { incarnation, seq, base, dest, payload } => {
+                    out.put_u64(*incarnation);
+                    out.put_u64(*seq);
+                    out.put_u64(*base);
+                    encode_message_body(dest, payload, out);
+                }
+                RelayBody::Ack { incarnation, seq } => {
+                    out.put_u64(*incarnation);
+                    out.put_u64(*seq);
+                }
+            }
             let len = (out.len() - start - LENGTH_PREFIX) as u32;
             out[start..start + LENGTH_PREFIX].copy_from_slice(&len.to_be_bytes());
             return;
@@ -243,17 +270,8 @@ impl Frame {
         if ty == T_BROADCAST {
             return Ok(Frame::Broadcast { body });
         }
-        if ty == T_RELAY {
-            let mut r = Reader::new(&body);
-            let origin = r.str("relay origin")?;
-            let id = r.u64("relay id")?;
-            let hops = r.u8("relay hops")?;
-            let target = r.str("relay target")?;
-            let consumed = body.len() - r.remaining();
-            return match parse_message(body.slice(consumed..))? {
-                Frame::Message { dest, payload } => Ok(Frame::Relay { origin, id, hops, target, dest, payload }),
-                _ => unreachable!("parse_message returns messages"),
-            };
+        if matches!(ty, T_RELAY | T_RELAY_SEQUENCED | T_RELAY_ACK) {
+            return parse_relay(ty, body);
         }
         if ty == T_SEQUENCED {
             let mut r = Reader::new(&body);
@@ -306,6 +324,11 @@ pub fn relay_frame_len(origin: &str, target: &str, dest: &Dest, payload_len: usi
     message_frame_len(dest, payload_len) + 2 + origin.len() + 8 + 1 + 2 + target.len()
 }
 
+/// The length of a relay frame carrying such a message with `ack` ([`RelayBody::Sequenced`]).
+pub fn relay_sequenced_frame_len(origin: &str, target: &str, dest: &Dest, payload_len: usize) -> usize {
+    relay_frame_len(origin, target, dest, payload_len) + SEQUENCED_HEADER
+}
+
 /// Writes the length prefix, type and destination of a message frame whose payload of
 /// `payload_len` bytes follows. Lets a writer send a large payload without copying it.
 pub fn encode_message_header(dest: &Dest, payload_len: usize, out: &mut BytesMut) {
@@ -355,6 +378,42 @@ fn encode_dest(dest: &Dest, out: &mut BytesMut) {
             out.put_u64(*id);
         }
     }
+}
+
+/// A message's destination and payload, as in a message frame after its type byte.
+fn encode_message_body(dest: &Dest, payload: &Bytes, out: &mut BytesMut) {
+    encode_dest(dest, out);
+    out.put_slice(payload);
+}
+
+/// A relay frame's body (after the type byte): the routing header, then what `ty` says.
+fn parse_relay(ty: u8, body: Bytes) -> Result<Frame, FrameError> {
+    let mut r = Reader::new(&body);
+    let origin = r.str("relay origin")?;
+    let id = r.u64("relay id")?;
+    let hops = r.u8("relay hops")?;
+    let target = r.str("relay target")?;
+    let message = |r: &Reader| match parse_message(body.slice(body.len() - r.remaining()..))? {
+        Frame::Message { dest, payload } => Ok::<_, FrameError>((dest, payload)),
+        _ => unreachable!("parse_message returns messages"),
+    };
+    let body = match ty {
+        T_RELAY => {
+            let (dest, payload) = message(&r)?;
+            RelayBody::Message { dest, payload }
+        }
+        T_RELAY_SEQUENCED => {
+            let (incarnation, seq, base) = (r.u64("incarnation")?, r.u64("sequence number")?, r.u64("base")?);
+            let (dest, payload) = message(&r)?;
+            RelayBody::Sequenced { incarnation, seq, base, dest, payload }
+        }
+        _ => {
+            let ack = RelayBody::Ack { incarnation: r.u64("incarnation")?, seq: r.u64("ack")? };
+            r.finish("relayed ack")?;
+            ack
+        }
+    };
+    Ok(Frame::Relay { origin, id, hops, target, body })
 }
 
 fn parse_message(body: Bytes) -> Result<Frame, FrameError> {
@@ -439,21 +498,27 @@ mod tests {
         roundtrip(Frame::Message { dest: Dest::PidId { id: 123, serial: 4 }, payload: Bytes::from_static(b"x") });
         roundtrip(Frame::Message { dest: Dest::Reply { id: u64::MAX - 7 }, payload: Bytes::from_static(b"r") });
         roundtrip(Frame::Control { body: Bytes::from_static(b"\x01\x02") });
-        roundtrip(Frame::Relay {
-            origin: "a@h".into(),
-            id: 9,
-            hops: 3,
-            target: "z@h".into(),
-            dest: Dest::Name("srv".into()),
-            payload: Bytes::from_static(b"\x83a\x01"),
-        });
+        let relay = |body| Frame::Relay { origin: "a@h".into(), id: 9, hops: 3, target: "z@h".into(), body };
+        roundtrip(relay(RelayBody::Message { dest: Dest::Name("srv".into()), payload: Bytes::from_static(b"\x83a\x01") }));
+        roundtrip(relay(RelayBody::Sequenced {
+            incarnation: 5,
+            seq: 7,
+            base: 2,
+            dest: Dest::PidId { id: 1, serial: 0 },
+            payload: Bytes::from_static(b"\x83j"),
+        }));
+        roundtrip(relay(RelayBody::Ack { incarnation: 5, seq: 1 << 33 }));
         roundtrip(Frame::Broadcast { body: Bytes::from_static(b"\x20\x01") });
         roundtrip(Frame::Ping { seq: 42 });
         let (dest, payload) = (Dest::Name("srv".into()), Bytes::from_static(b"\x83a\x01"));
         let msg = Frame::Message { dest: dest.clone(), payload: payload.clone() }.to_bytes();
         assert_eq!(msg.len(), LENGTH_PREFIX + message_frame_len(&dest, payload.len()));
-        let relay = Frame::Relay { origin: "a@h".into(), id: 1, hops: 2, target: "zz@h".into(), dest: dest.clone(), payload };
+        let body = RelayBody::Message { dest: dest.clone(), payload: payload.clone() };
+        let relay = Frame::Relay { origin: "a@h".into(), id: 1, hops: 2, target: "zz@h".into(), body };
         assert_eq!(relay.to_bytes().len(), LENGTH_PREFIX + relay_frame_len("a@h", "zz@h", &dest, 3));
+        let body = RelayBody::Sequenced { incarnation: 1, seq: 2, base: 1, dest: dest.clone(), payload };
+        let relay = Frame::Relay { origin: "a@h".into(), id: 1, hops: 2, target: "zz@h".into(), body };
+        assert_eq!(relay.to_bytes().len(), LENGTH_PREFIX + relay_sequenced_frame_len("a@h", "zz@h", &dest, 3));
         roundtrip(Frame::Pong { seq: 43 });
         roundtrip(Frame::Ack { incarnation: 7, seq: 1 << 40 });
         let seq = Frame::Sequenced { incarnation: 9, seq: 12, base: 3, dest: Dest::PidId { id: 1, serial: 2 }, payload: Bytes::from_static(b"\x83j") };

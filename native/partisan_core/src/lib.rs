@@ -12,6 +12,7 @@
 //! - [`hyparview`]: the HyParView partial-view overlay (active/passive views, shuffles, repair).
 //! - [`plumtree`]: Plumtree epidemic broadcast trees over any overlay's neighbours.
 //! - [`relay`]: transitive forwarding of messages through the overlay.
+//! - [`relay_ack`]: `ack` across the overlay (end-to-end numbering, reordering, retransmission).
 //! - [`frame`]: length-prefixed frames with a maximum size, and zero-copy message payloads.
 //! - [`handshake`]: mutual challenge-response over the cluster cookie.
 //! - [`channel`]: named channels, parallel connections, affinity, monotonic coalescing.
@@ -34,6 +35,7 @@ pub mod overlay;
 pub mod ping;
 pub mod plumtree;
 pub mod relay;
+pub mod relay_ack;
 #[cfg(test)]
 mod testnet;
 pub mod wire;

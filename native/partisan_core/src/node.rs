@@ -56,12 +56,13 @@
 //! ```
 
 use crate::channel::ChannelTable;
-use crate::frame::{Dest, Frame};
+use crate::frame::{Dest, Frame, RelayBody};
 use crate::full_mesh::{FullMesh, LinkPolicy};
 use crate::hyparview::{self, HyParView, HyParViewConfig};
 use crate::overlay::{Action as OverlayAction, ControlError, LinkId, NodeSpec, Overlay};
 use crate::plumtree::{self, Plumtree, PlumtreeConfig};
 use crate::relay::{RelayDecision, RelayState, Relayed, DEFAULT_HOPS};
+use crate::relay_ack::{self, RelayAckConfig, RelayAcks};
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -136,6 +137,8 @@ pub struct Config {
     pub timing: LinkTiming,
     /// Plumtree over the overlay's neighbours (`broadcast => true`).
     pub broadcast: Option<PlumtreeConfig>,
+    /// Messages sent with `ack` through the overlay ([`Node::send_acked_transitive`]).
+    pub relay_ack: RelayAckConfig,
 }
 
 /// Why a [`Config`] cannot run.
@@ -203,6 +206,10 @@ pub enum Event {
     BroadcastExchange { node: String },
     /// A message relayed through the overlay for a process of this node.
     Deliver { origin: String, dest: Dest, payload: Bytes },
+    /// Messages sent to `node` with [`Node::send_acked_transitive`] left its outbox: `acked`
+    /// acknowledged, `given_up` dropped (`node` acknowledged nothing for `give_up_after`);
+    /// `bytes` of budget ([`relay_ack::budget`]) freed.
+    AckedSettled { node: String, acked: usize, given_up: usize, bytes: usize },
 }
 
 /// Why a received frame was not taken (the shell counts and logs it; never fatal).
@@ -234,6 +241,12 @@ pub struct NoRoute;
 pub struct Stats {
     /// Relayed messages forwarded to neighbours (this node's own and others').
     pub relayed: u64,
+    /// Messages sent with [`Node::send_acked_transitive`] transmitted again.
+    pub acked_relays_retransmitted: u64,
+    /// Messages sent with [`Node::send_acked_transitive`] to this node that arrived again.
+    pub acked_relays_duplicates: u64,
+    /// Messages sent with [`Node::send_acked_transitive`] and not acknowledged yet (now).
+    pub acked_relays_unacked: u64,
 }
 
 /// Who asked for a link, which decides when it is redialed and when it closes.
@@ -271,6 +284,7 @@ pub struct Node<O> {
     plumtree: Option<Plumtree>,
     relay: RelayState,
     next_relay_id: u64,
+    relay_acks: RelayAcks,
     timing: LinkTiming,
     links: BTreeMap<LinkId, Link>,
     /// Where each node with a link is reached (the overlay's latest `Keep` or `Dial`).
@@ -292,13 +306,16 @@ impl Node<Box<dyn Overlay>> {
             }
             OverlayConfig::HyParView(hv) => Box::new(HyParView::new(me, &channels, hv, incarnation)?),
         };
-        Ok(Node::new(&name, channels, overlay, cfg.timing, cfg.broadcast, incarnation)?)
+        let mut node = Node::new(&name, channels, overlay, cfg.timing, cfg.broadcast, incarnation)?;
+        node.relay_acks = RelayAcks::new(cfg.relay_ack, incarnation);
+        Ok(node)
     }
 }
 
 impl<O: Overlay> Node<O> {
     /// A node named `name` running `overlay`, and Plumtree over its neighbours when `broadcast`
-    /// is given. `seed` drives the redial jitter and Plumtree's choices.
+    /// is given. `seed` drives the redial jitter and Plumtree's choices, and is the incarnation
+    /// of the node's acked relays (which run with the default [`RelayAckConfig`]).
     pub fn new(
         name: &str,
         channels: ChannelTable,
@@ -315,6 +332,7 @@ impl<O: Overlay> Node<O> {
             plumtree,
             relay: RelayState::new(name, RELAY_CACHE),
             next_relay_id: 1,
+            relay_acks: RelayAcks::new(RelayAckConfig::default(), seed),
             timing,
             links: BTreeMap::new(),
             addrs: BTreeMap::new(),
@@ -342,7 +360,17 @@ impl<O: Overlay> Node<O> {
     }
 
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats {
+            acked_relays_retransmitted: self.relay_acks.retransmitted(),
+            acked_relays_duplicates: self.relay_acks.stats().duplicates,
+            acked_relays_unacked: self.relay_acks.held() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Messages sent to `node` with [`Node::send_acked_transitive`] and not acknowledged yet.
+    pub fn acked_relays_unacked(&self, node: &str) -> usize {
+        self.relay_acks.unacked(node)
     }
 
     /// The members the overlay knows, this node included, sorted.
@@ -439,8 +467,9 @@ impl<O: Overlay> Node<O> {
                 Some(pt) => pt.receive(now, from, &body).map_err(ReceiveError::from),
                 None => Ok(()),
             },
-            Frame::Relay { origin, id, hops, target, dest, payload } => {
-                self.relay(from, Relayed { origin, id, hops, target, dest, payload });
+            Frame::Relay { origin, id, hops, target, body } => {
+                self.relay(now, from, Relayed { origin, id, hops, target, body });
+                self.absorb_relay_acks(now);
                 Ok(())
             }
             Frame::Message { .. } | Frame::Sequenced { .. } => Err(ReceiveError::NotForTheNode("message")),
@@ -482,17 +511,24 @@ impl<O: Overlay> Node<O> {
     /// Sends a message to `target` through the overlay (`transitive => true`): straight to it
     /// when it is a neighbour, else flooded to the neighbours (see [`crate::relay`]).
     pub fn send_transitive(&mut self, now: u64, target: &str, dest: Dest, payload: Bytes) -> Result<(), NoRoute> {
-        let id = self.next_relay_id;
-        self.next_relay_id += 1;
-        let msg = Relayed { origin: self.name.clone(), id, hops: DEFAULT_HOPS, target: target.to_owned(), dest, payload };
-        let me = self.name.clone();
-        let routed = self.relay(&me, msg);
+        let routed = self.originate(now, target, RelayBody::Message { dest, payload });
         self.absorb(now);
         if routed {
             Ok(())
         } else {
             Err(NoRoute)
         }
+    }
+
+    /// Sends a message to `target` through the overlay with `ack` (see [`crate::relay_ack`]):
+    /// delivered once and in order, sent again until `target` acknowledges it, given up (and
+    /// reported with [`Event::AckedSettled`]) only when `target` acknowledges nothing for
+    /// `give_up_after`. With no neighbour now, it waits for the next retransmission. The shell
+    /// budgets what it accepts ([`relay_ack::budget`] per message, freed by `AckedSettled`).
+    pub fn send_acked_transitive(&mut self, now: u64, target: &str, dest: Dest, payload: Bytes) {
+        self.relay_acks.send(now, target, dest, payload);
+        self.absorb_relay_acks(now);
+        self.absorb(now);
     }
 
     /// Redials the links that are due and runs the protocols' timers.
@@ -509,6 +545,10 @@ impl<O: Overlay> Node<O> {
         if let Some(pt) = self.plumtree.as_mut().filter(|pt| pt.poll_timeout().is_some_and(|t| t <= now)) {
             pt.tick(now);
         }
+        if self.relay_acks.poll_timeout().is_some_and(|t| t <= now) {
+            self.relay_acks.tick(now);
+            self.absorb_relay_acks(now);
+        }
         self.absorb(now);
     }
 
@@ -518,7 +558,11 @@ impl<O: Overlay> Node<O> {
             LinkState::RetryAt(t) => Some(t),
             _ => None,
         });
-        redials.chain(self.overlay.poll_timeout()).chain(self.plumtree.as_ref().and_then(Plumtree::poll_timeout)).min()
+        redials
+            .chain(self.overlay.poll_timeout())
+            .chain(self.plumtree.as_ref().and_then(Plumtree::poll_timeout))
+            .chain(self.relay_acks.poll_timeout())
+            .min()
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -651,18 +695,54 @@ impl<O: Overlay> Node<O> {
         self.event(Event::NodeDown(node));
     }
 
-    /// Routes a relayed message from `from` (this node itself for its own): delivers it here,
+    /// Relays `body` from this node to `target` with a new relay id; returns whether it went
+    /// anywhere.
+    fn originate(&mut self, now: u64, target: &str, body: RelayBody) -> bool {
+        let id = self.next_relay_id;
+        self.next_relay_id += 1;
+        let me = self.name.clone();
+        self.relay(now, &me, Relayed { origin: me.clone(), id, hops: DEFAULT_HOPS, target: target.to_owned(), body })
+    }
+
+    /// Executes what the acked relays asked for until they have nothing left.
+    fn absorb_relay_acks(&mut self, now: u64) {
+        while let Some(output) = self.relay_acks.poll_output() {
+            match output {
+                relay_ack::Output::Send { target, body } => {
+                    let seq = match &body {
+                        RelayBody::Sequenced { seq, .. } => Some(*seq),
+                        _ => None,
+                    };
+                    // An ack with nowhere to go is sent again with the next message's ack.
+                    if !self.originate(now, &target, body) {
+                        if let Some(seq) = seq {
+                            self.relay_acks.transmit_failed(&target, seq);
+                        }
+                    }
+                }
+                relay_ack::Output::Deliver { origin, dest, payload } => self.event(Event::Deliver { origin, dest, payload }),
+                relay_ack::Output::Settled { target, acked, given_up, bytes } => {
+                    self.event(Event::AckedSettled { node: target, acked, given_up, bytes })
+                }
+            }
+        }
+    }
+
+    /// Routes a relayed body from `from` (this node itself for its own): delivers it here,
     /// passes it on to neighbours, or drops it. Returns whether it went anywhere.
-    fn relay(&mut self, from: &str, msg: Relayed) -> bool {
-        let Relayed { origin, id, hops, target, dest, payload } = msg;
+    fn relay(&mut self, now: u64, from: &str, msg: Relayed) -> bool {
+        let Relayed { origin, id, hops, target, body } = msg;
         let neighbours = self.relay_neighbours();
         match self.relay.decide(&origin, id, hops, &target, from, &neighbours) {
             RelayDecision::Deliver => {
-                self.event(Event::Deliver { origin, dest, payload });
+                match body {
+                    RelayBody::Message { dest, payload } => self.event(Event::Deliver { origin, dest, payload }),
+                    acked => self.relay_acks.receive(now, &origin, acked),
+                }
                 true
             }
             RelayDecision::Forward { to, hops_left } => {
-                let frame = Frame::Relay { origin, id, hops: hops_left, target, dest, payload }.to_bytes();
+                let frame = Frame::Relay { origin, id, hops: hops_left, target, body }.to_bytes();
                 let channel = self.channels.default_index();
                 for node in to {
                     self.actions.push_back(Action::Send { node, channel, frame: frame.clone() });

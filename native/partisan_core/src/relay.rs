@@ -18,8 +18,7 @@
 //! assert_eq!(b.decide("a", 1, 8, "d", "c", &neighbours), RelayDecision::Drop);
 //! ```
 
-use crate::frame::Dest;
-use bytes::Bytes;
+use crate::frame::RelayBody;
 use std::collections::{HashSet, VecDeque};
 
 /// Hop budget of a new relayed message: enough for the diameter of a HyParView overlay of
@@ -35,8 +34,7 @@ pub struct Relayed {
     /// Hops it may still take.
     pub hops: u8,
     pub target: String,
-    pub dest: Dest,
-    pub payload: Bytes,
+    pub body: RelayBody,
 }
 
 /// What to do with a relayed message.

@@ -1,14 +1,18 @@
 //! An instant, in-order network of [`Node`]s for the core's tests: a dial succeeds at once when
 //! the target runs on the same side of the partition, a frame is parsed and received at once when
 //! the sender has an up link to the receiver on the frame's channel, a crash or a partition drops
-//! the links it cuts at the dialing end. Each node's application answers broadcasts the way
-//! Partisan's handler would (`merge/2`: new unless stored; `graft/1`: from the store).
+//! the links it cuts at the dialing end, and [`Net::lose`] loses the frames it picks. Each node's
+//! application answers broadcasts the way Partisan's handler would (`merge/2`: new unless stored;
+//! `graft/1`: from the store).
 
 use crate::frame::{Frame, LENGTH_PREFIX};
 use crate::node::{Action, Event, Node};
 use crate::overlay::{LinkId, Overlay};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
+
+/// Decides, for each frame sent (from, to, frame), whether the network loses it.
+pub(crate) type LoseFrame = Box<dyn FnMut(&str, &str, &Frame) -> bool>;
 
 pub(crate) struct Net<O> {
     pub nodes: BTreeMap<String, Node<O>>,
@@ -22,6 +26,7 @@ pub(crate) struct Net<O> {
     pub store: BTreeMap<String, BTreeMap<Bytes, Bytes>>,
     /// Relayed messages delivered: (at, origin, payload).
     pub relayed: Vec<(String, String, Bytes)>,
+    pub lose: Option<LoseFrame>,
 }
 
 impl<O: Overlay> Net<O> {
@@ -34,6 +39,7 @@ impl<O: Overlay> Net<O> {
             actions: vec![],
             store: BTreeMap::new(),
             relayed: vec![],
+            lose: None,
         }
     }
 
@@ -117,6 +123,9 @@ impl<O: Overlay> Net<O> {
                     return;
                 }
                 let frame = Frame::parse(frame.slice(LENGTH_PREFIX..)).expect("nodes send valid frames");
+                if self.lose.as_mut().is_some_and(|lose| lose(from, &to, &frame)) {
+                    return;
+                }
                 self.nodes.get_mut(&to).expect("reachable").receive(now, from, frame).expect("nodes send frames their peers take");
             }
             Action::Event(Event::BroadcastDeliver { msg_id, payload, .. }) => {

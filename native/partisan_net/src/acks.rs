@@ -9,6 +9,10 @@
 //! retransmissions ([`Acks::tick`]), and a destination removed from membership has its messages
 //! given up, counted and logged ([`Acks::give_up`]).
 //!
+//! Messages sent with `ack` through the overlay (`partisan_core::relay_ack`, run by the driver's
+//! node) are budgeted here: a send reserves its bytes for the destination before it is accepted
+//! ([`Acks::reserve_relayed`]), and the driver frees them as they are acknowledged or given up.
+//!
 //! Receiving: each stream (sender node, channel, connection) has one [`Inbound`], shared by the
 //! readers of that link's successive connections; a reader holds its lock while it delivers, so
 //! an old connection still being read cannot deliver out of order with its replacement.
@@ -59,11 +63,13 @@ pub(crate) struct Acks {
     epoch: Instant,
     peers: RwLock<HashMap<String, Arc<Mutex<Peer>>>>,
     inbound: Mutex<HashMap<InboundKey, Arc<Mutex<Inbound>>>>,
+    /// Bytes of messages sent with `ack` through the overlay and not settled, per destination.
+    relayed: Mutex<HashMap<String, usize>>,
 }
 
 impl Acks {
     pub fn new(cfg: OutboxConfig, incarnation: u64) -> Self {
-        Acks { cfg, incarnation, epoch: Instant::now(), peers: RwLock::default(), inbound: Mutex::default() }
+        Acks { cfg, incarnation, epoch: Instant::now(), peers: RwLock::default(), inbound: Mutex::default(), relayed: Mutex::default() }
     }
 
     fn now(&self) -> u64 {
@@ -153,6 +159,30 @@ impl Acks {
         let Some(peer) = self.peers.read_unpoisoned().get(node).cloned() else { return 0 };
         let lost = peer.lock_unpoisoned().outbox.drain().0;
         lost
+    }
+
+    /// Reserves `bytes` of `node`'s budget (`max_unacked_bytes`) for a message sent with `ack`
+    /// through the overlay; `QueueFull` when it is used up (one message always fits in an empty
+    /// budget, as for [`Outbox`]).
+    pub fn reserve_relayed(&self, node: &str, bytes: usize) -> Result<(), SendError> {
+        let mut relayed = self.relayed.lock_unpoisoned();
+        let held = relayed.entry(node.to_owned()).or_default();
+        if *held > 0 && *held + bytes > self.cfg.max_bytes {
+            return Err(SendError::QueueFull);
+        }
+        *held += bytes;
+        Ok(())
+    }
+
+    /// Frees what [`Acks::reserve_relayed`] reserved, once the messages are settled.
+    pub fn release_relayed(&self, node: &str, bytes: usize) {
+        let mut relayed = self.relayed.lock_unpoisoned();
+        if let Some(held) = relayed.get_mut(node) {
+            *held = held.saturating_sub(bytes);
+            if *held == 0 {
+                relayed.remove(node);
+            }
+        }
     }
 
     /// The receiving side of the stream of `node`'s link (`channel`, `conn`) to this node.

@@ -105,6 +105,7 @@ impl Driver {
                     self.shared.report_drop(crate::DropReason::NotConnected, Some(&target), None, 1);
                 }
             }
+            Cmd::AckedTransitive { target, dest, payload } => self.node.send_acked_transitive(now, &target, dest, payload),
             Cmd::Originate { msg_id, payload } => match self.node.broadcast(now, msg_id, payload) {
                 Ok(()) => {}
                 Err(BroadcastError::Disabled) => warn!("broadcast dropped: the broadcast config key is false"),
@@ -214,7 +215,18 @@ impl Driver {
             node::Event::BroadcastDeliver { msg_id, payload, from, .. } => sink.event(Event::BroadcastDeliver { msg_id, payload, from }),
             node::Event::BroadcastGraft { node, msg_id, round } => sink.event(Event::BroadcastGraft { node, msg_id, round }),
             node::Event::BroadcastExchange { node } => sink.event(Event::BroadcastExchange { node }),
-            node::Event::Deliver { origin, dest, payload } => self.shared.deliver(&origin, &dest, payload),
+            node::Event::Deliver { origin, dest, payload } => {
+                self.shared.stats.messages_received.fetch_add(1, Ordering::Relaxed);
+                self.shared.deliver(&origin, &dest, payload)
+            }
+            node::Event::AckedSettled { node, given_up, bytes, .. } => {
+                self.shared.acks.release_relayed(&node, bytes);
+                if given_up > 0 {
+                    self.shared.stats.dropped_unacknowledged.fetch_add(given_up as u64, Ordering::Relaxed);
+                    self.shared.report_drop(crate::DropReason::Unacknowledged, Some(&node), None, given_up as u64);
+                    warn!(node, lost = given_up, "messages sent with ack through the overlay are dropped: their destination acknowledged none for a minute (counter dropped_unacknowledged)");
+                }
+            }
         }
     }
 
@@ -238,7 +250,11 @@ impl Driver {
         let Snapshot { neighbours: n, views: v, can_relay: r, .. } = &mut *snapshot;
         (*n, *v, *r) = (neighbours, views, can_relay);
         drop(snapshot);
-        self.shared.stats.relayed.store(self.node.stats().relayed, Ordering::Relaxed);
+        let node_stats = self.node.stats();
+        self.shared.stats.relayed.store(node_stats.relayed, Ordering::Relaxed);
+        self.shared.stats.acked_relays_retransmitted.store(node_stats.acked_relays_retransmitted, Ordering::Relaxed);
+        self.shared.stats.acked_relays_duplicates.store(node_stats.acked_relays_duplicates, Ordering::Relaxed);
+        self.shared.stats.acked_relays_unacked.store(node_stats.acked_relays_unacked, Ordering::Relaxed);
         if let Some(pt) = self.node.plumtree() {
             let pt = pt.stats();
             self.shared.stats.broadcast_payloads_received.store(pt.gossip_received, Ordering::Relaxed);

@@ -197,6 +197,14 @@ pub struct Stats {
     /// TLS handshakes that failed (the peer's certificate was refused, or ours by the peer, or
     /// the peer does not speak TLS); also counted in `auth_failures`.
     pub tls_failures: AtomicU64,
+    /// Messages sent with `ack` through the overlay (`partisan_core::relay_ack`): transmitted
+    /// again, arrived again after delivery, and given up (their destination acknowledged
+    /// nothing for a minute).
+    pub acked_relays_retransmitted: AtomicU64,
+    /// Held now (sent and not acknowledged; part of `unacked_messages`, not a counter).
+    pub acked_relays_unacked: AtomicU64,
+    pub acked_relays_duplicates: AtomicU64,
+    pub dropped_unacknowledged: AtomicU64,
 }
 
 impl Stats {
@@ -231,6 +239,9 @@ impl Stats {
             ("ping_timeouts", g(&self.ping_timeouts)),
             ("pings_sent", g(&self.pings_sent)),
             ("tls_failures", g(&self.tls_failures)),
+            ("acked_relays_retransmitted", g(&self.acked_relays_retransmitted)),
+            ("acked_relays_duplicates", g(&self.acked_relays_duplicates)),
+            ("dropped_unacknowledged", g(&self.dropped_unacknowledged)),
         ]
     }
 }
@@ -446,6 +457,8 @@ pub(crate) enum Cmd {
     Partition { node: String, blocked: bool },
     /// A message for a node that may not be a neighbour, relayed through the overlay.
     Transitive { target: String, dest: Dest, payload: Bytes },
+    /// The same with `ack`; its budget is reserved ([`acks::Acks::reserve_relayed`]).
+    AckedTransitive { target: String, dest: Dest, payload: Bytes },
     /// Plumtree inputs from the application.
     Originate { msg_id: Bytes, payload: Bytes },
     Merged { msg_id: Bytes, is_new: bool },
@@ -481,7 +494,9 @@ impl Node {
         let spec = NodeSpec { name: cfg.name.clone(), listen_addrs: bound, channels: channels.specs().to_vec() };
         let channel_names = channels.specs().iter().map(|s| s.name.clone()).collect();
         let reports = report::Reports::new(runtime.handle().clone(), sink.clone(), channel_names);
-        let node = partisan_core::node::Node::from_config(spec.clone(), channels.clone(), &cfg.node, cfg.incarnation).map_err(ConfigError::from)?;
+        let mut node_cfg = cfg.node;
+        node_cfg.relay_ack.retransmit_interval = cfg.retransmit_interval.as_millis() as u64;
+        let node = partisan_core::node::Node::from_config(spec.clone(), channels.clone(), &node_cfg, cfg.incarnation).map_err(ConfigError::from)?;
         let tls = cfg.tls.as_ref().map(|t| t.load()).transpose()?.map(Arc::new);
         let shared = Arc::new(Shared {
             name: cfg.name.clone(),
@@ -715,6 +730,36 @@ impl Node {
         Ok(())
     }
 
+    /// Sends a message to `node` through the overlay with `ack` (`partisan_core::relay_ack`):
+    /// delivered once and in order, sent again until `node` acknowledges it, whether or not it
+    /// is a neighbour now and even while this node has no neighbour. `QueueFull` when `node`'s
+    /// unacknowledged messages fill `max_unacked_bytes` (or the driver's input is full);
+    /// `MessageTooLarge` beyond `max_frame_size`. Given up, counted (`dropped_unacknowledged`)
+    /// and logged only when `node` acknowledges nothing for a minute.
+    pub fn send_acked_transitive(&self, node: &str, dest: Dest, payload: Bytes) -> Result<(), SendError> {
+        let size = frame::relay_sequenced_frame_len(&self.shared.name, node, &dest, payload.len());
+        if size > self.shared.cfg.max_frame_size {
+            return Err(SendError::MessageTooLarge { size, max: self.shared.cfg.max_frame_size });
+        }
+        let stats = &self.shared.stats;
+        let budget = partisan_core::relay_ack::budget(&dest, payload.len());
+        let len = payload.len() as u64;
+        let accepted = self.shared.acks.reserve_relayed(node, budget).and_then(|()| {
+            self.cmds.request(Cmd::AckedTransitive { target: node.to_owned(), dest, payload }).map_err(|Overloaded| {
+                self.shared.acks.release_relayed(node, budget);
+                SendError::QueueFull
+            })
+        });
+        if let Err(e) = accepted {
+            stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+            self.shared.report_drop(DropReason::QueueFull, Some(node), None, 1);
+            return Err(e);
+        }
+        stats.messages_sent.fetch_add(1, Ordering::Relaxed);
+        stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The counters, plus `handshakes_pending` (now), `handshakes_pending_peak` (the most at
     /// once since start) and `queued_messages` (now: messages accepted by a send on a
     /// connection that is up and not yet written to its socket, the ones that would count in
@@ -727,7 +772,8 @@ impl Node {
         let queued: usize = self.shared.routes.queues().iter().map(|q| q.unwritten()).sum();
         stats.push(("queued_messages", queued as u64));
         let (unacked, retransmitted) = self.shared.acks.counts();
-        stats.push(("unacked_messages", unacked));
+        let relayed_unacked = self.shared.stats.acked_relays_unacked.load(Ordering::Relaxed);
+        stats.push(("unacked_messages", unacked + relayed_unacked));
         stats.push(("retransmitted", retransmitted));
         stats
     }

@@ -41,6 +41,9 @@ pub enum DropReason {
     /// Messages sent with `ack` and not acknowledged when their destination node left the
     /// membership.
     DestinationRemoved,
+    /// Messages sent with `ack` through the overlay whose destination acknowledged nothing for
+    /// `give_up_after` (see `partisan_core::relay_ack`).
+    Unacknowledged,
 }
 
 impl DropReason {
@@ -53,6 +56,7 @@ impl DropReason {
             DropReason::LateReply => "late_reply",
             DropReason::UndeliveredOnClose => "undelivered_on_close",
             DropReason::DestinationRemoved => "destination_removed",
+            DropReason::Unacknowledged => "unacknowledged",
         }
     }
 }

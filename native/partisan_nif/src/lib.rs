@@ -33,7 +33,7 @@ mod atoms {
         not_started, already_started, not_connected, queue_full, unknown_channel, bad_destination,
         bad_partition_key, overloaded, message_too_large,
         undelivered_on_stop, flushed, elapsed_ms,
-        pid_id, reply, cannot_rewrite_pids, direct, transitive, acked, nif_panicked, bad_node_spec,
+        pid_id, reply, cannot_rewrite_pids, direct, transitive, acked, acked_transitive, nif_panicked, bad_node_spec,
         delivered, undecodable, noproc,
     }
 }
@@ -442,7 +442,8 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
 }
 
 /// The second half of a send whose message is large and has pids to rewrite, on a dirty CPU
-/// scheduler: `[direct | acked | transitive, Node, Channel, KeyHash, Dest, EncodedMsg]`.
+/// scheduler: `[direct | acked | transitive | acked_transitive, Node, Channel, KeyHash, Dest,
+/// EncodedMsg]`.
 unsafe extern "C" fn send_rewritten_dirty(
     env: *mut rustler::sys::ErlNifEnv,
     argc: std::os::raw::c_int,
@@ -472,8 +473,8 @@ fn send_rewritten<'a>(env: Env<'a>, args: &[Term<'a>]) -> NifResult<Term<'a>> {
         Ok(Some(rewritten)) => Bytes::from(rewritten),
         Err(e) => return Ok(err(env, (atoms::cannot_rewrite_pids(), e.to_string()))),
     };
-    if kind == atoms::transitive() {
-        return Ok(send_result(env, with_atom_str(env, node, |name| r.node.send_transitive(name, dest, payload))?));
+    if kind == atoms::transitive() || kind == atoms::acked_transitive() {
+        return Ok(send_result(env, with_atom_str(env, node, |name| send_through_overlay(&r.node, kind, name, dest, payload))?));
     }
     let Some(channel) = r.channel(channel) else {
         return Ok(err(env, (atoms::unknown_channel(), channel)));
@@ -539,18 +540,38 @@ fn send_result<'a>(env: Env<'a>, result: Result<(), SendError>) -> Term<'a> {
 }
 
 /// Sends `Msg` to `Dest` on `Node` through the overlay (transitive forwarding): relayed by
-/// neighbours when `Node` is not one.
+/// neighbours when `Node` is not one. Best effort.
 #[rustler::nif]
 fn send_transitive<'a>(env: Env<'a>, node: Atom, dest_term: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
+    overlay_send(env, atoms::transitive(), node, dest_term, msg)
+}
+
+/// `send_transitive/3` with `ack`: delivered once and in order, retransmitted until `Node`
+/// acknowledges it (see `partisan_core::relay_ack`).
+#[rustler::nif]
+fn send_acked_transitive<'a>(env: Env<'a>, node: Atom, dest_term: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
+    overlay_send(env, atoms::acked_transitive(), node, dest_term, msg)
+}
+
+/// A send through the overlay of `kind` (`transitive` or `acked_transitive`).
+fn overlay_send<'a>(env: Env<'a>, kind: Atom, node: Atom, dest_term: Term<'a>, msg: Term<'a>) -> NifResult<Term<'a>> {
     let Some(r) = running() else { return Ok(err(env, atoms::not_started())) };
     let Ok(dest) = decode_dest(dest_term) else { return Ok(err(env, atoms::bad_destination())) };
     let undefined = atoms::undefined().encode(env);
-    let args = [atoms::transitive().encode(env), node.encode(env), undefined, 0u64.encode(env), dest_term];
+    let args = [kind.encode(env), node.encode(env), undefined, 0u64.encode(env), dest_term];
     let payload = match prepare(env, &r, msg, false, &args) {
         Prepared::Ready(p) => p,
         Prepared::Return(t) => return Ok(t),
     };
-    Ok(send_result(env, with_atom_str(env, node, |name| r.node.send_transitive(name, dest, payload))?))
+    Ok(send_result(env, with_atom_str(env, node, |name| send_through_overlay(&r.node, kind, name, dest, payload))?))
+}
+
+fn send_through_overlay(node: &partisan_net::Node, kind: Atom, name: &str, dest: Dest, payload: Bytes) -> Result<(), SendError> {
+    if kind == atoms::acked_transitive() {
+        node.send_acked_transitive(name, dest, payload)
+    } else {
+        node.send_transitive(name, dest, payload)
+    }
 }
 
 

@@ -70,9 +70,11 @@ fn parse_args() -> Result<Args, String> {
     }
     if let Some(hv) = hyparview {
         let (max, min) = hv.split_once(',').ok_or("--hyparview takes active_max,active_min")?;
-        let mut hv_cfg = HyParViewConfig::default();
-        hv_cfg.active_max_size = max.parse().map_err(|e| format!("--hyparview: {e}"))?;
-        hv_cfg.active_min_size = min.parse().map_err(|e| format!("--hyparview: {e}"))?;
+        let hv_cfg = HyParViewConfig {
+            active_max_size: max.parse().map_err(|e| format!("--hyparview: {e}"))?,
+            active_min_size: min.parse().map_err(|e| format!("--hyparview: {e}"))?,
+            ..HyParViewConfig::default()
+        };
         cfg.node.overlay = OverlayConfig::HyParView(hv_cfg);
     }
     if broadcast {

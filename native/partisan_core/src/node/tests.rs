@@ -233,3 +233,69 @@ fn a_relayed_message_crosses_the_overlay_and_is_delivered_once() {
     net.with(from, |n, now| n.send_transitive(now, from, Dest::Name("inbox".into()), Bytes::from_static(b"me")).unwrap());
     assert_eq!(net.relayed.len(), 3);
 }
+
+/// Messages sent with `ack` through the overlay to a node that is not a neighbour arrive once
+/// and in order while the network loses a third of the relayed frames (messages and acks), the
+/// views change under them (a third of the nodes crash), and the target acknowledges them all.
+#[test]
+fn acked_relays_arrive_once_and_in_order_through_a_lossy_changing_overlay() {
+    let cfg = HyParViewConfig { active_max_size: 3, active_min_size: 2, ..Default::default() };
+    let mut net = hyparview_net(30, cfg, false, 11);
+    net.advance(30_000);
+    let from = "n000";
+    let neighbours: Vec<String> = net.nodes[from].neighbours().cloned().collect();
+    let target = net.nodes.keys().find(|n| *n != from && !neighbours.contains(n)).unwrap().clone();
+    let mut rng = SmallRng::seed_from_u64(3);
+    net.lose = Some(Box::new(move |_, _, frame| matches!(frame, Frame::Relay { .. }) && rng.gen_bool(0.33)));
+    let payloads: Vec<Bytes> = (0..200).map(|i| Bytes::from(format!("m{i}"))).collect();
+    for (i, p) in payloads.iter().enumerate() {
+        net.with(from, |n, now| n.send_acked_transitive(now, &target, Dest::Name("inbox".into()), p.clone()));
+        if i == 100 {
+            // a third of the others crash: the overlay repairs around them meanwhile
+            let crashed: Vec<String> = net.nodes.keys().filter(|n| **n != from && **n != target).take(9).cloned().collect();
+            net.crash(&crashed.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+        net.advance(5);
+    }
+    net.advance(60_000);
+    let got: Vec<Bytes> = net.relayed.iter().filter(|(at, o, _)| *at == target && o == from).map(|(_, _, p)| p.clone()).collect();
+    assert_eq!(got, payloads, "every message once, in order");
+    assert_eq!(net.nodes[from].acked_relays_unacked(&target), 0, "all acknowledged");
+    assert!(net.nodes[from].stats().acked_relays_retransmitted > 0, "losses were repaired by retransmissions");
+    let settled: usize = net
+        .events(from)
+        .iter()
+        .map(|e| match e {
+            Event::AckedSettled { node, acked, given_up, .. } if *node == target => {
+                assert_eq!(*given_up, 0);
+                *acked
+            }
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(settled, payloads.len());
+}
+
+/// A target that never answers is given up after `give_up_after`, and that is reported.
+#[test]
+fn acked_relays_to_a_silent_node_are_given_up_and_reported() {
+    let cfg = HyParViewConfig { active_max_size: 3, active_min_size: 2, ..Default::default() };
+    let mut net = hyparview_net(8, cfg, false, 5);
+    net.advance(10_000);
+    net.with("n000", |n, now| {
+        for i in 0..3u8 {
+            n.send_acked_transitive(now, "nobody", Dest::Name("inbox".into()), Bytes::from(vec![i]));
+        }
+    });
+    net.advance(RelayAckConfig::default().give_up_after + 1_000);
+    let given_up: Vec<usize> = net
+        .events("n000")
+        .iter()
+        .filter_map(|e| match e {
+            Event::AckedSettled { node, given_up, .. } if node == "nobody" => Some(*given_up),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(given_up, [3]);
+    assert_eq!(net.nodes["n000"].acked_relays_unacked("nobody"), 0);
+}
