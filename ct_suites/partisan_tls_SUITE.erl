@@ -2,13 +2,15 @@
 %% (partisan_tls_SUITE_data/gen_test_certs.sh, openssl): mutual TLS on the full mesh and on
 %% HyParView; a wrong CA, an expired certificate, plain TCP and non-TLS bytes refused before any
 %% frame is read (counted in tls_failures); a stock TLS client (openssl s_client) completes a
-%% handshake with the listener; certificates rotated without a restart.
+%% handshake with the listener; certificates rotated without a restart; client-server and static
+%% overlays over TLS, with acked messages relayed through a server or a middle node.
 -module(partisan_tls_SUITE).
 
 -include_lib("stdlib/include/assert.hrl").
 
 -export([all/0, init_per_suite/1, end_per_suite/1, init_per_testcase/2, end_per_testcase/2]).
--export([mutual_tls_full_mesh/1, mutual_tls_hyparview/1, wrong_ca_is_refused/1,
+-export([mutual_tls_full_mesh/1, mutual_tls_hyparview/1, mutual_tls_client_server/1,
+         mutual_tls_static/1, wrong_ca_is_refused/1,
          expired_certificate_is_refused/1, plain_tcp_is_refused/1, openssl_s_client_handshake/1,
          certificates_rotate_without_restart/1]).
 
@@ -18,7 +20,8 @@
                 channels => #{data => #{parallelism => 2}}}).
 
 all() ->
-    [mutual_tls_full_mesh, mutual_tls_hyparview, wrong_ca_is_refused,
+    [mutual_tls_full_mesh, mutual_tls_hyparview, mutual_tls_client_server, mutual_tls_static,
+     wrong_ca_is_refused,
      expired_certificate_is_refused, plain_tcp_is_refused, openssl_s_client_handshake,
      certificates_rotate_without_restart].
 
@@ -85,6 +88,47 @@ mutual_tls_hyparview(Config) ->
          [Neighbour | _] = rpc(N, partisan, nodes, []),
          ok = partisan_ct:check_delivery(N, Neighbour, data, ?TIMEOUT)
      end || N <- Nodes],
+    [?assertEqual(0, stat(N, tls_failures)) || N <- Nodes].
+
+%% Client-server over TLS: two servers and two clients; servers link to everyone, clients only
+%% to servers; a client's message to the other client, sent with `ack', goes through a server.
+mutual_tls_client_server(Config) ->
+    Env = maps:merge(?BASE#{peer_service_manager => partisan_client_server_peer_service_manager},
+                     tls_env(Config, "node", "ca.pem")),
+    Servers = [S1, _] = start(Config, [tlss1, tlss2], Env#{tag => server}),
+    Clients = [C1, C2] = start(Config, [tlsc1, tlsc2], Env#{tag => client}),
+    Nodes = Servers ++ Clients,
+    SeedSpec = rpc(S1, partisan, node_spec, []),
+    [ok = rpc(N, partisan_peer_service, join, [SeedSpec]) || N <- tl(Nodes)],
+    Expected = fun(N) -> case lists:member(N, Servers) of
+                             true -> lists:sort(Nodes -- [N]);
+                             false -> lists:sort(Servers)
+                         end end,
+    ok = partisan_ct:wait_until(fun() -> lists:all(fun(N) -> rpc(N, partisan, nodes, []) =:= Expected(N) end,
+                                                   Nodes) end, ?TIMEOUT),
+    ok = partisan_ct:wait_until(fun() -> lists:all(fun(C) -> rpc(C, partisan, is_fully_connected, [S1]) end,
+                                                   Clients) end, ?TIMEOUT),
+    [ok = partisan_ct:check_delivery(C, S1, data, ?TIMEOUT) || C <- Clients],
+    ok = partisan_ct:check_delivery(S1, C2, data, ?TIMEOUT),
+    relayed_with_ack(C1, C2),
+    [?assertEqual(0, stat(N, tls_failures)) || N <- Nodes].
+
+%% Static over TLS: A and C each join B only; they stay unlinked, and A's acked message to C
+%% goes through B.
+mutual_tls_static(Config) ->
+    Env = maps:merge(?BASE#{peer_service_manager => partisan_static_peer_service_manager},
+                     tls_env(Config, "node", "ca.pem")),
+    Nodes = [A, B, C] = start(Config, [tlsst_a, tlsst_b, tlsst_c], Env),
+    SpecB = rpc(B, partisan, node_spec, []),
+    ok = rpc(A, partisan_peer_service, sync_join, [SpecB]),
+    ok = rpc(C, partisan_peer_service, sync_join, [SpecB]),
+    ok = partisan_ct:wait_fully_connected([A, B], ?TIMEOUT),
+    ok = partisan_ct:wait_fully_connected([B, C], ?TIMEOUT),
+    ?assertEqual([B], rpc(A, partisan, nodes, [])),
+    ?assertEqual([B], rpc(C, partisan, nodes, [])),
+    ok = partisan_ct:check_delivery(A, B, data, ?TIMEOUT),
+    ok = partisan_ct:check_delivery(B, C, undefined, ?TIMEOUT),
+    relayed_with_ack(A, C),
     [?assertEqual(0, stat(N, tls_failures)) || N <- Nodes].
 
 %% A node whose certificate chains to another CA (it trusts the cluster's CA, so it accepts the
@@ -187,6 +231,17 @@ certificates_rotate_without_restart(Config) ->
                                                            {keyfile, "/nonexistent.key"}]]).
 
 %% -- helpers ------------------------------------------------------------------
+
+%% `From' and `To' are not linked: 20 messages sent with `ack' travel through the overlay and
+%% arrive once, in order.
+relayed_with_ack(From, To) ->
+    ?assertEqual(false, rpc(From, partisan, is_connected, [To])),
+    Fwd = rpc(To, partisan_ct, forwarder, [self()]),
+    [?assertEqual(ok, rpc(From, partisan, forward_message, [Fwd, {relayed, I}, #{ack => true}]))
+     || I <- lists:seq(1, 20)],
+    [?assertEqual({ok, {relayed, I}}, partisan_ct:recv(Fwd, ?TIMEOUT)) || I <- lists:seq(1, 20)],
+    ok = partisan_ct:wait_until(fun() -> maps:get(unacked_messages, rpc(From, partisan, stats, [])) =:= 0 end,
+                                ?TIMEOUT).
 
 %% Runs `openssl s_client Args' (stdin closed, bounded) and returns its output and `rc=Status'.
 %% The output goes through a file: it holds the listener's first frame, binary bytes, and
