@@ -116,11 +116,25 @@ pub enum RelayBody {
     Message { dest: Dest, payload: Bytes },
     /// A message sent with `ack` across the overlay: number `seq` of the origin's stream to the
     /// target (see [`crate::relay_ack`]); the fields mean what they mean in [`Frame::Sequenced`].
-    Sequenced { incarnation: u64, seq: u64, base: u64, dest: Dest, payload: Bytes },
+    /// `ack`, when set, acknowledges the target's stream to the origin as [`RelayBody::Ack`]
+    /// does (piggy-backed: a reply carries the ack of its request).
+    Sequenced { incarnation: u64, seq: u64, base: u64, ack: Option<RelayAck>, dest: Dest, payload: Bytes },
     /// Every message of the target's stream to the origin (incarnation `incarnation`) up to
     /// `seq` is delivered.
-    Ack { incarnation: u64, seq: u64 },
+    Ack(RelayAck),
 }
+
+/// A cumulative ack of a stream of messages sent with `ack` across the overlay: every message of
+/// the stream of sender incarnation `incarnation` up to `seq` is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayAck {
+    pub incarnation: u64,
+    pub seq: u64,
+}
+
+/// Bytes a piggy-backed [`RelayAck`] adds to a [`RelayBody::Sequenced`] at most (a flag byte,
+/// then the ack when set).
+const PIGGY_ACK_LEN: usize = 17;
 
 /// Bytes of the header a [`Frame::Sequenced`] adds to a message frame.
 pub const SEQUENCED_HEADER: usize = 24;
@@ -163,13 +177,21 @@ impl Frame {
             out.put_str16(target);
             match body {
                 RelayBody::Message { dest, payload } => encode_message_body(dest, payload, out),
-                RelayBody::Sequenced { incarnation, seq, base, dest, payload } => {
+                RelayBody::Sequenced { incarnation, seq, base, ack, dest, payload } => {
                     out.put_u64(*incarnation);
                     out.put_u64(*seq);
                     out.put_u64(*base);
+                    match ack {
+                        None => out.put_u8(0),
+                        Some(RelayAck { incarnation, seq }) => {
+                            out.put_u8(1);
+                            out.put_u64(*incarnation);
+                            out.put_u64(*seq);
+                        }
+                    }
                     encode_message_body(dest, payload, out);
                 }
-                RelayBody::Ack { incarnation, seq } => {
+                RelayBody::Ack(RelayAck { incarnation, seq }) => {
                     out.put_u64(*incarnation);
                     out.put_u64(*seq);
                 }
@@ -326,7 +348,7 @@ pub fn relay_frame_len(origin: &str, target: &str, dest: &Dest, payload_len: usi
 
 /// The length of a relay frame carrying such a message with `ack` ([`RelayBody::Sequenced`]).
 pub fn relay_sequenced_frame_len(origin: &str, target: &str, dest: &Dest, payload_len: usize) -> usize {
-    relay_frame_len(origin, target, dest, payload_len) + SEQUENCED_HEADER
+    relay_frame_len(origin, target, dest, payload_len) + SEQUENCED_HEADER + PIGGY_ACK_LEN
 }
 
 /// Writes the length prefix, type and destination of a message frame whose payload of
@@ -404,11 +426,16 @@ fn parse_relay(ty: u8, body: Bytes) -> Result<Frame, FrameError> {
         }
         T_RELAY_SEQUENCED => {
             let (incarnation, seq, base) = (r.u64("incarnation")?, r.u64("sequence number")?, r.u64("base")?);
+            let ack = match r.u8("piggy-backed ack flag")? {
+                0 => None,
+                1 => Some(RelayAck { incarnation: r.u64("incarnation")?, seq: r.u64("ack")? }),
+                other => return Err(WireError::BadValue { what: "piggy-backed ack flag", value: other as u64 }.into()),
+            };
             let (dest, payload) = message(&r)?;
-            RelayBody::Sequenced { incarnation, seq, base, dest, payload }
+            RelayBody::Sequenced { incarnation, seq, base, ack, dest, payload }
         }
         _ => {
-            let ack = RelayBody::Ack { incarnation: r.u64("incarnation")?, seq: r.u64("ack")? };
+            let ack = RelayBody::Ack(RelayAck { incarnation: r.u64("incarnation")?, seq: r.u64("ack")? });
             r.finish("relayed ack")?;
             ack
         }
@@ -500,14 +527,17 @@ mod tests {
         roundtrip(Frame::Control { body: Bytes::from_static(b"\x01\x02") });
         let relay = |body| Frame::Relay { origin: "a@h".into(), id: 9, hops: 3, target: "z@h".into(), body };
         roundtrip(relay(RelayBody::Message { dest: Dest::Name("srv".into()), payload: Bytes::from_static(b"\x83a\x01") }));
-        roundtrip(relay(RelayBody::Sequenced {
-            incarnation: 5,
-            seq: 7,
-            base: 2,
-            dest: Dest::PidId { id: 1, serial: 0 },
-            payload: Bytes::from_static(b"\x83j"),
-        }));
-        roundtrip(relay(RelayBody::Ack { incarnation: 5, seq: 1 << 33 }));
+        for ack in [None, Some(RelayAck { incarnation: 3, seq: 9 })] {
+            roundtrip(relay(RelayBody::Sequenced {
+                incarnation: 5,
+                seq: 7,
+                base: 2,
+                ack,
+                dest: Dest::PidId { id: 1, serial: 0 },
+                payload: Bytes::from_static(b"\x83j"),
+            }));
+        }
+        roundtrip(relay(RelayBody::Ack(RelayAck { incarnation: 5, seq: 1 << 33 })));
         roundtrip(Frame::Broadcast { body: Bytes::from_static(b"\x20\x01") });
         roundtrip(Frame::Ping { seq: 42 });
         let (dest, payload) = (Dest::Name("srv".into()), Bytes::from_static(b"\x83a\x01"));
@@ -516,7 +546,8 @@ mod tests {
         let body = RelayBody::Message { dest: dest.clone(), payload: payload.clone() };
         let relay = Frame::Relay { origin: "a@h".into(), id: 1, hops: 2, target: "zz@h".into(), body };
         assert_eq!(relay.to_bytes().len(), LENGTH_PREFIX + relay_frame_len("a@h", "zz@h", &dest, 3));
-        let body = RelayBody::Sequenced { incarnation: 1, seq: 2, base: 1, dest: dest.clone(), payload };
+        let ack = Some(RelayAck { incarnation: 1, seq: 1 });
+        let body = RelayBody::Sequenced { incarnation: 1, seq: 2, base: 1, ack, dest: dest.clone(), payload };
         let relay = Frame::Relay { origin: "a@h".into(), id: 1, hops: 2, target: "zz@h".into(), body };
         assert_eq!(relay.to_bytes().len(), LENGTH_PREFIX + relay_sequenced_frame_len("a@h", "zz@h", &dest, 3));
         roundtrip(Frame::Pong { seq: 43 });

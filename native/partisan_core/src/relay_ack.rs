@@ -12,8 +12,10 @@
 //!   target acknowledges them. Each transmission is a fresh relay (a new relay id), so the
 //!   flood's seen-caches let a retransmission through.
 //! - The target delivers in order. Floods take different paths, so a message ahead of a gap waits
-//!   in a bounded reorder buffer instead of being dropped. It answers with a cumulative ack —
-//!   relayed too — at most once per origin every [`ACK_DELAY_MS`].
+//!   in a bounded reorder buffer instead of being dropped. It answers with a cumulative ack,
+//!   at most once per origin every [`ACK_DELAY_MS`]: piggy-backed on its own next message to the
+//!   origin when it sends one by then (a call's reply carries its request's ack), else relayed
+//!   on its own.
 //! - What is unacknowledged is sent again after `retransmit_interval` without progress, then
 //!   after twice, four times... that long (up to [`MAX_BACKOFF`] doublings) while nothing
 //!   progresses: each retransmission is a flood, and a target cut off by a partition should not
@@ -37,7 +39,7 @@
 //! b.receive(2, "a", body); // a retransmission: not delivered twice
 //! assert!(matches!(b.poll_output(), Some(Output::Deliver { .. })));
 //! assert_eq!(b.poll_output(), None);
-//! b.tick(20); // the batched ack
+//! b.tick(20); // the batched ack (b had no message of its own to a to carry it)
 //! let Some(Output::Send { target, body }) = b.poll_output() else { panic!() };
 //! assert_eq!(target, "a");
 //! a.receive(30, "b", body);
@@ -45,7 +47,7 @@
 //! ```
 
 use crate::ack::{Outbox, OutboxConfig, Transmit};
-use crate::frame::{message_frame_len, Dest, RelayBody};
+use crate::frame::{message_frame_len, Dest, RelayAck, RelayBody};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -129,7 +131,16 @@ struct Origin {
     expected: u64,
     early: BTreeMap<u64, (Dest, Bytes)>,
     early_bytes: usize,
+    /// When the ack is due (none is while nothing arrived since the last one).
     ack_at: Option<u64>,
+}
+
+impl Origin {
+    /// The cumulative ack of this stream; none is due after it.
+    fn take_ack(&mut self) -> RelayAck {
+        self.ack_at = None;
+        RelayAck { incarnation: self.incarnation, seq: self.expected.saturating_sub(1) }
+    }
 }
 
 /// The acked relays of one node: an outbox per target, a receiver per origin.
@@ -177,8 +188,13 @@ impl RelayAcks {
     /// ack. [`RelayBody::Message`] is not for this layer and is ignored.
     pub fn receive(&mut self, now: u64, origin: &str, body: RelayBody) {
         match body {
-            RelayBody::Sequenced { incarnation, seq, base, dest, payload } => self.on_message(now, origin, incarnation, seq, base, dest, payload),
-            RelayBody::Ack { incarnation, seq } => self.on_ack(now, origin, incarnation, seq),
+            RelayBody::Sequenced { incarnation, seq, base, ack, dest, payload } => {
+                if let Some(ack) = ack {
+                    self.on_ack(now, origin, ack);
+                }
+                self.on_message(now, origin, incarnation, seq, base, dest, payload)
+            }
+            RelayBody::Ack(ack) => self.on_ack(now, origin, ack),
             RelayBody::Message { .. } => {}
         }
     }
@@ -187,8 +203,7 @@ impl RelayAcks {
     pub fn tick(&mut self, now: u64) {
         for (origin, o) in &mut self.origins {
             if o.ack_at.is_some_and(|t| t <= now) {
-                o.ack_at = None;
-                let body = RelayBody::Ack { incarnation: o.incarnation, seq: o.expected.saturating_sub(1) };
+                let body = RelayBody::Ack(o.take_ack());
                 self.out.push_back(Output::Send { target: origin.clone(), body });
             }
         }
@@ -246,7 +261,10 @@ impl RelayAcks {
     fn flush(&mut self, target: &str) {
         let Some(t) = self.targets.get_mut(target) else { return };
         while let Some(Transmit { seq, base, dest, payload, .. }) = t.outbox.poll_transmit() {
-            let body = RelayBody::Sequenced { incarnation: self.incarnation, seq, base, dest, payload };
+            // An ack due to the target rides along (lost with it if it goes nowhere: the target
+            // then sends its message again, and the duplicate is acknowledged again).
+            let ack = self.origins.get_mut(target).filter(|o| o.ack_at.is_some()).map(Origin::take_ack);
+            let body = RelayBody::Sequenced { incarnation: self.incarnation, seq, base, ack, dest, payload };
             self.out.push_back(Output::Send { target: target.to_owned(), body });
         }
     }
@@ -293,7 +311,7 @@ impl RelayAcks {
         }
     }
 
-    fn on_ack(&mut self, now: u64, from: &str, incarnation: u64, seq: u64) {
+    fn on_ack(&mut self, now: u64, from: &str, RelayAck { incarnation, seq }: RelayAck) {
         if incarnation != self.incarnation {
             return; // acknowledges a stream of an earlier incarnation of this node
         }

@@ -59,7 +59,7 @@ fn reordered_messages_are_delivered_in_order_and_once() {
     assert_eq!(b.poll_timeout(), Some(1 + ACK_DELAY_MS));
     b.tick(1 + ACK_DELAY_MS);
     let acks = drain(&mut b).sent;
-    assert_eq!(acks, [("a".to_string(), RelayBody::Ack { incarnation: 1, seq: 5 })]);
+    assert_eq!(acks, [("a".to_string(), RelayBody::Ack(RelayAck { incarnation: 1, seq: 5 }))]);
     a.receive(20, "b", acks[0].1.clone());
     let settled = drain(&mut a).settled;
     assert_eq!(settled.len(), 1);
@@ -124,7 +124,7 @@ fn a_restarted_origin_starts_over_and_its_old_incarnation_is_ignored() {
     assert_eq!(drain(&mut b).delivered, [msg(1), msg(1)]);
     b.tick(100);
     let ack = drain(&mut b).sent.remove(0).1;
-    assert_eq!(ack, RelayBody::Ack { incarnation: 5, seq: 1 });
+    assert_eq!(ack, RelayBody::Ack(RelayAck { incarnation: 5, seq: 1 }));
     old.receive(101, "b", ack.clone());
     assert_eq!(old.unacked("b"), 2, "an ack of another incarnation's stream");
     new.receive(101, "b", ack);
@@ -167,4 +167,22 @@ fn retransmissions_without_progress_back_off_and_progress_resets_them() {
     a.receive(now + ACK_DELAY_MS, "b", ack);
     drain(&mut a);
     assert_eq!(a.poll_timeout(), Some(now + ACK_DELAY_MS + 100));
+}
+
+/// A reply sent before the request's ack is due carries it: no ack of its own goes out.
+#[test]
+fn a_reply_carries_the_ack_of_its_request() {
+    let (mut a, mut b) = (RelayAcks::new(CFG, 1), RelayAcks::new(CFG, 2));
+    let request = send_n(&mut a, 0, 1);
+    b.receive(1, "a", request[0].clone());
+    assert_eq!(drain(&mut b).delivered, [msg(1)]);
+    b.send(3, "a", Dest::Reply { id: 7 }, msg(42));
+    let sent = drain(&mut b).sent;
+    assert!(matches!(&sent[..], [(t, RelayBody::Sequenced { ack: Some(RelayAck { incarnation: 1, seq: 1 }), .. })] if t == "a"));
+    assert_eq!(b.poll_timeout(), Some(3 + 100), "no ack due any more: only the reply's retransmission");
+    a.receive(4, "b", sent[0].1.clone());
+    let d = drain(&mut a);
+    assert_eq!(d.delivered, [msg(42)]);
+    assert_eq!(d.settled.iter().map(|s| s.0).sum::<usize>(), 1, "the request is acknowledged");
+    assert_eq!(a.unacked("b"), 0);
 }
