@@ -17,7 +17,8 @@
          budget_refuses_with_queue_full/1, dead_process_is_acked_and_counted/1,
          removed_destination_drops_and_counts/1, stopped_peer_is_detected_by_ping/1,
          acked_stream_over_hyparview_survives_killed_connections/1,
-         calls_over_hyparview_survive_killed_connections/1]).
+         calls_over_hyparview_survive_killed_connections/1,
+         stopped_neighbour_is_detected_by_ping_on_hyparview/1]).
 %% Run on peers.
 -export([receiver/1, send_stream/4, call_loop/3]).
 
@@ -42,10 +43,12 @@ all() ->
      budget_refuses_with_queue_full, dead_process_is_acked_and_counted,
      removed_destination_drops_and_counts, stopped_peer_is_detected_by_ping,
      acked_stream_over_hyparview_survives_killed_connections,
-     calls_over_hyparview_survive_killed_connections].
+     calls_over_hyparview_survive_killed_connections,
+     stopped_neighbour_is_detected_by_ping_on_hyparview].
 
 init_per_testcase(Case, Config) when Case =:= acked_stream_over_hyparview_survives_killed_connections;
-                                     Case =:= calls_over_hyparview_survive_killed_connections ->
+                                     Case =:= calls_over_hyparview_survive_killed_connections;
+                                     Case =:= stopped_neighbour_is_detected_by_ping_on_hyparview ->
     Peers = [begin {ok, P} = partisan_ct:start_node(N, ?HV_ENV), P end || N <- ?HV_NAMES],
     [{_, Seed} | Rest] = Peers,
     SeedSpec = rpc(Seed, partisan, node_spec, []),
@@ -137,29 +140,14 @@ removed_destination_drops_and_counts(Config) ->
 
 stopped_peer_is_detected_by_ping(Config) ->
     [A, B] = partisan_ct:nodes(proplists:get_value(peers, Config)),
-    Fwd = rpc(A, partisan_ct, forwarder, [self()]),
-    ok = rpc(A, partisan_ct, notify_on, [down, B, Fwd]),
-    ok = rpc(A, partisan_ct, notify_on, [up, B, Fwd]),
-    OsPid = rpc(B, os, getpid, []),
-    #{idle_timeout := Idle, timeout := T, max_attempts := N} = ?PING,
-    Bound = Idle + T * N,
-    T0 = erlang:monotonic_time(millisecond),
-    "" = os:cmd("kill -STOP " ++ OsPid),
-    try
-        ?assertEqual({ok, {on_down, B}}, partisan_ct:recv(Fwd, ?TIMEOUT)),
-        Detected = erlang:monotonic_time(millisecond) - T0,
-        ct:pal("SIGSTOPped peer declared down after ~p ms (bound ~p ms; TCP keepalive: ~~25 s)",
-               [Detected, Bound]),
-        %% Within the bound, not TCP's timers (~25 s): generous slack for a loaded machine, the
-        %% point is which mechanism fired.
-        ?assert(Detected =< Bound + 8000),
-        "" = os:cmd("kill -CONT " ++ OsPid),
-        ?assertEqual({ok, {on_up, B}}, partisan_ct:recv(Fwd, ?TIMEOUT)),
-        ct:pal("A: ~p", [stats(A, [pings_sent, ping_timeouts])]),
-        ?assert(stat(A, ping_timeouts) > 0)
-    after
-        os:cmd("kill -CONT " ++ OsPid)
-    end.
+    detected_by_ping(A, B).
+
+%% On HyParView too: a SIGSTOPped neighbour is declared down by the pings of its links.
+stopped_neighbour_is_detected_by_ping_on_hyparview(Config) ->
+    Nodes = [A | _] = partisan_ct:nodes(proplists:get_value(peers, Config)),
+    wait(fun() -> partisan_otp_ct:connected(Nodes) end),
+    [B | _] = rpc(A, partisan, nodes, []),
+    detected_by_ping(A, B).
 
 acked_stream_over_hyparview_survives_killed_connections(Config) ->
     Nodes = [A | _] = partisan_ct:nodes(proplists:get_value(peers, Config)),
@@ -284,6 +272,33 @@ send_stream(Owner, Receiver, I, N) ->
     ok.
 
 %% -- helpers ------------------------------------------------------------------
+
+%% SIGSTOPs `B' and checks that `A' declares it down within `idle_timeout + timeout *
+%% max_attempts' (not TCP's timers), and up again after SIGCONT.
+detected_by_ping(A, B) ->
+    Fwd = rpc(A, partisan_ct, forwarder, [self()]),
+    ok = rpc(A, partisan_ct, notify_on, [down, B, Fwd]),
+    ok = rpc(A, partisan_ct, notify_on, [up, B, Fwd]),
+    OsPid = rpc(B, os, getpid, []),
+    #{idle_timeout := Idle, timeout := T, max_attempts := N} = ?PING,
+    Bound = Idle + T * N,
+    T0 = erlang:monotonic_time(millisecond),
+    "" = os:cmd("kill -STOP " ++ OsPid),
+    try
+        ?assertEqual({ok, {on_down, B}}, partisan_ct:recv(Fwd, ?TIMEOUT)),
+        Detected = erlang:monotonic_time(millisecond) - T0,
+        ct:pal("SIGSTOPped peer declared down after ~p ms (bound ~p ms; TCP keepalive: ~~25 s)",
+               [Detected, Bound]),
+        %% Within the bound, not TCP's timers (~25 s): generous slack for a loaded machine, the
+        %% point is which mechanism fired.
+        ?assert(Detected =< Bound + 8000),
+        "" = os:cmd("kill -CONT " ++ OsPid),
+        ?assertEqual({ok, {on_up, B}}, partisan_ct:recv(Fwd, ?TIMEOUT)),
+        ct:pal("A: ~p", [stats(A, [pings_sent, ping_timeouts])]),
+        ?assert(stat(A, ping_timeouts) > 0)
+    after
+        os:cmd("kill -CONT " ++ OsPid)
+    end.
 
 %% Until `Caller' has made `Count' call pairs (60 s at most).
 wait_calls(Caller, Count) ->
