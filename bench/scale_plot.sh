@@ -45,7 +45,7 @@ for md in "$@"; do
     awk -F'|' '/^\| [0-9]+ \| / {
         gsub(/ /, "", $2); ms = $6; gsub(/[ ms]/, "", ms); rmr = $7; gsub(/ /, "", rmr);
         if (ms == "" || ms == "-") ms = "NaN"; if (rmr == "" || rmr == "-") rmr = "NaN";
-        print $2, ms, rmr }' "$md" > "$OUT/$run-broadcasts.dat"
+        print $2, ms, rmr }' "$md" > "$run-broadcasts.dat"
 done
 [ ${#runs[@]} -gt 0 ] || { echo "scale_plot: no reports" >&2; exit 1; }
 
@@ -55,27 +55,27 @@ if ! command -v gnuplot >/dev/null 2>&1; then
 fi
 {
     echo "set terminal pngcairo size 1400,900 noenhanced"
-    echo "set output '$OUT/scale.png'"
+    echo "set output 'scale.png'"
     echo "set multiplot layout 2,2 title 'Live HyParView + Plumtree overlay in one process (make bench-scale)'"
     echo "set grid; set key top left box opaque; set datafile missing 'NaN'; set xtics font ',10'"
     echo "set style data histograms; set style histogram clustered gap 1; set style fill solid 0.7 border -1"
     echo "set title 'join: seconds until'; set ylabel 's'; set yrange [0:*]"
-    echo "plot '$OUT/scale-runs.dat' using 4:xtic(2) title 'every member has a neighbour', '' using 5 title 'one connected, symmetric graph'"
+    echo "plot 'scale-runs.dat' using 4:xtic(2) title 'every member has a neighbour', '' using 5 title 'one connected, symmetric graph'"
     echo "set title 'per joined member'; set ylabel 'resident KiB'; set y2label 'descriptors'; set y2tics; set y2range [0:40]"
-    echo "plot '$OUT/scale-runs.dat' using 6:xtic(2) title 'resident KiB', '' using 7 axes x1y2 title 'descriptors (right axis)'"
+    echo "plot 'scale-runs.dat' using 6:xtic(2) title 'resident KiB', '' using 7 axes x1y2 title 'descriptors (right axis)'"
     echo "unset y2tics; unset y2label; set key top right"
     echo "set style data linespoints; unset xtics; set xtics 1; set xlabel 'broadcast (1-5 steady, 6-7 right after 20 % stopped, 8-12 after repair)'"
     echo "set title 'relative message redundancy'; set ylabel 'RMR'; set yrange [0:*]"
     printf "plot "
     sep=""
-    for k in "${!runs[@]}"; do printf "%s'%s' using 1:3 title '%s'" "$sep" "$OUT/${runs[$k]}-broadcasts.dat" "${labels[$k]}"; sep=", "; done
+    for k in "${!runs[@]}"; do printf "%s'%s' using 1:3 title '%s'" "$sep" "${runs[$k]}-broadcasts.dat" "${labels[$k]}"; sep=", "; done
     echo
     echo "set title 'last delivery'; set ylabel 'ms'; set logscale y; set yrange [1:20000]; set key bottom right"
     printf "plot "
     sep=""
-    for k in "${!runs[@]}"; do printf "%s'%s' using 1:2 title '%s'" "$sep" "$OUT/${runs[$k]}-broadcasts.dat" "${labels[$k]}"; sep=", "; done
+    for k in "${!runs[@]}"; do printf "%s'%s' using 1:2 title '%s'" "$sep" "${runs[$k]}-broadcasts.dat" "${labels[$k]}"; sep=", "; done
     echo
     echo "unset multiplot"
 } > "$OUT/scale.gp"
-gnuplot "$OUT/scale.gp"
+(cd "$OUT" && gnuplot scale.gp)
 echo "scale_plot: $OUT/scale.png"
