@@ -45,7 +45,7 @@ for md in "$@"; do
     awk -F'|' '/^\| [0-9]+ \| / {
         gsub(/ /, "", $2); ms = $6; gsub(/[ ms]/, "", ms); rmr = $7; gsub(/ /, "", rmr);
         if (ms == "" || ms == "-") ms = "NaN"; if (rmr == "" || rmr == "-") rmr = "NaN";
-        print $2, ms, rmr }' "$md" > "$run-broadcasts.dat"
+        print $2, ms, rmr }' "$md" > "$OUT/$run-broadcasts.dat"
 done
 [ ${#runs[@]} -gt 0 ] || { echo "scale_plot: no reports" >&2; exit 1; }
 
