@@ -211,16 +211,23 @@ fn broadcasts_reach_every_node_once_before_and_after_half_of_them_crash() {
     }
 }
 
-/// A node sends to one that is not its neighbour: the message crosses the overlay (flooded, with
-/// a seen-cache) and is delivered once.
-#[test]
-fn a_relayed_message_crosses_the_overlay_and_is_delivered_once() {
+/// 30 HyParView nodes (room for 3 neighbours each) after 30 s: `n000`, its neighbours, and a
+/// node that is not one of them.
+fn settled_with_a_non_neighbour(seed: u64) -> (Net<HyParView>, &'static str, Vec<String>, String) {
     let cfg = HyParViewConfig { active_max_size: 3, active_min_size: 2, ..Default::default() };
-    let mut net = hyparview_net(30, cfg, false, 7);
+    let mut net = hyparview_net(30, cfg, false, seed);
     net.advance(30_000);
     let from = "n000";
     let neighbours: Vec<String> = net.nodes[from].neighbours().cloned().collect();
     let target = net.nodes.keys().find(|n| *n != from && !neighbours.contains(n)).unwrap().clone();
+    (net, from, neighbours, target)
+}
+
+/// A node sends to one that is not its neighbour: the message crosses the overlay (flooded, with
+/// a seen-cache) and is delivered once.
+#[test]
+fn a_relayed_message_crosses_the_overlay_and_is_delivered_once() {
+    let (mut net, from, neighbours, target) = settled_with_a_non_neighbour(7);
     net.with(from, |n, now| n.send_transitive(now, &target, Dest::Name("inbox".into()), Bytes::from_static(b"hi")).unwrap());
     assert_eq!(net.relayed, [(target.clone(), from.to_string(), Bytes::from_static(b"hi"))]);
     let forwards: u64 = net.nodes.values().map(|n| n.stats().relayed).sum();
@@ -239,12 +246,7 @@ fn a_relayed_message_crosses_the_overlay_and_is_delivered_once() {
 /// views change under them (a third of the nodes crash), and the target acknowledges them all.
 #[test]
 fn acked_relays_arrive_once_and_in_order_through_a_lossy_changing_overlay() {
-    let cfg = HyParViewConfig { active_max_size: 3, active_min_size: 2, ..Default::default() };
-    let mut net = hyparview_net(30, cfg, false, 11);
-    net.advance(30_000);
-    let from = "n000";
-    let neighbours: Vec<String> = net.nodes[from].neighbours().cloned().collect();
-    let target = net.nodes.keys().find(|n| *n != from && !neighbours.contains(n)).unwrap().clone();
+    let (mut net, from, _, target) = settled_with_a_non_neighbour(11);
     let mut rng = SmallRng::seed_from_u64(3);
     net.lose = Some(Box::new(move |_, _, frame| matches!(frame, Frame::Relay { .. }) && rng.gen_bool(0.33)));
     let payloads: Vec<Bytes> = (0..200).map(|i| Bytes::from(format!("m{i}"))).collect();
