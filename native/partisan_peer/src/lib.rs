@@ -368,6 +368,19 @@ impl Peer {
         }
     }
 
+    /// Sends `term` to `dest` on `node` with `ack`: delivered once and in order (with this
+    /// peer's other acked messages to `node`) while both live, sent again until `node`
+    /// acknowledges it, whether or not it is a neighbour — end to end through the overlay, on the
+    /// default channel, as a BEAM node sends with `ack => true` off the full mesh (see
+    /// `partisan_core::relay_ack`). `QueueFull` when `node`'s unacknowledged messages fill
+    /// `max_unacked_bytes`.
+    pub fn send_acked(&self, node: &str, dest: Dest, term: &Term) -> Result<(), PeerError> {
+        if node == self.state.name {
+            return self.send_on(node, None, 0, dest, term);
+        }
+        Ok(self.node.send_acked_transitive(node, dest, Bytes::from(encode(term)))?)
+    }
+
     /// Broadcasts through Plumtree (the config needs `node.broadcast`), as
     /// `partisan_plumtree_broadcast:broadcast/2` does for handler module `handler` on the BEAM
     /// nodes: they merge `payload` under `id` with `handler:merge/2`.

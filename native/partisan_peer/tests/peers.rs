@@ -1,5 +1,5 @@
 //! Two Rust peers on loopback, the real data plane between them: messages by name and by pid,
-//! a dead mailbox, undecodable bytes, node events and a broadcast.
+//! a dead mailbox, undecodable bytes, node events, a broadcast, and acked messages.
 
 use bytes::Bytes;
 use partisan_peer::etf::{atom, Pid, Term};
@@ -79,4 +79,25 @@ fn two_peers_exchange_terms_by_name_and_pid() {
     let down = std::iter::from_fn(|| a.next_event(WAIT)).find(|e| matches!(e, PeerEvent::NodeDown(_)));
     assert_eq!(down, Some(PeerEvent::NodeDown("b@127.0.0.1".into())));
     a.stop();
+}
+
+#[test]
+fn acked_messages_arrive_once_and_in_order_and_are_acknowledged() {
+    let a = peer("acka@127.0.0.1");
+    let b = peer("ackb@127.0.0.1");
+    let inbox = b.register("inbox").unwrap();
+    // Sent before the nodes know each other: they wait, and go once the overlay carries them.
+    for i in 0..3 {
+        a.send_acked("ackb@127.0.0.1", Dest::Name("inbox".into()), &Term::SmallInt(i)).unwrap();
+    }
+    b.join(a.spec().clone()).unwrap();
+    wait_until("a full link", || a.node().is_fully_connected("ackb@127.0.0.1"));
+    for i in 3..200 {
+        a.send_acked("ackb@127.0.0.1", Dest::Name("inbox".into()), &Term::SmallInt(i)).unwrap();
+    }
+    for i in 0..200 {
+        assert_eq!(inbox.recv_timeout(WAIT).unwrap().term, Term::SmallInt(i));
+    }
+    wait_until("everything acknowledged", || stat(&a, "unacked_messages") == 0);
+    assert_eq!(stat(&a, "dropped_unacknowledged"), 0);
 }
