@@ -56,7 +56,7 @@ fi
 {
     echo "set terminal pngcairo size 1400,900 noenhanced"
     echo "set output 'scale.png'"
-    echo "set multiplot layout 2,2 title 'Live HyParView + Plumtree overlay in one process (make bench-scale)'"
+    echo "set multiplot layout 2,2 title 'Live HyParView + Plumtree overlay (make bench-scale; N=1000 in two processes)'"
     echo "set grid; set key top left box opaque; set datafile missing 'NaN'; set xtics font ',10'"
     echo "set style data histograms; set style histogram clustered gap 1; set style fill solid 0.7 border -1"
     echo "set title 'join: seconds until'; set ylabel 's'; set yrange [0:*]"

@@ -1,6 +1,6 @@
 set terminal pngcairo size 1400,900 noenhanced
 set output 'scale.png'
-set multiplot layout 2,2 title 'Live HyParView + Plumtree overlay in one process (make bench-scale)'
+set multiplot layout 2,2 title 'Live HyParView + Plumtree overlay (make bench-scale; N=1000 in two processes)'
 set grid; set key top left box opaque; set datafile missing 'NaN'; set xtics font ',10'
 set style data histograms; set style histogram clustered gap 1; set style fill solid 0.7 border -1
 set title 'join: seconds until'; set ylabel 's'; set yrange [0:*]
