@@ -9,6 +9,9 @@
 %% 3) interleaved over the transports; the report gives the median of the runs and their
 %% min–max. The request and the answer are small terms (an integer). The peers run with their
 %% default flags and again with schedulers that do not busy-wait (`BENCH_CALL_FLAGS').
+%% `BENCH_CALL_OVERLAY=hyparview' runs partisan on HyParView (the two nodes are neighbours; off
+%% the full mesh the OTP layer sends with `ack' through the overlay, one more hand-off to the
+%% data plane's driver on each side).
 -module(bench_call).
 
 -export([main/0]).
@@ -31,7 +34,7 @@ run(W, CallerCounts, Ms, Reps) ->
     Started = erlang:system_time(second),
     Results = [begin
                    io:format("peers with ~ts~n", [Label]),
-                   Pair = bench_latency:setup_pair(W, "call", Flags, #{}),
+                   Pair = bench_latency:setup_pair(W, "call", Flags, #{}, overlay_env()),
                    try
                        #{b := B} = Pair,
                        {ok, _} = erpc:call(B, ?MODULE, start_server, []),
@@ -43,6 +46,15 @@ run(W, CallerCounts, Ms, Reps) ->
                    end
                end || {Label, Flags} <- variants()],
     report(Started, CallerCounts, Ms, Reps, Results).
+
+overlay() -> os:getenv("BENCH_CALL_OVERLAY", "full_mesh").
+
+overlay_env() ->
+    case overlay() of
+        "hyparview" -> #{peer_service_manager => partisan_hyparview_peer_service_manager};
+        "full_mesh" -> #{};
+        Other -> error({unknown_overlay, Other, "BENCH_CALL_OVERLAY is full_mesh or hyparview"})
+    end.
 
 %% BENCH_CALL_FLAGS: `;'-separated sets of extra peer flags; "" is the defaults. By default the
 %% defaults and schedulers that do not busy-wait (on a small machine a busy-waiting scheduler
@@ -95,7 +107,8 @@ report(Started, CallerCounts, Ms, Reps, Results) ->
     Report0 = [Env,
                io_lib:format("- method: closed-loop callers on A calling one gen_server on B; ~b ms "
                              "per run after ~b ms of warm-up; ~b repetitions interleaved over the "
-                             "transports; small integer request and answer~n~n", [Ms, ?WARMUP_MS, Reps]),
+                             "transports; small integer request and answer; partisan overlay: ~ts~n~n",
+                             [Ms, ?WARMUP_MS, Reps, overlay()]),
                "## Calls/s and call latency\n\n"
                "Median over the runs (min–max of the runs).\n\n"
                "| peer flags | callers | transport | calls/s | p50 | p99 | CPU µs/call (both peers) |\n|---|---:|---|---:|---:|---:|---:|\n",

@@ -14,7 +14,7 @@
 %% Run on the peers.
 -export([spawn_echo/2, ping_run/5, stop/1]).
 %% Shared with other scenarios.
--export([setup_pair/4, teardown_pair/1, summarize/1, wire/2]).
+-export([setup_pair/4, setup_pair/5, teardown_pair/1, summarize/1, wire/2]).
 
 -import(bench_common, [env_int/2, env_str/2, median/1, percentile/2, fmt_us/1]).
 
@@ -129,12 +129,16 @@ summarize(Rtts) ->
 %% @doc Starts peers A and B with extra `Flags', partisan with `Channels' on both, joins them
 %% (fully connected both ways) and connects them over disterl.
 setup_pair(W, Prefix, Flags, Channels) ->
+    setup_pair(W, Prefix, Flags, Channels, #{}).
+
+%% @doc `setup_pair/4' with more partisan config on both peers (e.g. another overlay).
+setup_pair(W, Prefix, Flags, Channels, Env) ->
     Args = bench_common:peer_args(Flags),
     Tag = os:getpid(),
     {PeerA, A} = bench_common:start_peer(W, Prefix ++ "_a_" ++ Tag, Args),
     {PeerB, B} = bench_common:start_peer(W, Prefix ++ "_b_" ++ Tag, Args),
-    _SpecA = bench_common:start_partisan(A, #{channels => Channels}),
-    SpecB = bench_common:start_partisan(B, #{channels => Channels}),
+    _SpecA = bench_common:start_partisan(A, Env#{channels => Channels}),
+    SpecB = bench_common:start_partisan(B, Env#{channels => Channels}),
     ok = bench_common:join_partisan(A, {B, SpecB}),
     true = erpc:call(A, net_kernel, connect_node, [B], ?RPC_TIMEOUT),
     #{a => A, b => B, peers => [PeerA, PeerB], args => Args,
