@@ -18,9 +18,10 @@
          removed_destination_drops_and_counts/1, stopped_peer_is_detected_by_ping/1,
          acked_stream_over_hyparview_survives_killed_connections/1,
          calls_over_hyparview_survive_killed_connections/1,
-         stopped_neighbour_is_detected_by_ping_on_hyparview/1]).
+         stopped_neighbour_is_detected_by_ping_on_hyparview/1,
+         causal_acked_streams_over_hyparview_survive_killed_connections/1]).
 %% Run on peers.
--export([receiver/1, send_stream/4, call_loop/3]).
+-export([receiver/1, send_stream/4, send_stream/5, call_loop/3]).
 
 -define(PING, #{enabled => true, idle_timeout => 300, timeout => 200, max_attempts => 2}).
 -define(ENV, #{channels => #{data => #{parallelism => 2}},
@@ -34,6 +35,7 @@
 %% Five HyParView nodes with room for three neighbours each: some pairs are not neighbours.
 -define(HV_NAMES, [ackhv1, ackhv2, ackhv3, ackhv4, ackhv5]).
 -define(HV_ENV, maps:merge(?ENV, #{peer_service_manager => partisan_hyparview_peer_service_manager,
+                                  causal_labels => [l],
                                   hyparview => #{active_max_size => 3, active_min_size => 2,
                                                  shuffle_interval => 1000,
                                                  random_promotion_interval => 500}})).
@@ -44,11 +46,13 @@ all() ->
      removed_destination_drops_and_counts, stopped_peer_is_detected_by_ping,
      acked_stream_over_hyparview_survives_killed_connections,
      calls_over_hyparview_survive_killed_connections,
-     stopped_neighbour_is_detected_by_ping_on_hyparview].
+     stopped_neighbour_is_detected_by_ping_on_hyparview,
+     causal_acked_streams_over_hyparview_survive_killed_connections].
 
 init_per_testcase(Case, Config) when Case =:= acked_stream_over_hyparview_survives_killed_connections;
                                      Case =:= calls_over_hyparview_survive_killed_connections;
-                                     Case =:= stopped_neighbour_is_detected_by_ping_on_hyparview ->
+                                     Case =:= stopped_neighbour_is_detected_by_ping_on_hyparview;
+                                     Case =:= causal_acked_streams_over_hyparview_survive_killed_connections ->
     Peers = [begin {ok, P} = partisan_ct:start_node(N, ?HV_ENV), P end || N <- ?HV_NAMES],
     [{_, Seed} | Rest] = Peers,
     SeedSpec = rpc(Seed, partisan, node_spec, []),
@@ -186,6 +190,40 @@ acked_stream_over_hyparview_survives_killed_connections(Config) ->
     ?assertEqual(Total, Count),
     ?assertEqual(0, stat(A, dropped_unacknowledged)).
 
+%% Causal delivery with `ack' to a node that is not a neighbour: two senders' labelled streams
+%% reach it through the overlay in order, none given up, while every connection is destroyed
+%% twice.
+causal_acked_streams_over_hyparview_survive_killed_connections(Config) ->
+    Nodes = [A | _] = partisan_ct:nodes(proplists:get_value(peers, Config)),
+    wait(fun() -> partisan_otp_ct:connected(Nodes) end),
+    Target = case (Nodes -- [A]) -- rpc(A, partisan, nodes, []) of
+                 [T | _] -> T;
+                 [] -> lists:last(Nodes)
+             end,
+    [B | _] = (Nodes -- [A, Target]),
+    Ports = [listen_port(N) || N <- Nodes],
+    Receiver = rpc(Target, ?MODULE, receiver, [self()]),
+    PerSender = 300,
+    Opts = #{causal_label => l, ack => true},
+    Senders = [rpc(N, erlang, spawn, [?MODULE, send_stream, [self(), Receiver, I, PerSender, Opts]])
+               || {I, N} <- [{1, A}, {2, B}]],
+    Killed = [begin
+                  wait(fun() -> received(Receiver) >= K * 2 * PerSender div 3 end, 60000),
+                  N = kill_connections(Ports),
+                  wait(fun() -> partisan_otp_ct:connected(Nodes) end),
+                  N
+              end || K <- [1, 2]],
+    ct:pal("receiver on ~p (not a neighbour of ~p); sockets destroyed per round: ~w", [Target, A, Killed]),
+    [?assertEqual({sent, S, PerSender}, receive {sent, S, _} = M -> M after 60000 -> timeout end)
+     || S <- Senders],
+    wait(fun() -> received(Receiver) >= 2 * PerSender end, 60000),
+    {Count, Errors} = report(Receiver),
+    #{l := Causal} = rpc(Target, partisan_causality_backend, stats, []),
+    ct:pal("causal stats on ~p: ~p", [Target, Causal]),
+    ?assertEqual([], Errors),
+    ?assertEqual(2 * PerSender, Count),
+    ?assertMatch(#{skipped := 0, late := 0}, Causal).
+
 %% The OTP layer travels through the overlay with `ack' on HyParView: calls to a server on a node
 %% that is not a neighbour all succeed while every connection of every node is destroyed three
 %% times (before, a request or reply lost in a closing queue left the caller waiting).
@@ -263,9 +301,13 @@ receive_loop(Next, Count, Errors) ->
 %% the stream lasts a few seconds, then tells `Owner' `{sent, self(), N}'.
 -spec send_stream(pid(), pid(), pos_integer(), pos_integer()) -> ok.
 send_stream(Owner, Receiver, I, N) ->
+    send_stream(Owner, Receiver, I, N, #{ack => true, channel => data}).
+
+%% @doc `send_stream/4' with these send options.
+-spec send_stream(pid(), pid(), pos_integer(), pos_integer(), map()) -> ok.
+send_stream(Owner, Receiver, I, N, Opts) ->
     lists:foreach(fun(Seq) ->
-                          ok = partisan:forward_message(Receiver, {{stream, I}, Seq},
-                                                        #{ack => true, channel => data}),
+                          ok = partisan:forward_message(Receiver, {{stream, I}, Seq}, Opts),
                           Seq rem 2 =:= 0 andalso timer:sleep(1)
                   end, lists:seq(1, N)),
     Owner ! {sent, self(), N},
