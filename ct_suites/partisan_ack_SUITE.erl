@@ -158,13 +158,7 @@ stopped_neighbour_is_detected_by_ping_on_hyparview(Config) ->
     wait(fun() -> partisan_otp_ct:connected(Nodes) end).
 
 acked_stream_over_hyparview_survives_killed_connections(Config) ->
-    Nodes = [A | _] = partisan_ct:nodes(proplists:get_value(peers, Config)),
-    wait(fun() -> partisan_otp_ct:connected(Nodes) end),
-    %% The receiver is on a node that is not A's neighbour when there is one.
-    Target = case (Nodes -- [A]) -- rpc(A, partisan, nodes, []) of
-                 [T | _] -> T;
-                 [] -> lists:last(Nodes)
-             end,
+    {Nodes, A, Target} = sender_and_non_neighbour(Config),
     ct:pal("A's neighbours: ~p; receiver on ~p", [rpc(A, partisan, nodes, []), Target]),
     Ports = [listen_port(N) || N <- Nodes],
     Receiver = rpc(Target, ?MODULE, receiver, [self()]),
@@ -198,12 +192,7 @@ acked_stream_over_hyparview_survives_killed_connections(Config) ->
 %% reach it through the overlay in order, none given up, while every connection is destroyed
 %% twice.
 causal_acked_streams_over_hyparview_survive_killed_connections(Config) ->
-    Nodes = [A | _] = partisan_ct:nodes(proplists:get_value(peers, Config)),
-    wait(fun() -> partisan_otp_ct:connected(Nodes) end),
-    Target = case (Nodes -- [A]) -- rpc(A, partisan, nodes, []) of
-                 [T | _] -> T;
-                 [] -> lists:last(Nodes)
-             end,
+    {Nodes, A, Target} = sender_and_non_neighbour(Config),
     [B | _] = (Nodes -- [A, Target]),
     Ports = [listen_port(N) || N <- Nodes],
     Receiver = rpc(Target, ?MODULE, receiver, [self()]),
@@ -232,12 +221,7 @@ causal_acked_streams_over_hyparview_survive_killed_connections(Config) ->
 %% that is not a neighbour all succeed while every connection of every node is destroyed three
 %% times (before, a request or reply lost in a closing queue left the caller waiting).
 calls_over_hyparview_survive_killed_connections(Config) ->
-    Nodes = [A | _] = partisan_ct:nodes(proplists:get_value(peers, Config)),
-    wait(fun() -> partisan_otp_ct:connected(Nodes) end),
-    Target = case (Nodes -- [A]) -- rpc(A, partisan, nodes, []) of
-                 [T | _] -> T;
-                 [] -> lists:last(Nodes)
-             end,
+    {Nodes, A, Target} = sender_and_non_neighbour(Config),
     {ok, _} = rpc(Target, partisan_otp_test_server, start, [ack_store]),
     Ports = [listen_port(N) || N <- Nodes],
     Calls = 300,
@@ -318,6 +302,17 @@ send_stream(Owner, Receiver, I, N, Opts) ->
     ok.
 
 %% -- helpers ------------------------------------------------------------------
+
+%% The HyParView cluster once connected, its first node, and a node that is not that node's
+%% neighbour (the last node when it has them all).
+sender_and_non_neighbour(Config) ->
+    Nodes = [A | _] = partisan_ct:nodes(proplists:get_value(peers, Config)),
+    wait(fun() -> partisan_otp_ct:connected(Nodes) end),
+    Target = case (Nodes -- [A]) -- rpc(A, partisan, nodes, []) of
+                 [T | _] -> T;
+                 [] -> lists:last(Nodes)
+             end,
+    {Nodes, A, Target}.
 
 %% SIGSTOPs `B', checks that `A' declares it down within `idle_timeout + timeout * max_attempts'
 %% (not TCP's timers) and that pings timed out, then SIGCONTs it. Returns the forwarder that
