@@ -11,7 +11,8 @@
 //! ```
 //! The `echo` mailbox answers `{From, Msg}` with `{echo, EchoPid, Msg}` to `From`, forwards
 //! `{send_named, Node, Name, Msg}` to `Name` on `Node`, broadcasts `{broadcast, Handler, Id,
-//! Payload}` through Plumtree, and leaves the cluster on `stop`. With `--report Node:Name`, cluster
+//! Payload}` through Plumtree, and leaves the cluster on `stop`. It sends with `ack` (delivered
+//! once, in order, also through the overlay to a node that is not a neighbour). With `--report Node:Name`, cluster
 //! events (`{node_up, N}`, `{node_down, N}`, `{broadcast, Handler, Id, Payload}`) are sent there as
 //! `{peer_event, ThisNode, Event}`. The peer prints `READY <name> <ip:port>` once it listens, and
 //! exits when its standard input closes, on `stop`, or after `--max-seconds`.
@@ -24,8 +25,8 @@ use partisan_core::channel::ChannelSpec;
 use partisan_core::hyparview::HyParViewConfig;
 use partisan_core::node::OverlayConfig;
 use partisan_core::plumtree::PlumtreeConfig;
-use partisan_peer::etf::{atom, atom_text, Pid, Term};
-use partisan_peer::{Config, NodeSpec, Peer, PeerEvent};
+use partisan_peer::etf::{atom, atom_text, encode, Pid, Term};
+use partisan_peer::{Config, Dest, NodeSpec, Peer, PeerEvent};
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -131,7 +132,7 @@ fn main() {
     let report = |event: Term| {
         if let Some((node, name)) = &args.report {
             let msg = Term::SmallTuple(vec![atom("peer_event"), atom(peer.name()), event]);
-            if let Err(e) = peer.send_named(node, name, &msg) {
+            if let Err(e) = peer.send_acked(node, Dest::Name(name.clone()), &msg) {
                 eprintln!("echo: report to {name} on {node} failed: {e}");
             }
         }
@@ -152,13 +153,14 @@ fn main() {
                 [from, body] if Pid::from_term(from).is_some() => {
                     let from = Pid::from_term(from).expect("checked");
                     let reply = Term::SmallTuple(vec![atom("echo"), echo.pid().to_term(), body.clone()]);
-                    if let Err(e) = peer.send(&from, &reply) {
+                    let to = Dest::Pid(encode(&from.to_term()).into());
+                    if let Err(e) = peer.send_acked(&from.node, to, &reply) {
                         eprintln!("echo: reply to {from} failed: {e}");
                     }
                 }
                 [tag, node, name, body] if atom_text(tag) == Some("send_named") => {
                     if let (Some(node), Some(name)) = (atom_text(node), atom_text(name)) {
-                        if let Err(e) = peer.send_named(node, name, body) {
+                        if let Err(e) = peer.send_acked(node, Dest::Name(name.to_owned()), body) {
                             eprintln!("echo: send to {name} on {node} failed: {e}");
                         }
                     }
