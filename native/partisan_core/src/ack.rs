@@ -87,9 +87,15 @@ struct Pending {
     payload: Bytes,
 }
 
+/// What one message takes of an [`Outbox`]'s budget while it is unacknowledged (its sequenced
+/// frame's length).
+pub fn budget(dest: &Dest, payload_len: usize) -> usize {
+    SEQUENCED_HEADER + message_frame_len(dest, payload_len)
+}
+
 impl Pending {
     fn budget(&self) -> usize {
-        SEQUENCED_HEADER + message_frame_len(&self.dest, self.payload.len())
+        budget(&self.dest, self.payload.len())
     }
 }
 

@@ -47,7 +47,7 @@
 //! ```
 
 use crate::ack::{Outbox, OutboxConfig, Transmit};
-use crate::frame::{message_frame_len, Dest, RelayAck, RelayBody};
+use crate::frame::{Dest, RelayAck, RelayBody};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -101,10 +101,9 @@ pub struct RelayAckStats {
     pub given_up: u64,
 }
 
-/// The budget one message takes while unacknowledged: what the shell reserves per target.
-pub fn budget(dest: &Dest, payload_len: usize) -> usize {
-    crate::frame::SEQUENCED_HEADER + message_frame_len(dest, payload_len)
-}
+/// The budget one message takes while unacknowledged: the outboxes' own accounting, so what the
+/// shell reserves per target is what [`Output::Settled`] frees.
+pub use crate::ack::budget;
 
 #[derive(Debug, Clone)]
 struct Target {
