@@ -7,10 +7,11 @@
 -export([all/0, init_per_suite/1, end_per_suite/1]).
 -export([every_destination_on_every_channel/1, every_pair_of_nodes/1,
          order_per_sender_under_parallelism/1, order_per_partition_key/1,
-         monotonic_channel_delivers_latest/1, large_messages/1, large_maps/1, unknown_node/1,
+         monotonic_channel_delivers_latest/1, large_messages/1, large_binaries_in_terms/1,
+         large_maps/1, unknown_node/1,
          unknown_channel/1]).
 %% Run on peers.
--export([remote_refs/2, send_streams/5, send_behind_bulk/3]).
+-export([remote_refs/2, send_streams/5, send_behind_bulk/3, send_large_shapes/1]).
 
 -define(CHANNELS, [undefined, data, state]).
 -define(ENV, #{channels => #{data => #{parallelism => 4}, state => #{monotonic => true}},
@@ -19,7 +20,8 @@
 
 all() ->
     [every_destination_on_every_channel, every_pair_of_nodes, order_per_sender_under_parallelism,
-     order_per_partition_key, monotonic_channel_delivers_latest, large_messages, large_maps,
+     order_per_partition_key, monotonic_channel_delivers_latest, large_messages,
+     large_binaries_in_terms, large_maps,
      unknown_node, unknown_channel].
 
 init_per_suite(Config) ->
@@ -103,6 +105,17 @@ large_messages(Config) ->
                           ?assertEqual(Bin, recv(Fwd))
                   end, [4095, 4096, 4097, 100 * 1024, 1024 * 1024]).
 
+%% Terms that carry large binaries are sent with the binaries referenced, not copied (the NIF
+%% writes the External Term Format of the levels above them itself): every shape arrives equal
+%% to what was sent, in order with small messages, and a binary appended to after the send
+%% arrives as it was when sent.
+large_binaries_in_terms(Config) ->
+    [A, B, _] = cluster(Config),
+    Fwd = rpc(B, partisan_ct, forwarder, [self()]),
+    Sent = rpc(A, ?MODULE, send_large_shapes, [Fwd]),
+    ?assert(length(Sent) > 20),
+    [?assertEqual(Msg, recv(Fwd)) || Msg <- Sent].
+
 %% Maps of more than 32 keys (hash maps) crash OTP 25's VM when decoded off a scheduler
 %% (erlang/otp#8208): they are decoded by `partisan_decoder', in order with the rest of the
 %% connection's messages, and the receiving node lives on. Also as the answer to a call.
@@ -175,6 +188,28 @@ send_behind_bulk(Dest, Channel, Count) ->
                || N <- lists:seq(1, Count)],
     [ok] = lists:usort(Results),
     ok.
+
+%% Sends terms holding binaries of 16 KiB and more in many shapes to `Dest', each followed by
+%% a small message; returns what was sent, in order.
+send_large_shapes(Dest) ->
+    Big = crypto:strong_rand_bytes(100 * 1024),
+    Big2 = crypto:strong_rand_bytes(20 * 1024),
+    <<_:7/binary, Sub:(50 * 1024)/binary, _/binary>> = Big,
+    %% A binary its process may still append to, appended to after the send.
+    Writable = <<(crypto:strong_rand_bytes(1))/binary, Big/binary>>,
+    Shapes = [Big, {tag, Big}, {'$gen_call', {self(), make_ref()}, {put, key, Big}},
+              [Big, small, Big2], [a | Big], [Big | Big2], #{k => Big, other => 1, Big2 => v},
+              {a, {b, [c, {d, Big}]}}, {1, {2, {3, {4, {5, Big}}}}}, Sub, {sub, Sub},
+              <<Big/binary, 1:3>>, list_to_tuple(lists:duplicate(300, x) ++ [Big2]),
+              lists:duplicate(100, Big2), {Big, Big}, {},
+              {1.5, -3, 1 bsl 70, "str", <<"small">>, self(), make_ref(), fun erlang:node/0, Big},
+              maps:from_list([{I, Big2} || I <- lists:seq(1, 40)]), Writable],
+    Sent = lists:append([[Shape, {after_shape, N}]
+                         || {N, Shape} <- lists:zip(lists:seq(1, length(Shapes)), Shapes)]),
+    [ok = partisan:forward_message(Dest, Msg, #{channel => data}) || Msg <- Sent],
+    Appended = <<Writable/binary, "appended after the send">>,
+    true = byte_size(Appended) > byte_size(Writable),
+    Sent.
 
 %% -- helpers ------------------------------------------------------------------
 

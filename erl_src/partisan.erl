@@ -637,7 +637,12 @@ send_remote_checked(Node, ServerRef, Msg, Opts) ->
                 false -> send_transitive(Node, Dest, Msg)
             end;
         {ok, Dest} when erlang:is_binary(Msg), byte_size(Msg) >= ?DIRTY_BYTES ->
-            partisan_nif:send_dirty(Node, Channel, Key, Dest, Msg);
+            %% An alive VM's data plane sends large binaries by reference (no copy to wait
+            %% for); a VM that is not alive scans each message for its pids.
+            case erlang:is_alive() of
+                true -> partisan_nif:send(Node, Channel, Key, Dest, Msg);
+                false -> partisan_nif:send_dirty(Node, Channel, Key, Dest, Msg)
+            end;
         {ok, Dest} ->
             partisan_nif:send(Node, Channel, Key, Dest, Msg);
         error ->

@@ -32,6 +32,7 @@ mod conn;
 mod driver;
 pub mod lock;
 mod queue;
+pub use queue::Payload;
 pub mod report;
 mod routes;
 mod stream;
@@ -634,7 +635,8 @@ impl Node {
     }
 
     /// Queues a message for `node` on connection `key`-affine of `channel`. Returns at once.
-    pub fn send(&self, node: &str, channel: usize, key: u64, dest: Dest, payload: Bytes) -> Result<(), SendError> {
+    pub fn send(&self, node: &str, channel: usize, key: u64, dest: Dest, payload: impl Into<Payload>) -> Result<(), SendError> {
+        let payload = payload.into();
         let stats = &self.shared.stats;
         if channel >= self.shared.channels.specs().len() {
             return Err(SendError::UnknownChannel);

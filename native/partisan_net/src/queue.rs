@@ -45,10 +45,69 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+/// A message's encoded term: one buffer, or pieces written back to back. The NIF sends a term
+/// holding large binaries as pieces that reference the VM's binaries instead of copies of them
+/// (as Distributed Erlang's output queue does), so a 1 MiB binary is never copied in user space
+/// on its way to the socket.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    One(Bytes),
+    /// At least two pieces, with their total length.
+    Gathered { parts: Vec<Bytes>, len: usize },
+}
+
+impl Payload {
+    /// A payload of `parts` (one buffer for a single piece).
+    pub fn gathered(mut parts: Vec<Bytes>) -> Payload {
+        if parts.len() == 1 {
+            return Payload::One(parts.pop().expect("one part"));
+        }
+        let len = parts.iter().map(Bytes::len).sum();
+        Payload::Gathered { parts, len }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::One(b) => b.len(),
+            Payload::Gathered { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pieces, in order.
+    pub fn parts(&self) -> &[Bytes] {
+        match self {
+            Payload::One(b) => std::slice::from_ref(b),
+            Payload::Gathered { parts, .. } => parts,
+        }
+    }
+
+    /// The payload in one buffer (a copy for a gathered one).
+    pub fn contiguous(&self) -> Bytes {
+        match self {
+            Payload::One(b) => b.clone(),
+            Payload::Gathered { parts, len } => {
+                let mut out = BytesMut::with_capacity(*len);
+                parts.iter().for_each(|p| out.extend_from_slice(p));
+                out.freeze()
+            }
+        }
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(bytes: Bytes) -> Payload {
+        Payload::One(bytes)
+    }
+}
+
 /// One item for the wire.
 #[derive(Debug)]
 pub enum Outgoing {
-    Message { dest: Dest, payload: Bytes },
+    Message { dest: Dest, payload: Payload },
     /// A message sent with `ack` (see `partisan_core::ack`). Not lost when the link closes: the
     /// sender's outbox keeps it until it is acknowledged.
     Sequenced { incarnation: u64, seq: u64, base: u64, dest: Dest, payload: Bytes },
@@ -59,8 +118,8 @@ pub enum Outgoing {
 impl Outgoing {
     /// What the item counts against the queue's byte budget.
     fn budget_len(&self) -> usize {
-        let dest_budget = |dest: &Dest, payload: &Bytes| {
-            payload.len()
+        let dest_budget = |dest: &Dest, payload_len: usize| {
+            payload_len
                 + 16
                 + match dest {
                     Dest::Pid(b) => b.len(),
@@ -69,8 +128,8 @@ impl Outgoing {
                 }
         };
         match self {
-            Outgoing::Message { dest, payload } => dest_budget(dest, payload),
-            Outgoing::Sequenced { dest, payload, .. } => SEQUENCED_HEADER + dest_budget(dest, payload),
+            Outgoing::Message { dest, payload } => dest_budget(dest, payload.len()),
+            Outgoing::Sequenced { dest, payload, .. } => SEQUENCED_HEADER + dest_budget(dest, payload.len()),
             Outgoing::Frame(b) => b.len(),
         }
     }
@@ -84,17 +143,17 @@ impl Outgoing {
         }
     }
 
-    /// Appends the frame's header (all of it for an encoded frame); returns the payload that
-    /// follows it, if any.
-    fn encode_header(&self, out: &mut BytesMut) -> Option<&Bytes> {
+    /// Appends the frame's header (all of it for an encoded frame); returns the pieces of the
+    /// payload that follow it, if any.
+    fn encode_header(&self, out: &mut BytesMut) -> Option<&[Bytes]> {
         match self {
             Outgoing::Message { dest, payload } => {
                 encode_message_header(dest, payload.len(), out);
-                Some(payload)
+                Some(payload.parts())
             }
             Outgoing::Sequenced { incarnation, seq, base, dest, payload } => {
                 encode_sequenced_header(*incarnation, *seq, *base, dest, payload.len(), out);
-                Some(payload)
+                Some(std::slice::from_ref(payload))
             }
             Outgoing::Frame(bytes) => {
                 out.extend_from_slice(bytes);
@@ -215,7 +274,10 @@ impl LinkQueue {
     /// Returns the item back when it must be queued instead, or the bytes the socket did not
     /// take when it took part of the frame.
     fn try_direct(&self, inner: &mut Inner, item: Outgoing) -> Result<(), Outgoing> {
-        let (Outgoing::Message { payload, .. } | Outgoing::Sequenced { payload, .. }) = &item else { return Err(item) };
+        let payload = match &item {
+            Outgoing::Message { payload: Payload::One(payload), .. } | Outgoing::Sequenced { payload, .. } => payload,
+            _ => return Err(item),
+        };
         // A payload the writer would compress is left to it: compression never runs on the
         // sender's (scheduler) thread.
         let compressible = matches!(item, Outgoing::Message { .. }) && self.compress_from.is_some_and(|(t, _)| payload.len() >= t);
@@ -231,8 +293,8 @@ impl LinkQueue {
         let written = FRAME.with(|frame| {
             let mut frame = frame.borrow_mut();
             frame.clear();
-            if let Some(payload) = item.encode_header(&mut frame) {
-                frame.extend_from_slice(payload);
+            for part in item.encode_header(&mut frame).unwrap_or_default() {
+                frame.extend_from_slice(part);
             }
             // Non-blocking: a full socket buffer (or an error the writer will meet too) sends
             // the frame through the writer instead.
@@ -397,16 +459,18 @@ pub(crate) async fn write_batches(queue: &LinkQueue, socket: &mut WriteSide) -> 
             // its sequence header, and goes as it is).
             let compressed = match (&item, packer.as_mut()) {
                 (Outgoing::Message { dest, payload }, Some((threshold, packer))) if payload.len() >= *threshold => {
-                    packer.encode_message(dest, payload, &mut batch)
+                    packer.encode_message(dest, &payload.contiguous(), &mut batch)
                 }
                 _ => false,
             };
             if !compressed {
                 match item.encode_header(&mut batch) {
                     None => {}
-                    Some(payload) if payload.len() < COPY_LIMIT => batch.extend_from_slice(payload),
-                    Some(payload) => {
-                        result = socket.write_two(&batch, payload).await;
+                    Some(parts) if parts.iter().map(Bytes::len).sum::<usize>() < COPY_LIMIT => {
+                        parts.iter().for_each(|p| batch.extend_from_slice(p))
+                    }
+                    Some(parts) => {
+                        result = socket.write_gathered(&batch, parts).await;
                         batch.clear();
                         if result.is_ok() {
                             queue.written(std::mem::take(&mut batched));
@@ -432,17 +496,33 @@ pub(crate) async fn write_batches(queue: &LinkQueue, socket: &mut WriteSide) -> 
     socket.shutdown().await
 }
 
-/// Writes `head` and then `body` to a plain socket with vectored writes (one syscall for both
-/// when the socket takes them).
-pub(crate) async fn write_two(socket: &TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
-    let (mut h, mut b) = (0, 0);
-    while h < head.len() || b < body.len() {
-        let slices = [io::IoSlice::new(&head[h..]), io::IoSlice::new(&body[b..])];
+/// At most this many pieces go into one vectored write (Linux's IOV_MAX is 1024).
+const MAX_IOVECS: usize = 64;
+
+/// Writes `head` and then each of `parts` to a plain socket with vectored writes (one syscall
+/// for all of them when the socket takes them).
+pub(crate) async fn write_gathered(socket: &TcpStream, head: &[u8], parts: &[Bytes]) -> io::Result<()> {
+    let pieces: Vec<&[u8]> = std::iter::once(head).chain(parts.iter().map(|p| &p[..])).filter(|p| !p.is_empty()).collect();
+    // The first unwritten piece and how much of it is written.
+    let (mut first, mut offset) = (0, 0);
+    while first < pieces.len() {
+        let slices: Vec<io::IoSlice> = std::iter::once(&pieces[first][offset..])
+            .chain(pieces[first + 1..].iter().copied())
+            .take(MAX_IOVECS)
+            .map(io::IoSlice::new)
+            .collect();
         let mut n = write_some(socket, |s| s.try_write_vectored(&slices)).await?;
-        let from_head = n.min(head.len() - h);
-        h += from_head;
-        n -= from_head;
-        b += n;
+        while n > 0 {
+            let rest = pieces[first].len() - offset;
+            if n < rest {
+                offset += n;
+                n = 0;
+            } else {
+                n -= rest;
+                first += 1;
+                offset = 0;
+            }
+        }
     }
     Ok(())
 }

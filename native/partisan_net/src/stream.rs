@@ -132,13 +132,15 @@ impl WriteSide {
         }
     }
 
-    /// Writes `head` then `body` (one vectored write when the plain socket takes both).
-    pub(crate) async fn write_two(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
+    /// Writes `head` then each of `parts` (vectored writes on a plain socket).
+    pub(crate) async fn write_gathered(&mut self, head: &[u8], parts: &[bytes::Bytes]) -> io::Result<()> {
         match self {
-            WriteSide::Plain(socket) => crate::queue::write_two(socket, head, body).await,
+            WriteSide::Plain(socket) => crate::queue::write_gathered(socket, head, parts).await,
             WriteSide::Tls(w) => {
                 w.write_all(head).await?;
-                w.write_all(body).await?;
+                for part in parts {
+                    w.write_all(part).await?;
+                }
                 w.flush().await
             }
         }

@@ -17,6 +17,7 @@
 mod calls;
 mod config;
 mod deliver;
+mod gather;
 mod log;
 
 use partisan_net::lock::RwLockExt;
@@ -433,6 +434,12 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
         Ok(d) => d,
         Err(()) => return Ok(err(env, atoms::bad_destination())),
     };
+    // A plain send from a VM whose pids need no rewriting takes large binaries by reference.
+    if matches!(delivery, Delivery::Direct) && r.rewriter.is_none() {
+        if let Some(payload) = gather::encode(env, msg) {
+            return Ok(send_result(env, with_atom_str(env, node, |name| r.node.send(name, channel_ix, key, dest_parsed, payload))?));
+        }
+    }
     let args = [delivery.atom().encode(env), node.encode(env), channel.encode(env), key.encode(env), dest];
     let payload = match prepare(env, &r, msg, dirty, &args) {
         Prepared::Ready(p) => p,
