@@ -108,13 +108,27 @@ large_messages(Config) ->
 %% Terms that carry large binaries are sent with the binaries referenced, not copied (the NIF
 %% writes the External Term Format of the levels above them itself): every shape arrives equal
 %% to what was sent, in order with small messages, and a binary appended to after the send
-%% arrives as it was when sent.
+%% arrives as it was when sent. The receiver keeps such binaries in the buffer they were read
+%% into.
 large_binaries_in_terms(Config) ->
     [A, B, _] = cluster(Config),
     Fwd = rpc(B, partisan_ct, forwarder, [self()]),
     Sent = rpc(A, ?MODULE, send_large_shapes, [Fwd]),
     ?assert(length(Sent) > 20),
-    [?assertEqual(Msg, recv(Fwd)) || Msg <- Sent].
+    [?assertEqual(Msg, recv(Fwd)) || Msg <- Sent],
+    %% The receiver holds a large binary where the socket wrote it, not a copy of it: a copy is
+    %% a binary of its own size; a binary kept in place is a sub-binary of a resource binary
+    %% over the received payload, whose referenced size is the resource's.
+    Probe = rpc(B, erlang, spawn, [fun() ->
+                                           receive {probe, Bin} ->
+                                               Fwd ! {probed, byte_size(Bin), binary:referenced_byte_size(Bin)}
+                                           end
+                                   end]),
+    Big = binary:copy(<<"b">>, 200 * 1024),
+    ?assertEqual(ok, rpc(A, partisan, forward_message, [Probe, {probe, Big}, #{channel => data}])),
+    {probed, Size, Referenced} = recv(Fwd),
+    ?assertEqual(byte_size(Big), Size),
+    ?assertNotEqual(Size, Referenced).
 
 %% Maps of more than 32 keys (hash maps) crash OTP 25's VM when decoded off a scheduler
 %% (erlang/otp#8208): they are decoded by `partisan_decoder', in order with the rest of the

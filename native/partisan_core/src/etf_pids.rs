@@ -343,7 +343,24 @@ impl PidRewriter {
 /// error, as is malformed input.
 pub fn largest_map(etf: &[u8]) -> Result<u32, EtfError> {
     check_version(etf)?;
-    let (mut pos, mut left, mut largest) = (1usize, 1u64, 0u32);
+    let mut largest = 0u32;
+    let end = walk(etf, 1, |keys| largest = largest.max(keys))?;
+    if end != etf.len() {
+        return Err(EtfError::Trailing(etf.len() - end));
+    }
+    Ok(largest)
+}
+
+/// Where the term that starts at `pos` (a tag byte, after the version byte) ends, read without
+/// decoding it: the receive path cuts terms into their subterms with it.
+pub fn term_end(etf: &[u8], pos: usize) -> Result<usize, EtfError> {
+    walk(etf, pos, |_| {})
+}
+
+/// Reads the term at `pos` to its end, telling `on_map` the key count of each map in it. It
+/// only counts what is left to read, so it needs no stack.
+fn walk(etf: &[u8], mut pos: usize, mut on_map: impl FnMut(u32)) -> Result<usize, EtfError> {
+    let mut left = 1u64;
     while left > 0 {
         left -= 1;
         pos = match u8_at(etf, pos)? {
@@ -357,7 +374,7 @@ pub fn largest_map(etf: &[u8]) -> Result<u32, EtfError> {
             }
             MAP => {
                 let keys = u32_at(etf, pos + 1)?;
-                largest = largest.max(keys);
+                on_map(keys);
                 left += 2 * u64::from(keys);
                 pos + 5
             }
@@ -378,10 +395,7 @@ pub fn largest_map(etf: &[u8]) -> Result<u32, EtfError> {
             tag => scalar_end(etf, pos, tag)?,
         };
     }
-    if pos != etf.len() {
-        return Err(EtfError::Trailing(etf.len() - pos));
-    }
-    Ok(largest)
+    Ok(pos)
 }
 
 /// A fun whose free variables were rewritten gets its new size. `at` = (input, output) offset

@@ -463,21 +463,156 @@ fn parse_message(body: Bytes) -> Result<Frame, FrameError> {
 
 /// The least a decoder waiting for the rest of a frame reserves.
 const GROW_MIN: usize = 64 * 1024;
+/// Frames at least this large get a buffer of their own (see [`Decoder`])...
+pub const OWN_BUFFER_MIN: usize = 64 * 1024;
+/// ...and frames larger than this do not: they are read into the growing read buffer, and the
+/// receiver copies their payload out of it. Measured on 1 MiB messages: once the receiving
+/// processes hold more payloads than the pool keeps (they free them at their next garbage
+/// collection), every new buffer is fresh memory from the kernel and page-faults on each byte,
+/// which costs more than the copy into a VM binary (the VM's allocator caches such segments).
+/// It also bounds what a length prefix alone makes the decoder reserve.
+pub const OWN_BUFFER_MAX: usize = 512 * 1024;
+
+/// Buffers of large frames, used again once everything made of them is dropped.
+///
+/// A large frame is read into a buffer of its own, and the receiver may keep its payload a
+/// while (as sub-binaries of a message, until the process holding them collects its garbage).
+/// Allocating each such buffer afresh costs more than the copy it saves: `malloc` maps
+/// buffers above 128 KiB straight from the kernel and unmaps them when freed, so every byte of
+/// every frame would page-fault once. The pool keeps up to [`FramePool::MAX_BYTES`] of returned
+/// buffers for the next frames.
+#[derive(Debug, Default)]
+pub struct FramePool {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl FramePool {
+    /// Returned buffers kept, in bytes of capacity.
+    pub const MAX_BYTES: usize = 32 << 20;
+
+    /// The returned buffers (a panic while the lock was held left them as they were).
+    fn free(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An empty buffer with room for `len` bytes: a returned one at most twice as large, or a
+    /// new one.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut free = self.free();
+        match free
+            .iter()
+            .position(|b| b.capacity() >= len && b.capacity() <= 2 * len)
+        {
+            Some(i) => free.swap_remove(i),
+            None => Vec::with_capacity(len),
+        }
+    }
+
+    fn give_back(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        let mut free = self.free();
+        let kept: usize = free.iter().map(Vec::capacity).sum();
+        if kept + buf.capacity() <= Self::MAX_BYTES {
+            free.push(buf);
+        }
+    }
+
+    /// Buffers kept and their total capacity.
+    pub fn kept(&self) -> (usize, usize) {
+        let free = self.free();
+        (free.len(), free.iter().map(Vec::capacity).sum())
+    }
+}
+
+/// A frame's own buffer, given back to its pool when the last piece of it is dropped.
+struct PooledBuffer {
+    buf: Vec<u8>,
+    pool: Option<std::sync::Arc<FramePool>>,
+}
+
+impl AsRef<[u8]> for PooledBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.give_back(std::mem::take(&mut self.buf));
+        }
+    }
+}
 
 /// Splits a byte stream into frames, enforcing the maximum frame size.
+///
+/// With a [`FramePool`] ([`Decoder::with_pool`]; a reader then follows
+/// [`Decoder::own_buffer`] and [`Decoder::prefix_only`]), a large frame (from
+/// [`OWN_BUFFER_MIN`] to [`OWN_BUFFER_MAX`] bytes) is read into a buffer of its own, taken from the pool when it
+/// starts: its bytes are then never moved while the rest
+/// arrives, and its payload — which the receiver may keep, e.g. as sub-binaries of a message —
+/// holds only that buffer, not the read buffer. What arrived of it with an earlier read is
+/// copied over; so that nothing is, a reader reads only the next length prefix after a large
+/// frame ([`Decoder::prefix_only`]): large frames tend to follow each other, and then each is
+/// read straight into its own buffer ([`Decoder::own_buffer`]).
 #[derive(Debug, Clone)]
 pub struct Decoder {
     max_frame: usize,
+    pool: Option<std::sync::Arc<FramePool>>,
+    /// The large frame being read into its own buffer, and its total length.
+    own: Option<(Vec<u8>, usize)>,
+    /// The last frame taken was large.
+    after_large: bool,
 }
 
 impl Decoder {
     pub fn new(max_frame: usize) -> Self {
-        Decoder { max_frame }
+        Decoder {
+            max_frame,
+            pool: None,
+            own: None,
+            after_large: false,
+        }
     }
 
-    /// Takes one complete frame off the front of `buf`, or returns `Ok(None)` if more bytes are
-    /// needed. After an error the stream is unusable and the connection must be closed.
+    /// The same decoder taking the buffers of large frames from `pool`.
+    pub fn with_pool(mut self, pool: std::sync::Arc<FramePool>) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Where the next read must go while a large frame is read into its own buffer: that
+    /// buffer, limited to the bytes the frame still lacks (nothing of the next frame lands in
+    /// it).
+    pub fn own_buffer(&mut self) -> Option<bytes::buf::Limit<&mut Vec<u8>>> {
+        let (own, total) = self.own.as_mut()?;
+        let missing = *total - own.len();
+        Some(own.limit(missing))
+    }
+
+    /// Whether the reader should read just the next length prefix ([`LENGTH_PREFIX`] bytes)
+    /// into `buf`: the frame before was large, so the next one may be too, and then it gets its
+    /// own buffer before any of its body is read.
+    pub fn prefix_only(&self, buf: &BytesMut) -> bool {
+        self.after_large && self.own.is_none() && buf.len() < LENGTH_PREFIX
+    }
+
+    /// Takes one complete frame off the front of `buf` (or out of a large frame's own buffer),
+    /// or returns `Ok(None)` if more bytes are needed. After an error the stream is unusable and
+    /// the connection must be closed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if let Some((own, total)) = &self.own {
+            if own.len() < *total {
+                return Ok(None);
+            }
+            let (own, _) = self.own.take().expect("checked");
+            self.after_large = true;
+            let frame = Bytes::from_owner(PooledBuffer {
+                buf: own,
+                pool: self.pool.clone(),
+            });
+            return Frame::parse_bounded(frame.slice(LENGTH_PREFIX..), self.max_frame).map(Some);
+        }
         if buf.len() < LENGTH_PREFIX {
             return Ok(None);
         }
@@ -486,16 +621,30 @@ impl Decoder {
             return Err(FrameError::Empty);
         }
         if len > self.max_frame {
-            return Err(FrameError::TooLarge { len, max: self.max_frame });
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame,
+            });
         }
-        if buf.len() < LENGTH_PREFIX + len {
+        let total = LENGTH_PREFIX + len;
+        if buf.len() < total {
+            let own_buffer = (OWN_BUFFER_MIN..=OWN_BUFFER_MAX).contains(&total);
+            if let Some(pool) = self.pool.as_ref().filter(|_| own_buffer) {
+                // Everything buffered belongs to this frame (it is incomplete).
+                let mut own = pool.take(total);
+                own.extend_from_slice(buf);
+                buf.clear();
+                self.own = Some((own, total));
+                return Ok(None);
+            }
             // Grow with the bytes that actually arrived (at most doubling, at least a read's
             // worth), never to the announced length at once: a 4-byte prefix alone must not make
             // us reserve up to `max_frame`.
-            let missing = LENGTH_PREFIX + len - buf.len();
+            let missing = total - buf.len();
             buf.reserve(missing.min(buf.len().max(GROW_MIN)));
             return Ok(None);
         }
+        self.after_large = false;
         buf.advance(LENGTH_PREFIX);
         Frame::parse_bounded(buf.split_to(len).freeze(), self.max_frame).map(Some)
     }
@@ -575,26 +724,121 @@ mod tests {
     fn announced_length_is_not_reserved_before_the_bytes_arrive() {
         // An authenticated peer announces 60 MiB and sends 10 bytes: the buffer grows with what
         // arrived, not to the announced size.
+        for mut dec in [
+            Decoder::new(64 << 20),
+            Decoder::new(64 << 20).with_pool(Default::default()),
+        ] {
+            let mut buf = BytesMut::new();
+            buf.put_u32(60 << 20);
+            buf.put_u8(T_MESSAGE);
+            buf.put_slice(&[0; 9]);
+            assert_eq!(dec.decode(&mut buf), Ok(None));
+            assert!(
+                buf.capacity() <= 2 * GROW_MIN,
+                "reserved {} bytes for 14 received",
+                buf.capacity()
+            );
+            // As data arrives the buffer grows at most geometrically, and the frame decodes (with
+            // or without a pool: a frame this large never gets a buffer of its own).
+            let mut fed = buf.len();
+            let total = LENGTH_PREFIX + (60 << 20);
+            while fed < total {
+                let n = (total - fed).min(1 << 20);
+                let capacity = match dec.own_buffer() {
+                    Some(mut own) => {
+                        own.put_slice(&vec![0u8; n]);
+                        own.get_ref().capacity()
+                    }
+                    None => {
+                        buf.put_slice(&vec![0u8; n]);
+                        buf.capacity()
+                    }
+                };
+                fed += n;
+                assert!(
+                    capacity <= 4 * fed + 2 * GROW_MIN,
+                    "capacity {capacity} for {fed} bytes"
+                );
+                if fed < total {
+                    assert_eq!(dec.decode(&mut buf), Ok(None));
+                }
+            }
+            assert!(matches!(
+                dec.decode(&mut buf),
+                Ok(Some(Frame::Message { .. }))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_large_frame_is_read_into_a_pooled_buffer_of_its_own() {
+        let encode = |name: &str, payload: Bytes| {
+            let mut out = BytesMut::new();
+            Frame::Message {
+                dest: Dest::Name(name.into()),
+                payload,
+            }
+            .encode(&mut out);
+            out
+        };
+        let payload: Bytes = (0..200_000u32).map(|i| i as u8).collect::<Vec<u8>>().into();
+        let large = encode("p", payload.clone());
+        let (first, next) = (
+            encode("o", Bytes::from_static(b"first")),
+            encode("q", Bytes::from_static(b"small")),
+        );
+        let frame_total = large.len();
+        let mut stream = large.clone();
+        stream.extend_from_slice(&next);
+        let pool = std::sync::Arc::new(FramePool::default());
+        let mut dec = Decoder::new(1 << 20).with_pool(pool.clone());
+        // A read brought a small frame and the start of the large one.
         let mut buf = BytesMut::new();
-        buf.put_u32(60 << 20);
-        buf.put_u8(T_MESSAGE);
-        buf.put_slice(&[0; 9]);
-        let mut dec = Decoder::new(64 << 20);
+        buf.extend_from_slice(&first);
+        buf.extend_from_slice(&stream[..1000]);
+        assert!(
+            matches!(dec.decode(&mut buf), Ok(Some(Frame::Message { dest: Dest::Name(n), .. })) if n == "o")
+        );
         assert_eq!(dec.decode(&mut buf), Ok(None));
-        assert!(buf.capacity() <= 2 * GROW_MIN, "reserved {} bytes for 14 received", buf.capacity());
-        // As data arrives the buffer grows at most geometrically, and the frame still decodes.
-        let mut fed = buf.len();
-        let total = LENGTH_PREFIX + (60 << 20);
-        while fed < total {
-            let n = (total - fed).min(1 << 20);
-            buf.put_slice(&vec![0u8; n]);
+        assert!(
+            buf.is_empty(),
+            "the start of the large frame moved to its own buffer"
+        );
+        // The rest arrives in reads that never take more than the frame lacks.
+        let mut fed = 1000;
+        while fed < frame_total {
+            let mut own = dec
+                .own_buffer()
+                .expect("reading into the frame's own buffer");
+            let n = own.remaining_mut().min(30_000);
+            own.put_slice(&stream[fed..fed + n]);
             fed += n;
-            assert!(buf.capacity() <= 4 * buf.len() + 2 * GROW_MIN, "capacity {} for {} bytes", buf.capacity(), buf.len());
-            if fed < total {
+            if fed < frame_total {
                 assert_eq!(dec.decode(&mut buf), Ok(None));
             }
         }
-        assert!(matches!(dec.decode(&mut buf), Ok(Some(Frame::Message { .. }))));
+        assert!(dec.own_buffer().unwrap().remaining_mut() == 0);
+        let got = match dec.decode(&mut buf) {
+            Ok(Some(Frame::Message { payload: got, .. })) => got,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(got, payload);
+        assert!(dec.own_buffer().is_none());
+        assert!(
+            dec.prefix_only(&buf),
+            "after a large frame, read the next prefix alone"
+        );
+        // The buffer returns to the pool when the payload is dropped, and serves the next one.
+        assert_eq!(pool.kept().0, 0);
+        drop(got);
+        assert_eq!(pool.kept().0, 1);
+        buf.extend_from_slice(&stream[frame_total..]);
+        assert!(
+            matches!(dec.decode(&mut buf), Ok(Some(Frame::Message { dest: Dest::Name(n), .. })) if n == "q")
+        );
+        buf.extend_from_slice(&large[..LENGTH_PREFIX]);
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert_eq!(pool.kept().0, 0, "the kept buffer was taken again");
     }
 
     #[test]

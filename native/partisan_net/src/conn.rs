@@ -16,7 +16,8 @@ use crate::queue::Outgoing;
 use crate::{Cmd, Cmds, Direction, DropReason, Event, Shared, StartError};
 use partisan_core::ack::{Inbound, Verdict};
 use partisan_core::ping::{Liveness, PingAction};
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
+use partisan_core::frame::LENGTH_PREFIX;
 use partisan_core::frame::{Decoder, Frame, FrameError, NONCE_LEN};
 use partisan_core::handshake::{ClientHandshake, HandshakeError, ServerHandshake};
 use partisan_core::overlay::LinkId;
@@ -158,7 +159,7 @@ const HANDSHAKE_CHUNK: usize = 512;
 
 /// One non-blocking read once the socket is readable. Polls readiness as `AsyncRead` does, so
 /// the reader takes part in tokio's cooperative budget.
-pub(crate) async fn read_some(socket: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+pub(crate) async fn read_some(socket: &TcpStream, buf: &mut impl bytes::BufMut) -> std::io::Result<usize> {
     std::future::poll_fn(|cx| loop {
         std::task::ready!(socket.poll_read_ready(cx))?;
         match socket.try_read_buf(buf) {
@@ -303,7 +304,7 @@ async fn serve_inbound(stream: TcpStream, peer: SocketAddr, permit: Permit, shar
         return;
     }
     debug!(%peer, node = %hello.node, channel = %hello.channel, conn = hello.conn_index, tls = tls.is_some(), "inbound connection accepted");
-    dec = Decoder::new(shared.cfg.max_frame_size);
+    dec = Decoder::new(shared.cfg.max_frame_size).with_pool(shared.frame_pool.clone());
     // On an accepted link only the reader writes (acks and pongs; the dialer sends on it); the
     // connection stays open until the peer closes it, which ends the read loop.
     let Some(channel) = shared.channels.index_of(&hello.channel) else { return };
@@ -396,10 +397,18 @@ async fn read_loop(
                         }
                     }
                 }
-                if buf.capacity() - buf.len() < READ_CHUNK / 16 + 1 {
-                    buf.reserve(READ_CHUNK);
-                }
-                match socket.read_some(buf).await {
+                let read = if let Some(mut own) = dec.own_buffer() {
+                    socket.read_some(&mut own).await
+                } else if dec.prefix_only(buf) {
+                    let missing = LENGTH_PREFIX - buf.len();
+                    socket.read_some(&mut (&mut *buf).limit(missing)).await
+                } else {
+                    if buf.capacity() - buf.len() < READ_CHUNK / 16 + 1 {
+                        buf.reserve(READ_CHUNK);
+                    }
+                    socket.read_some(buf).await
+                };
+                match read {
                     Ok(0) => return Ended::Closed,
                     Ok(_) => heard.store(shared.now_ms(), Ordering::Relaxed),
                     Err(e) => return Ended::Io(e),
@@ -578,7 +587,7 @@ fn start_link(
             // Reports the link down however this task ends: EOF, error, abort or panic.
             let down = down;
             // The peer sends nothing on a link it accepted but may (pings); EOF means it is gone.
-            let mut dec = Decoder::new(shared.cfg.max_frame_size);
+            let mut dec = Decoder::new(shared.cfg.max_frame_size).with_pool(shared.frame_pool.clone());
             let ended = read_loop(&mut rd, None, &mut buf, &mut dec, &link.node, Side::Dialed(&link), &shared, &cmds).await;
             if let Ended::Io(e) = &ended {
                 debug!(node = %link.node, error = %e, "link read failed");

@@ -292,6 +292,8 @@ pub(crate) struct Shared {
     /// The TLS configurations new connections use (`tls => true`); replaced by
     /// [`Node::reload_tls`].
     pub tls: RwLock<Option<Arc<tls::TlsContext>>>,
+    /// Buffers of large received frames, shared by every connection's reader.
+    pub frame_pool: Arc<frame::FramePool>,
 }
 
 /// At most one warning per kind and period; the rest are counted in `log_lines_suppressed` and
@@ -524,6 +526,7 @@ impl Node {
             epoch: std::time::Instant::now(),
             cfg,
             tls: RwLock::new(tls),
+            frame_pool: Default::default(),
         });
         let (cmds, rx) = Cmds::new();
         for listener in listeners {

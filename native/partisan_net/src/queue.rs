@@ -442,12 +442,17 @@ impl Written {
 /// The writer of a connection: writes what the queue hands over, batching frames into few
 /// syscalls, until the queue is closed and drained (then it shuts the socket's write side down,
 /// so the peer reads everything and then EOF) or a write fails.
+///
+/// Small frames are copied into one buffer; the payloads of large ones (and the pieces of a
+/// gathered payload) are written from where they are. One vectored write carries up to
+/// [`BATCH_BYTES`] of both, so a stream of 64 KiB messages costs a few writes per batch, not one
+/// per message.
 pub(crate) async fn write_batches(queue: &LinkQueue, socket: &mut WriteSide) -> io::Result<()> {
     let mut packer = queue.compress_from.map(|(threshold, level)| (threshold, Packer::new(level)));
     let mut items = Vec::with_capacity(256);
-    let mut batch = BytesMut::with_capacity(BATCH_BYTES);
+    let mut batch = Batch { copied: BytesMut::with_capacity(BATCH_BYTES), pieces: Vec::new(), referenced: 0 };
     while queue.take_all(&mut items).await.is_some() {
-        // Items and budget in `batch` (or in the payload being written), not yet reported.
+        // Items and budget in `batch`, not yet reported.
         let mut batched = Written::default();
         let mut result = Ok(());
         for item in items.drain(..) {
@@ -459,36 +464,28 @@ pub(crate) async fn write_batches(queue: &LinkQueue, socket: &mut WriteSide) -> 
             // its sequence header, and goes as it is).
             let compressed = match (&item, packer.as_mut()) {
                 (Outgoing::Message { dest, payload }, Some((threshold, packer))) if payload.len() >= *threshold => {
-                    packer.encode_message(dest, &payload.contiguous(), &mut batch)
+                    packer.encode_message(dest, &payload.contiguous(), &mut batch.copied)
                 }
                 _ => false,
             };
             if !compressed {
-                match item.encode_header(&mut batch) {
+                match item.encode_header(&mut batch.copied) {
                     None => {}
                     Some(parts) if parts.iter().map(Bytes::len).sum::<usize>() < COPY_LIMIT => {
-                        parts.iter().for_each(|p| batch.extend_from_slice(p))
+                        parts.iter().for_each(|p| batch.copied.extend_from_slice(p))
                     }
-                    Some(parts) => {
-                        result = socket.write_gathered(&batch, parts).await;
-                        batch.clear();
-                        if result.is_ok() {
-                            queue.written(std::mem::take(&mut batched));
-                        }
-                    }
+                    Some(parts) => batch.reference(parts),
                 }
             }
-            if result.is_ok() && batch.len() >= BATCH_BYTES {
-                result = socket.write_all(&batch).await;
-                batch.clear();
+            if batch.is_full() {
+                result = batch.write(socket).await;
                 if result.is_ok() {
                     queue.written(std::mem::take(&mut batched));
                 }
             }
         }
-        if result.is_ok() && !batch.is_empty() {
-            result = socket.write_all(&batch).await;
-            batch.clear();
+        if result.is_ok() {
+            result = batch.write(socket).await;
         }
         result?;
         queue.written(batched);
@@ -496,13 +493,57 @@ pub(crate) async fn write_batches(queue: &LinkQueue, socket: &mut WriteSide) -> 
     socket.shutdown().await
 }
 
+/// Frames on their way into one vectored write: copied bytes, and pieces written from their own
+/// buffers.
+struct Batch {
+    /// Copied bytes not yet placed in `pieces` (they follow its last piece).
+    copied: BytesMut,
+    pieces: Vec<Bytes>,
+    /// Bytes in `pieces`.
+    referenced: usize,
+}
+
+impl Batch {
+    /// Appends what was copied so far, then `parts` by reference.
+    fn reference(&mut self, parts: &[Bytes]) {
+        if !self.copied.is_empty() {
+            let copied = self.copied.split().freeze();
+            self.referenced += copied.len();
+            self.pieces.push(copied);
+        }
+        self.referenced += parts.iter().map(Bytes::len).sum::<usize>();
+        self.pieces.extend(parts.iter().cloned());
+    }
+
+    fn is_full(&self) -> bool {
+        self.copied.len() + self.referenced >= BATCH_BYTES || self.pieces.len() + 1 >= MAX_IOVECS
+    }
+
+    /// Writes everything and empties the batch.
+    async fn write(&mut self, socket: &mut WriteSide) -> io::Result<()> {
+        let result = if self.pieces.is_empty() {
+            if self.copied.is_empty() {
+                return Ok(());
+            }
+            socket.write_all(&self.copied).await
+        } else {
+            let slices: Vec<&[u8]> = self.pieces.iter().map(|p| &p[..]).chain(std::iter::once(&self.copied[..])).collect();
+            socket.write_gathered(&slices).await
+        };
+        self.copied.clear();
+        self.pieces.clear();
+        self.referenced = 0;
+        result
+    }
+}
+
 /// At most this many pieces go into one vectored write (Linux's IOV_MAX is 1024).
 const MAX_IOVECS: usize = 64;
 
-/// Writes `head` and then each of `parts` to a plain socket with vectored writes (one syscall
-/// for all of them when the socket takes them).
-pub(crate) async fn write_gathered(socket: &TcpStream, head: &[u8], parts: &[Bytes]) -> io::Result<()> {
-    let pieces: Vec<&[u8]> = std::iter::once(head).chain(parts.iter().map(|p| &p[..])).filter(|p| !p.is_empty()).collect();
+/// Writes `pieces` one after the other to a plain socket with vectored writes (one syscall for
+/// all of them when the socket takes them).
+pub(crate) async fn write_gathered(socket: &TcpStream, pieces: &[&[u8]]) -> io::Result<()> {
+    let pieces: Vec<&[u8]> = pieces.iter().copied().filter(|p| !p.is_empty()).collect();
     // The first unwritten piece and how much of it is written.
     let (mut first, mut offset) = (0, 0);
     while first < pieces.len() {

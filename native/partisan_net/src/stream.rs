@@ -11,7 +11,6 @@
 //! Both shapes keep the `Arc<TcpStream>` underneath, through which the queue shuts the socket
 //! down when the link dies, whichever the shape.
 
-use bytes::BytesMut;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -102,7 +101,7 @@ pub(crate) fn tls(stream: TlsIo) -> (ReadSide, WriteSide) {
 
 impl ReadSide {
     /// Reads what is available into `buf` (0: the peer closed).
-    pub(crate) async fn read_some(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    pub(crate) async fn read_some(&mut self, buf: &mut impl bytes::BufMut) -> io::Result<usize> {
         match self {
             ReadSide::Plain(socket) => crate::conn::read_some(socket, buf).await,
             ReadSide::Tls(r) => match r.read_buf(buf).await {
@@ -132,14 +131,13 @@ impl WriteSide {
         }
     }
 
-    /// Writes `head` then each of `parts` (vectored writes on a plain socket).
-    pub(crate) async fn write_gathered(&mut self, head: &[u8], parts: &[bytes::Bytes]) -> io::Result<()> {
+    /// Writes `pieces` one after the other (vectored writes on a plain socket).
+    pub(crate) async fn write_gathered(&mut self, pieces: &[&[u8]]) -> io::Result<()> {
         match self {
-            WriteSide::Plain(socket) => crate::queue::write_gathered(socket, head, parts).await,
+            WriteSide::Plain(socket) => crate::queue::write_gathered(socket, pieces).await,
             WriteSide::Tls(w) => {
-                w.write_all(head).await?;
-                for part in parts {
-                    w.write_all(part).await?;
+                for piece in pieces {
+                    w.write_all(piece).await?;
                 }
                 w.flush().await
             }

@@ -28,6 +28,7 @@
 //! reader waits until it has ([`decoded`]), so messages keep their order.
 
 use crate::calls::Calls;
+use crate::scatter;
 use bytes::Bytes;
 use partisan_core::etf_pids::{largest_map, PidRewriter, RefFormat};
 use partisan_core::frame::Dest;
@@ -151,8 +152,12 @@ impl BeamSink {
     }
 
     /// Decodes on this (runtime) thread: only terms without a map of more than
-    /// [`MAX_FLAT_MAP`] keys.
-    fn decode<'a>(&self, env: Env<'a>, payload: &[u8]) -> Result<Term<'a>, DeliverError> {
+    /// [`MAX_FLAT_MAP`] keys. A large payload as received keeps its large binaries in place
+    /// ([`scatter`]); `payload` is then that payload.
+    fn decode<'a>(&self, env: Env<'a>, payload: &[u8], received: Option<&Bytes>) -> Result<Term<'a>, DeliverError> {
+        if let Some(term) = received.and_then(|received| scatter::decode(env, received, !self.safe)) {
+            return Ok(term);
+        }
         let decoded = if self.safe {
             env.binary_to_term(payload)
         } else {
@@ -174,6 +179,7 @@ impl Sink for BeamSink {
             None => None,
         };
         let etf = rewritten.as_deref().unwrap_or(&payload);
+        let received = rewritten.is_none().then_some(&payload);
         let on_scheduler = largest_map(etf).map_or(true, |keys| keys > MAX_FLAT_MAP);
         let waiting = ENV.with(|cell| {
             let mut owned = cell.borrow_mut();
@@ -183,13 +189,13 @@ impl Sink for BeamSink {
                     // so a caller whose cancel fails can count on its mailbox. (A large answer is
                     // decoded by the decoder: its caller is taken first.)
                     Dest::Reply { id } => {
-                        let term = if on_scheduler { None } else { Some(self.decode(env, etf)?) };
+                        let term = if on_scheduler { None } else { Some(self.decode(env, etf, received)?) };
                         let waiter = self.calls.lock().take(*id, from).ok_or(DeliverError::LateReply)?;
                         (Target { to: waiter.pid, interposed: None }, term)
                     }
                     _ => {
                         let pid = self.resolve(env, dest)?;
-                        let term = if on_scheduler { None } else { Some(self.decode(env, etf)?) };
+                        let term = if on_scheduler { None } else { Some(self.decode(env, etf, received)?) };
                         let target = match interposer() {
                             None => Target { to: pid, interposed: None },
                             Some(via) => Target { to: via, interposed: Some((node_atom(env, from), pid)) },

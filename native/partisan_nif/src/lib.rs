@@ -19,6 +19,7 @@ mod config;
 mod deliver;
 mod gather;
 mod log;
+mod scatter;
 
 use partisan_net::lock::RwLockExt;
 use bytes::Bytes;
@@ -692,6 +693,7 @@ fn stats(env: Env) -> NifResult<Term> {
 
 fn load(_env: Env, _info: Term) -> bool {
     log::init();
+
     true
 }
 

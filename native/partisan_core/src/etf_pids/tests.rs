@@ -560,3 +560,14 @@ fn largest_map_finds_the_biggest_map_at_any_depth() {
     }
     assert_eq!(largest_map(&[131, 80, 0, 0, 0, 1]), Err(EtfError::Compressed));
 }
+
+#[test]
+fn term_end_finds_where_each_subterm_ends() {
+    // {1, <<"abc">>, [x | y]}
+    let etf = [131, 104, 3, 97, 1, 109, 0, 0, 0, 3, b'a', b'b', b'c', 108, 0, 0, 0, 1, 119, 1, b'x', 119, 1, b'y'];
+    assert_eq!(term_end(&etf, 1), Ok(etf.len()));
+    assert_eq!(term_end(&etf, 3), Ok(5), "the small integer");
+    assert_eq!(term_end(&etf, 5), Ok(13), "the binary, without reading its bytes");
+    assert_eq!(term_end(&etf, 13), Ok(etf.len()), "the improper list and its tail");
+    assert_eq!(term_end(&etf[..20], 1), Err(EtfError::Truncated(20)));
+}

@@ -27,7 +27,13 @@ fn queue(socket: Arc<TcpStream>, max_bytes: usize, gap: Duration) -> (LinkQueue,
 fn msg(n: u32, size: usize) -> Outgoing {
     let mut payload = n.to_be_bytes().to_vec();
     payload.resize(size.max(4), 0);
-    Outgoing::Message { dest: Dest::Name("p".into()), payload: payload.into() }
+    Outgoing::Message { dest: Dest::Name("p".into()), payload: Bytes::from(payload).into() }
+}
+
+/// Message `n` as a gathered payload: its number, then `pieces` more pieces of `size` bytes.
+fn gathered_msg(n: u32, pieces: usize, size: usize) -> Outgoing {
+    let parts = std::iter::once(Bytes::copy_from_slice(&n.to_be_bytes())).chain((0..pieces).map(|i| Bytes::from(vec![i as u8; size]))).collect();
+    Outgoing::Message { dest: Dest::Name("p".into()), payload: Payload::gathered(parts) }
 }
 
 fn key(k: u8) -> Option<MonotonicKey> {
@@ -112,6 +118,57 @@ async fn messages_arrive_in_the_order_they_were_pushed() {
     q.close();
     writer.await.unwrap().unwrap();
     assert_eq!(reader.await.unwrap(), (0..2000).collect::<Vec<_>>());
+    assert_eq!(q.budget_used(), 0);
+}
+
+/// Large and gathered payloads are written from their own buffers, many frames per vectored
+/// write, between copied small frames: what arrives is every frame whole, in order.
+#[tokio::test]
+async fn large_and_gathered_payloads_keep_their_place_between_small_ones() {
+    let (socket, mut peer) = socket_pair().await;
+    let (q, _) = queue(socket, 64 << 20, Duration::ZERO);
+    let q = Arc::new(q);
+    let writer = tokio::spawn({
+        let q = q.clone();
+        async move { write_batches(&q, &mut crate::stream::WriteSide::Plain(q.socket.clone())).await }
+    });
+    let mut dec = Decoder::new(1 << 20);
+    let mut buf = BytesMut::new();
+    let mut expected = vec![];
+    for n in 0..600u32 {
+        let item = match n % 3 {
+            0 => msg(n, 16),
+            1 => msg(n, COPY_LIMIT + 100),
+            // more pieces than one vectored write takes, in some
+            _ => gathered_msg(n, if n % 30 == 2 { MAX_IOVECS + 3 } else { 3 }, 5_000),
+        };
+        let mut encoded = BytesMut::new();
+        if let Outgoing::Message { dest, payload } = &item {
+            Frame::Message { dest: dest.clone(), payload: payload.contiguous() }.encode(&mut encoded);
+        }
+        expected.push(encoded.freeze());
+        q.push(item, None).unwrap();
+        if n % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    q.close();
+    let reader = tokio::spawn(async move {
+        let mut frames = vec![];
+        loop {
+            match dec.decode(&mut buf).unwrap() {
+                Some(frame) => frames.push(frame.to_bytes()),
+                None if peer.read_buf(&mut buf).await.unwrap() == 0 => return frames,
+                None => {}
+            }
+        }
+    });
+    writer.await.unwrap().unwrap();
+    let got = reader.await.unwrap();
+    assert_eq!(got.len(), expected.len(), "frames");
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != expected[i]) {
+        panic!("frame {i} differs: {} bytes, expected {}", got[i].len(), expected[i].len());
+    }
     assert_eq!(q.budget_used(), 0);
 }
 
