@@ -20,7 +20,8 @@
 -module(partisan_causality_backend).
 -behaviour(gen_server).
 
--export([start_link/0, emit/5, is_causal_message/1, unwrap/1, stats/0]).
+-export([start_link/0, emit/5, is_causal_message/1, unwrap/1, stats/0, receive_message/2,
+         set_delivery_fun/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -include_lib("kernel/include/logger.hrl").
@@ -34,6 +35,8 @@
                 %% Arrival number => {arrival time (ms), envelope}, oldest first when sorted.
                 buffer = #{} :: #{non_neg_integer() => {integer(), tuple()}},
                 timer :: reference() | undefined,
+                %% set_delivery_fun/2's fun, else partisan:forward_message/4 to this node.
+                deliver_fun :: fun((partisan:server_ref(), term()) -> any()) | undefined,
                 counts = #{delivered => 0, buffered_total => 0, skipped => 0, late => 0,
                            undeliverable => 0} :: #{atom() => non_neg_integer()}}).
 -record(state, {me :: member(), labels :: #{atom() => #label{}}, max :: pos_integer(),
@@ -64,6 +67,35 @@ is_causal_message(Term) -> unwrap(Term) =/= error.
 -spec unwrap(term()) -> {ok, atom(), term()} | error.
 unwrap({?TAG, Label, _From, _Seq, _Clock, _Dest, Msg}) -> {ok, Label, Msg};
 unwrap(_) -> error.
+
+%% @doc Hands a causal envelope of `Label' received by other means (an interposition fun that held
+%% it, a manager's `receive_message/3') to this node's backend, which delivers it in causal order
+%% as if it had arrived itself (v5's `receive_message/2'). `{error, {not_causal, Label}}' for a
+%% term that is not an envelope of `Label'.
+-spec receive_message(atom(), term()) -> ok | {error, {not_causal, atom()} | not_started}.
+receive_message(Label, Envelope) ->
+    case unwrap(Envelope) of
+        {ok, Label, _} ->
+            case whereis(?MODULE) of
+                undefined -> {error, not_started};
+                Pid -> Pid ! Envelope, ok
+            end;
+        _ ->
+            {error, {not_causal, Label}}
+    end.
+
+%% @doc Sets the fun that delivers `Label''s messages on this node when their turn comes:
+%% `Fun(ServerRef, Msg)' runs in the backend process (keep it short), instead of sending `Msg'
+%% to `ServerRef' (v5's `set_delivery_fun/2'). A fun that raises counts the message as
+%% `undeliverable'. `{error, {unknown_causal_label, Label}}' for a label not in `causal_labels'.
+-spec set_delivery_fun(atom(), fun((partisan:server_ref(), term()) -> any())) ->
+    ok | {error, term()}.
+set_delivery_fun(Label, Fun) when is_function(Fun, 2) ->
+    try gen_server:call(?MODULE, {set_delivery_fun, Label, Fun})
+    catch exit:{noproc, _} -> {error, not_started}
+    end;
+set_delivery_fun(_Label, Fun) ->
+    {error, {bad_callback, Fun}}.
 
 %% @doc Per label: messages `buffered' now, and since start `delivered', `buffered_total'
 %% (delivered later than they arrived), `skipped' (given up when the buffer overflowed), `late'
@@ -98,6 +130,11 @@ handle_call({emit, Label, Node, ServerRef, Msg, Opts}, _From, State = #state{me 
             end;
         error ->
             {reply, {error, {unknown_causal_label, Label}}, State}
+    end;
+handle_call({set_delivery_fun, Label, Fun}, _From, State = #state{labels = Labels}) ->
+    case maps:find(Label, Labels) of
+        {ok, L} -> {reply, ok, State#state{labels = Labels#{Label := L#label{deliver_fun = Fun}}}};
+        error -> {reply, {error, {unknown_causal_label, Label}}, State}
     end;
 handle_call(stats, _From, State) ->
     Stats = maps:map(fun(_, #label{buffer = B, counts = C}) -> C#{buffered => map_size(B)} end,
@@ -209,13 +246,24 @@ status({?TAG, _, From, Seq, Clock, _, _}, #label{delivered = D}, MeNode) ->
     end.
 
 deliver({?TAG, _, From, Seq, Clock, Dest, Msg}, L = #label{sent = Sent, delivered = D}, MeNode) ->
-    Result = partisan:forward_message(partisan:node(), Dest, Msg, #{}),
+    Result = deliver_to(L#label.deliver_fun, Dest, Msg),
     Merged = maps:fold(fun(K, C, Acc) -> maps:update_with(K, fun(V) -> max(V, C) end, C, Acc) end,
                        Sent, Clock#{{From, MeNode} => Seq}),
     L2 = L#label{sent = Merged, delivered = D#{From => Seq}},
     case Result of
         ok -> bump(delivered, 1, L2);
         {error, _} -> bump(undeliverable, 1, L2)
+    end.
+
+deliver_to(undefined, Dest, Msg) ->
+    partisan:forward_message(partisan:node(), Dest, Msg, #{});
+deliver_to(Fun, Dest, Msg) ->
+    try Fun(Dest, Msg) of
+        _ -> ok
+    catch
+        Class:Reason ->
+            ?LOG_WARNING("partisan: causal delivery fun raised ~p:~p", [Class, Reason]),
+            {error, delivery_fun}
     end.
 
 bump(Key, By, L = #label{counts = C}) ->

@@ -17,6 +17,8 @@
 -module(partisan_config).
 
 -export([init/0, get/1, get/2, set/2, channels/0, parallelism/0, default_channel/0,
+         channel_opts/1, default_channel_opts/0, get_with_opts/2, get_with_opts/3,
+         listen_addrs/0, seed/0, seed/1, trace/2,
          normalise/1, nif_config/0, nif_config/1, warnings/1, v5_keys/0, channel_map/2]).
 
 -compile({no_auto_import, [get/1]}).
@@ -186,6 +188,75 @@ parallelism() -> get(parallelism, 1).
 %% @doc The default channel's name, `undefined' as in Partisan.
 -spec default_channel() -> undefined.
 default_channel() -> undefined.
+
+%% @doc The options of channel `Name' (`#{parallelism, monotonic, ...}'); raises `badarg' for a
+%% channel that is not configured, as in v5.
+-spec channel_opts(channel()) -> channel_opts().
+channel_opts(Name) when is_atom(Name) ->
+    case maps:find(Name, get(channels, #{})) of
+        {ok, Opts} -> Opts;
+        error -> erlang:error(badarg, [Name])
+    end;
+channel_opts(Name) ->
+    erlang:error(badarg, [Name]).
+
+%% @doc The options of the default channel (`undefined').
+-spec default_channel_opts() -> channel_opts().
+default_channel_opts() -> channel_opts(default_channel()).
+
+%% @doc `Key''s value in `Opts' (a map or a proplist) if there, else `get/1''s.
+-spec get_with_opts(atom(), map() | [{atom(), term()}]) -> term().
+get_with_opts(Key, Opts) ->
+    case find_opt(Key, Opts) of
+        {ok, Value} -> Value;
+        error -> get(Key)
+    end.
+
+%% @doc `Key''s value in `Opts' (a map or a proplist) if there, else `get(Key, Default)'.
+-spec get_with_opts(atom(), map() | [{atom(), term()}], term()) -> term().
+get_with_opts(Key, Opts, Default) ->
+    case find_opt(Key, Opts) of
+        {ok, Value} -> Value;
+        error -> get(Key, Default)
+    end.
+
+find_opt(Key, Opts) when is_map(Opts) -> maps:find(Key, Opts);
+find_opt(Key, Opts) when is_list(Opts) ->
+    case lists:keyfind(Key, 1, Opts) of
+        {Key, Value} -> {ok, Value};
+        false -> error
+    end;
+find_opt(Key, Opts) ->
+    erlang:error(badarg, [Key, Opts]).
+
+%% @doc This node's listen addresses: the ones bound (the ports chosen when `0') while partisan
+%% runs, else the configured ones.
+-spec listen_addrs() -> [#{ip := inet:ip_address(), port := inet:port_number()}].
+listen_addrs() ->
+    case persistent_term:get({partisan_peer_service_manager, node_spec}, undefined) of
+        #{listen_addrs := Addrs} -> Addrs;
+        undefined -> get(listen_addrs, [])
+    end.
+
+%% @doc Seeds the calling process's `rand' state (`exsplus'), with the `random_seed' key when it
+%% is set, else with a seed made of this node's name, the time and a unique integer (v5). The
+%% data plane's own randomness is not seeded by it.
+-spec seed() -> rand:state().
+seed() ->
+    case get(random_seed, undefined) of
+        undefined -> seed({erlang:phash2([partisan:node()]), erlang:monotonic_time(),
+                           erlang:unique_integer()});
+        Seed -> seed(Seed)
+    end.
+
+%% @doc Seeds the calling process's `rand' state with `Seed' (`exsplus').
+-spec seed(rand:seed() | {integer(), integer(), integer()}) -> rand:state().
+seed(Seed) -> rand:seed(exsplus, Seed).
+
+%% @doc Logs `Message' with `Args' at `debug' level (v5's trace hook). Returns `ok'.
+-spec trace(term(), term()) -> ok.
+trace(Message, Args) ->
+    logger:debug(#{description => "Trace", message => Message, args => Args}).
 
 %% @doc Validates an env map and returns it with defaults filled in and values normalised.
 -spec normalise(map()) -> {ok, map()} | {error, {invalid_config, atom(), string()}}.

@@ -18,7 +18,8 @@
 -export([call/2, call/3, call/4, call/5, cast/2, cast/4, send_request/2, send_request/4,
          receive_response/1, receive_response/2, wait_response/1, wait_response/2,
          check_response/2, multicall/2, multicall/3, multicall/4, multicall/5, multicast/2,
-         multicast/4, execute_call/3, execute_cast/3]).
+         multicast/4, execute_call/3, execute_call/4, execute_cast/3, is_arg_error/4,
+         trim_stack/4, call_result/4]).
 
 %% A request to another node (ours), or to this one (OTP's erpc, which needs no distribution).
 -opaque request_id() :: {partisan, partisan_gen:request_id()} | {otp, erpc:request_id()}.
@@ -154,17 +155,39 @@ multicast(Nodes, Fun) -> [cast(N, Fun) || N <- Nodes], ok.
 -spec multicast([node()], module(), atom(), [term()]) -> ok.
 multicast(Nodes, M, F, A) -> [cast(N, M, F, A) || N <- Nodes], ok.
 
-%% @doc Evaluates `M:F(A)' in the calling process and returns the outcome as a term:
-%% `{ok, Value}' or `{Class, Reason, Stacktrace}'. The body of every remote request.
--spec execute_call(module(), atom(), [term()]) -> {ok, term()} | {error | exit | throw, term(), list()}.
-execute_call(M, F, A) ->
-    try {ok, erlang:apply(M, F, A)} catch Class:Reason:Stack -> {Class, Reason, Stack} end.
+%% @doc OTP 25's `erpc:execute_call/3' (the body of a request whose caller handles exceptions):
+%% `{return, M:F(A)}'; exceptions propagate. Requests over Partisan run in the target node's call
+%% relay (`partisan_call_relay'), not through this function; it is kept for v5's API.
+-spec execute_call(module(), atom(), [term()]) -> {return, term()}.
+execute_call(M, F, A) -> erpc:execute_call(M, F, A).
 
-%% @doc Evaluates `M:F(A)' in the calling process, ignoring the outcome (the body of a cast).
--spec execute_cast(module(), atom(), [term()]) -> ok.
-execute_cast(M, F, A) ->
-    _ = execute_call(M, F, A),
-    ok.
+%% @doc OTP 25's `erpc:execute_call/4': evaluates `M:F(A)' and exits with the outcome tagged
+%% with `Ref' (`{Ref, return, Value}', `{Ref, throw, Value}', `{Ref, exit, Reason}',
+%% `{Ref, error, Reason, Stack}' or `{Ref, error, {erpc, Reason}}'), the body of a process
+%% `spawn_request'ed by erpc.
+-spec execute_call(reference(), module(), atom(), [term()]) -> no_return().
+execute_call(Ref, M, F, A) -> erpc:execute_call(Ref, M, F, A).
+
+%% @doc OTP 25's `erpc:execute_cast/3': evaluates `M:F(A)'; an error is raised again as erpc's
+%% `{exception, {Reason, Stack}}' (or `{erpc, Reason}' for an argument error).
+-spec execute_cast(module(), atom(), [term()]) -> term().
+execute_cast(M, F, A) -> erpc:execute_cast(M, F, A).
+
+%% @doc OTP 25's `erpc:is_arg_error/4': whether the error `Reason' of `M:F(A)' comes from its
+%% arguments themselves (a `system_limit' from too many), not from the code run.
+-spec is_arg_error(term(), module(), atom(), [term()]) -> boolean().
+is_arg_error(Reason, M, F, A) -> erpc:is_arg_error(Reason, M, F, A).
+
+%% @doc OTP 25's `erpc:trim_stack/4': `Stack' cut below the frames of `M:F(A)', as erpc reports
+%% the stack of a remote exception.
+-spec trim_stack(list(), module(), atom(), [term()]) -> list().
+trim_stack(Stack, M, F, A) -> erpc:trim_stack(Stack, M, F, A).
+
+%% @doc OTP 25's `erpc:call_result/4': the value, or the exception erpc raises, for the outcome
+%% `Reason' of a request (`Type' `down', `spawn_reply' or `timeout'; `Res' the request's tag).
+%% The same results and exceptions as this module's calls.
+-spec call_result(down | spawn_reply | timeout, term(), term(), term()) -> term().
+call_result(Type, ReqId, Res, Reason) -> erpc:call_result(Type, ReqId, Res, Reason).
 
 %% -- internal ------------------------------------------------------------------
 

@@ -9,14 +9,14 @@
 -export([check_config/1, config_keys/0, config/0, reload_tls/1]).
 -export([start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
          is_fully_connected/1, send/5, send_dirty/5, send_acked/5, send_acked_dirty/5, send_transitive/3,
-         send_acked_transitive/3, stats/0, views/0,
+         send_acked_transitive/3, stats/0, views/0, broadcast_peers/0, member_specs/0,
          partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
          broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
          fail_replies/2, reply_nodes/0, rewrite_pids/5, set_interposer/1, decoded/2]).
 
 -nifs([check_config/1, config_keys/0, config/0, reload_tls/1, start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
        is_fully_connected/1, send/5, send_dirty/5, send_acked/5, send_acked_dirty/5, send_transitive/3,
-       send_acked_transitive/3, stats/0, views/0,
+       send_acked_transitive/3, stats/0, views/0, broadcast_peers/0, member_specs/0,
        partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
        broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
        fail_replies/2, reply_nodes/0, rewrite_pids/5, set_interposer/1, decoded/2]).
@@ -145,6 +145,15 @@ send_acked_transitive(_Node, _Dest, _Msg) -> ?NIF.
 %% @doc The overlay's named views (HyParView: `active', `passive', `unreachable').
 -spec views() -> #{atom() => [node()]}.
 views() -> ?NIF.
+%% @doc The specs of the members the overlay knows, this node's included, sorted by name (read
+%% from the data plane's state as published at the last change of the member list); `[]' when
+%% the data plane is not running. HyParView's specs have no channels (its protocol sends none).
+-spec member_specs() -> [map()].
+member_specs() -> ?NIF.
+%% @doc Plumtree's `{EagerPeers, LazyPeers}' (sorted), read from the data plane's last published
+%% state without a hop; `undefined' when broadcast is off or the data plane is not running.
+-spec broadcast_peers() -> {[node()], [node()]} | undefined.
+broadcast_peers() -> ?NIF.
 %% @doc Cuts (`true') or restores (`false') every link to `Node'.
 -spec partition(node(), boolean()) -> ok | {error, not_started | overloaded}.
 partition(_Node, _Blocked) -> ?NIF.

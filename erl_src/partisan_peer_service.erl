@@ -9,7 +9,10 @@
 
 -export([join/1, sync_join/1, sync_join/2, leave/0, leave/1, members/0, member/1,
          connections/0, manager/0, on_up/2, on_up/3, on_down/2, on_down/3, stop/0, stop/1,
-         get_local_state/0, inject_partition/2, resolve_partition/1, partitions/0]).
+         get_local_state/0, inject_partition/2, resolve_partition/1, partitions/0,
+         members_for_orchestration/0, update_members/1, reserve/1, decode/1, add_sup_callback/1,
+         broadcast_members/0, broadcast_members/1, exchanges/0, exchanges/1,
+         cancel_exchanges/1]).
 
 -define(SYNC_JOIN_TIMEOUT, 10000).
 
@@ -154,6 +157,92 @@ resolve_partition(Other) -> {error, {bad_node, Other}}.
 %% @doc The partitions injected on this node, as `{Reference, Node}' pairs.
 -spec partitions() -> {ok, [{node(), node()}]}.
 partitions() -> {ok, [{N, N} || N <- partisan_nif:partitions()]}.
+
+%% @doc The members' node specs, this node's included: `{ok, Specs}' (v5's
+%% `members_for_orchestration/0', what orchestration strategies compare with their own list). Read
+%% from the data plane without a hop; on HyParView the members are this node and its active view,
+%% and their specs carry no channels (HyParView's protocol does not send them).
+-spec members_for_orchestration() -> {ok, [partisan:node_spec()]}.
+members_for_orchestration() -> {ok, partisan_nif:member_specs()}.
+
+%% @doc Makes the membership the given list (node specs, or names of nodes already known), as an
+%% external membership service would (v5's `update_members/1'): joins every listed spec whose
+%% node is not known yet, and removes (`leave/1') every known node that is not listed, never this
+%% node. Known means in one of this node's views (`get_local_state/0': members for the mesh
+%% managers; active, passive and unreachable for HyParView). A listed name without a spec cannot
+%% be joined and is only kept. Returns the first error of a join or a leave, if any.
+-spec update_members([node() | partisan:node_spec()]) -> ok | {error, term()}.
+update_members(Members) when is_list(Members) ->
+    case listed(Members, [], []) of
+        {ok, Names, Specs} ->
+            Me = partisan:node(),
+            {ok, Views} = get_local_state(),
+            Known = lists:usort(lists:append(maps:values(Views))) -- [Me],
+            Joins = [S || S = #{name := N} <- Specs, N =/= Me, not lists:member(N, Known)],
+            Leaves = [N || N <- Known, not lists:member(N, Names)],
+            first_error([join(S) || S <- Joins] ++ [leave(N) || N <- Leaves]);
+        {error, _} = Error ->
+            Error
+    end;
+update_members(Other) ->
+    {error, {bad_members, Other}}.
+
+listed([], Names, Specs) -> {ok, Names, lists:reverse(Specs)};
+listed([N | Rest], Names, Specs) when is_atom(N) -> listed(Rest, [N | Names], Specs);
+listed([S | Rest], Names, Specs) ->
+    case partisan_node_spec:validate(S) of
+        {ok, #{name := N} = Valid} -> listed(Rest, [N | Names], [Valid | Specs]);
+        {error, _} = Error -> Error
+    end.
+
+first_error(Results) ->
+    case [E || {error, _} = E <- Results] of
+        [] -> ok;
+        [E | _] -> E
+    end.
+
+%% @doc Reserves an active-view slot for nodes of `Tag' (v5's HyParView reservations). The data
+%% plane keeps no reserved slots (the `reservations' key is not implemented), so no tag has a
+%% slot: always `{error, no_available_slots}', v5's answer where no reservation is configured.
+-spec reserve(atom()) -> {error, no_available_slots}.
+reserve(_Tag) -> {error, no_available_slots}.
+
+%% @doc The member names in a membership state: the list of node specs given to
+%% `add_sup_callback/1' callbacks, `get_local_state/0''s result, or a list of specs or names.
+%% Raises `badarg' for anything else.
+-spec decode(term()) -> [node()].
+decode(State) -> [N || #{name := N} <- partisan_peer_service_manager:decode(State)].
+
+%% @doc Calls `Fun(State)' on every change of the membership, in order, until the calling process
+%% exits (v5's supervised callback). `State' is the list of the members' node specs
+%% (`members_for_orchestration/0'); `decode/1' turns it into names. The callbacks run in a process
+%% of their own (one per callback), so a slow one delays no other. If `Fun' raises, it is removed
+%% and the caller receives `{gen_event_EXIT, {partisan_peer_service_events, Ref}, {'EXIT', Why}}',
+%% as from v5's supervised handler.
+-spec add_sup_callback(fun((term()) -> any())) -> ok | {error, {bad_callback, term()}}.
+add_sup_callback(Fun) when is_function(Fun, 1) -> partisan_peer_service_events:add_sup_callback(Fun);
+add_sup_callback(Fun) -> {error, {bad_callback, Fun}}.
+
+%% @doc The members as Plumtree sees them (`partisan_plumtree_broadcast:broadcast_members/0').
+-spec broadcast_members() -> ordsets:ordset(node()).
+broadcast_members() -> partisan_plumtree_broadcast:broadcast_members().
+
+%% @doc `broadcast_members/0' (`Timeout' is accepted for v5's signature).
+-spec broadcast_members(infinity | pos_integer()) -> ordsets:ordset(node()).
+broadcast_members(Timeout) -> partisan_plumtree_broadcast:broadcast_members(Timeout).
+
+%% @doc The running exchanges started by this node's broadcast handlers
+%% (`partisan_plumtree_broadcast:exchanges/0').
+-spec exchanges() -> [partisan_plumtree_broadcast:exchange()].
+exchanges() -> partisan_plumtree_broadcast:exchanges().
+
+%% @doc The running exchanges started on `Node' (`partisan_plumtree_broadcast:exchanges/1').
+-spec exchanges(node()) -> [partisan_plumtree_broadcast:exchange()].
+exchanges(Node) -> partisan_plumtree_broadcast:exchanges(Node).
+
+%% @doc Cancels exchanges started by this node (`partisan_plumtree_broadcast:cancel_exchanges/1').
+-spec cancel_exchanges(partisan_plumtree_broadcast:selector()) -> [partisan_plumtree_broadcast:exchange()].
+cancel_exchanges(Selector) -> partisan_plumtree_broadcast:cancel_exchanges(Selector).
 
 %% @doc Stops the `partisan' application.
 -spec stop() -> ok | {error, term()}.

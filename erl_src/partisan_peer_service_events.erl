@@ -8,7 +8,7 @@
 -module(partisan_peer_service_events).
 -behaviour(gen_server).
 
--export([start_link/0, add_callback/4, monitor_nodes/3]).
+-export([start_link/0, add_callback/4, add_sup_callback/1, monitor_nodes/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -include_lib("kernel/include/logger.hrl").
@@ -18,6 +18,8 @@
 
 -record(state, {callbacks = [] :: [{which(), node() | any, atom() | any, callback()}],
                 subscribers = #{} :: #{pid() => {reference(), [term()]}},
+                %% add_sup_callback/1's runners, each calling its fun with every update in order.
+                sup_callbacks = #{} :: #{pid() => reference()},
                 %% The last member list, for the telemetry event's joined/left.
                 members = [] :: [node()]}).
 
@@ -35,6 +37,12 @@ add_callback(Which, Node, Channel, Fun) when is_function(Fun, 0); is_function(Fu
 add_callback(_, _, _, _) ->
     {error, badarg}.
 
+%% @doc Calls `Fun(Specs)' with the members' node specs on every membership change, until the
+%% caller exits (see `partisan_peer_service:add_sup_callback/1').
+-spec add_sup_callback(fun((term()) -> any())) -> ok.
+add_sup_callback(Fun) when is_function(Fun, 1) ->
+    gen_server:call(?MODULE, {add_sup_callback, self(), Fun}).
+
 %% @doc Subscribes or unsubscribes `Pid' to node up/down messages.
 -spec monitor_nodes(pid(), boolean(), [term()]) -> ok.
 monitor_nodes(Pid, Flag, Opts) ->
@@ -47,6 +55,10 @@ init([]) ->
 %% @private
 handle_call({add_callback, Which, Node, Channel, Fun}, _From, S) ->
     {reply, ok, S#state{callbacks = S#state.callbacks ++ [{Which, Node, Channel, Fun}]}};
+handle_call({add_sup_callback, Caller, Fun}, _From, S = #state{sup_callbacks = Sup}) ->
+    Events = self(),
+    {Pid, Ref} = spawn_monitor(fun() -> sup_callback(Events, Caller, Fun) end),
+    {reply, ok, S#state{sup_callbacks = Sup#{Pid => Ref}}};
 handle_call({monitor_nodes, Pid, true, Opts}, _From, S = #state{subscribers = Subs}) ->
     Subs1 = case Subs of
         #{Pid := _} -> Subs;
@@ -87,6 +99,10 @@ handle_info({partisan_event, members, Members}, S = #state{members = Old}) ->
     partisan_telemetry:execute([partisan, membership, change], #{members => length(Members)},
                                #{node => partisan:node(), members => Members,
                                  joined => Members -- Old, left => Old -- Members}),
+    map_size(S#state.sup_callbacks) > 0 andalso begin
+        {ok, Specs} = partisan_peer_service:members_for_orchestration(),
+        maps:foreach(fun(Pid, _) -> Pid ! {update, Specs} end, S#state.sup_callbacks)
+    end,
     {noreply, S#state{members = Members}};
 handle_info({partisan_event, connection_up, Node, Channel, Index}, S) ->
     partisan_telemetry:execute([partisan, connection, up], #{count => 1},
@@ -125,10 +141,35 @@ handle_info({partisan_log, Level, Line}, S) ->
     %% At the level the data plane logged it at (error, warning, info or debug).
     logger:log(Level, "partisan data plane: ~ts", [Line]),
     {noreply, S};
-handle_info({'DOWN', _, process, Pid, _}, S = #state{subscribers = Subs}) ->
-    {noreply, S#state{subscribers = maps:remove(Pid, Subs)}};
+handle_info({'DOWN', _, process, Pid, _}, S = #state{subscribers = Subs, sup_callbacks = Sup}) ->
+    {noreply, S#state{subscribers = maps:remove(Pid, Subs), sup_callbacks = maps:remove(Pid, Sup)}};
 handle_info(_, S) ->
     {noreply, S}.
+
+%% The runner of one supervised callback: calls `Fun' with each update, in order; ends with its
+%% caller; tells the caller, as v5's supervised gen_event handler would, when `Fun' raised or
+%% this events process ended.
+sup_callback(Events, Caller, Fun) ->
+    CallerRef = erlang:monitor(process, Caller),
+    EventsRef = erlang:monitor(process, Events),
+    Id = {?MODULE, make_ref()},
+    sup_callback_loop(Fun, Caller, CallerRef, EventsRef, Id).
+
+sup_callback_loop(Fun, Caller, CallerRef, EventsRef, Id) ->
+    receive
+        {update, State} ->
+            try Fun(State) of
+                _ -> sup_callback_loop(Fun, Caller, CallerRef, EventsRef, Id)
+            catch
+                Class:Reason:Stack ->
+                    ?LOG_WARNING("partisan: membership callback ~p removed: ~p:~p", [Fun, Class, Reason]),
+                    Caller ! {gen_event_EXIT, Id, {'EXIT', {Reason, Stack}}}
+            end;
+        {'DOWN', CallerRef, process, _, _} ->
+            ok;
+        {'DOWN', EventsRef, process, _, Reason} ->
+            Caller ! {gen_event_EXIT, Id, Reason}
+    end.
 
 %% An inbound peer is its source address, as text from the data plane.
 peer(Addr) when is_binary(Addr) ->

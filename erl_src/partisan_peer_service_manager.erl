@@ -13,6 +13,9 @@
 -behaviour(gen_server).
 
 -export([start_link/0, node_spec/0, strategy_join/1, strategy_leave/1]).
+%% The parts of v5's manager API that are the manager's own (the manager modules delegate to
+%% them, see partisan_peer_service_manager_api.hrl).
+-export([decode/1, send_message/2, receive_message/3, supports_capability/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -include_lib("kernel/include/logger.hrl").
@@ -36,6 +39,56 @@ start_link() ->
 -spec node_spec() -> partisan:node_spec().
 node_spec() ->
     persistent_term:get({?MODULE, node_spec}).
+
+%% @doc The node specs in a membership state (v5's `Manager:decode/1'): the list of specs given to
+%% `partisan_peer_service:add_sup_callback/1' callbacks (returned as they are), a list of names
+%% or specs, or `get_local_state/0''s `{ok, Views}' (the members: the `members' view, or
+%% HyParView's `active' view and this node). A name is given the spec the data plane knows for
+%% it (`members_for_orchestration/0'); a name it knows none for comes back as `#{name => Node}'.
+%% Raises `badarg' for anything else.
+-spec decode(term()) -> [partisan:node_spec() | #{name := node()}].
+decode({ok, Views}) when is_map(Views) -> decode(Views);
+decode(#{members := Members}) when is_list(Members) -> decode(Members);
+decode(#{active := Active}) when is_list(Active) -> decode(lists:usort([partisan:node() | Active]));
+decode(State) when is_list(State) ->
+    Known = maps:from_list([{N, S} || S = #{name := N} <- partisan_nif:member_specs()]),
+    [case E of
+         #{name := N} when is_atom(N) -> E;
+         N when is_atom(N) -> maps:get(N, Known, #{name => N});
+         _ -> erlang:error(badarg, [State])
+     end || E <- State];
+decode(State) ->
+    erlang:error(badarg, [State]).
+
+%% @doc Sends `Msg' to the peer service manager of `Node' (v5's `send_message/2'), on the default
+%% channel; there `receive_message/3' handles it. `ok' or the send's error
+%% (`partisan:forward_message/4').
+-spec send_message(node(), term()) -> ok | {error, term()}.
+send_message(Node, Msg) ->
+    partisan:forward_message(Node, ?MODULE, {'$partisan_manager_message', partisan:node(), Msg}, #{}).
+
+%% @doc Handles a message for this node's manager from `From' (v5's `receive_message/3'). The
+%% membership protocols run in the data plane, so what a manager is left to receive is v5's
+%% forwarding commands: `{forward_message, ServerRef, Msg}' (and v5's acknowledged form
+%% `{forward_message, SrcNode, Clock, ServerRef, Msg}') deliver `Msg' to `ServerRef' on this
+%% node; a causal envelope (`partisan_causality_backend:is_causal_message/1') goes to the causal
+%% delivery backend. Anything else: `{error, {unknown_message, Msg}}'.
+-spec receive_message(node(), atom(), term()) -> ok | {error, term()}.
+receive_message(_From, _Channel, {forward_message, ServerRef, Msg}) ->
+    partisan:forward_message(partisan:node(), ServerRef, Msg, #{});
+receive_message(_From, _Channel, {forward_message, _SrcNode, _Clock, ServerRef, Msg}) ->
+    partisan:forward_message(partisan:node(), ServerRef, Msg, #{});
+receive_message(_From, _Channel, Msg) ->
+    case partisan_causality_backend:unwrap(Msg) of
+        {ok, Label, _} -> partisan_causality_backend:receive_message(Label, Msg);
+        error -> {error, {unknown_message, Msg}}
+    end.
+
+%% @doc Whether the managers support `Capability': `monitoring' (`partisan:monitor/2' and
+%% node monitors work on every overlay); nothing else, as in v5.
+-spec supports_capability(atom()) -> boolean().
+supports_capability(monitoring) -> true;
+supports_capability(_) -> false.
 
 %% @doc Runs the Erlang membership strategy's `join/3' for `Spec'.
 -spec strategy_join(partisan:node_spec()) -> ok.
@@ -83,6 +136,12 @@ handle_call(_, _From, S) ->
 handle_cast(_, S) -> {noreply, S}.
 
 %% @private
+handle_info({'$partisan_manager_message', From, Msg}, S) ->
+    case receive_message(From, undefined, Msg) of
+        ok -> ok;
+        {error, Reason} -> ?LOG_WARNING("partisan: manager message from ~p not handled: ~p", [From, Reason])
+    end,
+    {noreply, S};
 handle_info({partisan_upcall, From, Bin}, S = #strategy{mod = Mod, state = State}) ->
     %% From an authenticated peer; decoded like Distributed Erlang decodes (node names in specs
     %% may be new atoms).

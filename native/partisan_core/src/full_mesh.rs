@@ -399,6 +399,10 @@ impl Overlay for FullMesh {
         self.members.values().filter(|m| !m.left).map(|m| m.spec.name.clone()).collect()
     }
 
+    fn member_specs(&self) -> Vec<NodeSpec> {
+        self.members.values().filter(|m| !m.left).map(|m| m.spec.clone()).collect()
+    }
+
     /// Replaces the member list ([`LinkPolicy::External`] only; ignored otherwise): links open to
     /// new members and close to members no longer listed. The change is local: nothing is
     /// gossiped, the strategy tells its peers itself.

@@ -1016,6 +1016,19 @@ impl Overlay for HyParView {
         members
     }
 
+    /// This node and its active view (the members), as the links to them were made.
+    fn member_specs(&self) -> Vec<NodeSpec> {
+        let mut specs: Vec<NodeSpec> = self
+            .links
+            .values()
+            .filter(|l| l.purpose == LinkPurpose::Active && l.up)
+            .map(|l| l.spec.clone())
+            .chain(std::iter::once(self.me.clone()))
+            .collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs
+    }
+
     fn views(&self) -> Vec<(&'static str, Vec<String>)> {
         vec![("active", self.active_view()), ("passive", self.passive_view()), ("unreachable", self.unreachable_peers())]
     }

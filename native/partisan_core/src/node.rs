@@ -378,6 +378,11 @@ impl<O: Overlay> Node<O> {
         self.overlay.members()
     }
 
+    /// The specs of the members the overlay knows, this node's included, sorted by name.
+    pub fn member_specs(&self) -> Vec<NodeSpec> {
+        self.overlay.member_specs()
+    }
+
     /// The overlay's named views (`get_local_state/0`).
     pub fn views(&self) -> Vec<(&'static str, Vec<String>)> {
         self.overlay.views()

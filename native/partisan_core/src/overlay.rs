@@ -115,6 +115,12 @@ pub trait Overlay: Send {
     fn views(&self) -> Vec<(&'static str, Vec<String>)> {
         vec![("members", self.members())]
     }
+    /// The specs of [`Overlay::members`] this overlay knows (Partisan's
+    /// `members_for_orchestration/0`), this node's included, sorted by name. The default knows
+    /// none.
+    fn member_specs(&self) -> Vec<NodeSpec> {
+        Vec::new()
+    }
 }
 
 /// The live runtime picks its overlay from the configuration, so it runs a boxed one.
@@ -151,5 +157,8 @@ impl Overlay for Box<dyn Overlay> {
     }
     fn views(&self) -> Vec<(&'static str, Vec<String>)> {
         (**self).views()
+    }
+    fn member_specs(&self) -> Vec<NodeSpec> {
+        (**self).member_specs()
     }
 }

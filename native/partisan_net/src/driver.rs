@@ -201,7 +201,11 @@ impl Driver {
             node::Event::ChannelUp { node, channel } => sink.event(Event::ChannelUp(node, channel_name(channel))),
             node::Event::ChannelDown { node, channel } => sink.event(Event::ChannelDown(node, channel_name(channel))),
             node::Event::Members(members) => {
-                let before = std::mem::replace(&mut self.shared.snapshot.write_unpoisoned().members, members.clone());
+                let specs = self.node.member_specs();
+                let mut snapshot = self.shared.snapshot.write_unpoisoned();
+                snapshot.member_specs = specs;
+                let before = std::mem::replace(&mut snapshot.members, members.clone());
+                drop(snapshot);
                 for node in before.iter().filter(|n| !members.contains(n)) {
                     self.give_up(node);
                 }
@@ -246,9 +250,10 @@ impl Driver {
         let neighbours: Vec<String> = self.node.neighbours().cloned().collect();
         let views: Vec<(String, Vec<String>)> = self.node.views().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         let can_relay = !self.node.relay_neighbours().is_empty();
+        let broadcast_peers = self.node.plumtree().map(|pt| (pt.eager_peers(), pt.lazy_peers()));
         let mut snapshot = self.shared.snapshot.write_unpoisoned();
-        let Snapshot { neighbours: n, views: v, can_relay: r, .. } = &mut *snapshot;
-        (*n, *v, *r) = (neighbours, views, can_relay);
+        let Snapshot { neighbours: n, views: v, can_relay: r, broadcast_peers: b, .. } = &mut *snapshot;
+        (*n, *v, *r, *b) = (neighbours, views, can_relay, broadcast_peers);
         drop(snapshot);
         let node_stats = self.node.stats();
         self.shared.stats.relayed.store(node_stats.relayed, Ordering::Relaxed);

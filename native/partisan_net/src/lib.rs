@@ -259,6 +259,11 @@ pub(crate) struct Snapshot {
     pub views: Vec<(String, Vec<String>)>,
     /// Whether a relayed message can leave this node now (a neighbour's default channel is up).
     pub can_relay: bool,
+    /// The specs of the members the overlay knows (`members_for_orchestration/0`), refreshed
+    /// when the member list changes.
+    pub member_specs: Vec<NodeSpec>,
+    /// Plumtree's eager (tree) and lazy peers, sorted; `None` when broadcast is off.
+    pub broadcast_peers: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// State shared between the driver, the connection tasks and API callers.
@@ -615,6 +620,19 @@ impl Node {
     /// The overlay's named views (HyParView: active, passive, unreachable).
     pub fn views(&self) -> Vec<(String, Vec<String>)> {
         self.shared.snapshot.read_unpoisoned().views.clone()
+    }
+
+    /// The specs of the members the overlay knows, this node's included, sorted by name, as the
+    /// driver published them at the last change of the member list. HyParView's specs carry
+    /// no channels (its protocol does not send them).
+    pub fn member_specs(&self) -> Vec<NodeSpec> {
+        self.shared.snapshot.read_unpoisoned().member_specs.clone()
+    }
+
+    /// Plumtree's eager (tree) and lazy peers, each sorted, as the driver last published them;
+    /// `None` when broadcast is off. One tree serves every origin, so the sets hold for any root.
+    pub fn broadcast_peers(&self) -> Option<(Vec<String>, Vec<String>)> {
+        self.shared.snapshot.read_unpoisoned().broadcast_peers.clone()
     }
 
     /// Cuts every link to `node` and refuses new ones (`blocked`), or lets them be made again.

@@ -639,6 +639,24 @@ fn views(env: Env) -> NifResult<Term> {
     Ok(map)
 }
 
+/// The specs of the members the overlay knows, this node's included (read from the snapshot the
+/// driver publishes when the member list changes, no hop); `[]` when not running.
+#[rustler::nif]
+fn member_specs(env: Env) -> Term {
+    let specs = running().map(|r| r.node.member_specs()).unwrap_or_default();
+    specs.iter().map(|s| config::encode_spec(env, s)).collect::<Vec<Term>>().encode(env)
+}
+
+/// Plumtree's peers: `{Eager, Lazy}` (sorted node lists, read from the snapshot the driver
+/// publishes, no hop), or `undefined` when broadcast is off or the data plane is not running.
+#[rustler::nif]
+fn broadcast_peers(env: Env) -> NifResult<Term> {
+    match running().and_then(|r| r.node.broadcast_peers()) {
+        Some((eager, lazy)) => Ok((to_atoms(env, eager)?, to_atoms(env, lazy)?).encode(env)),
+        None => Ok(atoms::undefined().encode(env)),
+    }
+}
+
 /// Cuts (`true`) or restores (`false`) every link to `Node`, as a network partition would.
 #[rustler::nif]
 fn partition<'a>(env: Env<'a>, node: Atom, blocked: bool) -> NifResult<Term<'a>> {
