@@ -52,7 +52,8 @@ greet_once(Node, Greeted) ->
 
 %% `{nodeup, Node}' comes with this node's first connection to `Node': the call goes once every
 %% channel is up. Its answer travels on `Node''s own connections to this one, which may still be
-%% opening: a call that gets no answer is tried again, a few times.
+%% opening, and `Node''s greeter may not be registered yet: such a call is tried again, a few
+%% times.
 greet(Node, 0) ->
     ?LOG_WARNING("~p did not answer", [Node]);
 greet(Node, Tries) ->
@@ -61,6 +62,10 @@ greet(Node, Tries) ->
                                  [{timeout, 1000}, {channel, data}]) of
         Reply -> io:format("erlang_release: ~p answered ~p~n", [Node, Reply])
     catch
+        %% The other node's partisan is up before its application has registered its greeter.
+        exit:{noproc, _} ->
+            timer:sleep(200),
+            greet(Node, Tries - 1);
         exit:{Reason, _} when Reason =:= timeout; element(1, Reason) =:= nodedown ->
             greet(Node, Tries - 1)
     end.

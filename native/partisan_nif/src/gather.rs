@@ -34,22 +34,23 @@ use std::sync::Arc;
 /// than keeping a reference).
 pub const GATHER_MIN: usize = 16 * 1024;
 /// How deep into tuples, lists and maps a large binary is looked for.
-const MAX_DEPTH: usize = 4;
+pub(crate) const MAX_DEPTH: usize = 4;
 /// Containers with more elements than this are encoded whole (with a copy), not walked: the
 /// walk encodes each element separately, which costs more than the copy for many small ones.
 /// (At most 255: a walked tuple's arity fits `SMALL_TUPLE_EXT`.)
-const MAX_WIDTH: usize = 64;
+pub(crate) const MAX_WIDTH: usize = 64;
 const _: () = assert!(MAX_WIDTH <= 255);
 /// At most this many subterms are visited when looking for a large binary, so that a small
 /// message pays a few checks.
 const SCAN_BUDGET: usize = 64;
 
-const VERSION: u8 = 131;
-const SMALL_TUPLE_EXT: u8 = 104;
-const NIL_EXT: u8 = 106;
-const LIST_EXT: u8 = 108;
-const BINARY_EXT: u8 = 109;
-const MAP_EXT: u8 = 116;
+/// The External Term Format's tags this module and [`crate::scatter`] write and read.
+pub(crate) const VERSION: u8 = 131;
+pub(crate) const SMALL_TUPLE_EXT: u8 = 104;
+pub(crate) const NIL_EXT: u8 = 106;
+pub(crate) const LIST_EXT: u8 = 108;
+pub(crate) const BINARY_EXT: u8 = 109;
+pub(crate) const MAP_EXT: u8 = 116;
 
 /// The message as pieces that reference its large binaries, or `None` when it holds none near
 /// the top (encode it whole).

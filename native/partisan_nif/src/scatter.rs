@@ -15,7 +15,7 @@
 //! reader's whole buffer alive; larger payloads are copied out as before (why: see
 //! [`OWN_BUFFER_MAX`]). Maps of more than 32 keys are never built here (see [`crate::deliver`]).
 
-use crate::gather::GATHER_MIN;
+use crate::gather::{self, BINARY_EXT, GATHER_MIN, LIST_EXT, MAP_EXT, MAX_DEPTH, NIL_EXT, SMALL_TUPLE_EXT, VERSION};
 use bytes::Bytes;
 use partisan_core::etf_pids::term_end;
 use partisan_core::frame::OWN_BUFFER_MAX;
@@ -24,18 +24,10 @@ use rustler::{Binary, Env, ResourceArc, Term};
 /// Payloads from this size up to the largest frame that has a buffer of its own
 /// ([`OWN_BUFFER_MAX`]) are decoded here.
 pub const SCATTER_MIN: usize = 64 * 1024;
-/// As in [`crate::gather`]: how deep and through how wide containers binaries are looked for.
-const MAX_DEPTH: usize = 4;
-const MAX_WIDTH: u32 = 64;
+/// As wide as [`crate::gather`] walks.
+const MAX_WIDTH: u32 = gather::MAX_WIDTH as u32;
 /// Maps of more keys are hash maps, which only a scheduler may build (erlang/otp#8208).
 const MAX_FLAT_MAP: u32 = 32;
-
-const VERSION: u8 = 131;
-const SMALL_TUPLE_EXT: u8 = 104;
-const NIL_EXT: u8 = 106;
-const LIST_EXT: u8 = 108;
-const BINARY_EXT: u8 = 109;
-const MAP_EXT: u8 = 116;
 
 /// A received payload, owned by the binaries made from it.
 pub struct ReceivedPayload(Bytes);

@@ -45,7 +45,8 @@ defmodule ElixirRelease.Greeter do
 
   # `{:nodeup, node}` comes with this node's first connection to `node`: the call goes once every
   # channel is up. Its answer travels on `node`'s own connections to this one, which may still be
-  # opening: a call that gets no answer is tried again, a few times.
+  # opening, and `node`'s greeter may not be registered yet: such a call is tried again, a few
+  # times.
   defp greet(node, 0), do: Logger.warning("#{node} did not answer")
 
   defp greet(node, tries) do
@@ -53,7 +54,13 @@ defmodule ElixirRelease.Greeter do
     reply = :partisan_gen_server.call({__MODULE__, node}, {:hello, :partisan.node()}, timeout: 1_000, channel: :data)
     IO.puts("elixir_release: #{node} answered #{inspect(reply)}")
   catch
-    :exit, {reason, _} when reason == :timeout or elem(reason, 0) == :nodedown -> greet(node, tries - 1)
+    # The other node's partisan is up before its application has registered its greeter.
+    :exit, {:noproc, _} ->
+      Process.sleep(200)
+      greet(node, tries - 1)
+
+    :exit, {reason, _} when reason == :timeout or (is_tuple(reason) and elem(reason, 0) == :nodedown) ->
+      greet(node, tries - 1)
   end
 
   defp wait_connected(_node, 0), do: false

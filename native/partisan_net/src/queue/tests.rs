@@ -36,6 +36,12 @@ fn gathered_msg(n: u32, pieces: usize, size: usize) -> Outgoing {
     Outgoing::Message { dest: Dest::Name("p".into()), payload: Payload::gathered(parts) }
 }
 
+/// The queue's writer on a task of its own.
+fn spawn_writer(q: &Arc<LinkQueue>) -> tokio::task::JoinHandle<io::Result<()>> {
+    let q = q.clone();
+    tokio::spawn(async move { write_batches(&q, &mut crate::stream::WriteSide::Plain(q.socket.clone())).await })
+}
+
 fn key(k: u8) -> Option<MonotonicKey> {
     Some(MonotonicKey { dest: vec![k], affinity: 0 })
 }
@@ -102,10 +108,7 @@ async fn messages_arrive_in_the_order_they_were_pushed() {
     let (socket, mut peer) = socket_pair().await;
     let (q, _) = queue(socket, 64 << 20, Duration::ZERO);
     let q = Arc::new(q);
-    let writer = tokio::spawn({
-        let q = q.clone();
-        async move { write_batches(&q, &mut crate::stream::WriteSide::Plain(q.socket.clone())).await }
-    });
+    let writer = spawn_writer(&q);
     let reader = tokio::spawn(async move { read_numbers(&mut peer, None).await });
     for n in 0..2000u32 {
         // every 100th is written from its own buffer, the others batched or written directly
@@ -128,10 +131,7 @@ async fn large_and_gathered_payloads_keep_their_place_between_small_ones() {
     let (socket, mut peer) = socket_pair().await;
     let (q, _) = queue(socket, 64 << 20, Duration::ZERO);
     let q = Arc::new(q);
-    let writer = tokio::spawn({
-        let q = q.clone();
-        async move { write_batches(&q, &mut crate::stream::WriteSide::Plain(q.socket.clone())).await }
-    });
+    let writer = spawn_writer(&q);
     let mut dec = Decoder::new(1 << 20);
     let mut buf = BytesMut::new();
     let mut expected = vec![];
@@ -226,10 +226,7 @@ async fn closing_while_a_sender_pushes_loses_nothing_that_was_accepted() {
     let (socket, mut peer) = socket_pair().await;
     let (q, _) = queue(socket, 64 << 20, Duration::ZERO);
     let q = Arc::new(q);
-    let writer = tokio::spawn({
-        let q = q.clone();
-        async move { write_batches(&q, &mut crate::stream::WriteSide::Plain(q.socket.clone())).await }
-    });
+    let writer = spawn_writer(&q);
     let reader = tokio::spawn(async move { read_numbers(&mut peer, None).await });
     let accepted = Arc::new(AtomicUsize::new(0));
     let sender = std::thread::spawn({
