@@ -146,16 +146,22 @@ impl<K: Ord + Clone> Outbox<K> {
         Outbox { cfg, streams: BTreeMap::new(), bytes: 0, transmits: VecDeque::new(), stats: OutboxStats::default() }
     }
 
+    /// Whether a message taking at least `budget` bytes (see [`budget`]) could be taken now:
+    /// a sender checks it before encoding a large message that would only be refused.
+    pub fn has_room(&self, budget: usize) -> bool {
+        self.bytes == 0 || self.bytes + budget <= self.cfg.max_bytes
+    }
+
     /// Takes a message for stream `key`; returns its number, or [`QueueFull`] when the
     /// destination's budget is used up (one message always fits in an empty budget, so the
     /// largest message is bounded by the frame size, not by the budget).
     pub fn send(&mut self, now: u64, key: K, dest: Dest, payload: Bytes) -> Result<u64, QueueFull> {
-        let stream = self.streams.entry(key.clone()).or_insert_with(|| Stream::new(now));
-        let pending = Pending { seq: stream.next_seq, dest, payload };
-        let size = pending.budget();
-        if self.bytes > 0 && self.bytes + size > self.cfg.max_bytes {
+        let size = budget(&dest, payload.len());
+        if !self.has_room(size) {
             return Err(QueueFull);
         }
+        let stream = self.streams.entry(key.clone()).or_insert_with(|| Stream::new(now));
+        let pending = Pending { seq: stream.next_seq, dest, payload };
         self.bytes += size;
         let seq = pending.seq;
         stream.next_seq += 1;

@@ -97,6 +97,11 @@ impl Acks {
             .clone()
     }
 
+    /// Whether `node`'s outbox could take a message of at least `budget` bytes now.
+    pub fn has_room(&self, routes: &Routes, node: &str, budget: usize) -> bool {
+        self.peer(node, routes).lock_unpoisoned().outbox.has_room(budget)
+    }
+
     /// Numbers a message for `node` on connection `conn` of `channel` and queues it when that
     /// link is up; it waits otherwise. `QueueFull` when the destination's budget is used up.
     pub fn send(&self, routes: &Routes, node: &str, channel: usize, conn: u16, dest: Dest, payload: Bytes) -> Result<(), SendError> {

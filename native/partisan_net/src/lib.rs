@@ -695,6 +695,19 @@ impl Node {
         result
     }
 
+    /// Refuses, as [`Node::send_acked`] would (and counted the same way), a message with `ack`
+    /// whose payload takes at least `payload_len` bytes when `node`'s budget has no room for it:
+    /// the NIF asks before encoding a large message.
+    pub fn check_acked_room(&self, node: &str, channel: usize, payload_len: usize) -> Result<(), SendError> {
+        let budget = partisan_core::ack::budget(&Dest::PidId { id: 0, serial: 0 }, payload_len);
+        if self.shared.acks.has_room(&self.shared.routes, node, budget) {
+            return Ok(());
+        }
+        self.shared.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        self.shared.report_drop(DropReason::QueueFull, Some(node), Some(channel), 1);
+        Err(SendError::QueueFull)
+    }
+
     /// Sends a message with `ack`: delivered exactly once while both nodes live, whatever happens
     /// to the connections (see `partisan_core::ack`). It waits for a link that is not up yet;
     /// `QueueFull` when `max_unacked_bytes` of the destination's messages are already held.

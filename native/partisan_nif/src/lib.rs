@@ -435,6 +435,16 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
         Ok(d) => d,
         Err(()) => return Ok(err(env, atoms::bad_destination())),
     };
+    // An acked message the destination's budget cannot take is refused before it is encoded
+    // (the size of a binary is known without encoding it; other terms are checked by the send).
+    if matches!(delivery, Delivery::Acked) {
+        if let Ok(bin) = rustler::Binary::from_term(msg) {
+            let room = with_atom_str(env, node, |name| r.node.check_acked_room(name, channel_ix, bin.len()))?;
+            if let Err(e) = room {
+                return Ok(send_result(env, Err(e)));
+            }
+        }
+    }
     // A plain send from a VM whose pids need no rewriting takes large binaries by reference.
     if matches!(delivery, Delivery::Direct) && r.rewriter.is_none() {
         if let Some(payload) = gather::encode(env, msg) {

@@ -43,10 +43,13 @@ fn the_budget_refuses_and_acks_free_it() {
     let big = Bytes::from(vec![0u8; 150]);
     out.send(0, 0u8, Dest::Name("a".into()), big.clone()).unwrap();
     assert_eq!(out.send(0, 1u8, Dest::Name("a".into()), big.clone()), Err(QueueFull), "the budget is per destination, across streams");
+    assert!(!out.has_room(budget(&Dest::Name("a".into()), big.len())), "what a sender asks before encoding");
+    assert!(out.has_room(10));
     out.link_up(0, 0);
     let t = drain(&mut out);
     out.on_ack(1, &0, t[0].seq);
     assert_eq!(out.bytes(), 0);
+    assert!(out.has_room(1 << 30), "an empty budget takes any one message");
     assert!(out.send(1, 1u8, Dest::Name("a".into()), big).is_ok());
 }
 
