@@ -46,14 +46,14 @@ fn key(k: u8) -> Option<MonotonicKey> {
     Some(MonotonicKey { dest: vec![k], affinity: 0 })
 }
 
-/// Reads message frames until `count` arrived (`None`: until EOF); returns their numbers.
+/// Reads message frames (plain or sequenced) until `count` arrived (`None`: until EOF); returns their numbers.
 async fn read_numbers(peer: &mut TcpStream, count: Option<usize>) -> Vec<u32> {
     let mut dec = Decoder::new(1 << 20);
     let mut buf = BytesMut::new();
     let mut numbers = vec![];
     while count != Some(numbers.len()) {
         match dec.decode(&mut buf).unwrap() {
-            Some(Frame::Message { mut payload, .. }) => numbers.push(payload.get_u32()),
+            Some(Frame::Message { mut payload, .. } | Frame::Sequenced { mut payload, .. }) => numbers.push(payload.get_u32()),
             Some(other) => panic!("unexpected frame {other:?}"),
             None => {
                 if peer.read_buf(&mut buf).await.unwrap() == 0 {
@@ -201,11 +201,16 @@ async fn the_byte_budget_refuses_with_queue_full_until_the_writer_frees_it() {
     }
     assert_eq!(q.push(msg(99, 200), key(99)), Err(SendError::QueueFull));
     assert_eq!(q.budget_used(), (1000 / each) * each);
+    // A message sent with `ack` is bounded by its outbox, not refused here.
+    let sequenced = Outgoing::Sequenced { incarnation: 1, seq: 1, base: 1, dest: Dest::Name("p".into()), payload: Bytes::from(vec![0u8; 200]) };
+    let sequenced_budget = sequenced.budget_len();
+    assert_eq!(q.push(sequenced, None), Ok(()));
+    assert_eq!(q.budget_used(), (1000 / each) * each + sequenced_budget);
     let writer = tokio::spawn({
         let q = q.clone();
         async move { write_batches(&q, &mut crate::stream::WriteSide::Plain(q.socket.clone())).await }
     });
-    assert_eq!(read_numbers(&mut peer, Some(1000 / each)).await.len(), 1000 / each);
+    assert_eq!(read_numbers(&mut peer, Some(1000 / each + 1)).await.len(), 1000 / each + 1);
     until("the writer gave the budget back", || q.budget_used() == 0).await;
     // one item larger than the whole budget still goes through an empty queue, alone
     q.push(msg(7, 5000), key(7)).unwrap();
