@@ -17,8 +17,7 @@ use crate::{Cmd, Cmds, Direction, DropReason, Event, Shared, StartError};
 use partisan_core::ack::{Inbound, Verdict};
 use partisan_core::ping::{Liveness, PingAction};
 use bytes::{BufMut, BytesMut};
-use partisan_core::frame::LENGTH_PREFIX;
-use partisan_core::frame::{Decoder, Frame, FrameError, NONCE_LEN};
+use partisan_core::frame::{Decoder, Frame, FrameError, LENGTH_PREFIX, NONCE_LEN};
 use partisan_core::handshake::{ClientHandshake, HandshakeError, ServerHandshake};
 use partisan_core::overlay::LinkId;
 use rand::RngCore;
@@ -159,7 +158,7 @@ const HANDSHAKE_CHUNK: usize = 512;
 
 /// One non-blocking read once the socket is readable. Polls readiness as `AsyncRead` does, so
 /// the reader takes part in tokio's cooperative budget.
-pub(crate) async fn read_some(socket: &TcpStream, buf: &mut impl bytes::BufMut) -> std::io::Result<usize> {
+pub(crate) async fn read_some(socket: &TcpStream, buf: &mut impl BufMut) -> std::io::Result<usize> {
     std::future::poll_fn(|cx| loop {
         std::task::ready!(socket.poll_read_ready(cx))?;
         match socket.try_read_buf(buf) {

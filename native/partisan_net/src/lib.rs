@@ -422,6 +422,13 @@ impl Shared {
         self.reports.add(Key::Dropped { reason, node: node.map(str::to_owned), channel }, n);
     }
 
+    /// Counts a message refused with `queue_full` (the `dropped_queue_full` counter and the next
+    /// report to the sink).
+    pub(crate) fn count_queue_full(&self, node: &str, channel: Option<usize>) {
+        self.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+        self.report_drop(DropReason::QueueFull, Some(node), channel, 1);
+    }
+
     /// Counts a failed handshake for the next report to the sink.
     pub(crate) fn report_auth_failure(&self, direction: Direction, peer: String, reason: &'static str) {
         self.reports.add(Key::AuthFailed { direction, peer, reason }, 1);
@@ -683,8 +690,7 @@ impl Node {
                 stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
             }
             Err(SendError::QueueFull) => {
-                stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-                self.shared.report_drop(DropReason::QueueFull, Some(node), Some(channel), 1);
+                self.shared.count_queue_full(node, Some(channel));
             }
             Err(SendError::MessageTooLarge { .. }) => {}
             Err(_) => {
@@ -696,15 +702,14 @@ impl Node {
     }
 
     /// Refuses, as [`Node::send_acked`] would (and counted the same way), a message with `ack`
-    /// whose payload takes at least `payload_len` bytes when `node`'s budget has no room for it:
-    /// the NIF asks before encoding a large message.
-    pub fn check_acked_room(&self, node: &str, channel: usize, payload_len: usize) -> Result<(), SendError> {
-        let budget = partisan_core::ack::budget(&Dest::PidId { id: 0, serial: 0 }, payload_len);
+    /// for `dest` whose payload takes at least `payload_len` bytes when `node`'s budget has no
+    /// room for it: the NIF asks before encoding a large message.
+    pub fn check_acked_room(&self, node: &str, channel: usize, dest: &Dest, payload_len: usize) -> Result<(), SendError> {
+        let budget = partisan_core::ack::budget(dest, payload_len);
         if self.shared.acks.has_room(&self.shared.routes, node, budget) {
             return Ok(());
         }
-        self.shared.stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-        self.shared.report_drop(DropReason::QueueFull, Some(node), Some(channel), 1);
+        self.shared.count_queue_full(node, Some(channel));
         Err(SendError::QueueFull)
     }
 
@@ -732,8 +737,7 @@ impl Node {
                 Ok(())
             }
             Err(e) => {
-                stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-                self.shared.report_drop(DropReason::QueueFull, Some(node), Some(channel), 1);
+                self.shared.count_queue_full(node, Some(channel));
                 Err(e)
             }
         }
@@ -758,8 +762,7 @@ impl Node {
             return Err(SendError::NotConnected);
         }
         if let Err(Overloaded) = self.cmds.request(Cmd::Transitive { target: node.to_owned(), dest, payload }) {
-            stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-            self.shared.report_drop(DropReason::QueueFull, Some(node), None, 1);
+            self.shared.count_queue_full(node, None);
             return Err(SendError::QueueFull);
         }
         stats.messages_sent.fetch_add(1, Ordering::Relaxed);
@@ -787,8 +790,7 @@ impl Node {
             })
         });
         if let Err(e) = accepted {
-            stats.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-            self.shared.report_drop(DropReason::QueueFull, Some(node), None, 1);
+            self.shared.count_queue_full(node, None);
             return Err(e);
         }
         stats.messages_sent.fetch_add(1, Ordering::Relaxed);

@@ -52,7 +52,7 @@ mod atoms {
 }
 
 /// Maps of more keys than this are built as hash maps, which only a scheduler may decode.
-const MAX_FLAT_MAP: u32 = 32;
+pub(crate) const MAX_FLAT_MAP: u32 = 32;
 /// How long a reader waits for the decoder before it moves on (the message may still arrive).
 const DECODE_WAIT: Duration = Duration::from_secs(10);
 

@@ -439,7 +439,7 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
     // (the size of a binary is known without encoding it; other terms are checked by the send).
     if matches!(delivery, Delivery::Acked) {
         if let Ok(bin) = rustler::Binary::from_term(msg) {
-            let room = with_atom_str(env, node, |name| r.node.check_acked_room(name, channel_ix, bin.len()))?;
+            let room = with_atom_str(env, node, |name| r.node.check_acked_room(name, channel_ix, &dest_parsed, bin.len()))?;
             if let Err(e) = room {
                 return Ok(send_result(env, Err(e)));
             }
@@ -721,7 +721,6 @@ fn stats(env: Env) -> NifResult<Term> {
 
 fn load(_env: Env, _info: Term) -> bool {
     log::init();
-
     true
 }
 

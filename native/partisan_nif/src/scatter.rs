@@ -15,6 +15,7 @@
 //! reader's whole buffer alive; larger payloads are copied out as before (why: see
 //! [`OWN_BUFFER_MAX`]). Maps of more than 32 keys are never built here (see [`crate::deliver`]).
 
+use crate::deliver::MAX_FLAT_MAP;
 use crate::gather::{self, BINARY_EXT, GATHER_MIN, LIST_EXT, MAP_EXT, MAX_DEPTH, NIL_EXT, SMALL_TUPLE_EXT, VERSION};
 use bytes::Bytes;
 use partisan_core::etf_pids::term_end;
@@ -26,8 +27,6 @@ use rustler::{Binary, Env, ResourceArc, Term};
 pub const SCATTER_MIN: usize = 64 * 1024;
 /// As wide as [`crate::gather`] walks.
 const MAX_WIDTH: u32 = gather::MAX_WIDTH as u32;
-/// Maps of more keys are hash maps, which only a scheduler may build (erlang/otp#8208).
-const MAX_FLAT_MAP: u32 = 32;
 
 /// A received payload, owned by the binaries made from it.
 pub struct ReceivedPayload(Bytes);
@@ -38,26 +37,20 @@ impl rustler::Resource for ReceivedPayload {}
 /// The term encoded in `payload`, its large binaries sub-binaries of the payload; `None` when
 /// it is malformed or holds nothing to keep (decode it whole, which reports what is wrong).
 pub fn decode<'a>(env: Env<'a>, payload: &Bytes, trusted: bool) -> Option<Term<'a>> {
-    if !(SCATTER_MIN..OWN_BUFFER_MAX).contains(&payload.len()) || payload.first() != Some(&VERSION) || term_end(payload, 1).ok()? != payload.len() {
+    if !(SCATTER_MIN..OWN_BUFFER_MAX).contains(&payload.len()) || payload.first() != Some(&VERSION) {
         return None;
     }
-    let mut scatter = Scatter { env, etf: &payload[..], trusted, whole: WholeBinary::Empty(payload), scratch: Vec::new() };
+    let mut scatter = Scatter { env, etf: payload, trusted, whole: None, scratch: Vec::new() };
     let (term, end) = scatter.term(1, 0)?;
     (end == payload.len()).then_some(term)
 }
 
-/// The resource binary over the whole payload, made when the first large binary is found.
-#[derive(Clone, Copy)]
-enum WholeBinary<'p, 'a> {
-    Empty(&'p Bytes),
-    Made(Binary<'a>),
-}
-
 struct Scatter<'p, 'a> {
     env: Env<'a>,
-    etf: &'p [u8],
+    etf: &'p Bytes,
     trusted: bool,
-    whole: WholeBinary<'p, 'a>,
+    /// The resource binary over the whole payload, made when the first large binary is found.
+    whole: Option<Binary<'a>>,
     /// The version byte and one subterm, for `enif_binary_to_term`.
     scratch: Vec<u8>,
 }
@@ -152,15 +145,8 @@ impl<'p, 'a> Scatter<'p, 'a> {
         if offset.checked_add(len)? > self.etf.len() {
             return None;
         }
-        let whole = match self.whole {
-            WholeBinary::Made(bin) => bin,
-            WholeBinary::Empty(payload) => {
-                let owner = ResourceArc::new(ReceivedPayload(payload.clone()));
-                let bin = owner.make_binary(self.env, |p| &p.0[..]);
-                self.whole = WholeBinary::Made(bin);
-                bin
-            }
-        };
+        let (env, etf) = (self.env, self.etf);
+        let whole = *self.whole.get_or_insert_with(|| ResourceArc::new(ReceivedPayload(etf.clone())).make_binary(env, |p| &p.0[..]));
         whole.make_subbinary(offset, len).ok().map(|b| b.to_term(self.env))
     }
 }
