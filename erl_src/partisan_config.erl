@@ -233,9 +233,10 @@ find_opt(Key, Opts) ->
 %% runs, else the configured ones.
 -spec listen_addrs() -> [#{ip := inet:ip_address(), port := inet:port_number()}].
 listen_addrs() ->
-    case persistent_term:get({partisan_peer_service_manager, node_spec}, undefined) of
-        #{listen_addrs := Addrs} -> Addrs;
-        undefined -> get(listen_addrs, [])
+    try partisan_peer_service_manager:node_spec() of
+        #{listen_addrs := Addrs} -> Addrs
+    catch
+        error:badarg -> get(listen_addrs, [])
     end.
 
 %% @doc Seeds the calling process's `rand' state (`exsplus'), with the `random_seed' key when it
