@@ -11,6 +11,13 @@
 //! [`MonotonicKey`] (see `partisan_core::channel`); the replaced message is never written and
 //! its bytes leave the budget at once.
 //!
+//! Small messages are not queued one by one: the sender appends each one's frame to a buffer of
+//! frames at the end of the queue, so a stream of small messages costs no allocation per
+//! message on either side, and nothing a sender allocated is freed by the writer's thread (both
+//! showed in a profile of a 10-byte stream: the sending scheduler spent 15 % of its time in
+//! `malloc`'s slow path, its freed blocks going to the writer's cache). The buffers go back to
+//! the queue once written.
+//!
 //! When the link is quiet — queue empty, writer idle, no direct write in the last
 //! [`DIRECT_GAP`] — a small message does not wait for the writer at all: the sender writes the
 //! frame itself with one non-blocking write, which saves waking the writer thread (the largest
@@ -167,6 +174,15 @@ impl Outgoing {
     }
 }
 
+/// Messages with payloads at most this large are appended to a buffer of frames at the end of
+/// the queue (see [`Queued::Frames`]).
+const COALESCE_MAX: usize = 4 * 1024;
+/// A buffer of frames takes frames while it holds less than this; the writer copies it into its
+/// batch.
+const FRAMES_BYTES: usize = 16 * 1024;
+/// At most this many written buffers of frames are kept for reuse.
+const SPARE_FRAMES: usize = 4;
+
 /// Messages at most this large may be written directly by the sender.
 const DIRECT_MAX: usize = 16 * 1024;
 /// A sender writes directly only if no direct write happened this recently on the link: a
@@ -182,9 +198,41 @@ thread_local! {
     static FRAME: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(DIRECT_MAX + 512));
 }
 
+/// What the queue holds, in order.
+#[derive(Debug)]
+enum Queued {
+    Item(Outgoing),
+    /// The frames of `count` small messages, back to back.
+    Frames { bytes: BytesMut, count: usize },
+}
+
+impl Queued {
+    /// The messages it stands for.
+    fn count(&self) -> usize {
+        match self {
+            Queued::Item(_) => 1,
+            Queued::Frames { count, .. } => *count,
+        }
+    }
+
+    /// What it counts against the queue's byte budget.
+    fn budget_len(&self) -> usize {
+        match self {
+            Queued::Item(item) => item.budget_len(),
+            Queued::Frames { bytes, .. } => bytes.len(),
+        }
+    }
+
+    fn is_sequenced(&self) -> bool {
+        matches!(self, Queued::Item(item) if item.is_sequenced())
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    fifo: VecDeque<Outgoing>,
+    fifo: VecDeque<Queued>,
+    /// Written buffers of frames, cleared, for reuse.
+    spare: Vec<BytesMut>,
     monotonic: MonotonicQueue<Outgoing>,
     /// Budget taken by the queued items and by those the writer holds.
     bytes: usize,
@@ -201,6 +249,27 @@ struct Inner {
 impl Inner {
     fn is_empty(&self) -> bool {
         self.fifo.is_empty() && self.monotonic.is_empty()
+    }
+
+    /// Messages queued (not yet taken by the writer).
+    fn queued(&self) -> usize {
+        self.fifo.iter().map(Queued::count).sum::<usize>() + self.monotonic.len()
+    }
+
+    /// Appends a small message's frame to the buffer of frames at the end of the queue (a new
+    /// one if the last item is not one or is full); returns the bytes it takes.
+    fn append_frame(&mut self, dest: &Dest, payload: &[u8]) -> usize {
+        let frame_len = LENGTH_PREFIX + message_frame_len(dest, payload.len());
+        let fits = matches!(self.fifo.back(), Some(Queued::Frames { bytes, .. }) if bytes.len() + frame_len <= FRAMES_BYTES);
+        if !fits {
+            let bytes = self.spare.pop().unwrap_or_else(|| BytesMut::with_capacity(FRAMES_BYTES));
+            self.fifo.push_back(Queued::Frames { bytes, count: 0 });
+        }
+        let Some(Queued::Frames { bytes, count }) = self.fifo.back_mut() else { unreachable!("a buffer of frames was just pushed") };
+        encode_message_header(dest, payload.len(), bytes);
+        bytes.extend_from_slice(payload);
+        *count += 1;
+        frame_len
     }
 }
 
@@ -280,7 +349,7 @@ impl LinkQueue {
         };
         // A payload the writer would compress is left to it: compression never runs on the
         // sender's (scheduler) thread.
-        let compressible = matches!(item, Outgoing::Message { .. }) && self.compress_from.is_some_and(|(t, _)| payload.len() >= t);
+        let compressible = matches!(item, Outgoing::Message { .. }) && self.compresses(payload.len());
         if !self.direct || compressible || inner.writer_busy || !inner.is_empty() || payload.len() > DIRECT_MAX {
             return Err(item);
         }
@@ -339,36 +408,54 @@ impl LinkQueue {
                 },
                 Some(_) => item,
             };
-            inner.bytes += item.budget_len();
-            inner.sequenced += usize::from(item.is_sequenced());
+            // The writer needs waking only if it waits: it has taken nothing, and nothing queued
+            // woke it yet. A busy writer looks at the queue again before it waits.
+            let wake = !inner.writer_busy && inner.is_empty();
             match monotonic {
                 Some(key) => {
+                    inner.bytes += item.budget_len();
                     if let Some(old) = inner.monotonic.push(key, item) {
                         inner.bytes -= old.budget_len();
                         self.replaced.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                None => inner.fifo.push_back(item),
+                None => match item {
+                    Outgoing::Message { dest, payload: Payload::One(payload) } if payload.len() <= COALESCE_MAX && !self.compresses(payload.len()) => {
+                        inner.bytes += inner.append_frame(&dest, &payload);
+                    }
+                    item => {
+                        inner.bytes += item.budget_len();
+                        inner.sequenced += usize::from(item.is_sequenced());
+                        inner.fifo.push_back(Queued::Item(item));
+                    }
+                },
+            }
+            if !wake {
+                return Ok(());
             }
         }
         self.wake.notify_one();
         Ok(())
     }
 
+    /// Whether the writer compresses a message payload of `len` bytes.
+    fn compresses(&self, len: usize) -> bool {
+        self.compress_from.is_some_and(|(threshold, _)| len >= threshold)
+    }
+
     /// Waits for items and takes all of them, oldest first. `None` once the queue is closed and
     /// drained.
-    async fn take_all(&self, out: &mut Vec<Outgoing>) -> Option<()> {
+    async fn take_all(&self, out: &mut Vec<Queued>) -> Option<()> {
         loop {
             {
                 let mut inner = self.lock();
                 if !inner.is_empty() {
                     inner.writer_busy = true;
-                    let before = out.len();
+                    inner.inflight += inner.queued();
                     out.extend(inner.fifo.drain(..));
                     while let Some(item) = inner.monotonic.pop() {
-                        out.push(item);
+                        out.push(Queued::Item(item));
                     }
-                    inner.inflight += out.len() - before;
                     return Some(());
                 }
                 inner.writer_busy = false;
@@ -381,9 +468,14 @@ impl LinkQueue {
     }
 
     /// The writer wrote `w.items` of those it took (`w.sequenced` of them sequenced), taking
-    /// `w.bytes` of the budget.
-    fn written(&self, w: Written) {
+    /// `w.bytes` of the budget; `w.spare` are written buffers of frames to reuse.
+    fn written(&self, mut w: Written) {
         let mut inner = self.lock();
+        while inner.spare.len() < SPARE_FRAMES {
+            let Some(mut bytes) = w.spare.pop() else { break };
+            bytes.clear();
+            inner.spare.push(bytes);
+        }
         debug_assert!(inner.inflight >= w.items && inner.bytes >= w.bytes, "accounting: {inner:?}, {w:?}");
         inner.inflight = inner.inflight.saturating_sub(w.items);
         inner.bytes = inner.bytes.saturating_sub(w.bytes);
@@ -394,7 +486,7 @@ impl LinkQueue {
     /// reported written.
     pub fn unwritten(&self) -> usize {
         let inner = self.lock();
-        inner.fifo.len() + inner.monotonic.len() + inner.inflight
+        inner.queued() + inner.inflight
     }
 
     /// Stops accepting items; the writer writes what was accepted, then ends.
@@ -410,7 +502,7 @@ impl LinkQueue {
         let lost = {
             let mut inner = self.lock();
             inner.closed = true;
-            let lost = (inner.fifo.len() + inner.monotonic.len() + inner.inflight).saturating_sub(inner.sequenced);
+            let lost = (inner.queued() + inner.inflight).saturating_sub(inner.sequenced);
             inner.sequenced = 0;
             inner.fifo.clear();
             while inner.monotonic.pop().is_some() {}
@@ -432,11 +524,13 @@ struct Written {
     items: usize,
     sequenced: usize,
     bytes: usize,
+    /// Buffers of frames it is done with.
+    spare: Vec<BytesMut>,
 }
 
 impl Written {
-    fn add(&mut self, item: &Outgoing) {
-        self.items += 1;
+    fn add(&mut self, item: &Queued) {
+        self.items += item.count();
         self.sequenced += usize::from(item.is_sequenced());
         self.bytes += item.budget_len();
     }
@@ -458,26 +552,34 @@ pub(crate) async fn write_batches(queue: &LinkQueue, socket: &mut WriteSide) -> 
         // Items and budget in `batch`, not yet reported.
         let mut batched = Written::default();
         let mut result = Ok(());
-        for item in items.drain(..) {
+        for queued in items.drain(..) {
             if result.is_err() {
                 continue; // the rest is dropped with the queue (abort counts it)
             }
-            batched.add(&item);
-            // Plain messages above the threshold go compressed (an acked message's frame carries
-            // its sequence header, and goes as it is).
-            let compressed = match (&item, packer.as_mut()) {
-                (Outgoing::Message { dest, payload }, Some((threshold, packer))) if payload.len() >= *threshold => {
-                    packer.encode_message(dest, &payload.contiguous(), &mut batch.copied)
+            batched.add(&queued);
+            match queued {
+                Queued::Frames { bytes, .. } => {
+                    batch.copied.extend_from_slice(&bytes);
+                    batched.spare.push(bytes);
                 }
-                _ => false,
-            };
-            if !compressed {
-                match item.encode_header(&mut batch.copied) {
-                    None => {}
-                    Some(parts) if parts.iter().map(Bytes::len).sum::<usize>() < COPY_LIMIT => {
-                        parts.iter().for_each(|p| batch.copied.extend_from_slice(p))
+                Queued::Item(item) => {
+                    // Plain messages above the threshold go compressed (an acked message's frame
+                    // carries its sequence header, and goes as it is).
+                    let compressed = match (&item, packer.as_mut()) {
+                        (Outgoing::Message { dest, payload }, Some((threshold, packer))) if payload.len() >= *threshold => {
+                            packer.encode_message(dest, &payload.contiguous(), &mut batch.copied)
+                        }
+                        _ => false,
+                    };
+                    if !compressed {
+                        match item.encode_header(&mut batch.copied) {
+                            None => {}
+                            Some(parts) if parts.iter().map(Bytes::len).sum::<usize>() < COPY_LIMIT => {
+                                parts.iter().for_each(|p| batch.copied.extend_from_slice(p))
+                            }
+                            Some(parts) => batch.reference(parts),
+                        }
                     }
-                    Some(parts) => batch.reference(parts),
                 }
             }
             if batch.is_full() {

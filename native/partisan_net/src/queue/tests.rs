@@ -95,10 +95,10 @@ async fn a_quiet_link_is_written_by_the_sender_and_a_busy_one_by_the_writer() {
     q.take_all(&mut held).await.unwrap();
     q.push(msg(2, 4), None).unwrap();
     assert_eq!(q.unwritten(), 2, "so does any message while the writer is writing");
-    q.written(Written { items: 1, sequenced: 0, bytes: held[0].budget_len() });
+    q.written(Written { items: 1, bytes: held[0].budget_len(), ..Written::default() });
     let mut held = vec![];
     q.take_all(&mut held).await.unwrap();
-    q.written(Written { items: 1, sequenced: 0, bytes: held[0].budget_len() });
+    q.written(Written { items: 1, bytes: held[0].budget_len(), ..Written::default() });
     q.push(msg(3, 4), key(1)).unwrap();
     assert_eq!(q.unwritten(), 1, "and a monotonic message, which a newer one may still replace");
 }
@@ -271,4 +271,31 @@ async fn abort_drops_and_counts_what_was_not_written_and_shuts_the_socket() {
     assert_eq!(q.push(msg(4, 10), None), Err(SendError::NotConnected));
     assert_eq!(q.budget_used(), 0);
     assert_eq!(read_numbers(&mut peer, None).await, Vec::<u32>::new(), "EOF, nothing written");
+}
+
+/// Small messages queued behind a busy writer share buffers of frames: the queue counts each
+/// message (for what a dead link loses) and its bytes, and a written buffer is used again.
+#[tokio::test]
+async fn small_messages_share_buffers_of_frames_that_are_reused() {
+    let (socket, mut peer) = socket_pair().await;
+    let (q, _) = queue(socket, 64 << 20, Duration::from_secs(3600));
+    let q = Arc::new(q);
+    // A large message keeps the link busy, so the small ones queue behind it.
+    q.push(msg(0, DIRECT_MAX + 1), None).unwrap();
+    let n = 1 + 2 * FRAMES_BYTES / msg(1, 100).frame_len();
+    for i in 1..=n as u32 {
+        q.push(msg(i, 100), None).unwrap();
+    }
+    assert_eq!(q.unwritten(), n + 1);
+    let frames_bytes = n * (LENGTH_PREFIX + msg(1, 100).frame_len());
+    assert_eq!(q.budget_used(), msg(0, DIRECT_MAX + 1).budget_len() + frames_bytes, "a buffered frame counts its bytes");
+    let buffers = q.lock().fifo.iter().filter(|i| matches!(i, Queued::Frames { .. })).count();
+    assert_eq!(buffers, 3, "{n} frames of 100 bytes fill two buffers of {FRAMES_BYTES} and start a third");
+    let writer = spawn_writer(&q);
+    assert_eq!(read_numbers(&mut peer, Some(n + 1)).await, (0..=n as u32).collect::<Vec<_>>());
+    until("the writer gave the budget back", || q.budget_used() == 0).await;
+    assert_eq!(q.lock().spare.len(), 3, "written buffers are kept for reuse (append_frame takes them first)");
+    q.close();
+    writer.await.unwrap().unwrap();
+    assert_eq!((q.unwritten(), q.budget_used()), (0, 0));
 }
