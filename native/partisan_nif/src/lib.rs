@@ -427,9 +427,17 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
     let Some(channel_ix) = r.channel(channel) else {
         return Ok(err(env, (atoms::unknown_channel(), channel)));
     };
-    let key = match key_hash(env, key) {
-        Ok(k) => k,
-        Err(e) => return Ok(e),
+    // The key picks one of a channel's connections and keeps apart the monotonic messages of
+    // different senders; where it does neither, the caller's pid is not hashed (a cost on every
+    // send).
+    let spec = &r.node.channels().specs()[channel_ix];
+    let key = if key == atoms::undefined().encode(env) && spec.parallelism == 1 && !spec.monotonic && matches!(delivery, Delivery::Direct) {
+        0
+    } else {
+        match key_hash(env, key) {
+            Ok(k) => k,
+            Err(e) => return Ok(e),
+        }
     };
     let dest_parsed = match decode_dest(dest) {
         Ok(d) => d,
