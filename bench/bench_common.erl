@@ -133,10 +133,23 @@ stop_peer(Peer) ->
     ok.
 
 %% @doc Sets partisan's env (`Env' is a map of keys) on `Node' and starts the application.
-start_partisan(Node, Env) ->
+start_partisan(Node, Env0) ->
+    Env = maps:merge(Env0, extra_partisan_env()),
     [ok = erpc:call(Node, application, set_env, [partisan, K, V]) || {K, V} <- maps:to_list(Env)],
     {ok, _} = erpc:call(Node, application, ensure_all_started, [partisan], ?RPC_TIMEOUT),
     erpc:call(Node, partisan, node_spec, []).
+
+%% BENCH_PARTISAN_ENV: an Erlang map of more partisan config for every peer, e.g.
+%% `#{io_threads => 1}' (for experiments; reports show the peers' config).
+extra_partisan_env() ->
+    case os:getenv("BENCH_PARTISAN_ENV", "") of
+        "" -> #{};
+        Str ->
+            {ok, Tokens, _} = erl_scan:string(Str ++ "."),
+            {ok, [Expr]} = erl_parse:parse_exprs(Tokens),
+            {value, Map, _} = erl_eval:expr(Expr, []),
+            Map
+    end.
 
 %% @doc `A' joins `B' (with `SpecB', possibly rewritten to a proxy) and waits until both are
 %% fully connected to each other.

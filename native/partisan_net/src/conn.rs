@@ -153,6 +153,9 @@ async fn read_frame(socket: &mut ReadSide, buf: &mut BytesMut, dec: &mut Decoder
 
 /// Read size of authenticated connections.
 const READ_CHUNK: usize = 64 * 1024;
+/// A reader gives its worker thread back to the runtime after reading this much without a
+/// pause (see [`crate::stream::yield_after`]).
+const READ_SLICE: usize = 256 * 1024;
 /// Read size during the handshake (its frames are small).
 const HANDSHAKE_CHUNK: usize = 512;
 
@@ -383,6 +386,7 @@ async fn read_loop(
     // an ack.
     let mut stream: Option<Arc<Mutex<Inbound>>> = None;
     let mut ack_due = false;
+    let mut read_since_yield = 0;
     loop {
         let frame = match dec.decode(buf) {
             Ok(Some(frame)) => frame,
@@ -409,9 +413,13 @@ async fn read_loop(
                 };
                 match read {
                     Ok(0) => return Ended::Closed,
-                    Ok(_) => heard.store(shared.now_ms(), Ordering::Relaxed),
+                    Ok(n) => {
+                        heard.store(shared.now_ms(), Ordering::Relaxed);
+                        read_since_yield += n;
+                    }
                     Err(e) => return Ended::Io(e),
                 }
+                crate::stream::yield_after(&mut read_since_yield, READ_SLICE).await;
                 continue;
             }
             Err(e) => {

@@ -190,6 +190,9 @@ const DIRECT_MAX: usize = 16 * 1024;
 pub const DIRECT_GAP: Duration = Duration::from_micros(50);
 /// The writer writes its batch out once it holds this many bytes.
 const BATCH_BYTES: usize = 256 * 1024;
+/// The writer gives its worker thread back to the runtime after writing this much in one go
+/// (see [`crate::stream::yield_after`]).
+const WRITE_SLICE: usize = 512 * 1024;
 /// Payloads at least this large are written from their own buffer instead of being copied into
 /// the batch.
 const COPY_LIMIT: usize = 16 * 1024;
@@ -548,6 +551,7 @@ pub(crate) async fn write_batches(queue: &LinkQueue, socket: &mut WriteSide) -> 
     let mut packer = queue.compress_from.map(|(threshold, level)| (threshold, Packer::new(level)));
     let mut items = Vec::with_capacity(256);
     let mut batch = Batch { copied: BytesMut::with_capacity(BATCH_BYTES), pieces: Vec::new(), referenced: 0 };
+    let mut written_since_yield = 0;
     while queue.take_all(&mut items).await.is_some() {
         // Items and budget in `batch`, not yet reported.
         let mut batched = Written::default();
@@ -583,17 +587,21 @@ pub(crate) async fn write_batches(queue: &LinkQueue, socket: &mut WriteSide) -> 
                 }
             }
             if batch.is_full() {
+                written_since_yield += batch.len();
                 result = batch.write(socket).await;
                 if result.is_ok() {
                     queue.written(std::mem::take(&mut batched));
                 }
+                crate::stream::yield_after(&mut written_since_yield, WRITE_SLICE).await;
             }
         }
         if result.is_ok() {
+            written_since_yield += batch.len();
             result = batch.write(socket).await;
         }
         result?;
         queue.written(batched);
+        crate::stream::yield_after(&mut written_since_yield, WRITE_SLICE).await;
     }
     socket.shutdown().await
 }
@@ -618,6 +626,11 @@ impl Batch {
         }
         self.referenced += parts.iter().map(Bytes::len).sum::<usize>();
         self.pieces.extend(parts.iter().cloned());
+    }
+
+    /// Bytes in the batch.
+    fn len(&self) -> usize {
+        self.copied.len() + self.referenced
     }
 
     fn is_full(&self) -> bool {

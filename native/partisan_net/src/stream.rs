@@ -153,3 +153,18 @@ impl WriteSide {
         }
     }
 }
+
+/// Yields to the runtime once `*done` bytes reach `slice` (and counts again from 0).
+///
+/// A connection's reader or writer that keeps finding work never returns to the runtime on its
+/// own before tokio's cooperative budget runs out (128 socket operations: 8 MiB of a bulk
+/// stream in 64 KiB reads, milliseconds of work). Meanwhile the other tasks of its worker
+/// thread wait, and the I/O driver is not polled: a small message arriving on another
+/// connection (another channel) waits behind the bulk one, which is the head-of-line blocking
+/// that separate channels are meant to avoid.
+pub(crate) async fn yield_after(done: &mut usize, slice: usize) {
+    if *done >= slice {
+        *done = 0;
+        tokio::task::yield_now().await;
+    }
+}

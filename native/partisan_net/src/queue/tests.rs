@@ -299,3 +299,35 @@ async fn small_messages_share_buffers_of_frames_that_are_reused() {
     writer.await.unwrap().unwrap();
     assert_eq!((q.unwritten(), q.budget_used()), (0, 0));
 }
+
+/// A writer with a long backlog gives its thread back every `WRITE_SLICE` bytes: the other tasks
+/// of that thread (another connection's reader or writer) run while a bulk stream is written,
+/// instead of after it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_writer_with_a_long_backlog_lets_other_tasks_run() {
+    let (socket, peer) = socket_pair().await;
+    let (q, _) = queue(socket, 64 << 20, Duration::ZERO);
+    let q = Arc::new(q);
+    let count = 256; // 16 MiB of 64 KiB messages
+    for n in 0..count {
+        q.push(msg(n, 64 * 1024), None).unwrap();
+    }
+    // The peer drains the socket on a thread of its own, so the writer seldom meets a full
+    // socket buffer (which would also make it give the thread back).
+    let mut peer = peer.into_std().unwrap();
+    peer.set_nonblocking(false).unwrap();
+    let drain = std::thread::spawn(move || std::io::copy(&mut peer, &mut std::io::sink()).unwrap());
+    let writer = spawn_writer(&q);
+    // Spawned after the writer: on this one-thread runtime it runs when the writer yields.
+    let left = tokio::spawn({
+        let q = q.clone();
+        async move { q.unwritten() }
+    })
+    .await
+    .unwrap();
+    let written = count as usize - left;
+    assert!(written * 64 * 1024 <= 2 * WRITE_SLICE + 2 * BATCH_BYTES, "{written} messages of 64 KiB were written before another task could run");
+    q.close();
+    writer.await.unwrap().unwrap();
+    assert_eq!(drain.join().unwrap() as usize, count as usize * msg(0, 64 * 1024).frame_len() + count as usize * LENGTH_PREFIX);
+}
