@@ -89,7 +89,7 @@ async fn a_quiet_link_is_written_by_the_sender_and_a_busy_one_by_the_writer() {
 
     let (socket, _peer) = socket_pair().await;
     let (q, _) = queue(socket, 1 << 20, Duration::ZERO);
-    q.push(msg(1, DIRECT_MAX + 1), None).unwrap();
+    q.push(msg(1, DIRECT_LARGE_MAX + 1), None).unwrap();
     assert_eq!(q.unwritten(), 1, "a large message goes to the writer");
     let mut held = vec![];
     q.take_all(&mut held).await.unwrap();
@@ -281,14 +281,14 @@ async fn small_messages_share_buffers_of_frames_that_are_reused() {
     let (q, _) = queue(socket, 64 << 20, Duration::from_secs(3600));
     let q = Arc::new(q);
     // A large message keeps the link busy, so the small ones queue behind it.
-    q.push(msg(0, DIRECT_MAX + 1), None).unwrap();
+    q.push(msg(0, DIRECT_LARGE_MAX + 1), None).unwrap();
     let n = 1 + 2 * FRAMES_BYTES / msg(1, 100).frame_len();
     for i in 1..=n as u32 {
         q.push(msg(i, 100), None).unwrap();
     }
     assert_eq!(q.unwritten(), n + 1);
     let frames_bytes = n * (LENGTH_PREFIX + msg(1, 100).frame_len());
-    assert_eq!(q.budget_used(), msg(0, DIRECT_MAX + 1).budget_len() + frames_bytes, "a buffered frame counts its bytes");
+    assert_eq!(q.budget_used(), msg(0, DIRECT_LARGE_MAX + 1).budget_len() + frames_bytes, "a buffered frame counts its bytes");
     let buffers = q.lock().fifo.iter().filter(|i| matches!(i, Queued::Frames { .. })).count();
     assert_eq!(buffers, 3, "{n} frames of 100 bytes fill two buffers of {FRAMES_BYTES} and start a third");
     let writer = spawn_writer(&q);
@@ -306,8 +306,8 @@ async fn small_messages_share_buffers_of_frames_that_are_reused() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_writer_with_a_long_backlog_lets_other_tasks_run() {
     let (socket, peer) = socket_pair().await;
-    let (q, _) = queue(socket, 64 << 20, Duration::ZERO);
-    let q = Arc::new(q);
+    // Every message through the writer (none written by the sender while the link is quiet).
+    let q = Arc::new(LinkQueue::new(socket, 64 << 20, 1 << 20, Arc::default()).without_direct_writes());
     let count = 256; // 16 MiB of 64 KiB messages
     for n in 0..count {
         q.push(msg(n, 64 * 1024), None).unwrap();
@@ -317,6 +317,7 @@ async fn a_writer_with_a_long_backlog_lets_other_tasks_run() {
     let mut peer = peer.into_std().unwrap();
     peer.set_nonblocking(false).unwrap();
     let drain = std::thread::spawn(move || std::io::copy(&mut peer, &mut std::io::sink()).unwrap());
+    let queued = q.unwritten();
     let writer = spawn_writer(&q);
     // Spawned after the writer: on this one-thread runtime it runs when the writer yields.
     let left = tokio::spawn({
@@ -325,9 +326,58 @@ async fn a_writer_with_a_long_backlog_lets_other_tasks_run() {
     })
     .await
     .unwrap();
-    let written = count as usize - left;
+    let written = queued - left;
     assert!(written * 64 * 1024 <= 2 * WRITE_SLICE + 2 * BATCH_BYTES, "{written} messages of 64 KiB were written before another task could run");
     q.close();
     writer.await.unwrap().unwrap();
     assert_eq!(drain.join().unwrap() as usize, count as usize * msg(0, 64 * 1024).frame_len() + count as usize * LENGTH_PREFIX);
+}
+
+/// A large message on a quiet link is written by its sender, from its own buffers, whatever
+/// the gap since the last direct write; what the socket does not take is queued, by reference,
+/// and arrives after what it took.
+#[tokio::test]
+async fn a_large_message_on_a_quiet_link_is_written_by_the_sender() {
+    let (socket, mut peer) = socket_pair().await;
+    let (q, _) = queue(socket.clone(), 64 << 20, Duration::from_secs(3600));
+    q.push(msg(1, 4), None).unwrap();
+    q.push(gathered_msg(2, 3, 20_000), None).unwrap();
+    assert_eq!(q.unwritten(), 0, "written by the sender, within the gap");
+    assert_eq!(read_numbers(&mut peer, Some(2)).await, [1, 2]);
+
+    // Small socket buffers and a peer that does not read yet: the socket takes part of it.
+    let (socket, mut peer) = socket_pair().await;
+    socket2::SockRef::from(&*socket).set_send_buffer_size(16 * 1024).unwrap();
+    socket2::SockRef::from(&peer).set_recv_buffer_size(16 * 1024).unwrap();
+    let (q, _) = queue(socket, 64 << 20, Duration::from_secs(3600));
+    let q = Arc::new(q);
+    let large = gathered_msg(3, 4, 60_000);
+    let Outgoing::Message { payload, .. } = &large else { unreachable!() };
+    let expected = payload.contiguous();
+    q.push(large, None).unwrap();
+    assert_eq!(q.unwritten(), 1, "the socket took part of the frame; the rest waits for the writer");
+    let writer = spawn_writer(&q);
+    let mut dec = Decoder::new(1 << 20);
+    let mut buf = BytesMut::new();
+    let frame = loop {
+        if let Some(frame) = dec.decode(&mut buf).unwrap() {
+            break frame;
+        }
+        assert!(peer.read_buf(&mut buf).await.unwrap() > 0, "EOF inside the frame");
+    };
+    assert!(matches!(frame, Frame::Message { payload, .. } if payload == expected), "the frame arrives whole");
+    q.close();
+    writer.await.unwrap().unwrap();
+    assert_eq!((q.unwritten(), q.budget_used()), (0, 0));
+}
+
+#[test]
+fn the_unwritten_rest_of_a_frame_is_what_follows_the_written_bytes() {
+    let parts = [Bytes::from_static(b"abc"), Bytes::from_static(b"defgh")];
+    let rest = |n| unwritten_rest(b"HEAD", &parts, n).contiguous();
+    assert_eq!(rest(1), &b"EADabcdefgh"[..]);
+    assert_eq!(rest(4), &b"abcdefgh"[..]);
+    assert_eq!(rest(6), &b"cdefgh"[..]);
+    assert_eq!(rest(7), &b"defgh"[..]);
+    assert_eq!(rest(11), &b"h"[..]);
 }
