@@ -19,9 +19,10 @@
          acked_stream_over_hyparview_survives_killed_connections/1,
          calls_over_hyparview_survive_killed_connections/1,
          stopped_neighbour_is_detected_by_ping_on_hyparview/1,
-         causal_acked_streams_over_hyparview_survive_killed_connections/1]).
+         causal_acked_streams_over_hyparview_survive_killed_connections/1,
+         acked_large_binaries_survive_killed_connections/1]).
 %% Run on peers.
--export([receiver/1, send_stream/4, send_stream/5, call_loop/3]).
+-export([receiver/1, send_stream/4, send_stream/5, call_loop/3, large_receiver/0, send_large/3]).
 
 -define(PING, #{enabled => true, idle_timeout => 300, timeout => 200, max_attempts => 2}).
 -define(ENV, #{channels => #{data => #{parallelism => 2}},
@@ -41,7 +42,8 @@
                                                  random_promotion_interval => 500}})).
 
 all() ->
-    [acked_stream_survives_killed_connections, acked_messages_wait_for_a_partition,
+    [acked_stream_survives_killed_connections, acked_large_binaries_survive_killed_connections,
+     acked_messages_wait_for_a_partition,
      budget_refuses_with_queue_full, dead_process_is_acked_and_counted,
      removed_destination_drops_and_counts, stopped_peer_is_detected_by_ping,
      acked_stream_over_hyparview_survives_killed_connections,
@@ -57,6 +59,10 @@ init_per_testcase(Case, Config) when Case =:= acked_stream_over_hyparview_surviv
                                      Case =:= calls_over_hyparview_survive_killed_connections;
                                      Case =:= causal_acked_streams_over_hyparview_survive_killed_connections ->
     hyparview_cluster(?HV_NAMES, Config);
+init_per_testcase(acked_large_binaries_survive_killed_connections, Config) ->
+    %% Room for many large messages in flight, so that destroyed connections lose some.
+    {ok, Peers} = partisan_ct:start_cluster([ack_a, ack_b], ?ENV#{max_unacked_bytes => 16 bsl 20}),
+    [{peers, Peers} | Config];
 init_per_testcase(_, Config) ->
     {ok, Peers} = partisan_ct:start_cluster([ack_a, ack_b], ?ENV),
     [{peers, Peers} | Config].
@@ -100,6 +106,37 @@ acked_stream_survives_killed_connections(Config) ->
                            stats(B, [ack_duplicates, ack_out_of_order, messages_received])]),
     ?assertEqual([], Errors),
     ?assertEqual(Total, Count).
+
+%% Large binaries sent with `ack' are held by reference until acknowledged (not encoded into a
+%% copy), and sent again from there: while B is stopped (SIGSTOP), A hands messages to
+%% connections that are then destroyed, and resends them once B is back. Each arrives once, in
+%% order, with the bytes it was sent with (bare binaries of 600 KB and binaries of 20-600 KB in
+%% tuples). (Held across a long wait: `budget_refuses_with_queue_full'.)
+acked_large_binaries_survive_killed_connections(Config) ->
+    [A, B] = partisan_ct:nodes(proplists:get_value(peers, Config)),
+    Ports = [listen_port(N) || N <- [A, B]],
+    Receiver = rpc(B, ?MODULE, large_receiver, []),
+    N = 120,
+    Sender = rpc(A, erlang, spawn, [?MODULE, send_large, [self(), Receiver, N]]),
+    OsPidB = rpc(B, os, getpid, []),
+    Killed = [begin
+                  wait(fun() -> received(Receiver) >= K * N div 4 end, 60000),
+                  "" = os:cmd("kill -STOP " ++ OsPidB),
+                  %% A's messages now wait, unacknowledged, in the connections to B.
+                  wait(fun() -> stat(A, unacked_messages) > 0 end),
+                  Socks = kill_connections(Ports),
+                  "" = os:cmd("kill -CONT " ++ OsPidB),
+                  ok = partisan_ct:wait_fully_connected([A, B], ?TIMEOUT),
+                  Socks
+              end || K <- [1, 2, 3]],
+    ct:pal("sockets destroyed per round: ~w", [Killed]),
+    ?assertMatch({sent, Sender, N, _}, receive {sent, Sender, _, _} = M -> M after 60000 -> timeout end),
+    wait(fun() -> received(Receiver) >= N end, 60000),
+    wait(fun() -> stat(A, unacked_messages) =:= 0 end, 60000),
+    ?assertEqual({N, []}, report(Receiver)),
+    Stats = stats(A, [retransmitted, dropped_queue_full]),
+    ct:pal("A: ~p", [Stats]),
+    ?assert(maps:get(retransmitted, Stats) > 0).
 
 acked_messages_wait_for_a_partition(Config) ->
     [A, B] = partisan_ct:nodes(proplists:get_value(peers, Config)),
@@ -304,6 +341,58 @@ send_stream(Owner, Receiver, I, N, Opts) ->
                   end, lists:seq(1, N)),
     Owner ! {sent, self(), N},
     ok.
+
+%% @doc Receives `send_large/3''s messages; counts those that came in order with the bytes
+%% they were sent with, and the others as errors.
+-spec large_receiver() -> pid().
+large_receiver() ->
+    spawn(fun() -> large_loop(1, 0, []) end).
+
+large_loop(Next, Count, Errors) ->
+    receive
+        {count, From} ->
+            From ! {count, self(), Count},
+            large_loop(Next, Count, Errors);
+        {report, From} ->
+            From ! {report, self(), Count, lists:reverse(Errors)},
+            large_loop(Next, Count, Errors);
+        Msg ->
+            {I, Ok} = case Msg of
+                          {{large, J}, Bin} -> {J, Bin =:= large_binary(J)};
+                          <<J:32, _/binary>> -> {J, Msg =:= large_message(J)}
+                      end,
+            Errors1 = case {I, Ok} of
+                          {Next, true} -> Errors;
+                          _ -> lists:sublist([{expected, Next, got, I, intact, Ok} | Errors], 20)
+                      end,
+            large_loop(I + 1, Count + 1, Errors1)
+    end.
+
+large_binary(I) -> binary:copy(<<(I rem 256)>>, element(I rem 4 + 1, {20000, 70000, 200000, 600000})).
+
+%% Every fifth message is a bare binary (its number in front), the others a tuple holding one.
+large_message(I) when I rem 5 =:= 0 -> <<I:32, (large_binary(I))/binary>>;
+large_message(I) -> {{large, I}, large_binary(I)}.
+
+%% @doc Sends `large_message(1..N)' to `Receiver' with `ack', retrying a `queue_full' (the
+%% budget holds one or two of them) after 2 ms; tells `Owner' `{sent, self(), N, Retries}'.
+-spec send_large(pid(), pid(), pos_integer()) -> ok.
+send_large(Owner, Receiver, N) ->
+    Retries = lists:sum([begin
+                             R = send_retrying(Receiver, large_message(I), 0),
+                             timer:sleep(2), % a stream that lasts long enough to be cut
+                             R
+                         end || I <- lists:seq(1, N)]),
+    Owner ! {sent, self(), N, Retries},
+    ok.
+
+send_retrying(Receiver, Msg, Retries) ->
+    case partisan:forward_message(Receiver, Msg, #{ack => true, channel => data}) of
+        ok -> Retries;
+        {error, queue_full} when Retries < 10000 ->
+            timer:sleep(2),
+            send_retrying(Receiver, Msg, Retries + 1)
+    end.
 
 %% -- helpers ------------------------------------------------------------------
 

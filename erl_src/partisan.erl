@@ -649,9 +649,13 @@ send_remote_checked(Node, ServerRef, Msg, Opts) ->
             {error, bad_destination}
     end.
 
-%% `ack' where every member is linked: per link, on the channel asked for.
+%% `ack' where every member is linked: per link, on the channel asked for. As for a plain send,
+%% an alive VM's data plane keeps large binaries by reference (until they are acknowledged).
 send_acked(Node, Channel, Key, Dest, Msg) when erlang:is_binary(Msg), byte_size(Msg) >= ?DIRTY_BYTES ->
-    partisan_nif:send_acked_dirty(Node, Channel, Key, Dest, Msg);
+    case erlang:is_alive() of
+        true -> partisan_nif:send_acked(Node, Channel, Key, Dest, Msg);
+        false -> partisan_nif:send_acked_dirty(Node, Channel, Key, Dest, Msg)
+    end;
 send_acked(Node, Channel, Key, Dest, Msg) ->
     partisan_nif:send_acked(Node, Channel, Key, Dest, Msg).
 

@@ -70,21 +70,35 @@ pub struct OutboxConfig {
 #[error("the destination's unacknowledged messages fill max_unacked_bytes")]
 pub struct QueueFull;
 
+/// A message's encoded term as an [`Outbox`] holds it until it is acknowledged. It is cloned
+/// for every (re)transmission, so a clone must be cheap: `Bytes`, or the shell's own type (the
+/// tokio shell's payload references the VM's large binaries instead of copies of them).
+pub trait AckPayload: Clone {
+    /// Its length in bytes.
+    fn encoded_len(&self) -> usize;
+}
+
+impl AckPayload for Bytes {
+    fn encoded_len(&self) -> usize {
+        self.len()
+    }
+}
+
 /// A message to put on the wire as a [`crate::frame::Frame::Sequenced`] on stream `key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit<K> {
+pub struct Transmit<K, P = Bytes> {
     pub key: K,
     pub seq: u64,
     pub base: u64,
     pub dest: Dest,
-    pub payload: Bytes,
+    pub payload: P,
 }
 
 #[derive(Debug, Clone)]
-struct Pending {
+struct Pending<P> {
     seq: u64,
     dest: Dest,
-    payload: Bytes,
+    payload: P,
 }
 
 /// What one message takes of an [`Outbox`]'s budget while it is unacknowledged (its sequenced
@@ -93,18 +107,18 @@ pub fn budget(dest: &Dest, payload_len: usize) -> usize {
     SEQUENCED_HEADER + message_frame_len(dest, payload_len)
 }
 
-impl Pending {
+impl<P: AckPayload> Pending<P> {
     fn budget(&self) -> usize {
-        budget(&self.dest, self.payload.len())
+        budget(&self.dest, self.payload.encoded_len())
     }
 }
 
 #[derive(Debug, Clone)]
-struct Stream {
+struct Stream<P> {
     /// The number the next message gets.
     next_seq: u64,
     /// Unacknowledged messages, oldest first, numbered consecutively.
-    unacked: VecDeque<Pending>,
+    unacked: VecDeque<Pending<P>>,
     /// The first number not handed to the current connection yet.
     next_unsent: u64,
     up: bool,
@@ -112,7 +126,7 @@ struct Stream {
     progress_at: u64,
 }
 
-impl Stream {
+impl<P> Stream<P> {
     fn new(now: u64) -> Self {
         Stream { next_seq: 1, unacked: VecDeque::new(), next_unsent: 1, up: false, progress_at: now }
     }
@@ -131,17 +145,17 @@ pub struct OutboxStats {
 }
 
 /// The sender's side for one destination node; `K` names a stream (a link: channel and
-/// connection index). See the module docs.
+/// connection index), `P` is the payload type. See the module docs.
 #[derive(Debug, Clone)]
-pub struct Outbox<K> {
+pub struct Outbox<K, P = Bytes> {
     cfg: OutboxConfig,
-    streams: BTreeMap<K, Stream>,
+    streams: BTreeMap<K, Stream<P>>,
     bytes: usize,
-    transmits: VecDeque<Transmit<K>>,
+    transmits: VecDeque<Transmit<K, P>>,
     stats: OutboxStats,
 }
 
-impl<K: Ord + Clone> Outbox<K> {
+impl<K: Ord + Clone, P: AckPayload> Outbox<K, P> {
     pub fn new(cfg: OutboxConfig) -> Self {
         Outbox { cfg, streams: BTreeMap::new(), bytes: 0, transmits: VecDeque::new(), stats: OutboxStats::default() }
     }
@@ -155,8 +169,8 @@ impl<K: Ord + Clone> Outbox<K> {
     /// Takes a message for stream `key`; returns its number, or [`QueueFull`] when the
     /// destination's budget is used up (one message always fits in an empty budget, so the
     /// largest message is bounded by the frame size, not by the budget).
-    pub fn send(&mut self, now: u64, key: K, dest: Dest, payload: Bytes) -> Result<u64, QueueFull> {
-        let size = budget(&dest, payload.len());
+    pub fn send(&mut self, now: u64, key: K, dest: Dest, payload: P) -> Result<u64, QueueFull> {
+        let size = budget(&dest, payload.encoded_len());
         if !self.has_room(size) {
             return Err(QueueFull);
         }
@@ -245,7 +259,7 @@ impl<K: Ord + Clone> Outbox<K> {
     }
 
     /// The next message to queue on its stream's connection, in order.
-    pub fn poll_transmit(&mut self) -> Option<Transmit<K>> {
+    pub fn poll_transmit(&mut self) -> Option<Transmit<K, P>> {
         self.transmits.pop_front()
     }
 

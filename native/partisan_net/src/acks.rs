@@ -18,10 +18,9 @@
 //! an old connection still being read cannot deliver out of order with its replacement.
 
 use crate::lock::{MutexExt, RwLockExt};
-use crate::queue::{LinkQueue, Outgoing};
+use crate::queue::{LinkQueue, Outgoing, Payload};
 use crate::routes::Routes;
 use crate::{SendError, Stats};
-use bytes::Bytes;
 use partisan_core::ack::{Inbound, Outbox, OutboxConfig};
 use partisan_core::frame::Dest;
 use partisan_core::overlay::LinkId;
@@ -38,7 +37,7 @@ type InboundKey = (String, usize, u16);
 
 /// One destination's outbox and the queues of its links that are up.
 struct Peer {
-    outbox: Outbox<StreamKey>,
+    outbox: Outbox<StreamKey, Payload>,
     queues: HashMap<StreamKey, Arc<LinkQueue>>,
 }
 
@@ -104,7 +103,7 @@ impl Acks {
 
     /// Numbers a message for `node` on connection `conn` of `channel` and queues it when that
     /// link is up; it waits otherwise. `QueueFull` when the destination's budget is used up.
-    pub fn send(&self, routes: &Routes, node: &str, channel: usize, conn: u16, dest: Dest, payload: Bytes) -> Result<(), SendError> {
+    pub fn send(&self, routes: &Routes, node: &str, channel: usize, conn: u16, dest: Dest, payload: Payload) -> Result<(), SendError> {
         let peer = self.peer(node, routes);
         let mut peer = peer.lock_unpoisoned();
         peer.outbox.send(self.now(), (channel, conn), dest, payload).map_err(|_| SendError::QueueFull)?;

@@ -716,7 +716,8 @@ impl Node {
     /// Sends a message with `ack`: delivered exactly once while both nodes live, whatever happens
     /// to the connections (see `partisan_core::ack`). It waits for a link that is not up yet;
     /// `QueueFull` when `max_unacked_bytes` of the destination's messages are already held.
-    pub fn send_acked(&self, node: &str, channel: usize, key: u64, dest: Dest, payload: Bytes) -> Result<(), SendError> {
+    pub fn send_acked(&self, node: &str, channel: usize, key: u64, dest: Dest, payload: impl Into<Payload>) -> Result<(), SendError> {
+        let payload = payload.into();
         if channel >= self.shared.channels.specs().len() {
             return Err(SendError::UnknownChannel);
         }

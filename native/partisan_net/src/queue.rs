@@ -105,6 +105,12 @@ impl Payload {
     }
 }
 
+impl partisan_core::ack::AckPayload for Payload {
+    fn encoded_len(&self) -> usize {
+        self.len()
+    }
+}
+
 impl From<Bytes> for Payload {
     fn from(bytes: Bytes) -> Payload {
         Payload::One(bytes)
@@ -117,7 +123,7 @@ pub enum Outgoing {
     Message { dest: Dest, payload: Payload },
     /// A message sent with `ack` (see `partisan_core::ack`). Not lost when the link closes: the
     /// sender's outbox keeps it until it is acknowledged.
-    Sequenced { incarnation: u64, seq: u64, base: u64, dest: Dest, payload: Bytes },
+    Sequenced { incarnation: u64, seq: u64, base: u64, dest: Dest, payload: Payload },
     /// An already encoded frame (control frames).
     Frame(Bytes),
     /// The bytes of a frame a sender wrote in part (see [`LinkQueue::try_direct`]).
@@ -164,7 +170,7 @@ impl Outgoing {
             }
             Outgoing::Sequenced { incarnation, seq, base, dest, payload } => {
                 encode_sequenced_header(*incarnation, *seq, *base, dest, payload.len(), out);
-                Some(std::slice::from_ref(payload))
+                Some(payload.parts())
             }
             Outgoing::Frame(bytes) => {
                 out.extend_from_slice(bytes);

@@ -25,7 +25,7 @@ use partisan_net::lock::RwLockExt;
 use bytes::Bytes;
 use partisan_core::etf_pids::PidRewriter;
 use partisan_core::frame::Dest;
-use partisan_net::{Node, Overloaded, SendError, StartError};
+use partisan_net::{Node, Overloaded, Payload, SendError, StartError};
 use rustler::{Atom, Encoder, Env, NifResult, OwnedBinary, Term};
 use std::sync::{Arc, RwLock};
 
@@ -350,7 +350,7 @@ impl Delivery {
         }
     }
 
-    fn send(self, node: &Node, name: &str, channel: usize, key: u64, dest: Dest, payload: Bytes) -> Result<(), SendError> {
+    fn send(self, node: &Node, name: &str, channel: usize, key: u64, dest: Dest, payload: impl Into<Payload>) -> Result<(), SendError> {
         match self {
             Delivery::Direct => node.send(name, channel, key, dest, payload),
             Delivery::Acked => node.send_acked(name, channel, key, dest, payload),
@@ -453,10 +453,11 @@ fn send_impl<'a>(env: Env<'a>, node: Atom, channel: Atom, key: Term<'a>, dest: T
             }
         }
     }
-    // A plain send from a VM whose pids need no rewriting takes large binaries by reference.
-    if matches!(delivery, Delivery::Direct) && r.rewriter.is_none() {
+    // A VM whose pids need no rewriting sends large binaries by reference (with `ack` too: the
+    // outbox holds the references until the message is acknowledged).
+    if r.rewriter.is_none() {
         if let Some(payload) = gather::encode(env, msg) {
-            return Ok(send_result(env, with_atom_str(env, node, |name| r.node.send(name, channel_ix, key, dest_parsed, payload))?));
+            return Ok(send_result(env, with_atom_str(env, node, |name| delivery.send(&r.node, name, channel_ix, key, dest_parsed, payload))?));
         }
     }
     let args = [delivery.atom().encode(env), node.encode(env), channel.encode(env), key.encode(env), dest];

@@ -202,7 +202,7 @@ async fn the_byte_budget_refuses_with_queue_full_until_the_writer_frees_it() {
     assert_eq!(q.push(msg(99, 200), key(99)), Err(SendError::QueueFull));
     assert_eq!(q.budget_used(), (1000 / each) * each);
     // A message sent with `ack` is bounded by its outbox, not refused here.
-    let sequenced = Outgoing::Sequenced { incarnation: 1, seq: 1, base: 1, dest: Dest::Name("p".into()), payload: Bytes::from(vec![0u8; 200]) };
+    let sequenced = Outgoing::Sequenced { incarnation: 1, seq: 1, base: 1, dest: Dest::Name("p".into()), payload: Bytes::from(vec![0u8; 200]).into() };
     let sequenced_budget = sequenced.budget_len();
     assert_eq!(q.push(sequenced, None), Ok(()));
     assert_eq!(q.budget_used(), (1000 / each) * each + sequenced_budget);
