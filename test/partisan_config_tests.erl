@@ -80,6 +80,8 @@ bad_values_name_the_key_test_() ->
            {hyparview, not_a_map},
            {listen_port, 70000},
            {io_threads, 0},
+           {read_spin, 1001},
+           {read_spin, -1},
            {listen_ip, not_an_ip},
            {tls, yes},
            {tls_server_options, [{bogus, 1}]},
@@ -128,7 +130,8 @@ nif_config_has_what_the_nif_reads_test() ->
     ?assertEqual(#{parallelism => 2, monotonic => false, compression => 1},
                  maps:get(data, maps:get(channels, N))),
     [?assert(maps:is_key(K, N)) || K <- [name, listen_addrs, cookie, vm_node, creation, incarnation,
-                                         max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads]].
+                                         max_frame_size, max_queue_bytes, decode, connect_timeout, io_threads,
+                                         read_spin]].
 
 %% `tls => true' without certificates, or with files that cannot be read, stops the start naming
 %% the key and the file; a security key is never ignored.
@@ -222,6 +225,7 @@ accepted_values_reach_the_data_plane_unchanged() ->
               max_frame_size => [1024, 1 bsl 20, 10],
               max_queue_bytes => [1024, 1 bsl 26, 5],
               io_threads => [1, 2, 0, 65],
+              read_spin => [0, 100, 1000, 1001],
               connect_timeout => [0, 500, -1],
               handshake_timeout => [100, 60000, 99],
               max_pending_handshakes => [1, 256, 0],
@@ -244,7 +248,7 @@ accepted_values_reach_the_data_plane_unchanged() ->
                                        partisan_static_peer_service_manager]},
     %% Keys whose canonical form is the form given here: their value must come back as set.
     Canonical = [parallelism, connection_interval, connection_jitter, max_frame_size,
-                 max_queue_bytes, io_threads, connect_timeout, handshake_timeout,
+                 max_queue_bytes, io_threads, read_spin, connect_timeout, handshake_timeout,
                  max_pending_handshakes, max_pending_handshakes_per_addr, stop_flush_timeout,
                  retransmit_interval, max_unacked_bytes, connection_ping,
                  broadcast, lazy_tick_period, exchange_tick_period, decode],

@@ -19,6 +19,7 @@
 //! | `max_frame_size` | 64 MiB | 1024..=u32::MAX |
 //! | `max_queue_bytes` | 64 MiB | 1024 or more |
 //! | `io_threads` | schedulers online, at most 4 | 1..=64 |
+//! | `read_spin` | 100 µs (0: off) | 0..=1000 µs |
 //! | `connect_timeout` | 2000 ms | 0..=[`MAX_MILLIS`] |
 //! | `handshake_timeout` | 5000 ms | 100..=60000 |
 //! | `max_pending_handshakes`, `_per_addr` | 256, 64 | 1..=65536 |
@@ -71,6 +72,9 @@ pub struct Config {
     pub max_queue_bytes: usize,
     /// Threads of the tokio runtime.
     pub io_threads: usize,
+    /// How long a reader polls its socket before it sleeps (see [`crate::conn::Spin`]); zero:
+    /// never.
+    pub read_spin: Duration,
     pub connect_timeout: Duration,
     /// How long an accepted connection may take to authenticate.
     pub handshake_timeout: Duration,
@@ -125,6 +129,7 @@ impl Config {
             max_frame_size: 64 << 20,
             max_queue_bytes: 64 << 20,
             io_threads: Config::default_io_threads(schedulers),
+            read_spin: Duration::from_micros(100),
             connect_timeout: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
             max_pending_handshakes: 256,
@@ -168,6 +173,7 @@ impl Config {
         check(max_frame_ok, "max_frame_size", || format!("{} must be an integer from 1024 to {}", self.max_frame_size, u32::MAX))?;
         check(self.max_queue_bytes >= 1024, "max_queue_bytes", || format!("{} must be an integer of at least 1024", self.max_queue_bytes))?;
         check((1..=64).contains(&self.io_threads), "io_threads", || format!("{} must be an integer from 1 to 64", self.io_threads))?;
+        check(self.read_spin <= Duration::from_millis(1), "read_spin", || format!("{} must be from 0 to 1000 microseconds", self.read_spin.as_micros()))?;
         millis("connect_timeout", self.connect_timeout, 0, MAX_MILLIS)?;
         millis("handshake_timeout", self.handshake_timeout, 100, 60_000)?;
         for (key, n) in [("max_pending_handshakes", self.max_pending_handshakes), ("max_pending_handshakes_per_addr", self.max_pending_handshakes_per_addr)] {

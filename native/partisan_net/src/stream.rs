@@ -114,6 +114,17 @@ impl ReadSide {
     }
 }
 
+impl ReadSide {
+    /// [`ReadSide::read_some`], a plain socket polled first while that pays (see
+    /// [`crate::conn::Spin`]); a TLS session reads as it does.
+    pub(crate) async fn read_some_spinning(&mut self, buf: &mut impl bytes::BufMut, spin: &mut crate::conn::Spin) -> io::Result<usize> {
+        match self {
+            ReadSide::Plain(socket) => crate::conn::read_some_spinning(socket, buf, spin).await,
+            ReadSide::Tls(_) => self.read_some(buf).await,
+        }
+    }
+}
+
 impl WriteSide {
     /// Whether senders may write to the socket themselves (plain TCP only).
     pub(crate) fn allows_direct_writes(&self) -> bool {

@@ -30,7 +30,7 @@ mod atoms {
         invalid_config, name, listen_addrs, listen_ip, listen_port, peer_ip, peer_port, channels,
         parallelism, monotonic, cookie, connection_interval, connection_jitter, periodic_enabled,
         periodic_interval, max_frame_size, max_queue_bytes, decode, safe, trusted, events, vm_node,
-        creation, ip, port, incarnation, connect_timeout, io_threads, schedulers_online, overlay,
+        creation, ip, port, incarnation, connect_timeout, io_threads, read_spin, schedulers_online, overlay,
         tag, full_mesh, client_server, static_ = "static", external, server, client, hyparview,
         active_max_size, active_min_size, active_rwl, passive_max_size, passive_rwl,
         random_promotion, random_promotion_interval, shuffle_interval, shuffle_k_active,
@@ -65,6 +65,7 @@ pub const KEYS: &[&str] = &[
     "max_frame_size",
     "max_queue_bytes",
     "io_threads",
+    "read_spin",
     "connect_timeout",
     "handshake_timeout",
     "max_pending_handshakes",
@@ -499,6 +500,7 @@ pub fn read_data_plane(cfg: Term) -> Result<DataPlane, ConfigError> {
     net.max_queue_bytes = int(cfg, "max_queue_bytes", defaults.max_queue_bytes as u64, "bytes")? as usize;
     let schedulers = get(cfg, "schedulers_online").and_then(|t| int_in(t, 1 << 16)).unwrap_or(1) as usize;
     net.io_threads = int(cfg, "io_threads", Config::default_io_threads(schedulers) as u64, "threads")? as usize;
+    net.read_spin = Duration::from_micros(int(cfg, "read_spin", defaults.read_spin.as_micros() as u64, "microseconds")?);
     net.connect_timeout = millis(cfg, "connect_timeout", defaults.connect_timeout)?;
     net.handshake_timeout = millis(cfg, "handshake_timeout", defaults.handshake_timeout)?;
     net.max_pending_handshakes = int(cfg, "max_pending_handshakes", defaults.max_pending_handshakes as u64, "connections")? as usize;
@@ -580,6 +582,7 @@ pub fn encode_data_plane<'a>(env: Env<'a>, d: &DataPlane) -> Term<'a> {
             (atoms::max_frame_size(), (net.max_frame_size as u64).encode(env)),
             (atoms::max_queue_bytes(), (net.max_queue_bytes as u64).encode(env)),
             (atoms::io_threads(), net.io_threads.encode(env)),
+            (atoms::read_spin(), (net.read_spin.as_micros() as u64).encode(env)),
             (atoms::connect_timeout(), ms(net.connect_timeout).encode(env)),
             (atoms::handshake_timeout(), ms(net.handshake_timeout).encode(env)),
             (atoms::max_pending_handshakes(), net.max_pending_handshakes.encode(env)),
