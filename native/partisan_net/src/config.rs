@@ -19,7 +19,7 @@
 //! | `max_frame_size` | 64 MiB | 1024..=u32::MAX |
 //! | `max_queue_bytes` | 64 MiB | 1024 or more |
 //! | `io_threads` | schedulers online, at most 4 | 1..=64 |
-//! | `read_spin` | 100 µs (0: off) | 0..=1000 µs |
+//! | `read_spin` | 0 µs (off) | 0..=1000 µs |
 //! | `connect_timeout` | 2000 ms | 0..=[`MAX_MILLIS`] |
 //! | `handshake_timeout` | 5000 ms | 100..=60000 |
 //! | `max_pending_handshakes`, `_per_addr` | 256, 64 | 1..=65536 |
@@ -129,7 +129,7 @@ impl Config {
             max_frame_size: 64 << 20,
             max_queue_bytes: 64 << 20,
             io_threads: Config::default_io_threads(schedulers),
-            read_spin: Duration::from_micros(100),
+            read_spin: Duration::ZERO,
             connect_timeout: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
             max_pending_handshakes: 256,
