@@ -363,6 +363,10 @@ environment(Title, Started, Variants) ->
                      maps:get(scheduler_bind_type, N), maps:get(dirty_cpu_schedulers, N),
                      maps:get(dirty_io_schedulers, N), lists:join(" ", redact(Args))])
       || {Label, N, Args} <- Variants],
+     case os:getenv("BENCH_PARTISAN_ENV", "") of
+         "" -> [];
+         Extra -> io_lib:format("- partisan config added on every peer (`BENCH_PARTISAN_ENV`): `~ts`~n", [Extra])
+     end,
      io_lib:format("- controller: `erl -name ~s` (schedulers ~b), idle during the measured windows; "
                    "the peers and the controller share the machine~n~n",
                    [node(), erlang:system_info(schedulers)])].
