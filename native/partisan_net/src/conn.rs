@@ -209,8 +209,9 @@ fn recv_now(socket: &TcpStream, buf: &mut impl BufMut) -> std::io::Result<usize>
 /// [`read_some`], polling the socket for up to `read_spin` first when `spin` says it pays
 /// (yielding the CPU to other threads between polls), and learning from how long the data took.
 pub(crate) async fn read_some_spinning(socket: &TcpStream, buf: &mut impl BufMut, spin: &mut Spin) -> std::io::Result<usize> {
-    if !buf.has_remaining_mut() {
-        return Ok(0);
+    // Off (the default): the plain read, with no clock reads on the way.
+    if spin.time.is_zero() || !buf.has_remaining_mut() {
+        return read_some(socket, buf).await;
     }
     match socket.try_read_buf(buf) {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -232,7 +233,7 @@ pub(crate) async fn read_some_spinning(socket: &TcpStream, buf: &mut impl BufMut
     let result = read_some(socket, buf).await;
     // Twice the spin: a wait that outlasted a spin by a wake-up's latency would have been
     // caught by the spin had it gone on; a single slow round trip does not turn it off.
-    spin.worth_it = !spin.time.is_zero() && empty_at.elapsed() < 2 * spin.time && matches!(result, Ok(n) if n <= SPIN_READ_MAX);
+    spin.worth_it = empty_at.elapsed() < 2 * spin.time && matches!(result, Ok(n) if n <= SPIN_READ_MAX);
     result
 }
 

@@ -365,8 +365,7 @@ impl LinkQueue {
     /// part of the frame.
     fn try_direct(&self, inner: &mut Inner, item: Outgoing) -> Result<(), Outgoing> {
         let len = match &item {
-            Outgoing::Message { payload, .. } => payload.len(),
-            Outgoing::Sequenced { payload, .. } => payload.len(),
+            Outgoing::Message { payload, .. } | Outgoing::Sequenced { payload, .. } => payload.len(),
             _ => return Err(item),
         };
         // A payload the writer would compress is left to it: compression never runs on the
@@ -683,7 +682,7 @@ impl Batch {
     }
 
     fn is_full(&self) -> bool {
-        self.copied.len() + self.referenced >= BATCH_BYTES || self.pieces.len() + 1 >= MAX_IOVECS
+        self.len() >= BATCH_BYTES || self.pieces.len() + 1 >= MAX_IOVECS
     }
 
     /// Writes everything and empties the batch.

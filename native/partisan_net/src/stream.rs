@@ -112,9 +112,7 @@ impl ReadSide {
             },
         }
     }
-}
 
-impl ReadSide {
     /// [`ReadSide::read_some`], a plain socket polled first while that pays (see
     /// [`crate::conn::Spin`]); a TLS session reads as it does.
     pub(crate) async fn read_some_spinning(&mut self, buf: &mut impl bytes::BufMut, spin: &mut crate::conn::Spin) -> io::Result<usize> {
