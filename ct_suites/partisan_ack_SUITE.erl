@@ -22,7 +22,7 @@
          causal_acked_streams_over_hyparview_survive_killed_connections/1,
          acked_large_binaries_survive_killed_connections/1]).
 %% Run on peers.
--export([receiver/1, send_stream/4, send_stream/5, call_loop/3, large_receiver/0, send_large/3]).
+-export([receiver/1, send_stream/4, send_stream/5, call_loop/3, large_receiver/0, large_sender/1]).
 
 -define(PING, #{enabled => true, idle_timeout => 300, timeout => 200, max_attempts => 2}).
 -define(ENV, #{channels => #{data => #{parallelism => 2}},
@@ -108,29 +108,38 @@ acked_stream_survives_killed_connections(Config) ->
     ?assertEqual(Total, Count).
 
 %% Large binaries sent with `ack' are held by reference until acknowledged (not encoded into a
-%% copy), and sent again from there: while B is stopped (SIGSTOP), A hands messages to
-%% connections that are then destroyed, and resends them once B is back. Each arrives once, in
-%% order, with the bytes it was sent with (bare binaries of 600 KB and binaries of 20-600 KB in
-%% tuples). (Held across a long wait: `budget_refuses_with_queue_full'.)
+%% copy), and sent again from there: three times, B is stopped (SIGSTOP), A sends a batch that
+%% it hands to its connections to B, every connection is destroyed and B resumed; A resends the
+%% batch. Each message arrives once, in order, with the bytes it was sent with (bare binaries of
+%% 600 KB and binaries of 20-600 KB in tuples). (Held across a long wait:
+%% `budget_refuses_with_queue_full'.)
 acked_large_binaries_survive_killed_connections(Config) ->
     [A, B] = partisan_ct:nodes(proplists:get_value(peers, Config)),
     Ports = [listen_port(N) || N <- [A, B]],
     Receiver = rpc(B, ?MODULE, large_receiver, []),
-    N = 120,
-    Sender = rpc(A, erlang, spawn, [?MODULE, send_large, [self(), Receiver, N]]),
+    Sender = rpc(A, ?MODULE, large_sender, [Receiver]),
+    Batch = 30,
+    Send = fun(K) -> Sender ! {send, self(), lists:seq((K - 1) * Batch + 1, K * Batch)} end,
+    Sent = fun(K) ->
+                   Last = K * Batch,
+                   receive {sent, Sender, Last} -> ok after 60000 -> error({batch_not_sent, K}) end
+           end,
+    Send(1),
+    Sent(1),
     OsPidB = rpc(B, os, getpid, []),
     Killed = [begin
-                  wait(fun() -> received(Receiver) >= K * N div 4 end, 60000),
                   "" = os:cmd("kill -STOP " ++ OsPidB),
-                  %% A's messages now wait, unacknowledged, in the connections to B.
+                  Send(K),
+                  %% The batch now waits, unacknowledged, in the connections to the stopped B.
                   wait(fun() -> stat(A, unacked_messages) > 0 end),
                   Socks = kill_connections(Ports),
                   "" = os:cmd("kill -CONT " ++ OsPidB),
                   ok = partisan_ct:wait_fully_connected([A, B], ?TIMEOUT),
+                  Sent(K),
                   Socks
-              end || K <- [1, 2, 3]],
+              end || K <- [2, 3, 4]],
     ct:pal("sockets destroyed per round: ~w", [Killed]),
-    ?assertMatch({sent, Sender, N, _}, receive {sent, Sender, _, _} = M -> M after 60000 -> timeout end),
+    N = 4 * Batch,
     wait(fun() -> received(Receiver) >= N end, 60000),
     wait(fun() -> stat(A, unacked_messages) =:= 0 end, 60000),
     ?assertEqual({N, []}, report(Receiver)),
@@ -342,7 +351,7 @@ send_stream(Owner, Receiver, I, N, Opts) ->
     Owner ! {sent, self(), N},
     ok.
 
-%% @doc Receives `send_large/3''s messages; counts those that came in order with the bytes
+%% @doc Receives `large_sender/1''s messages; counts those that came in order with the bytes
 %% they were sent with, and the others as errors.
 -spec large_receiver() -> pid().
 large_receiver() ->
@@ -374,17 +383,20 @@ large_binary(I) -> binary:copy(<<(I rem 256)>>, element(I rem 4 + 1, {20000, 700
 large_message(I) when I rem 5 =:= 0 -> <<I:32, (large_binary(I))/binary>>;
 large_message(I) -> {{large, I}, large_binary(I)}.
 
-%% @doc Sends `large_message(1..N)' to `Receiver' with `ack', retrying a `queue_full' (the
-%% budget holds one or two of them) after 2 ms; tells `Owner' `{sent, self(), N, Retries}'.
--spec send_large(pid(), pid(), pos_integer()) -> ok.
-send_large(Owner, Receiver, N) ->
-    Retries = lists:sum([begin
-                             R = send_retrying(Receiver, large_message(I), 0),
-                             timer:sleep(2), % a stream that lasts long enough to be cut
-                             R
-                         end || I <- lists:seq(1, N)]),
-    Owner ! {sent, self(), N, Retries},
-    ok.
+%% @doc A process that sends `large_message(I)' to `Receiver' with `ack' for each `I' of a
+%% `{send, From, Is}' request, in order, retrying a `queue_full' (the budget holds a few dozen of
+%% them) after 2 ms, and answers `{sent, self(), LastI}'.
+-spec large_sender(pid()) -> pid().
+large_sender(Receiver) ->
+    spawn(fun() -> large_sender_loop(Receiver) end).
+
+large_sender_loop(Receiver) ->
+    receive
+        {send, From, Is} ->
+            [send_retrying(Receiver, large_message(I), 0) || I <- Is],
+            From ! {sent, self(), lists:last(Is)},
+            large_sender_loop(Receiver)
+    end.
 
 send_retrying(Receiver, Msg, Retries) ->
     case partisan:forward_message(Receiver, Msg, #{ack => true, channel => data}) of
