@@ -61,7 +61,7 @@ sim:
 	cargo run --locked --release -p partisan_sim -- --out sim/results
 
 # Benchmarks vs Distributed Erlang (bench/README.md). `make bench` runs every scenario in turn
-# (~10 min at the defaults; each scenario is bounded by its own watchdog and a shell timeout);
+# (~15 min at the defaults; each scenario is bounded by its own watchdog and a shell timeout);
 # reports and plots go to bench/results/. BENCH_* variables enlarge the sweeps.
 .PHONY: bench-scale bench-deps bench-throughput bench-latency bench-hol bench-echo bench-join bench-limits \
 	bench-linkemu bench-smoke bench-call bench-tls bench-compression
@@ -75,6 +75,7 @@ bench-deps: deps
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gnuplot-nox iperf3 >/dev/null \
 	  || echo "could not install gnuplot-nox/iperf3: plots and iperf3 numbers will be skipped"; }
 
+# Default emulator flags, then +sbwt none (BENCH_THR_FLAGS): one report each.
 bench-throughput: build bench-deps
 	bash bench/run.sh throughput
 

@@ -15,7 +15,7 @@ EBIN="$ROOT/_build/default/lib/partisan/ebin"
 NIF="$ROOT/priv/libpartisan_nif.so"
 
 case "$SCENARIO" in
-    throughput) MODULE=throughput; DEFAULT_TIMEOUT=300 ;;
+    throughput) MODULE=throughput; DEFAULT_TIMEOUT=900 ;;  # two flag sets (BENCH_THR_FLAGS)
     latency|hol|echo|join|limits|call|smoke|compression) MODULE="bench_$SCENARIO"; DEFAULT_TIMEOUT=300 ;;
     *) echo "unknown scenario: $SCENARIO" >&2; exit 64 ;;
 esac

@@ -41,8 +41,33 @@
 %% @doc Entry point (`erl -eval "throughput:main()"'): halts with 0 on success, non-zero on failure.
 main() ->
     Cfg = config(),
-    bench_common:main("throughput", {maps:get(max_total_ms, Cfg),
-                                     fun(W) -> run(Cfg#{watchdog => W}) end}).
+    Sets = flag_sets(),
+    bench_common:main("throughput", {length(Sets) * maps:get(max_total_ms, Cfg),
+                                     fun(W) -> run_sets(Cfg#{watchdog => W}, Sets) end}).
+
+%% BENCH_THR_FLAGS: `;'-separated sets of extra peer flags ("" is the defaults), one full run
+%% and report each (`throughput-<date>' for the defaults, `throughput-sbwt-none-<date>' for
+%% `+sbwt none'). Default: both, as the README shows both.
+flag_sets() ->
+    case os:getenv("BENCH_THR_FLAGS") of
+        false -> [[], ["+sbwt", "none"]];
+        V -> [string:lexemes(F, " ") || F <- string:split(V, ";", all)]
+    end.
+
+run_sets(Cfg, Sets) ->
+    Results = [begin
+                   io:format("peers with ~ts~n", [case Flags of [] -> "default flags"; _ -> lists:join(" ", Flags) end]),
+                   run(Cfg#{extra_args => maps:get(extra_args, Cfg) ++ Flags, report => report_name(Flags)})
+               end || Flags <- Sets],
+    case [R || R <- Results, R =/= ok] of
+        [] -> ok;
+        [Failed | _] -> Failed
+    end.
+
+%% "throughput", or "throughput-sbwt-none" for ["+sbwt", "none"].
+report_name(Flags) ->
+    Words = [string:trim(F, leading, "+-") || F <- Flags],
+    lists:flatten(lists:join("-", ["throughput" | [W || W <- Words, W =/= ""]])).
 
 config() ->
     Warmup = env_int("BENCH_WARMUP_MS", 300),
@@ -123,7 +148,7 @@ bench(Cfg, A, B) ->
                    {{Case, T}, R}
                end || {Rep, Case, T} <- Runs],
     Report0 = report(Cfg, Info, Cases, Results),
-    Base = bench_common:write_report("throughput", Report0),
+    Base = bench_common:write_report(maps:get(report, Cfg, "throughput"), Report0),
     ok = bench_common:finish_report(Base, Report0, plot(Base, Cfg, Cases, Results)),
     case [{Case, T, R} || {{Case, T}, R} <- Results, not run_ok(R)] of
         [] -> ok;

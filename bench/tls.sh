@@ -25,6 +25,8 @@ export BENCH_PAYLOADS="${BENCH_PAYLOADS:-10,1024}"
 export BENCH_SENDERS="${BENCH_SENDERS:-1,8,64}"
 export BENCH_PARALLELISM="${BENCH_PARALLELISM:-1}"
 export BENCH_REPS="${BENCH_REPS:-3}"
+# Default emulator flags only (disterl over TLS is compared as users run it).
+export BENCH_THR_FLAGS="${BENCH_THR_FLAGS-}"
 RESULTS="${BENCH_RESULTS_DIR:-$HERE/results}"
 mkdir -p "$WORK/plain" "$WORK/tls" "$RESULTS"
 
