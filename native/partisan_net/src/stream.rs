@@ -113,6 +113,15 @@ impl ReadSide {
         }
     }
 
+    /// [`ReadSide::read_some`] for the rest of a large frame: a plain socket is polled for it
+    /// briefly first (see [`crate::conn::read_rest`]).
+    pub(crate) async fn read_rest(&mut self, buf: &mut impl bytes::BufMut) -> io::Result<usize> {
+        match self {
+            ReadSide::Plain(socket) => crate::conn::read_rest(socket, buf).await,
+            ReadSide::Tls(_) => self.read_some(buf).await,
+        }
+    }
+
     /// [`ReadSide::read_some`], a plain socket polled first while that pays (see
     /// [`crate::conn::Spin`]); a TLS session reads as it does.
     pub(crate) async fn read_some_spinning(&mut self, buf: &mut impl bytes::BufMut, spin: &mut crate::conn::Spin) -> io::Result<usize> {
