@@ -115,9 +115,9 @@ impl ReadSide {
 
     /// [`ReadSide::read_some`] for the rest of a large frame: a plain socket is polled for it
     /// briefly first (see [`crate::conn::read_rest`]).
-    pub(crate) async fn read_rest(&mut self, buf: &mut impl bytes::BufMut) -> io::Result<usize> {
+    pub(crate) async fn read_rest(&mut self, buf: &mut impl bytes::BufMut, poll: &mut crate::conn::RestPoll) -> io::Result<usize> {
         match self {
-            ReadSide::Plain(socket) => crate::conn::read_rest(socket, buf).await,
+            ReadSide::Plain(socket) => crate::conn::read_rest(socket, buf, poll).await,
             ReadSide::Tls(_) => self.read_some(buf).await,
         }
     }
