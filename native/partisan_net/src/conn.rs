@@ -881,8 +881,9 @@ mod read_rest_tests {
         let n = read_rest(&rx, &mut buf, &mut poll).await.unwrap();
         assert_eq!(&buf[..n], b"now");
         // Long after the polling gave up: the reader waits to be woken.
+        let mut poll = RestPoll::default();
         let writer = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
             tx.write_all(b"later").await.unwrap();
             tx
         });
