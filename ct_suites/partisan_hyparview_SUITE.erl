@@ -210,44 +210,9 @@ reachable([N | Rest], Views, Seen) ->
         false -> reachable(maps:get(N, Views, []) ++ Rest, Views, [N | Seen])
     end.
 
-%% `Node' delivers on the data channel to a neighbour it is fully connected to. Random promotion
-%% may drop the neighbour meanwhile: a failed delivery is retried with another neighbour only if
-%% the first one is no longer a neighbour.
+%% `Node' delivers on the data channel to a neighbour it is fully connected to.
 delivers_to_a_neighbour(Node) ->
-    delivers_to_a_neighbour(Node, 3).
-
-delivers_to_a_neighbour(Node, Tries) ->
-    Linked = fun() ->
-        case [P || P <- rpc(Node, partisan, nodes, []), rpc(Node, partisan, is_fully_connected, [P])] of
-            [P | _] -> {ok, P};
-            [] -> false
-        end
-    end,
-    P = case wait_for(Linked) of
-            {ok, Neighbour} -> Neighbour;
-            {error, timeout} -> ct:fail({no_fully_connected_neighbour, Node, rpc(Node, partisan, nodes, [])})
-        end,
-    case partisan_ct:check_delivery(Node, P, data, ?TIMEOUT) of
-        ok ->
-            ok;
-        Error ->
-            case Tries > 1 andalso not lists:member(P, rpc(Node, partisan, nodes, [])) of
-                true -> delivers_to_a_neighbour(Node, Tries - 1);
-                false -> ct:fail({not_delivered, Node, P, Error})
-            end
-    end.
-
-%% Polls `Fun' (`{ok, Value}' or `false') every 10 ms for at most ?TIMEOUT.
-wait_for(Fun) ->
-    wait_for(Fun, erlang:monotonic_time(millisecond) + ?TIMEOUT).
-
-wait_for(Fun, Deadline) ->
-    case Fun() of
-        {ok, _} = Found ->
-            Found;
-        false ->
-            case erlang:monotonic_time(millisecond) >= Deadline of
-                true -> {error, timeout};
-                false -> timer:sleep(10), wait_for(Fun, Deadline)
-            end
+    case partisan_ct:check_delivery_to_a_neighbour(Node, data, ?TIMEOUT) of
+        ok -> ok;
+        Error -> ct:fail(Error)
     end.

@@ -25,7 +25,8 @@
 
 -export([start_cluster/2, start_node/2, join_all/1, wait_until/2, wait_fully_connected/2,
          stop_cluster/1, kill_node/1, rpc/4]).
--export([forwarder/1, node_monitor/1, notify_on/3, nodes/1, recv/2, check_delivery/4]).
+-export([forwarder/1, node_monitor/1, notify_on/3, nodes/1, recv/2, check_delivery/4,
+         check_delivery_to_a_neighbour/3]).
 
 -define(RPC_TIMEOUT, 15000).
 -define(JOIN_TIMEOUT, 10000).
@@ -176,6 +177,42 @@ check_delivery(From, To, Channel, Timeout) ->
             end;
         Error ->
             Error
+    end.
+
+%% @doc Checks that `Node' delivers a message on `Channel' to one of its overlay neighbours
+%% (`partisan:nodes/0' there) that it is fully connected to, waiting up to `Timeout' ms for one.
+%% Where views change (HyParView's random promotion and shuffles) that neighbour may go away
+%% meanwhile: a failed delivery is tried again with the view of then, at most three times in
+%% all, and only if the first one is no longer a neighbour.
+-spec check_delivery_to_a_neighbour(node(), atom(), non_neg_integer()) -> ok | {error, term()}.
+check_delivery_to_a_neighbour(Node, Channel, Timeout) ->
+    check_delivery_to_a_neighbour(Node, Channel, Timeout, 3).
+
+check_delivery_to_a_neighbour(Node, Channel, Timeout, Tries) ->
+    case connected_neighbour(Node, erlang:monotonic_time(millisecond) + Timeout) of
+        {ok, Neighbour} ->
+            case check_delivery(Node, Neighbour, Channel, Timeout) of
+                ok ->
+                    ok;
+                Error ->
+                    case Tries > 1 andalso not lists:member(Neighbour, rpc(Node, partisan, nodes, [])) of
+                        true -> check_delivery_to_a_neighbour(Node, Channel, Timeout, Tries - 1);
+                        false -> Error
+                    end
+            end;
+        error ->
+            {error, {no_fully_connected_neighbour, Node, rpc(Node, partisan, nodes, [])}}
+    end.
+
+connected_neighbour(Node, Deadline) ->
+    case [P || P <- rpc(Node, partisan, nodes, []), rpc(Node, partisan, is_fully_connected, [P])] of
+        [P | _] ->
+            {ok, P};
+        [] ->
+            case erlang:monotonic_time(millisecond) < Deadline of
+                true -> timer:sleep(?POLL_MS), connected_neighbour(Node, Deadline);
+                false -> error
+            end
     end.
 
 %% @doc Spawns (on the calling node) a process that sends every message it receives to `To' as
