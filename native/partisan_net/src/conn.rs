@@ -206,6 +206,20 @@ fn recv_now(socket: &TcpStream, buf: &mut impl BufMut) -> std::io::Result<usize>
     Ok(n)
 }
 
+/// Polls `socket` with [`recv_now`] until data (or an error, or the end of the stream) comes,
+/// yielding the CPU to other threads between polls, for at most `limit` from `since`; `None`:
+/// nothing came, the caller waits to be woken.
+fn poll_recv(socket: &TcpStream, buf: &mut impl BufMut, since: std::time::Instant, limit: std::time::Duration) -> Option<std::io::Result<usize>> {
+    while since.elapsed() < limit {
+        std::thread::yield_now();
+        match recv_now(socket, buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            result => return Some(result),
+        }
+    }
+    None
+}
+
 /// [`read_some`], polling the socket for up to `read_spin` first when `spin` says it pays
 /// (yielding the CPU to other threads between polls), and learning from how long the data took.
 pub(crate) async fn read_some_spinning(socket: &TcpStream, buf: &mut impl BufMut, spin: &mut Spin) -> std::io::Result<usize> {
@@ -219,15 +233,9 @@ pub(crate) async fn read_some_spinning(socket: &TcpStream, buf: &mut impl BufMut
     }
     let empty_at = std::time::Instant::now();
     if spin.worth_it {
-        while empty_at.elapsed() < spin.time {
-            std::thread::yield_now();
-            match recv_now(socket, buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                result => {
-                    spin.worth_it = matches!(result, Ok(n) if n <= SPIN_READ_MAX);
-                    return result;
-                }
-            }
+        if let Some(result) = poll_recv(socket, buf, empty_at, spin.time) {
+            spin.worth_it = matches!(result, Ok(n) if n <= SPIN_READ_MAX);
+            return result;
         }
     }
     let result = read_some(socket, buf).await;
@@ -267,13 +275,8 @@ pub(crate) async fn read_rest(socket: &TcpStream, buf: &mut impl BufMut, poll: &
         poll.skip -= 1;
         return read_some(socket, buf).await;
     }
-    let empty_at = std::time::Instant::now();
-    while empty_at.elapsed() < FRAME_REST_SPIN {
-        std::thread::yield_now();
-        match recv_now(socket, buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            result => return result,
-        }
+    if let Some(result) = poll_recv(socket, buf, std::time::Instant::now(), FRAME_REST_SPIN) {
+        return result;
     }
     poll.skip = FRAME_REST_BACKOFF;
     read_some(socket, buf).await
