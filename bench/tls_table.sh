@@ -1,9 +1,27 @@
 #!/usr/bin/env bash
 # The table of bench/tls.sh from its two throughput reports: tls_table.sh PLAIN.md TLS.md
-# Rows of a report: | payload | senders | W | partisan median (min–max) | disterl median (...) | ...
+# Rows of a report: | payload | senders | W | <one column per transport: median (min–max)> | ...
+# The columns are found by their names in the header row ("partisan P=1[ TLS] msg/s",
+# "disterl[ TLS] msg/s"): the report has more transports than these two, in an order that
+# changes with the options of the run.
 set -euo pipefail
-rows() { # file -> "payload senders|partisan|disterl" (msg/s medians)
-    sed -n 's/^| \([0-9]* [KMGi]*B\) | \([0-9]*\) | [0-9]* | \([0-9,]*\) ([^)]*) | \([0-9,]*\) (.*$/\1 x\2|\3|\4/p' "$1" | tr -d ,
+rows() { # file -> "payload xsenders|partisan|disterl" (msg/s medians)
+    awk -F'|' '
+        /^\| payload \|/ {
+            for (i = 2; i < NF; i++) {
+                name = $i; gsub(/^ +| +$/, "", name)
+                if (name ~ /^partisan P=1( TLS)? msg\/s$/) p = i
+                if (name ~ /^disterl( TLS)? msg\/s$/) d = i
+            }
+            next
+        }
+        p && d && /^\| [0-9]+ [KMGi]*B \| [0-9]+ \|/ {
+            payload = $2; gsub(/^ +| +$/, "", payload)
+            senders = $3; gsub(/ /, "", senders)
+            pm = $p; sub(/ *\(.*/, "", pm); gsub(/[ ,]/, "", pm)
+            dm = $d; sub(/ *\(.*/, "", dm); gsub(/[ ,]/, "", dm)
+            print payload " x" senders "|" pm "|" dm
+        }' "$1"
 }
 echo "# TLS throughput: partisan over TLS vs partisan over TCP vs disterl over TLS"
 echo
