@@ -8,10 +8,11 @@
 -export([every_destination_on_every_channel/1, every_pair_of_nodes/1,
          order_per_sender_under_parallelism/1, order_per_partition_key/1,
          monotonic_channel_delivers_latest/1, large_messages/1, large_binaries_in_terms/1,
-         large_maps/1, unknown_node/1,
+         large_maps/1, a_stream_is_delivered_from_the_schedulers/1, unknown_node/1,
          unknown_channel/1]).
 %% Run on peers.
--export([remote_refs/2, send_streams/5, send_behind_bulk/3, send_large_shapes/1]).
+-export([remote_refs/2, send_streams/5, send_behind_bulk/3, send_large_shapes/1,
+         send_lane_stream/3]).
 
 -define(CHANNELS, [undefined, data, state]).
 -define(ENV, #{channels => #{data => #{parallelism => 4}, state => #{monotonic => true}},
@@ -21,7 +22,7 @@
 all() ->
     [every_destination_on_every_channel, every_pair_of_nodes, order_per_sender_under_parallelism,
      order_per_partition_key, monotonic_channel_delivers_latest, large_messages,
-     large_binaries_in_terms, large_maps,
+     large_binaries_in_terms, large_maps, a_stream_is_delivered_from_the_schedulers,
      unknown_node, unknown_channel].
 
 init_per_suite(Config) ->
@@ -146,6 +147,26 @@ large_maps(Config) ->
     ?assertEqual(Big, rpc(A, partisan_gen_server, call, [Server, get, 5000])),
     ?assertEqual(B, rpc(B, erlang, node, [])).
 
+%% A stream of small messages goes through B's delivery lanes (queued by the reader, delivered
+%% by a `partisan_delivery' process on a scheduler): every message arrives, in order, maps of
+%% more than 32 keys among them (decoded right there), and messages to a process that is gone
+%% are counted `undeliverable', as from a reader.
+a_stream_is_delivered_from_the_schedulers(Config) ->
+    [A, B, _] = cluster(Config),
+    Fwd = rpc(B, partisan_ct, forwarder, [self()]),
+    Gone = rpc(B, erlang, spawn, [fun() -> ok end]),
+    ok = partisan_ct:wait_until(fun() -> not rpc(B, erlang, is_process_alive, [Gone]) end, ?TIMEOUT),
+    Before = rpc(B, partisan, stats, []),
+    Count = 20000,
+    ?assertEqual(ok, rpc(A, ?MODULE, send_lane_stream, [Fwd, Gone, Count])),
+    Got = [recv(Fwd) || _ <- lists:seq(1, Count)],
+    ?assertEqual(lists:seq(1, Count), [N || {lane, N, _} <- Got]),
+    ?assertEqual(33, map_size(element(3, lists:nth(100, Got)))),
+    Delta = fun(Key) -> maps:get(Key, rpc(B, partisan, stats, [])) - maps:get(Key, Before) end,
+    ?assertEqual(ok, partisan_ct:wait_until(fun() -> Delta(undeliverable) >= Count div 100 end, ?TIMEOUT)),
+    ?assertEqual(Count div 100, Delta(undeliverable)),
+    ?assert(Delta(lane_messages) > 0).
+
 unknown_node(Config) ->
     [A, B, _] = cluster(Config),
     Fwd = rpc(B, partisan_ct, forwarder, [self()]),
@@ -201,6 +222,18 @@ send_behind_bulk(Dest, Channel, Count) ->
     Results = [partisan:forward_message(Dest, {mono, N}, #{channel => Channel})
                || N <- lists:seq(1, Count)],
     [ok] = lists:usort(Results),
+    ok.
+
+%% From one process, as fast as it can: `{lane, N, Extra}' to `Dest' for N in 1..Count (`Extra' a
+%% map of 33 keys every 100th message), and after each of those a message to `Gone'.
+send_lane_stream(Dest, Gone, Count) ->
+    Map = maps:from_list([{I, v} || I <- lists:seq(1, 33)]),
+    Results = [case N rem 100 of
+                   0 -> [partisan:forward_message(Dest, {lane, N, Map}, #{}),
+                         partisan:forward_message(Gone, {lane, N}, #{})];
+                   _ -> [partisan:forward_message(Dest, {lane, N, x}, #{})]
+               end || N <- lists:seq(1, Count)],
+    [ok] = lists:usort(lists:append(Results)),
     ok.
 
 %% Sends terms holding binaries of 16 KiB and more in many shapes to `Dest', each followed by

@@ -1,10 +1,10 @@
 %% @doc Decodes the received terms that the data plane's threads must not decode themselves.
 %%
 %% OTP 23.3.4.15+, 24.3.4.2+, 25.1+ and 26 crash the VM when a thread that is not a scheduler
-%% decodes a map of more than 32 keys (erlang/otp#8208, fixed in OTP 27.3). The data plane
-%% decodes every other received term on its own threads and sends it straight to its process;
-%% a term holding such a map comes here as a binary, is decoded on this process's scheduler and
-%% sent on. The reader that handed it over waits for `partisan_nif:decoded/2', so the messages
+%% decodes a map of more than 32 keys (erlang/otp#8208, fixed in OTP 27.3). A message that its
+%% reader thread delivers itself (a stream's go through `partisan_delivery', on a scheduler
+%% already) and that holds such a map comes here as a binary, is decoded on this process's
+%% scheduler and sent on. The reader that handed it over waits for `partisan_nif:decoded/2', so the messages
 %% of a connection keep their order.
 -module(partisan_decoder).
 -behaviour(gen_server).

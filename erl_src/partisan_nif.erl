@@ -12,14 +12,16 @@
          send_acked_transitive/3, stats/0, views/0, broadcast_peers/0, member_specs/0,
          partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
          broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
-         fail_replies/2, reply_nodes/0, rewrite_pids/5, set_interposer/1, decoded/2]).
+         fail_replies/2, reply_nodes/0, rewrite_pids/5, set_interposer/1, decoded/2,
+         set_delivery_lane/2, deliver_pending/1]).
 
 -nifs([check_config/1, config_keys/0, config/0, reload_tls/1, start/1, stop/0, join/1, leave/1, members/0, connected/0, is_connected/2,
        is_fully_connected/1, send/5, send_dirty/5, send_acked/5, send_acked_dirty/5, send_transitive/3,
        send_acked_transitive/3, stats/0, views/0, broadcast_peers/0, member_specs/0,
        partition/2, partitions/0, set_members/1, send_control/2, broadcast/2,
        broadcast_merged/2, broadcast_grafted/4, await_reply/2, cancel_reply/1,
-       fail_replies/2, reply_nodes/0, rewrite_pids/5, set_interposer/1, decoded/2]).
+       fail_replies/2, reply_nodes/0, rewrite_pids/5, set_interposer/1, decoded/2,
+       set_delivery_lane/2, deliver_pending/1]).
 
 %% A destination on the receiving node: a pid, a registered name, a pid of a remote reference, or
 %% a caller waiting for an answer (`await_reply/2').
@@ -210,3 +212,13 @@ set_interposer(_Pid) -> ?NIF.
 %% on. `false' when the reader no longer waits. Called by `partisan_decoder' only.
 -spec decoded(non_neg_integer(), delivered | undecodable | noproc) -> boolean().
 decoded(_Token, _Outcome) -> ?NIF.
+
+%% @doc Registers the calling process as the process of delivery lane `Index' of `Count'
+%% (`partisan_delivery'); `true' when messages already wait in it.
+-spec set_delivery_lane(non_neg_integer(), pos_integer()) -> boolean().
+set_delivery_lane(_Index, _Count) -> ?NIF.
+
+%% @doc Delivers a batch of the messages waiting in delivery lane `Index' from the calling
+%% process's scheduler; `true' when more wait. Called by `partisan_delivery' only.
+-spec deliver_pending(non_neg_integer()) -> boolean().
+deliver_pending(_Index) -> ?NIF.

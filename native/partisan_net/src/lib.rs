@@ -436,9 +436,15 @@ impl Shared {
 
     /// Hands a received message to the sink; what cannot be delivered is counted and logged.
     pub(crate) fn deliver(&self, from: &str, dest: &Dest, payload: Bytes) {
-        match self.sink.deliver(from, dest, payload) {
-            Ok(()) => {}
-            Err(DeliverError::Undecodable) => {
+        if let Err(e) = self.sink.deliver(from, dest, payload) {
+            self.delivery_failed(from, dest, e);
+        }
+    }
+
+    /// Counts and logs a received message that could not be delivered.
+    pub(crate) fn delivery_failed(&self, from: &str, dest: &Dest, error: DeliverError) {
+        match error {
+            DeliverError::Undecodable => {
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
                 self.report_drop(DropReason::Undecodable, Some(from), None, 1);
                 // An authenticated peer could send these at will: rate-limited.
@@ -446,12 +452,12 @@ impl Shared {
                     tracing::warn!(from, suppressed, "undecodable message dropped (counter undecodable)");
                 }
             }
-            Err(DeliverError::NoProcess) => {
+            DeliverError::NoProcess => {
                 self.stats.undeliverable.fetch_add(1, Ordering::Relaxed);
                 self.report_drop(DropReason::Undeliverable, Some(from), None, 1);
                 tracing::debug!(from, ?dest, "no such process; message dropped");
             }
-            Err(DeliverError::LateReply) => {
+            DeliverError::LateReply => {
                 self.stats.late_replies.fetch_add(1, Ordering::Relaxed);
                 self.report_drop(DropReason::LateReply, Some(from), None, 1);
                 tracing::debug!(from, ?dest, "reply to a call that is no longer waiting dropped");
@@ -803,6 +809,12 @@ impl Node {
     /// once since start) and `queued_messages` (now: messages accepted by a send on a
     /// connection that is up and not yet written to its socket, the ones that would count in
     /// `undelivered_on_close` if their connections died now).
+    /// Counts and logs a received message that a [`Sink`] accepted and then could not deliver
+    /// (a sink that delivers later, on other threads, reports its failures here).
+    pub fn delivery_failed(&self, from: &str, dest: &Dest, error: DeliverError) {
+        self.shared.delivery_failed(from, dest, error);
+    }
+
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         let mut stats = self.shared.stats.snapshot();
         let (pending, peak) = self.shared.pending.counts();

@@ -1,8 +1,12 @@
 //! Delivery of received messages and membership events into BEAM processes.
 //!
-//! Reader threads belong to the tokio runtime, not to the VM, so each keeps a thread-local
-//! `OwnedEnv`: a payload is decoded into it and handed to the destination with `enif_send`, which
-//! moves the term without a copy. No Erlang process sits between the socket and the receiver.
+//! Two paths, chosen per message by [`lanes::offer`]. A lone message is delivered by its reader:
+//! reader threads belong to the tokio runtime, not to the VM, so each keeps a thread-local
+//! `OwnedEnv`; the payload is decoded into it and handed to the destination with `enif_send`,
+//! which moves the term without a copy, and no Erlang process sits between the socket and the
+//! receiver. The messages of a stream are queued on a delivery lane and delivered in batches by
+//! a `partisan_delivery` process ([`BeamSink::deliver_on_scheduler`], on its scheduler), which
+//! costs less per message (see [`lanes`]).
 //!
 //! Destinations resolve to *local* pids only. A pid in the external format decodes as local only
 //! if its node name and creation are this VM's, so a message addressed to a pid of an earlier
@@ -22,12 +26,14 @@
 //!
 //! **Large maps are decoded on a scheduler.** OTP 23.3.4.15+, 24.3.4.2+, 25.1+ and 26 crash the
 //! VM when a thread that is not a scheduler decodes a map of more than 32 keys
-//! (erlang/otp#8208, fixed in OTP 27.3). A payload holding one (found by
+//! (erlang/otp#8208, fixed in OTP 27.3). A lane's process is on a scheduler and decodes them
+//! itself. On the reader's path, a payload holding one (found by
 //! [`partisan_core::etf_pids::largest_map`] without decoding it), or one that cannot be scanned,
 //! goes as a binary to the `partisan_decoder` process, which decodes it and sends it on; the
 //! reader waits until it has ([`decoded`]), so messages keep their order.
 
 use crate::calls::Calls;
+use crate::lanes;
 use crate::scatter;
 use bytes::Bytes;
 use partisan_core::etf_pids::{largest_map, PidRewriter, RefFormat};
@@ -47,7 +53,7 @@ mod atoms {
         bcast_deliver, bcast_graft, bcast_exchange,
         connection_up, connection_down, dropped, auth_failure, undefined,
         partisan_interpose = "$partisan_interpose",
-        partisan_decode = "$partisan_decode", partisan_decoder, none, delivered, undecodable, noproc,
+        partisan_decode = "$partisan_decode", partisan_decoder, partisan_deliver = "$partisan_deliver", none, delivered, undecodable, noproc,
     }
 }
 
@@ -172,39 +178,63 @@ impl BeamSink {
     }
 }
 
-impl Sink for BeamSink {
-    fn deliver(&self, from: &str, dest: &Dest, payload: Bytes) -> Result<(), DeliverError> {
-        let rewritten = match &self.foreign_pids {
-            Some(rw) => rw.rewrite(&payload, from).map_err(|_| DeliverError::Undecodable)?,
-            None => None,
-        };
+impl BeamSink {
+    /// Where a message goes and, unless it is left to the decoder process (`decode_here` false
+    /// and a map too large for this thread), its decoded term.
+    fn target_and_term<'a>(
+        &self,
+        env: Env<'a>,
+        from: &str,
+        dest: &Dest,
+        etf: &[u8],
+        received: Option<&Bytes>,
+        decode_here: bool,
+    ) -> Result<(Target, Option<Term<'a>>), DeliverError> {
+        match dest {
+            // Decode first: the waiter is taken only for an answer that will reach it, so a
+            // caller whose cancel fails can count on its mailbox. (A large answer is decoded by
+            // the decoder: its caller is taken first.)
+            Dest::Reply { id } => {
+                let term = if decode_here { Some(self.decode(env, etf, received)?) } else { None };
+                let waiter = self.calls.lock().take(*id, from).ok_or(DeliverError::LateReply)?;
+                Ok((Target { to: waiter.pid, interposed: None }, term))
+            }
+            _ => {
+                let pid = self.resolve(env, dest)?;
+                let term = if decode_here { Some(self.decode(env, etf, received)?) } else { None };
+                let target = match interposer() {
+                    None => Target { to: pid, interposed: None },
+                    Some(via) => Target { to: via, interposed: Some((node_atom(env, from), pid)) },
+                };
+                Ok((target, term))
+            }
+        }
+    }
+
+    /// The payload as it is decoded: pids of `nonode@nohost` rewritten on a VM that is not alive.
+    fn rewritten(&self, from: &str, payload: &Bytes) -> Result<Option<Vec<u8>>, DeliverError> {
+        match &self.foreign_pids {
+            Some(rw) => rw.rewrite(payload, from).map_err(|_| DeliverError::Undecodable),
+            None => Ok(None),
+        }
+    }
+
+    /// Delivers from a reader thread (a lone message, or no delivery lanes): decoded here and
+    /// sent with `enif_send` from outside the VM, or, holding a map only a scheduler may
+    /// decode, handed to the decoder process and waited for.
+    fn deliver_from_reader(&self, from: &str, dest: &Dest, payload: Bytes) -> Result<(), DeliverError> {
+        let rewritten = self.rewritten(from, &payload)?;
         let etf = rewritten.as_deref().unwrap_or(&payload);
         let received = rewritten.is_none().then_some(&payload);
         let on_scheduler = largest_map(etf).map_or(true, |keys| keys > MAX_FLAT_MAP);
         let waiting = ENV.with(|cell| {
             let mut owned = cell.borrow_mut();
             let result = owned.run(|env| {
-                let (target, term) = match dest {
-                    // Decode first: the waiter is taken only for an answer that will reach it,
-                    // so a caller whose cancel fails can count on its mailbox. (A large answer is
-                    // decoded by the decoder: its caller is taken first.)
-                    Dest::Reply { id } => {
-                        let term = if on_scheduler { None } else { Some(self.decode(env, etf, received)?) };
-                        let waiter = self.calls.lock().take(*id, from).ok_or(DeliverError::LateReply)?;
-                        (Target { to: waiter.pid, interposed: None }, term)
-                    }
-                    _ => {
-                        let pid = self.resolve(env, dest)?;
-                        let term = if on_scheduler { None } else { Some(self.decode(env, etf, received)?) };
-                        let target = match interposer() {
-                            None => Target { to: pid, interposed: None },
-                            Some(via) => Target { to: via, interposed: Some((node_atom(env, from), pid)) },
-                        };
-                        (target, term)
-                    }
-                };
+                let (target, term) = self.target_and_term(env, from, dest, etf, received, !on_scheduler)?;
                 match term {
-                    Some(term) => send_decoded(env, &target, term).map(|()| None),
+                    // SAFETY: a runtime thread (no caller env); the message env is the owned
+                    // env, cleared right after.
+                    Some(term) => unsafe { send_decoded(std::ptr::null_mut(), env.as_c_arg(), env, &target, term) }.map(|()| None),
                     None => to_decoder(env, &target, etf, self.safe).map(Some),
                 }
             });
@@ -219,6 +249,37 @@ impl Sink for BeamSink {
             Err(_) => {
                 DECODING.lock_unpoisoned().remove(&token);
                 tracing::warn!(from, "the decoder did not answer within 10 s; the next messages may overtake this one");
+                Ok(())
+            }
+        }
+    }
+
+    /// Delivers a message taken from a delivery lane, on the scheduler of the calling process
+    /// (`env` is its NIF call's): any term may be decoded here, and the message is copied to
+    /// its receiver.
+    pub fn deliver_on_scheduler(&self, env: Env, from: &str, dest: &Dest, payload: &Bytes) -> Result<(), DeliverError> {
+        let rewritten = self.rewritten(from, payload)?;
+        let etf = rewritten.as_deref().unwrap_or(payload);
+        let received = rewritten.is_none().then_some(payload);
+        let (target, term) = self.target_and_term(env, from, dest, etf, received, true)?;
+        let term = term.expect("decoded on a scheduler");
+        // SAFETY: a NIF call's env on a scheduler; the term is copied (no message env).
+        unsafe { send_decoded(env.as_c_arg(), std::ptr::null_mut(), env, &target, term) }
+    }
+}
+
+impl Sink for BeamSink {
+    fn deliver(&self, from: &str, dest: &Dest, payload: Bytes) -> Result<(), DeliverError> {
+        match lanes::offer(from, dest, payload) {
+            lanes::Offer::Deliver(payload) => self.deliver_from_reader(from, dest, payload),
+            lanes::Offer::Queued(None) => Ok(()),
+            lanes::Offer::Queued(Some(process)) => {
+                ENV.with(|cell| {
+                    let mut owned = cell.borrow_mut();
+                    // A process that is gone leaves the messages to the next one (it drains
+                    // the lane when it registers).
+                    let _ = owned.send_and_clear(&process, |env| atoms::partisan_deliver().encode(env));
+                });
                 Ok(())
             }
         }
@@ -240,14 +301,23 @@ impl Sink for BeamSink {
 }
 
 /// Sends a term decoded here to its target.
-fn send_decoded<'a>(env: Env<'a>, target: &Target, term: Term<'a>) -> Result<(), DeliverError> {
+///
+/// # Safety
+/// `caller` and `msg_env` are what `enif_send` needs from where it runs: a runtime thread passes
+/// a null caller and the owned env `term` lives in; a NIF call passes its env and a null
+/// message env (the term is copied).
+unsafe fn send_decoded<'a>(
+    caller: *mut rustler::sys::ErlNifEnv,
+    msg_env: *mut rustler::sys::ErlNifEnv,
+    env: Env<'a>,
+    target: &Target,
+    term: Term<'a>,
+) -> Result<(), DeliverError> {
     let msg = match target.interposed {
         None => term,
         Some((from, pid)) => (atoms::partisan_interpose(), from, pid, term).encode(env),
     };
-    // SAFETY: called from a runtime thread (not a scheduler), so the caller env is NULL; the
-    // message env is the owned env, which is cleared right after.
-    let sent = unsafe { rustler::sys::enif_send(std::ptr::null_mut(), target.to.as_c_arg(), env.as_c_arg(), msg.as_c_arg()) };
+    let sent = unsafe { rustler::sys::enif_send(caller, target.to.as_c_arg(), msg_env, msg.as_c_arg()) };
     if sent == 1 { Ok(()) } else { Err(DeliverError::NoProcess) }
 }
 
