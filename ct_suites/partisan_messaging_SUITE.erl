@@ -149,8 +149,9 @@ large_maps(Config) ->
 
 %% A stream of small messages goes through B's delivery lanes (queued by the reader, delivered
 %% by a `partisan_delivery' process on a scheduler): every message arrives, in order, maps of
-%% more than 32 keys among them (decoded right there), and messages to a process that is gone
-%% are counted `undeliverable', as from a reader.
+%% more than 32 keys among them (decoded right there) and 64 KiB ones (decoded by the reader once
+%% the lane has drained), and messages to a process that is gone are counted `undeliverable', as
+%% from a reader.
 a_stream_is_delivered_from_the_schedulers(Config) ->
     [A, B, _] = cluster(Config),
     Fwd = rpc(B, partisan_ct, forwarder, [self()]),
@@ -162,6 +163,7 @@ a_stream_is_delivered_from_the_schedulers(Config) ->
     Got = [recv(Fwd) || _ <- lists:seq(1, Count)],
     ?assertEqual(lists:seq(1, Count), [N || {lane, N, _} <- Got]),
     ?assertEqual(33, map_size(element(3, lists:nth(100, Got)))),
+    ?assertEqual(65536, byte_size(element(3, lists:nth(150, Got)))),
     Delta = fun(Key) -> maps:get(Key, rpc(B, partisan, stats, [])) - maps:get(Key, Before) end,
     ?assertEqual(ok, partisan_ct:wait_until(fun() -> Delta(undeliverable) >= Count div 100 end, ?TIMEOUT)),
     ?assertEqual(Count div 100, Delta(undeliverable)),
@@ -225,12 +227,15 @@ send_behind_bulk(Dest, Channel, Count) ->
     ok.
 
 %% From one process, as fast as it can: `{lane, N, Extra}' to `Dest' for N in 1..Count (`Extra' a
-%% map of 33 keys every 100th message), and after each of those a message to `Gone'.
+%% map of 33 keys every 100th message, followed by a message to `Gone', and a 64 KiB binary in
+%% the 50th of every hundred).
 send_lane_stream(Dest, Gone, Count) ->
     Map = maps:from_list([{I, v} || I <- lists:seq(1, 33)]),
+    Big = binary:copy(<<7>>, 65536),
     Results = [case N rem 100 of
                    0 -> [partisan:forward_message(Dest, {lane, N, Map}, #{}),
                          partisan:forward_message(Gone, {lane, N}, #{})];
+                   50 -> [partisan:forward_message(Dest, {lane, N, Big}, #{})];
                    _ -> [partisan:forward_message(Dest, {lane, N, x}, #{})]
                end || N <- lists:seq(1, Count)],
     [ok] = lists:usort(lists:append(Results)),

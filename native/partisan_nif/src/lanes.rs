@@ -21,6 +21,10 @@
 //! directly only while its lane holds nothing undelivered, so the messages of a connection reach
 //! their processes in the order they were read.
 //!
+//! **Schedulers.** A lane's process decodes only messages below [`DIRECT_FROM`] (up to 512 or
+//! 1 MiB per call): a large one that arrives while its lane holds messages waits, on its reader,
+//! for the lane to drain, and is then decoded there, off the schedulers.
+//!
 //! **Bounds.** A lane holds at most [`MAX_LANE_BYTES`] of payloads; a reader that finds it full
 //! waits (its connection's TCP window then slows the sender) for up to [`FULL_WAIT`], then queues
 //! anyway and logs it. A lane without a process (none started yet, or its process is
@@ -152,6 +156,19 @@ pub fn offer(from: &str, dest: &Dest, payload: Bytes) -> Offer {
     // receiver is awake already: a hop through another process only adds work); either waits
     // only for the lane to be empty.
     if state.undelivered == 0 && (!streaming || same_dest || payload.len() >= DIRECT_FROM) {
+        return Offer::Deliver(payload);
+    }
+    if payload.len() >= DIRECT_FROM {
+        // Decoding a large term could hold a scheduler for milliseconds: the reader waits for
+        // the lane to deliver what it holds (order), then decodes it on its own thread.
+        let (waited, timeout) = lane
+            .room
+            .wait_timeout_while(state, FULL_WAIT, |s| s.undelivered > 0)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if timeout.timed_out() {
+            tracing::warn!(from, "a delivery lane did not drain in 10 s; a large message may overtake the lane's");
+        }
+        drop(waited);
         return Offer::Deliver(payload);
     }
     if state.bytes > MAX_LANE_BYTES {
