@@ -805,16 +805,16 @@ impl Node {
         Ok(())
     }
 
-    /// The counters, plus `handshakes_pending` (now), `handshakes_pending_peak` (the most at
-    /// once since start) and `queued_messages` (now: messages accepted by a send on a
-    /// connection that is up and not yet written to its socket, the ones that would count in
-    /// `undelivered_on_close` if their connections died now).
     /// Counts and logs a received message that a [`Sink`] accepted and then could not deliver
     /// (a sink that delivers later, on other threads, reports its failures here).
     pub fn delivery_failed(&self, from: &str, dest: &Dest, error: DeliverError) {
         self.shared.delivery_failed(from, dest, error);
     }
 
+    /// The counters, plus `handshakes_pending` (now), `handshakes_pending_peak` (the most at
+    /// once since start) and `queued_messages` (now: messages accepted by a send on a
+    /// connection that is up and not yet written to its socket, the ones that would count in
+    /// `undelivered_on_close` if their connections died now).
     pub fn stats(&self) -> Vec<(&'static str, u64)> {
         let mut stats = self.shared.stats.snapshot();
         let (pending, peak) = self.shared.pending.counts();
