@@ -4,8 +4,8 @@
 %% decodes a map of more than 32 keys (erlang/otp#8208, fixed in OTP 27.3). A message that its
 %% reader thread delivers itself (a stream's go through `partisan_delivery', on a scheduler
 %% already) and that holds such a map comes here as a binary, is decoded on this process's
-%% scheduler and sent on. The reader that handed it over waits for `partisan_nif:decoded/2', so the messages
-%% of a connection keep their order.
+%% scheduler and sent on. The reader that handed it over waits for `partisan_nif:decoded/2', so
+%% the messages of a connection keep their order.
 -module(partisan_decoder).
 -behaviour(gen_server).
 

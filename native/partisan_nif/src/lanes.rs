@@ -29,7 +29,8 @@
 //! waits (its connection's TCP window then slows the sender) for up to [`FULL_WAIT`], then queues
 //! anyway and logs it. A lane without a process (none started yet, or its process is
 //! restarting) keeps its messages for the next one; while no lane is registered, readers deliver
-//! everything themselves.
+//! everything themselves. When the data plane stops, the lanes' processes take nothing more, and
+//! what the lanes hold once the readers are gone is delivered by the stopping call.
 
 use bytes::Bytes;
 use partisan_core::frame::Dest;
@@ -38,7 +39,7 @@ use rustler::LocalPid;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, LazyLock, Mutex};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// At most this many lanes (one per scheduler, see `partisan_delivery`).
@@ -161,23 +162,17 @@ pub fn offer(from: &str, dest: &Dest, payload: Bytes) -> Offer {
     if payload.len() >= DIRECT_FROM {
         // Decoding a large term could hold a scheduler for milliseconds: the reader waits for
         // the lane to deliver what it holds (order), then decodes it on its own thread.
-        let (waited, timeout) = lane
-            .room
-            .wait_timeout_while(state, FULL_WAIT, |s| s.undelivered > 0)
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if timeout.timed_out() {
+        let (state, timed_out) = wait_for_room(lane, state, |s| s.undelivered > 0);
+        drop(state);
+        if timed_out {
             tracing::warn!(from, "a delivery lane did not drain in 10 s; a large message may overtake the lane's");
         }
-        drop(waited);
         return Offer::Deliver(payload);
     }
     if state.bytes > MAX_LANE_BYTES {
-        let (waited, timeout) = lane
-            .room
-            .wait_timeout_while(state, FULL_WAIT, |s| s.bytes > MAX_LANE_BYTES)
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state = waited;
-        if timeout.timed_out() {
+        let timed_out;
+        (state, timed_out) = wait_for_room(lane, state, |s| s.bytes > MAX_LANE_BYTES);
+        if timed_out {
             tracing::warn!(from, bytes = state.bytes, "a delivery lane stayed full for 10 s; queueing anyway");
         }
     }
@@ -188,6 +183,16 @@ pub fn offer(from: &str, dest: &Dest, payload: Bytes) -> Offer {
     drop(state);
     QUEUED.fetch_add(1, Ordering::Relaxed);
     Offer::Queued(wake)
+}
+
+/// Waits while `busy` holds of the lane, for at most [`FULL_WAIT`]; true when that ran out.
+fn wait_for_room<'a>(
+    lane: &'a Lane,
+    state: MutexGuard<'a, LaneState>,
+    busy: impl FnMut(&mut LaneState) -> bool,
+) -> (MutexGuard<'a, LaneState>, bool) {
+    let (state, timeout) = lane.room.wait_timeout_while(state, FULL_WAIT, busy).unwrap_or_else(|poisoned| poisoned.into_inner());
+    (state, timeout.timed_out())
 }
 
 /// Registers `pid` as the process of lane `index` of `count`; true when messages wait for it.
@@ -233,15 +238,20 @@ pub fn delivered(index: usize, count: usize) -> bool {
     more
 }
 
-/// Drops every waiting message (the data plane stopped: nothing can be delivered for it).
-pub fn clear() {
-    for lane in LANES.iter() {
-        let mut state = lane.state.lock_unpoisoned();
-        let dropped = state.queue.len();
-        state.queue.clear();
-        state.bytes = 0;
-        state.undelivered = state.undelivered.saturating_sub(dropped);
-        drop(state);
-        lane.room.notify_all();
+/// Hands every lane's messages to `deliver`, batch by batch, until all lanes are empty: the
+/// data plane stopped, and what its readers queued is delivered by the caller (the lanes'
+/// processes take nothing once it is stopped, so the order holds).
+pub fn drain_all(max_msgs: usize, max_bytes: usize, mut deliver: impl FnMut(&[Pending])) {
+    let mut batch = Vec::with_capacity(max_msgs);
+    for index in 0..MAX_LANES {
+        loop {
+            take(index, max_msgs, max_bytes, &mut batch);
+            if batch.is_empty() {
+                break;
+            }
+            deliver(&batch);
+            delivered(index, batch.len());
+            batch.clear();
+        }
     }
 }

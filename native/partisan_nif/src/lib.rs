@@ -26,7 +26,7 @@ use partisan_net::lock::RwLockExt;
 use bytes::Bytes;
 use partisan_core::etf_pids::PidRewriter;
 use partisan_core::frame::Dest;
-use partisan_net::{Node, Overloaded, Payload, SendError, StartError};
+use partisan_net::{DeliverError, Node, Overloaded, Payload, SendError, StartError};
 use rustler::{Atom, Encoder, Env, NifResult, OwnedBinary, Term};
 use std::sync::{Arc, RwLock};
 
@@ -196,7 +196,11 @@ fn stop(env: Env) -> NifResult<Term> {
             }
         };
         let report = running.node.stop();
-        lanes::clear();
+        // The readers are gone; what they queued on the delivery lanes is delivered from here
+        // (the node's counters went with it: what cannot be delivered is only logged).
+        lanes::drain_all(LANE_BATCH, LANE_BATCH_BYTES, |batch| {
+            deliver_batch(env, &running.sink, batch, |p, error| tracing::debug!(from = %p.from, %error, "message queued at stop not delivered"));
+        });
         // Nothing can answer them any more: end every wait as a lost connection would.
         calls::notify_down(env, running.calls.lock().drain(), "noconnection");
         let map = Term::map_from_pairs(
@@ -736,9 +740,10 @@ const LANE_BATCH_BYTES: usize = 1 << 20;
 
 /// Delivers a batch of the messages waiting in delivery lane `index`, from the calling process's
 /// scheduler; true when more wait. What cannot be delivered is counted as when a reader
-/// delivers it.
+/// delivers it. Once the data plane is stopping it takes nothing: `stop` delivers the rest.
 #[rustler::nif]
 fn deliver_pending(env: Env, index: usize) -> bool {
+    let Some(r) = running() else { return false };
     let mut batch = Vec::with_capacity(LANE_BATCH);
     lanes::take(index, LANE_BATCH, LANE_BATCH_BYTES, &mut batch);
     // Counted delivered even if a delivery panics: the lane must not stay marked busy.
@@ -750,18 +755,22 @@ fn deliver_pending(env: Env, index: usize) -> bool {
     }
     let count = batch.len();
     let guard = Unfinished(index, count);
-    if let Some(r) = running() {
-        for p in &batch {
-            if let Err(e) = r.sink.deliver_on_scheduler(env, &p.from, &p.dest, &p.payload) {
-                r.node.delivery_failed(&p.from, &p.dest, e);
-            }
-        }
-    }
+    deliver_batch(env, &r.sink, &batch, |p, e| r.node.delivery_failed(&p.from, &p.dest, e));
     std::mem::forget(guard);
     // Tell the VM how much of a time slice this took (a NIF call counts as one reduction).
     // SAFETY: `env` is this NIF call's.
     unsafe { rustler::sys::enif_consume_timeslice(env.as_c_arg(), (1 + count * 100 / (4 * LANE_BATCH)) as i32) };
     lanes::delivered(index, count)
+}
+
+/// Delivers messages taken from a lane from the calling process's scheduler (`env` its NIF
+/// call's); `failed` is told of each that could not be.
+fn deliver_batch(env: Env, sink: &deliver::BeamSink, batch: &[lanes::Pending], mut failed: impl FnMut(&lanes::Pending, DeliverError)) {
+    for p in batch {
+        if let Err(e) = sink.deliver_on_scheduler(env, &p.from, &p.dest, &p.payload) {
+            failed(p, e);
+        }
+    }
 }
 
 /// Counters of the running node as a map (empty when stopped).
