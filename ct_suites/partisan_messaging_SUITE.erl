@@ -8,11 +8,13 @@
 -export([every_destination_on_every_channel/1, every_pair_of_nodes/1,
          order_per_sender_under_parallelism/1, order_per_partition_key/1,
          monotonic_channel_delivers_latest/1, large_messages/1, large_binaries_in_terms/1,
-         large_maps/1, a_stream_is_delivered_from_the_schedulers/1, unknown_node/1,
-         unknown_channel/1]).
+         large_maps/1, a_stream_is_delivered_from_the_schedulers/1,
+         a_full_lane_stalls_only_its_stream/1, unknown_node/1, unknown_channel/1]).
 %% Run on peers.
 -export([remote_refs/2, send_streams/5, send_behind_bulk/3, send_large_shapes/1,
-         send_lane_stream/3]).
+         send_lane_stream/3, start_sinks/1, sink_counts/1, hold_lanes/0, start_fill_senders/2,
+         stop_fill_senders/1,
+         burst/2]).
 
 -define(CHANNELS, [undefined, data, state]).
 -define(ENV, #{channels => #{data => #{parallelism => 4}, state => #{monotonic => true}},
@@ -23,7 +25,7 @@ all() ->
     [every_destination_on_every_channel, every_pair_of_nodes, order_per_sender_under_parallelism,
      order_per_partition_key, monotonic_channel_delivers_latest, large_messages,
      large_binaries_in_terms, large_maps, a_stream_is_delivered_from_the_schedulers,
-     unknown_node, unknown_channel].
+     a_full_lane_stalls_only_its_stream, unknown_node, unknown_channel].
 
 init_per_suite(Config) ->
     {ok, Peers} = partisan_ct:start_cluster([msg_a, msg_b, msg_c], ?ENV),
@@ -169,6 +171,31 @@ a_stream_is_delivered_from_the_schedulers(Config) ->
     ?assertEqual(Count div 100, Delta(undeliverable)),
     ?assert(Delta(lane_messages) > 0).
 
+%% B's delivery lanes are held (their processes suspended) while 16 processes on A stream 8 KiB
+%% messages to two processes on B over the four connections of `data': A's lane on B fills up
+%% (64 MiB) and the readers of the stream wait for room. A waiting reader must not hold one of
+%% B's I/O threads (there are two on a 2-core machine): more readers than that get to wait, and
+%% B still writes a burst to C meanwhile. Once the lanes run again every message arrives, in order
+%% per sender.
+a_full_lane_stalls_only_its_stream(Config) ->
+    [A, B, C] = cluster(Config),
+    Sinks = rpc(B, ?MODULE, start_sinks, [2]),
+    Holder = rpc(B, ?MODULE, hold_lanes, []),
+    Waits = fun() -> maps:get(lane_full_waits, rpc(B, partisan, stats, [])) end,
+    Waits0 = Waits(),
+    Senders = rpc(A, ?MODULE, start_fill_senders, [Sinks, 16]),
+    %% Within a reader's 10 s wait: three or more readers waiting at once.
+    ?assertEqual(ok, partisan_ct:wait_until(fun() -> Waits() - Waits0 >= 3 end, 9000)),
+    Fwd = rpc(C, partisan_ct, forwarder, [self()]),
+    ?assertEqual(ok, rpc(B, ?MODULE, burst, [Fwd, 200])),
+    ?assertEqual(lists:seq(1, 200), [N || {burst, N} <- [recv(Fwd) || _ <- lists:seq(1, 200)]]),
+    Sent = rpc(A, ?MODULE, stop_fill_senders, [Senders]),
+    Holder ! release,
+    Delivered = fun() -> lists:sum([N || {N, _} <- rpc(B, ?MODULE, sink_counts, [Sinks])]) end,
+    ?assertEqual(ok, partisan_ct:wait_until(fun() -> Delivered() >= Sent end, 60000)),
+    ?assertMatch([{_, 0}, {_, 0}], rpc(B, ?MODULE, sink_counts, [Sinks])),
+    ?assertEqual(Sent, Delivered()).
+
 unknown_node(Config) ->
     [A, B, _] = cluster(Config),
     Fwd = rpc(B, partisan_ct, forwarder, [self()]),
@@ -239,6 +266,66 @@ send_lane_stream(Dest, Gone, Count) ->
                    _ -> [partisan:forward_message(Dest, {lane, N, x}, #{})]
                end || N <- lists:seq(1, Count)],
     [ok] = lists:usort(lists:append(Results)),
+    ok.
+
+%% `Count' processes counting `{fill, Sender, N, _}' messages, and those that came after a
+%% higher N of their sender (out of order).
+start_sinks(Count) ->
+    [spawn(fun() -> sink(0, #{}, 0) end) || _ <- lists:seq(1, Count)].
+
+sink(Count, Last, Disorder) ->
+    receive
+        {fill, Sender, N, _} ->
+            Prev = maps:get(Sender, Last, 0),
+            Late = case N > Prev of true -> 0; false -> 1 end,
+            sink(Count + 1, Last#{Sender => N}, Disorder + Late);
+        {count, From} ->
+            From ! {count, self(), {Count, Disorder}},
+            sink(Count, Last, Disorder)
+    end.
+
+%% `{Delivered, OutOfOrder}' of each sink.
+sink_counts(Sinks) ->
+    [begin S ! {count, self()}, receive {count, S, C} -> C after 5000 -> timeout end end || S <- Sinks].
+
+%% Suspends this node's delivery lane processes until the returned process gets `release' (a
+%% suspension ends with the process that made it).
+hold_lanes() ->
+    Parent = self(),
+    Holder = spawn(fun() ->
+                           Lanes = [P || {{partisan_delivery, _}, P, _, _} <- supervisor:which_children(partisan_sup)],
+                           [true = erlang:suspend_process(P) || P <- Lanes],
+                           Parent ! {held, self()},
+                           receive release -> [true = erlang:resume_process(P) || P <- Lanes] end
+                   end),
+    receive {held, Holder} -> Holder end.
+
+%% `Senders' processes each send `{fill, I, N, <<8 KiB>>}' for N = 1, 2, ... on `data' (partition
+%% key I), to the sinks in turn, until `stop_fill_senders/1'; `{error, queue_full}' is retried
+%% after 1 ms.
+start_fill_senders(Sinks, Senders) ->
+    Bin = binary:copy(<<1>>, 8192),
+    [spawn(fun() -> fill(Sinks, I, 1, Bin) end) || I <- lists:seq(1, Senders)].
+
+fill(Sinks, I, N, Bin) ->
+    receive
+        {stop, From} -> From ! {sent, self(), N - 1}
+    after 0 ->
+        Dest = lists:nth(1 + N rem length(Sinks), Sinks),
+        case partisan:forward_message(Dest, {fill, I, N, Bin}, #{channel => data, partition_key => I}) of
+            ok -> fill(Sinks, I, N + 1, Bin);
+            {error, queue_full} -> receive after 1 -> fill(Sinks, I, N, Bin) end
+        end
+    end.
+
+%% Stops the senders of `start_fill_senders/2'; returns how many messages they sent.
+stop_fill_senders(Senders) ->
+    [S ! {stop, self()} || S <- Senders],
+    lists:sum([receive {sent, S, N} -> N end || S <- Senders]).
+
+%% `{burst, N}' for N in 1..Count to `Dest', as fast as one process sends.
+burst(Dest, Count) ->
+    [ok] = lists:usort([partisan:forward_message(Dest, {burst, N}, #{}) || N <- lists:seq(1, Count)]),
     ok.
 
 %% Sends terms holding binaries of 16 KiB and more in many shapes to `Dest', each followed by

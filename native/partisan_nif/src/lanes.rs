@@ -25,12 +25,15 @@
 //! 1 MiB per call): a large one that arrives while its lane holds messages waits, on its reader,
 //! for the lane to drain, and is then decoded there, off the schedulers.
 //!
-//! **Bounds.** A lane holds at most [`MAX_LANE_BYTES`] of payloads; a reader that finds it full
-//! waits (its connection's TCP window then slows the sender) for up to [`FULL_WAIT`], then queues
-//! anyway and logs it. A lane without a process (none started yet, or its process is
-//! restarting) keeps its messages for the next one; while no lane is registered, readers deliver
-//! everything themselves. When the data plane stops, the lanes' processes take nothing more, and
-//! what the lanes hold once the readers are gone is delivered by the stopping call.
+//! **Bounds.** A lane holds at most [`MAX_LANE_BYTES`] (payloads plus what each queued message
+//! costs besides); a reader that finds it full waits (its connection's TCP window then slows the
+//! sender) for up to [`FULL_WAIT`], then queues anyway and logs it. It waits outside the runtime's
+//! worker (`block_in_place`), so the node's other connections, pings and writers keep running. A
+//! lane without a process (none started yet, or its process is restarting) keeps its messages
+//! for the next one; while no lane is registered, readers deliver everything themselves. When the
+//! data plane stops ([`set_stopping`]), the lanes' processes take nothing more, waiting readers
+//! queue at once instead, and what the lanes hold once the readers are gone is delivered by the
+//! stopping call.
 
 use bytes::Bytes;
 use partisan_core::frame::Dest;
@@ -38,7 +41,7 @@ use partisan_net::lock::MutexExt;
 use rustler::LocalPid;
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -48,7 +51,7 @@ pub const MAX_LANES: usize = 64;
 const LANE_GAP: Duration = Duration::from_micros(20);
 /// Messages at least this large are delivered by their reader whenever their lane is empty.
 const DIRECT_FROM: usize = 16 * 1024;
-/// Payload bytes a lane holds before its readers wait.
+/// Bytes a lane holds (see [`footprint`]) before its readers wait.
 const MAX_LANE_BYTES: usize = 64 << 20;
 /// How long a reader waits for room in a full lane before it queues anyway.
 const FULL_WAIT: Duration = Duration::from_secs(10);
@@ -63,7 +66,7 @@ pub struct Pending {
 #[derive(Default)]
 struct LaneState {
     queue: VecDeque<Pending>,
-    /// Payload bytes in `queue`.
+    /// The [`footprint`] of `queue`.
     bytes: usize,
     /// Messages queued or taken by the process and not yet sent.
     undelivered: usize,
@@ -87,9 +90,20 @@ static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 /// Messages queued on a lane since the VM started (`lane_messages` in `partisan:stats()`).
 static QUEUED: AtomicU64 = AtomicU64::new(0);
 
+/// Set while the data plane stops: nobody drains the lanes then, so readers do not wait on them.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Times a reader found its lane full and waited for room, since the VM started.
+static FULL_WAITS: AtomicU64 = AtomicU64::new(0);
+
 /// Messages queued on a lane (for the scheduler to deliver) since the VM started.
 pub fn queued_total() -> u64 {
     QUEUED.load(Ordering::Relaxed)
+}
+
+/// Times a reader found its lane full and waited for room, since the VM started.
+pub fn full_waits_total() -> u64 {
+    FULL_WAITS.load(Ordering::Relaxed)
 }
 
 thread_local! {
@@ -129,6 +143,11 @@ fn hash(dest: &Dest) -> u64 {
     }
 }
 
+/// What a queued message holds in memory: its payload (a slice of its read buffer) and its entry.
+fn footprint(payload: &Bytes) -> usize {
+    payload.len() + std::mem::size_of::<Pending>()
+}
+
 fn shared_name(from: &str) -> Arc<str> {
     LAST_FROM.with(|last| {
         let mut last = last.borrow_mut();
@@ -144,7 +163,7 @@ fn shared_name(from: &str) -> Arc<str> {
 }
 
 /// Queues a received message on its lane, or gives it back for the reader to deliver (see the
-/// module doc). May wait for room (a blocking wait: readers run on the data plane's threads).
+/// module doc). May wait for room, off the runtime's worker (see [`wait_for_room`]).
 pub fn offer(from: &str, dest: &Dest, payload: Bytes) -> Offer {
     let Some(lane) = lane_of(from) else { return Offer::Deliver(payload) };
     let now = Instant::now();
@@ -162,14 +181,18 @@ pub fn offer(from: &str, dest: &Dest, payload: Bytes) -> Offer {
     if payload.len() >= DIRECT_FROM {
         // Decoding a large term could hold a scheduler for milliseconds: the reader waits for
         // the lane to deliver what it holds (order), then decodes it on its own thread.
-        let (state, timed_out) = wait_for_room(lane, state, |s| s.undelivered > 0);
-        drop(state);
+        let timed_out;
+        (state, timed_out) = wait_for_room(lane, state, |s| s.undelivered > 0);
         if timed_out {
             tracing::warn!(from, "a delivery lane did not drain in 10 s; a large message may overtake the lane's");
         }
-        return Offer::Deliver(payload);
-    }
-    if state.bytes > MAX_LANE_BYTES {
+        // Still undelivered without a timeout: the data plane stops, and the stopping call
+        // delivers the lane in order, this message with it.
+        if state.undelivered == 0 || timed_out {
+            return Offer::Deliver(payload);
+        }
+    } else if state.bytes > MAX_LANE_BYTES && !STOPPING.load(Ordering::Acquire) {
+        FULL_WAITS.fetch_add(1, Ordering::Relaxed);
         let timed_out;
         (state, timed_out) = wait_for_room(lane, state, |s| s.bytes > MAX_LANE_BYTES);
         if timed_out {
@@ -177,7 +200,7 @@ pub fn offer(from: &str, dest: &Dest, payload: Bytes) -> Offer {
         }
     }
     let wake = state.queue.is_empty().then_some(state.process).flatten();
-    state.bytes += payload.len();
+    state.bytes += footprint(&payload);
     state.undelivered += 1;
     state.queue.push_back(Pending { from: shared_name(from), dest: dest.clone(), payload });
     drop(state);
@@ -185,14 +208,36 @@ pub fn offer(from: &str, dest: &Dest, payload: Bytes) -> Offer {
     Offer::Queued(wake)
 }
 
-/// Waits while `busy` holds of the lane, for at most [`FULL_WAIT`]; true when that ran out.
+/// Waits while `busy` holds of the lane and the data plane is not stopping, for at most
+/// [`FULL_WAIT`]; true when that ran out. The wait leaves the runtime's worker to the node's
+/// other tasks.
 fn wait_for_room<'a>(
     lane: &'a Lane,
     state: MutexGuard<'a, LaneState>,
-    busy: impl FnMut(&mut LaneState) -> bool,
+    mut busy: impl FnMut(&mut LaneState) -> bool,
 ) -> (MutexGuard<'a, LaneState>, bool) {
-    let (state, timeout) = lane.room.wait_timeout_while(state, FULL_WAIT, busy).unwrap_or_else(|poisoned| poisoned.into_inner());
+    let wait = || {
+        lane.room
+            .wait_timeout_while(state, FULL_WAIT, |s| busy(s) && !STOPPING.load(Ordering::Acquire))
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    // Readers run on the runtime's workers; anything else (none today) just waits.
+    let (state, timeout) = match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
+        _ => wait(),
+    };
     (state, timeout.timed_out())
+}
+
+/// Marks the data plane as stopping (true) or not; waiting readers look again. While it stops
+/// the lanes' processes take nothing (see `deliver_pending`), so a reader must not wait for them.
+pub fn set_stopping(stopping: bool) {
+    STOPPING.store(stopping, Ordering::Release);
+    for lane in LANES.iter() {
+        // Under the lock: a reader between its check and its wait cannot miss the wake-up.
+        let _state = lane.state.lock_unpoisoned();
+        lane.room.notify_all();
+    }
 }
 
 /// Registers `pid` as the process of lane `index` of `count`; true when messages wait for it.
@@ -212,18 +257,19 @@ pub fn register(index: usize, count: usize, pid: LocalPid) -> bool {
 pub fn take(index: usize, max_msgs: usize, max_bytes: usize, out: &mut Vec<Pending>) {
     let Some(lane) = LANES.get(index) else { return };
     let mut state = lane.state.lock_unpoisoned();
-    let mut bytes = 0;
+    let (mut payload, mut held) = (0, 0);
     while out.len() < max_msgs {
         match state.queue.front() {
-            Some(p) if out.is_empty() || bytes + p.payload.len() <= max_bytes => {
-                bytes += p.payload.len();
+            Some(p) if out.is_empty() || payload + p.payload.len() <= max_bytes => {
+                payload += p.payload.len();
+                held += footprint(&p.payload);
                 let p = state.queue.pop_front().expect("a front element");
                 out.push(p);
             }
             _ => break,
         }
     }
-    state.bytes -= bytes;
+    state.bytes -= held;
 }
 
 /// `count` messages taken from lane `index` were delivered (or dropped); true when more wait.

@@ -195,12 +195,16 @@ fn stop(env: Env) -> NifResult<Term> {
                 }
             }
         };
+        // No lane's process takes a batch from here on (`running()` is gone): a reader waiting
+        // for room in a lane queues instead, or `node.stop` would wait for it.
+        lanes::set_stopping(true);
         let report = running.node.stop();
         // The readers are gone; what they queued on the delivery lanes is delivered from here
         // (the node's counters went with it: what cannot be delivered is only logged).
         lanes::drain_all(LANE_BATCH, LANE_BATCH_BYTES, |batch| {
             deliver_batch(env, &running.sink, batch, |p, error| tracing::debug!(from = %p.from, %error, "message queued at stop not delivered"));
         });
+        lanes::set_stopping(false);
         // Nothing can answer them any more: end every wait as a lost connection would.
         calls::notify_down(env, running.calls.lock().drain(), "noconnection");
         let map = Term::map_from_pairs(
@@ -784,6 +788,7 @@ fn stats(env: Env) -> NifResult<Term> {
         map = map.map_put(Atom::from_str(env, "creation")?, r.creation)?;
         map = map.map_put(Atom::from_str(env, "calls_waiting")?, r.calls.lock().len())?;
         map = map.map_put(Atom::from_str(env, "lane_messages")?, lanes::queued_total())?;
+        map = map.map_put(Atom::from_str(env, "lane_full_waits")?, lanes::full_waits_total())?;
     }
     Ok(map)
 }
