@@ -1,5 +1,7 @@
 %% @doc Ping-pong round trip of a 10-byte binary between two BEAM nodes, partisan vs Distributed
-%% Erlang, with the peers' default scheduler flags and with `+sbwt none' (scheduler busy-wait off).
+%% Erlang, with the peers' default scheduler flags, with `+sbwt none' (scheduler busy-wait off)
+%% and with `+IOs false' (schedulers never sleep in the BEAM's poll set: a process woken by a
+%% partisan reader thread then no longer waits on a poll interrupt, see the README).
 %%
 %% A pinger on A sends `{ping, Self, Bin}' to an echo process on B, which answers `{pong, Bin}'
 %% over the same transport; the next ping leaves when the pong arrived. Each round trip is timed
@@ -30,7 +32,7 @@ main() ->
 %% BENCH_LAT_FLAGS: `;'-separated sets of extra peer flags; "" is the defaults.
 variants() ->
     case os:getenv("BENCH_LAT_FLAGS") of
-        false -> [{"default flags", []}, {"+sbwt none", ["+sbwt", "none"]}];
+        false -> [{"default flags", []}, {"+sbwt none", ["+sbwt", "none"]}, {"+IOs false", ["+IOs", "false"]}];
         V -> [{case F of "" -> "default flags"; _ -> F end, string:lexemes(F, " ")}
               || F <- string:split(V, ";", all)]
     end.
