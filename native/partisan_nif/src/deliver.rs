@@ -176,9 +176,7 @@ impl BeamSink {
             _ => Err(DeliverError::Undecodable),
         }
     }
-}
 
-impl BeamSink {
     /// Where a message goes and, unless it is left to the decoder process (`decode_here` false
     /// and a map too large for this thread), its decoded term.
     fn target_and_term<'a>(
