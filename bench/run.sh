@@ -24,14 +24,16 @@ esac
 if [ "${BENCH_BUILD:-0}" = 1 ] || [ ! -f "$EBIN/partisan.beam" ] || [ ! -f "$NIF" ]; then
     (cd "$ROOT" && rebar3 compile)
 fi
-# The link emulator (used by echo and smoke); cargo does nothing when it is up to date.
+# The link emulator (used by echo and smoke) and the loopback limit probe (throughput's 1 MiB
+# rows); cargo does nothing when they are up to date.
 case "$SCENARIO" in
-    echo|smoke|compression)
+    echo|smoke|compression|throughput)
         (cd "$ROOT" && cargo build --release --locked -q -p partisan_linkemu)
         # Wherever cargo puts it (CARGO_TARGET_DIR, .cargo/config.toml), not always target/.
         TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps --locked \
             | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-        export BENCH_LINKEMU="$TARGET_DIR/release/partisan_linkemu" ;;
+        export BENCH_LINKEMU="$TARGET_DIR/release/partisan_linkemu"
+        export BENCH_LOOPBACK_LIMIT="$TARGET_DIR/release/loopback_limit" ;;
 esac
 
 # Not named partisan-*: code:priv_dir(partisan) would take such a directory for the app.

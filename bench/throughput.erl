@@ -140,6 +140,7 @@ bench(Cfg, A, B) ->
                               T <- maps:get(transports, Cfg)],
     io:format("~b runs of ~b+~b ms (A=~s, B=~s, partisan joined in ~b ms)~n",
               [length(Runs), maps:get(warmup_ms, Cfg), maps:get(duration_ms, Cfg), A, B, JoinMs]),
+    LimitsBefore = loopback_limits(Cfg),
     Results = [begin
                    R = run_one(Cfg, A, B, Case, T),
                    io:format("  rep ~b ~-12ts ~-14ts ~12ts msg/s~ts~n",
@@ -147,7 +148,8 @@ bench(Cfg, A, B) ->
                               fmt_int(round(maps:get(rate, R))), run_flags(R)]),
                    {{Case, T}, R}
                end || {Rep, Case, T} <- Runs],
-    Report0 = report(Cfg, Info, Cases, Results),
+    Limits = maps:merge_with(fun(_, L1, L2) -> max(L1, L2) end, LimitsBefore, loopback_limits(Cfg)),
+    Report0 = report(Cfg, Info#{loopback_limits => Limits}, Cases, Results),
     Base = bench_common:write_report(maps:get(report, Cfg, "throughput"), Report0),
     ok = bench_common:finish_report(Base, Report0, plot(Base, Cfg, Cases, Results)),
     case [{Case, T, R} || {{Case, T}, R} <- Results, not run_ok(R)] of
@@ -200,6 +202,27 @@ run_one(Cfg, A, B, {Payload, NSenders}, T) ->
        errors => Errors,
        stats_a => stats_delta(StatsA0, pstats(A, T)),
        stats_b => stats_delta(StatsB0, pstats(B, T))}.
+
+%% The loopback limit for 1 MiB payloads (when the run has them): bytes per second that plain TCP
+%% moves between two threads over as many connections as each parallelism under test
+%% (`loopback_limit`, built by bench/run.sh), measured while the peers are idle.
+loopback_limits(Cfg) ->
+    case {lists:member(?MiB, maps:get(payloads, Cfg)), os:getenv("BENCH_LOOPBACK_LIMIT", "")} of
+        {true, Bin} when Bin =/= "" ->
+            Conns = lists:usort([1 | maps:get(parallelism, Cfg)]),
+            maps:from_list([{C, loopback_limit(Bin, C)} || C <- Conns]);
+        _ ->
+            #{}
+    end.
+
+loopback_limit(Bin, Connections) ->
+    Cmd = io_lib:format("~ts --connections ~b --write-size ~b --warmup-ms 200 --millis 1000",
+                        [Bin, Connections, ?MiB]),
+    Out = os:cmd(lists:flatten(Cmd)),
+    case re:run(Out, "bytes_per_sec=([0-9.]+)", [{capture, all_but_first, list}]) of
+        {match, [Rate]} -> list_to_float(Rate);
+        nomatch -> error({loopback_limit_failed, Out})
+    end.
 
 pstats(_, disterl) -> #{};
 pstats(N, {partisan, _}) -> erpc:call(N, partisan, stats, []).
@@ -282,6 +305,7 @@ report(Cfg, Info, Cases, Results) ->
      "(min–max in parentheses). Ratio = median partisan / median disterl.\n\n",
      Header, Sep, Rows, "\n",
      overall_best(Cases, PTs, lists:member(disterl, Ts), Results),
+     limit_section(Cases, Ts, maps:get(loopback_limits, Info, #{}), Results),
      noise_note(Results),
      "## Diagnostics\n\n",
      "Summed over the repetitions. `retries`: `{error, queue_full}` returned to senders; "
@@ -312,6 +336,31 @@ overall_best(Cases, PTs, HasDist, Results) ->
                    [transport_label(BestT), fmt_int(round(Best)), Ratio,
                     lists:join(", ", [io_lib:format("~ts ~ts", [transport_label(T), fmt_int(round(G))])
                                       || {G, T} <- Scored])])].
+
+%% The 1 MiB rows' payload bytes per second as a share of the loopback limit with as many
+%% connections as the transport uses (disterl: one).
+limit_section(_, _, Limits, _) when map_size(Limits) =:= 0 ->
+    [];
+limit_section(Cases, Ts, Limits, Results) ->
+    Conns = fun(disterl) -> 1; ({partisan, {ack, P}}) -> P; ({partisan, P}) -> P end,
+    Gbs = fun(BytesPerSec) -> io_lib:format("~.2f GB/s", [BytesPerSec / 1.0e9]) end,
+    Cell = fun(Case, T) ->
+                   Bytes = median(rates(Results, {Case, T})) * ?MiB,
+                   io_lib:format("~ts (~b %)", [Gbs(Bytes), round(100 * Bytes / maps:get(Conns(T), Limits))])
+           end,
+    ["## 1 MiB against the loopback limit\n\n",
+     "The loopback limit: plain TCP over this machine's loopback, a writer and a reader thread per "
+     "connection, 1 MiB writes (`loopback_limit`), measured before and after the runs while the "
+     "peers were idle, the higher of the two: ",
+     lists:join(", ", [io_lib:format("~b connection~ts ~ts", [C, [$s || C > 1], Gbs(L)])
+                       || {C, L} <- lists:sort(maps:to_list(Limits))]),
+     ". Each cell: payload bytes per second of the median run, and its share of the limit with "
+     "as many connections as the transport uses (disterl: one).\n\n",
+     "| senders | ", lists:join(" | ", [transport_label(T) || T <- Ts]), " |\n",
+     "|---:|", [["---:|"] || _ <- Ts], "\n",
+     [["| ", integer_to_list(N), " | ", lists:join(" | ", [Cell(Case, T) || T <- Ts]), " |\n"]
+      || Case = {?MiB, N} <- Cases],
+     "\n"].
 
 noise_note(Results) ->
     bench_common:noise_note([maps:get(cpu_foreign, R) || {_, R} <- Results]).
