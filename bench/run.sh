@@ -39,7 +39,7 @@ esac
 # Not named partisan-*: code:priv_dir(partisan) would take such a directory for the app.
 BEAM_DIR="$(mktemp -d "${TMPDIR:-/tmp}/bench_beams.XXXXXX")"
 trap 'rm -rf "$BEAM_DIR"' EXIT
-erlc -o "$BEAM_DIR" "$HERE"/*.erl
+erlc -pa "$EBIN" -o "$BEAM_DIR" "$HERE"/*.erl
 
 # What was measured: the commit, uncommitted changes, and the NIF library (read-only git calls).
 if [ -z "${BENCH_BUILD_INFO:-}" ]; then
