@@ -90,7 +90,8 @@ static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 /// Messages queued on a lane since the VM started (`lane_messages` in `partisan:stats()`).
 static QUEUED: AtomicU64 = AtomicU64::new(0);
 
-/// Set while the data plane stops: nobody drains the lanes then, so readers do not wait on them.
+/// Set from `stop` to the next `start`: nobody drains the lanes then, so readers do not wait on
+/// them.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// Times a reader found its lane full and waited for room, since the VM started.
@@ -229,8 +230,9 @@ fn wait_for_room<'a>(
     (state, timeout.timed_out())
 }
 
-/// Marks the data plane as stopping (true) or not; waiting readers look again. While it stops
-/// the lanes' processes take nothing (see `deliver_pending`), so a reader must not wait for them.
+/// Marks the data plane as stopping (`stop`, until the next `start` clears it); waiting readers
+/// look again. While it stops the lanes' processes take nothing (see `deliver_pending`), so a
+/// reader must not wait for them.
 pub fn set_stopping(stopping: bool) {
     STOPPING.store(stopping, Ordering::Release);
     for lane in LANES.iter() {

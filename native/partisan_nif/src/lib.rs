@@ -158,6 +158,9 @@ fn start<'a>(env: Env<'a>, cfg: Term<'a>) -> NifResult<Term<'a>> {
     let net = start.data.net.clone();
     let calls = calls::Calls::new(first_call_id(net.incarnation));
     let sink = Arc::new(deliver::BeamSink::new(start.events, calls.clone(), start.data.safe_decode, &start.vm_node, start.creation, start.ref_format));
+    // Marked stopping by the last `stop` (which may not have returned): this data plane's
+    // lanes are drained by their processes again.
+    lanes::set_stopping(false);
     let name = net.name.clone();
     let rewriter = start.pid_rewrite.then(|| PidRewriter::new(&start.vm_node, start.ref_format));
     match Node::start(net, sink.clone()) {
@@ -204,7 +207,6 @@ fn stop(env: Env) -> NifResult<Term> {
         lanes::drain_all(LANE_BATCH, LANE_BATCH_BYTES, |batch| {
             deliver_batch(env, &running.sink, batch, |p, error| tracing::debug!(from = %p.from, %error, "message queued at stop not delivered"));
         });
-        lanes::set_stopping(false);
         // Nothing can answer them any more: end every wait as a lost connection would.
         calls::notify_down(env, running.calls.lock().drain(), "noconnection");
         let map = Term::map_from_pairs(
