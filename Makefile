@@ -5,7 +5,8 @@ EBIN := _build/default/lib/partisan/ebin
 # The CT and demo controller nodes are alive on loopback; peers never meet over disterl.
 CT_NAME ?= ct@127.0.0.1
 
-.PHONY: all deps build test rust-test eunit ct mix-test test-deps test-examples dialyzer demo bench clean
+.PHONY: all deps build test rust-test eunit ct mix-test test-deps test-examples dialyzer demo bench clean \
+	readme-check
 
 all: build
 
@@ -42,7 +43,11 @@ test-deps: build
 test-examples: build
 	bash scripts/check_examples.sh
 
-test: rust-test eunit ct mix-test test-deps test-examples dialyzer bench-smoke
+# The README's performance tables are those of the newest reports in bench/results/.
+readme-check: deps
+	escript bench/readme_tables.escript --check README.md bench/results
+
+test: readme-check rust-test eunit ct mix-test test-deps test-examples dialyzer bench-smoke
 
 demo: build
 	@mkdir -p _build/demo
@@ -62,11 +67,19 @@ sim:
 
 # Benchmarks vs Distributed Erlang (bench/README.md). `make bench` runs every scenario in turn
 # (~15 min at the defaults; each scenario is bounded by its own watchdog and a shell timeout);
-# reports and plots go to bench/results/. BENCH_* variables enlarge the sweeps.
+# reports and plots go to bench/results/, and the README's performance tables are rewritten from
+# them (not when BENCH_RESULTS_DIR sends the reports elsewhere). BENCH_* variables enlarge the
+# sweeps.
 .PHONY: bench-scale bench-deps bench-throughput bench-latency bench-hol bench-echo bench-join bench-limits \
-	bench-linkemu bench-smoke bench-call bench-tls bench-compression
+	bench-linkemu bench-smoke bench-call bench-tls bench-compression bench-readme
 bench: bench-limits bench-linkemu bench-throughput bench-latency bench-hol bench-echo bench-join \
 	bench-call bench-tls bench-compression
+	@if [ -z "$$BENCH_RESULTS_DIR" ]; then $(MAKE) --no-print-directory bench-readme; \
+	else echo "BENCH_RESULTS_DIR is set: README tables left as they are"; fi
+
+# The README's performance tables from the newest report of each scenario in bench/results/.
+bench-readme: deps
+	escript bench/readme_tables.escript README.md bench/results
 
 bench-deps: deps
 	@command -v gnuplot >/dev/null 2>&1 && command -v iperf3 >/dev/null 2>&1 || { \
