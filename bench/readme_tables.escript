@@ -55,7 +55,10 @@ blocks() ->
      {"hol", fun(D) -> copied(D, "hol", "## Round trip") end},
      {"tls", fun(D) -> copied(D, "tls", "| case ") end},
      {"echo", fun(D) -> copied(D, "echo", "## Echo") end},
-     {"join", fun(D) -> copied(D, "join", "## Time to") end}].
+     {"join", fun(D) -> copied(D, "join", "## Time to") end},
+     {"call", fun(D) -> copied(D, "call", ["## Calls/s", "## partisan / disterl"]) end},
+     {"call-hyparview", fun(D) -> copied(D, "call-hyparview", "## Calls/s") end},
+     {"compression", fun(D) -> copied(D, "compression", "| channel ") end}].
 
 %% -- blocks -------------------------------------------------------------------------------------
 
@@ -110,10 +113,14 @@ cpu_of(Dir, Scenario) ->
                end || R <- TRows],
     {source(Dir, File, Lines), File, PerCase}.
 
-%% A report's own table, as it is, under the line that starts with `Heading'.
-copied(Dir, Scenario, Heading) ->
+%% A report's own table, as it is, under the line that starts with `Heading' (or its tables
+%% under each of a list of headings, one after the other).
+copied(Dir, Scenario, [H | _] = Headings) when is_list(H) ->
     {File, Lines} = newest(Dir, Scenario),
-    [source(Dir, File, Lines), [[L, $\n] || L <- table_lines(Lines, Heading, File)]].
+    [source(Dir, File, Lines),
+     lists:join("\n", [[[L, $\n] || L <- table_lines(Lines, Heading, File)] || Heading <- Headings])];
+copied(Dir, Scenario, Heading) ->
+    copied(Dir, Scenario, [Heading]).
 
 %% -- reports ------------------------------------------------------------------------------------
 
