@@ -66,7 +66,7 @@ sim:
 	cargo run --locked --release -p partisan_sim -- --out sim/results
 
 # Benchmarks vs Distributed Erlang (bench/README.md). `make bench` runs every scenario in turn
-# (~15 min at the defaults; each scenario is bounded by its own watchdog and a shell timeout);
+# (~11 min at the defaults; each scenario is bounded by its own watchdog and a shell timeout);
 # reports and plots go to bench/results/, and the README's performance tables are rewritten from
 # them (not when BENCH_RESULTS_DIR sends the reports elsewhere). BENCH_* variables enlarge the
 # sweeps.
