@@ -5,6 +5,7 @@
 -export([start/2, stop/1]).
 
 %% @private
+-spec start(application:start_type(), term()) -> {ok, pid()} | {error, term()}.
 start(_Type, _Args) ->
     %% The data plane checks its own configuration keys: the NIF first.
     case partisan_nif:load() of
@@ -19,5 +20,6 @@ start(_Type, _Args) ->
     end.
 
 %% @private
+-spec stop(term()) -> ok.
 stop(_State) ->
     ok.

@@ -61,20 +61,24 @@ execute(Node, Id, Tag, Channel, M, {F, A}) ->
                 sweep_armed = false :: boolean()}).
 
 %% @private
+-spec init([]) -> {ok, #state{}}.
 init([]) ->
     {ok, #state{}}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
 handle_call(pending, _From, S) ->
     {reply, map_size(S#state.pending), S};
 handle_call(_, _From, S) ->
     {reply, {error, unknown_call}, S}.
 
 %% @private
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
 handle_cast(_, S) ->
     {noreply, S}.
 
 %% @private
+-spec handle_info(term(), #state{}) -> {noreply, #state{}}.
 handle_info({'$partisan_call', Caller, Node, Id, Tag, Channel, Timeout, Label, Server, Request}, S) ->
     P = #pending{node = Node, id = Id, tag = Tag, channel = Channel, object = Server,
                  expires = expires(Timeout)},

@@ -107,6 +107,7 @@ stats() ->
     end.
 
 %% @private
+-spec init([]) -> {ok, #state{}}.
 init([]) ->
     Labels = partisan_config:get(causal_labels, []),
     Me = {partisan:node(), erlang:system_time(microsecond)},
@@ -115,6 +116,7 @@ init([]) ->
                 max_wait = partisan_config:get(causal_max_wait, infinity)}}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
 handle_call({emit, Label, Node, ServerRef, Msg, Opts}, _From, State = #state{me = Me}) ->
     case maps:find(Label, State#state.labels) of
         {ok, L = #label{sent = Sent}} ->
@@ -144,10 +146,12 @@ handle_call(_Other, _From, State) ->
     {reply, {error, unknown_call}, State}.
 
 %% @private
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
 handle_cast(_Other, State) ->
     {noreply, State}.
 
 %% @private
+-spec handle_info(term(), #state{}) -> {noreply, #state{}}.
 handle_info(Envelope = {?TAG, Label, _From, _Seq, _Clock, _Dest, _Msg}, State) ->
     case maps:find(Label, State#state.labels) of
         {ok, L} ->

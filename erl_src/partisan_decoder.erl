@@ -18,15 +18,19 @@ start_link() ->
     gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
 
 %% @private
+-spec init([]) -> {ok, map()}.
 init([]) -> {ok, #{}}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), map()) -> {reply, term(), map()}.
 handle_call(_, _From, S) -> {reply, {error, unknown_call}, S}.
 
 %% @private
+-spec handle_cast(term(), map()) -> {noreply, map()}.
 handle_cast(_, S) -> {noreply, S}.
 
 %% @private
+-spec handle_info(term(), map()) -> {noreply, map()}.
 handle_info({'$partisan_decode', Token, To, Wrap, Bin, Safe}, S) ->
     Outcome = case erlang:is_process_alive(To) of
                   false -> noproc;

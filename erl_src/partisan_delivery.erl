@@ -22,6 +22,7 @@ start_link(Index, Count) ->
     proc_lib:start_link(?MODULE, init, [self(), Index, Count]).
 
 %% @private
+-spec init(pid(), non_neg_integer(), pos_integer()) -> no_return().
 init(Parent, Index, Count) ->
     Waiting = partisan_nif:set_delivery_lane(Index, Count),
     proc_lib:init_ack(Parent, {ok, self()}),

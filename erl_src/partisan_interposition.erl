@@ -127,6 +127,7 @@ send_copies(N, Node, ServerRef, Msg, Opts) ->
     First.
 
 %% @private
+-spec init([]) -> {ok, #state{}}.
 init([]) ->
     %% Funs do not outlive the application: a restart starts clean, as v5's manager does.
     persistent_term:put(?FUNS, #{pre => #{}, mid => #{}, post => #{}}),
@@ -139,6 +140,7 @@ init([]) ->
     {ok, State}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
 handle_call({add, Kind, Name, Fun}, _From, State) ->
     Funs = persistent_term:get(?FUNS),
     persistent_term:put(?FUNS, Funs#{Kind := (maps:get(Kind, Funs))#{Name => Fun}}),
@@ -152,6 +154,7 @@ handle_call(_Other, _From, State) ->
     {reply, {error, unknown_call}, State}.
 
 %% @private
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
 handle_cast({send_later, Ms, Node, ServerRef, Msg, Opts}, State) ->
     _ = erlang:send_after(Ms, self(), {send_now, Node, ServerRef, Msg, Opts}),
     {noreply, State};
@@ -159,6 +162,7 @@ handle_cast(_Other, State) ->
     {noreply, State}.
 
 %% @private
+-spec handle_info(term(), #state{}) -> {noreply, #state{}}.
 handle_info({'$partisan_interpose', From, Pid, Msg}, State = #state{ingress_delay = 0}) ->
     receive_message(From, Pid, Msg),
     {noreply, State};
@@ -180,6 +184,7 @@ handle_info(_Other, State) ->
     {noreply, State}.
 
 %% @private
+-spec terminate(term(), #state{}) -> ok.
 terminate(_Reason, _State) ->
     persistent_term:put(?SEND_HOOKS, false),
     _ = catch partisan_nif:set_interposer(undefined),

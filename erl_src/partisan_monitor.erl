@@ -131,6 +131,7 @@ info() ->
     gen_server:call(?MODULE, info, infinity).
 
 %% @private
+-spec init([]) -> {ok, #state{}}.
 init([]) ->
     process_flag(trap_exit, true),
     ok = partisan_peer_service_events:monitor_nodes(self(), true, []),
@@ -144,6 +145,8 @@ init([]) ->
     {ok, tick(S)}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), #state{}) ->
+    {reply, term(), #state{}} | {noreply, #state{}}.
 handle_call({monitor, Owner, Target, Channel, Release}, From, S) ->
     {Ref, Returned} = new_ref(Target),
     Node = partisan_otp:node_of(Target),
@@ -189,10 +192,12 @@ handle_call(_, _From, S) ->
     {reply, {error, unknown_call}, S}.
 
 %% @private
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
 handle_cast(_, S) ->
     {noreply, S}.
 
 %% @private
+-spec handle_info(term(), #state{}) -> {noreply, #state{}}.
 handle_info({?TAG, monitor, From, FromInc, WRef, Target, Channel, Release}, S) ->
     S1 = observe(From, FromInc, S),
     case maps:get(From, S1#state.incarnations) of
@@ -253,6 +258,7 @@ handle_info(_, S) ->
     {noreply, S}.
 
 %% @private
+-spec terminate(term(), #state{}) -> ok.
 terminate(_Reason, #state{out = Out}) ->
     %% Whoever waits on a remote process would wait forever: tell them the connection is gone.
     maps:foreach(fun(_, #out{owner = Owner, object = Object, returned = Returned}) ->

@@ -49,10 +49,12 @@ monitor_nodes(Pid, Flag, Opts) ->
     gen_server:call(?MODULE, {monitor_nodes, Pid, Flag, Opts}).
 
 %% @private
+-spec init([]) -> {ok, #state{}}.
 init([]) ->
     {ok, #state{members = [partisan:node()]}}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), #state{}) -> {reply, term(), #state{}}.
 handle_call({add_callback, Which, Node, Channel, Fun}, _From, S) ->
     {reply, ok, S#state{callbacks = S#state.callbacks ++ [{Which, Node, Channel, Fun}]}};
 handle_call({add_sup_callback, Caller, Fun}, _From, S = #state{sup_callbacks = Sup}) ->
@@ -74,10 +76,12 @@ handle_call(_, _From, S) ->
     {reply, {error, unknown_call}, S}.
 
 %% @private
+-spec handle_cast(term(), #state{}) -> {noreply, #state{}}.
 handle_cast(_, S) ->
     {noreply, S}.
 
 %% @private
+-spec handle_info(term(), #state{}) -> {noreply, #state{}}.
 handle_info({partisan_event, node_up, Node}, S) ->
     run(up, Node, any, S),
     notify(nodeup, Node, S),

@@ -99,6 +99,7 @@ strategy_join(Spec) -> gen_server:call(?MODULE, {strategy, join, Spec}).
 strategy_leave(Spec) -> gen_server:call(?MODULE, {strategy, leave, Spec}).
 
 %% @private
+-spec init([]) -> {ok, map()} | {stop, term()}.
 init([]) ->
     process_flag(trap_exit, true),
     Events = whereis(partisan_peer_service_events),
@@ -123,6 +124,7 @@ start_strategy(Spec) ->
     #strategy{mod = Mod, state = State, interval = Interval}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), map()) -> {reply, term(), map()}.
 handle_call({strategy, Fun, Spec}, _From, S = #strategy{mod = Mod, state = State}) ->
     Result = case Fun of
         join -> Mod:join(State, Spec, undefined);
@@ -133,9 +135,11 @@ handle_call(_, _From, S) ->
     {reply, {error, unknown_call}, S}.
 
 %% @private
+-spec handle_cast(term(), map()) -> {noreply, map()}.
 handle_cast(_, S) -> {noreply, S}.
 
 %% @private
+-spec handle_info(term(), map()) -> {noreply, map()}.
 handle_info({'$partisan_manager_message', From, Msg}, S) ->
     case receive_message(From, undefined, Msg) of
         ok -> ok;
@@ -190,6 +194,7 @@ schedule(Msg, Ms) -> erlang:send_after(Ms, self(), Msg).
 %% @private
 %% Stopping flushes every send queue (for at most `stop_flush_timeout'); what could not be
 %% written in time is reported here.
+-spec terminate(term(), map()) -> ok.
 terminate(_Reason, _S) ->
     case partisan_nif:stop() of
         {ok, #{undelivered_on_stop := N, elapsed_ms := Ms}} when N > 0 ->

@@ -193,10 +193,12 @@ node_info(Root, Opts) ->
                    ++ [{metadata, #{}} || lists:member(metadata, Opts)]).
 
 %% @private
+-spec init([] | [[module()]]) -> {ok, map()}.
 init([]) -> init([partisan_config:get(broadcast_mods, [])]);
 init([Mods]) -> {ok, #{mods => lists:usort(Mods), exchanges => []}}.
 
 %% @private
+-spec handle_call(term(), gen_server:from(), map()) -> {reply, term(), map()}.
 handle_call(exchanges, _From, S = #{exchanges := Exchanges}) ->
     {reply, Exchanges, S};
 handle_call({cancel_exchanges, Selector}, _From, S = #{exchanges := Exchanges}) ->
@@ -217,9 +219,11 @@ selected(Pid, {_, _, _, Pid}) when is_pid(Pid) -> true;
 selected(_, _) -> false.
 
 %% @private
+-spec handle_cast(term(), map()) -> {noreply, map()}.
 handle_cast(_, S) -> {noreply, S}.
 
 %% @private
+-spec handle_info(term(), map()) -> {noreply, map()}.
 handle_info({partisan_event, bcast_deliver, IdBin, PayloadBin, From}, S) ->
     {Handler, IsNew} =
         try

@@ -12,6 +12,7 @@ start_link() ->
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).
 
 %% @private
+-spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
     Manager = partisan_config:get(peer_service_manager),
     Lanes = partisan_delivery:lanes(),
