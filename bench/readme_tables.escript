@@ -65,19 +65,14 @@ blocks() ->
 %% Messages per second per case, condensed from the report's throughput table.
 throughput(Dir, Scenario) ->
     {File, Lines} = newest(Dir, Scenario),
-    {Header, Rows} = table(Lines, "## Throughput"),
-    Cols = rate_columns(Header),
-    Out = [begin
-               Rates = [{T, cell(Row, I)} || {T, I} <- Cols],
-               Best = best_partisan(Rates),
-               Disterl = number(proplists:get_value("disterl", Rates)),
-               [cell(Row, col(Header, "payload")), cell(Row, col(Header, "senders"))
-                | [first_word(V) || {_, V} <- Rates]]
-                   ++ [ratio(number(proplists:get_value(Best, Rates)) / Disterl, higher)]
-           end || Row <- Rows],
+    {Transports, Cases} = throughput_cases(Lines, File),
+    Out = [[Payload, Senders | [first_word(V) || {_, V} <- Rates]]
+           ++ [ratio(number(proplists:get_value(Best, Rates))
+                     / number(proplists:get_value("disterl", Rates)), higher)]
+           || #{payload := Payload, senders := Senders, rates := Rates, best := Best} <- Cases],
     [source(Dir, File, Lines),
-     md_table(["payload", "senders" | [T || {T, _} <- Cols]] ++ ["best partisan / disterl"],
-              "|---|---:|" ++ lists:append(["---:|" || _ <- Cols]) ++ "---:|", Out)].
+     md_table(["payload", "senders" | Transports] ++ ["best partisan / disterl"],
+              "|---|---:|" ++ lists:append(["---:|" || _ <- Transports]) ++ "---:|", Out)].
 
 %% CPU time of both nodes per delivered message, from the throughput reports' diagnostics: the
 %% faster plain partisan configuration of each case against disterl.
@@ -97,21 +92,31 @@ cpu(Dir) ->
 
 cpu_of(Dir, Scenario) ->
     {File, Lines} = newest(Dir, Scenario),
-    {TH, TRows} = table(Lines, "## Throughput"),
-    Cols = rate_columns(TH),
-    {DH, DRows} = table(Lines, "## Diagnostics"),
+    {_, Cases} = throughput_cases(Lines, File),
+    {DH, DRows} = table(Lines, "## Diagnostics", File),
     Cpu = maps:from_list([{{cell(R, col(DH, "case")), cell(R, col(DH, "transport"))},
                            cell(R, col(DH, "CPU µs/msg (A+B)"))} || R <- DRows]),
     PerCase = [begin
-                   Case = cell(R, col(TH, "payload")) ++ " x" ++ cell(R, col(TH, "senders")),
-                   Best = best_partisan([{T, cell(R, I)} || {T, I} <- Cols]),
+                   Case = Payload ++ " x" ++ Senders,
                    Found = fun(T) -> case maps:find({Case, T}, Cpu) of
                                          {ok, V} -> V;
                                          error -> throw({missing, io_lib:format("no CPU figure for ~ts, ~ts in ~ts", [Case, T, File])})
                                      end end,
                    {Case, {Found(Best), string:prefix(Best, "partisan "), Found("disterl")}}
-               end || R <- TRows],
+               end || #{payload := Payload, senders := Senders, best := Best} <- Cases],
     {source(Dir, File, Lines), File, PerCase}.
+
+%% The throughput table of a report: its transports (the `<transport> msg/s' columns) and, per
+%% case, the payload, the senders, each transport's cell and the fastest plain partisan one.
+throughput_cases(Lines, File) ->
+    {Header, Rows} = table(Lines, "## Throughput", File),
+    Cols = rate_columns(Header),
+    {[T || {T, _} <- Cols],
+     [begin
+          Rates = [{T, cell(Row, I)} || {T, I} <- Cols],
+          #{payload => cell(Row, col(Header, "payload")), senders => cell(Row, col(Header, "senders")),
+            rates => Rates, best => best_partisan(Rates)}
+      end || Row <- Rows]}.
 
 %% A report's own table, as it is, under the line that starts with `Heading' (or its tables
 %% under each of a list of headings, one after the other).
@@ -179,8 +184,8 @@ table_lines(Lines, Heading, File) ->
     end.
 
 %% Header cells and data rows (cells) of the table after `Heading'.
-table(Lines, Heading) ->
-    [Header, _Separator | Rows] = table_lines(Lines, Heading, "the report"),
+table(Lines, Heading, File) ->
+    [Header, _Separator | Rows] = table_lines(Lines, Heading, File),
     {cells(Header), [cells(R) || R <- Rows]}.
 
 cells(Line) ->
