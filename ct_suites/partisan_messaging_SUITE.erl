@@ -13,8 +13,7 @@
 %% Run on peers.
 -export([remote_refs/2, send_streams/5, send_behind_bulk/3, send_large_shapes/1,
          send_lane_stream/3, start_sinks/1, sink_counts/1, hold_lanes/0, start_fill_senders/2,
-         stop_fill_senders/1,
-         burst/2]).
+         stop_fill_senders/1, burst/2]).
 
 -define(CHANNELS, [undefined, data, state]).
 -define(ENV, #{channels => #{data => #{parallelism => 4}, state => #{monotonic => true}},
